@@ -1,0 +1,92 @@
+"""DCGAN and ACGAN (Frid-Adar et al. liver-lesion ROIs), Flax linen, NHWC.
+
+`num_classes = 0` gives the unconditional DCGAN; `num_classes > 0` gives ACGAN: the generator is
+conditioned on a class embedding and the discriminator has an auxiliary class head.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxmedgan.models import layers
+
+
+def _num_blocks(image_size: int) -> int:
+    n = math.log2(image_size / 4)
+    if image_size < 8 or n != int(n):
+        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}.")
+    return int(n)
+
+
+class Generator(nn.Module):
+    """z [B, latent_dim] (+ labels [B] int) -> images [B, H, W, channels] in [-1, 1]."""
+
+    image_size: int = 64
+    channels: int = 1
+    latent_dim: int = 100
+    num_classes: int = 0  # 0: unconditional DCGAN; >0: ACGAN conditioning
+    base_features: int = 64  # channels of the last (highest-resolution) hidden block
+    max_features: int = 512
+    norm: str = "batch"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, *, train: bool = True) -> jax.Array:
+        n = _num_blocks(self.image_size)
+        width = lambda i: min(self.base_features * 2 ** (n - 1 - i), self.max_features)
+        h = z.astype(self.dtype)
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("This generator is class-conditional (num_classes > 0): pass labels.")
+            emb = nn.Embed(self.num_classes, self.latent_dim, name="class_embed")(labels)
+            h = jnp.concatenate([h, emb.astype(self.dtype)], axis=-1)
+        # Project to a 4x4 map: a dense layer is a 4x4 transposed conv on a 1x1 input.
+        h = nn.Dense(4 * 4 * width(0), use_bias=False, kernel_init=nn.initializers.normal(0.02),
+                     dtype=self.dtype, name="project")(h)
+        h = h.reshape(h.shape[0], 4, 4, width(0))
+        h = layers.make_norm(self.norm, train=train, name="project_norm")(h)
+        h = nn.relu(h)
+        for i in range(1, n):
+            h = layers.ConvBlock(width(i), transpose=True, norm=self.norm, activation="relu",
+                                 dtype=self.dtype, name=f"up{i}")(h, train=train)
+        h = layers.ConvBlock(self.channels, transpose=True, norm="none", activation="tanh",
+                             use_bias=True, dtype=self.dtype, name="to_image")(h, train=train)
+        return h.astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+    """images [B, H, W, C] -> (real/fake logit [B], class logits [B, num_classes] or None)."""
+
+    image_size: int = 64
+    base_features: int = 64  # channels of the first conv block
+    max_features: int = 512
+    num_classes: int = 0  # >0 adds the ACGAN auxiliary classifier head
+    norm: str = "layer"  # per-example norms keep D usable under DP; "batch" is the DCGAN original
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array | None]:
+        n = _num_blocks(self.image_size)
+        if x.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(f"Discriminator expects images of {self.image_size}x{self.image_size}, "
+                             f"got shape {x.shape}.")
+        h = x.astype(self.dtype)
+        for i in range(n):
+            feats = min(self.base_features * 2 ** i, self.max_features)
+            # No norm on the first block, as in DCGAN: it would normalise away the input contrast.
+            h = layers.ConvBlock(feats, norm="none" if i == 0 else self.norm, activation="lrelu",
+                                 dtype=self.dtype, name=f"down{i}")(h, train=train)
+            if self.dropout:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = h.reshape(h.shape[0], -1)
+        adv = nn.Dense(1, kernel_init=nn.initializers.normal(0.02), dtype=self.dtype, name="adv")(h)
+        cls = None
+        if self.num_classes:
+            cls = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.02),
+                           dtype=self.dtype, name="aux")(h).astype(jnp.float32)
+        return adv[:, 0].astype(jnp.float32), cls
