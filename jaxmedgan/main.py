@@ -1,0 +1,127 @@
+"""jaxmedgan command line: parse, log devices, hand off. Run `jaxmedgan --help`."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+
+USAGE = """usage: jaxmedgan <command> [options]
+
+commands:
+  train     train a model:  jaxmedgan train --config configs/acgan_liver.py --workdir runs/acgan
+            [--config.section.key=value ...]
+  sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class K]
+  dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|image-folder --out DIR
+
+`jaxmedgan <command> --help` shows a command's options.
+"""
+
+
+class UsageError(Exception):
+    """A command-line mistake; printed without a traceback."""
+
+
+def _train(argv: list[str]) -> None:
+    from absl import flags, logging
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                    flag_values=fv, lock_config=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.", flag_values=fv)
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print("usage: jaxmedgan train --config CONFIG.py --workdir DIR [--config.section.key=value ...]")
+        return
+    try:
+        fv(argv)
+    except flags.UnrecognizedFlagError as e:
+        raise UsageError(f"{e}. Config overrides look like --config.train.steps=500; "
+                         "use `jaxmedgan train --help`.") from None
+    except flags.IllegalFlagValueError as e:
+        raise UsageError(str(e)) from None
+    except AttributeError as e:  # ml_collections: unknown key inside the config
+        raise UsageError(f"Unknown config key in override: {e.args[0] if e.args else e}") from None
+    except Exception as e:  # config file missing or failing to load
+        raise UsageError(f"Could not load --config: {e}") from None
+    if fv.config is None or fv.workdir is None:
+        raise UsageError("train needs --config and --workdir.")
+
+    import jax
+    from jaxmedgan import trainers
+
+    logging.set_verbosity(logging.INFO)
+    logging.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+    trainers.get(fv.config.trainer).train_and_evaluate(fv.config, fv.workdir)
+
+
+def _sample(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="jaxmedgan sample", description="Draw images from the latest checkpoint.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--num", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, help="output directory (PNGs + samples.npz)")
+    p.add_argument("--class", dest="class_id", type=int, default=None, help="class index (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv[1:])
+    from jaxmedgan import sampling
+
+    path = sampling.sample_to_dir(args.workdir, args.num, args.out, class_id=args.class_id, seed=args.seed)
+    print(f"Wrote {args.num} samples to {path}")
+
+
+def _dataset(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
+    p.add_argument("--source", required=True, choices=["phantom-liver", "image-folder"])
+    p.add_argument("--out", required=True, help="TFDS data directory to write")
+    p.add_argument("--image-dir", default=None, help="image-folder source: DIR/<class_name>/*.png|*.dcm")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"), default=None,
+                   help="DICOM window in HU (default: the file's WindowCenter/WindowWidth)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv[1:])
+    if args.source == "image-folder" and not args.image_dir:
+        raise UsageError("--source image-folder needs --image-dir DIR (DIR/<class_name>/*.png|*.dcm).")
+    from jaxmedgan.data import tfds_builders
+
+    path = tfds_builders.build_dataset(args.source, args.out, image_dir=args.image_dir,
+                                       image_size=args.image_size, channels=args.channels,
+                                       window=tuple(args.window) if args.window else None, seed=args.seed)
+    print(f"Dataset ready in {path}")
+
+
+COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatches `argv[1]` to its command; returns the exit code."""
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if len(argv) >= 2 else 2
+    cmd = argv[1]
+    if cmd not in COMMANDS:
+        hint = difflib.get_close_matches(cmd, COMMANDS, n=1)
+        print(f"jaxmedgan: unknown command {cmd!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+              + "\n\n" + USAGE, file=sys.stderr)
+        return 2
+    from jaxmedgan.trainers.common import NonFiniteLossError
+
+    try:
+        COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])
+    except UsageError as e:
+        print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except (NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,190 @@
+"""The training loop every GAN family shares: mesh, sharded state, data, checkpoints, metrics.
+
+A family (DCGAN/ACGAN, StyleGAN2, ...) supplies pure functions in a `Family`; `fit` owns all
+host-side work: input pipeline, jit with shardings, resume, logging, sample grids, NaN checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import parameter_overview
+from tqdm import tqdm
+
+from jaxmedgan import checkpointing, images, metric_writers, sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Pure functions that define one GAN family; each takes the config first.
+
+    init_state(config, rng) -> state
+    train_step(config, state, batch) -> (state, metrics)      # batch: image [B,H,W,C], label [B]
+    generate(config, state, z, labels) -> images [N,H,W,C] in [-1, 1]
+    evaluate(config, state, eval_data) -> {name: float}        # host-side orchestration
+    """
+
+    name: str
+    init_state: Callable[..., Any]
+    train_step: Callable[..., tuple[Any, dict]]
+    generate: Callable[..., jax.Array]
+    evaluate: Callable[..., dict] | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training metric becomes NaN or Inf."""
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+    """The activation/compute dtype named by `config.train.dtype` (parameters stay float32)."""
+    name = config.train.get("dtype", "float32")
+    table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if name not in table:
+        raise ValueError(f"config.train.dtype must be one of {sorted(table)}, got {name!r}.")
+    return table[name]
+
+
+def latent_batch(config: ml_collections.ConfigDict, rng: jax.Array, n: int,
+                 labels: np.ndarray | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """Latents z [n, latent_dim] and, for class-conditional models, labels [n] (random if None)."""
+    k_z, k_c = jax.random.split(rng)
+    z = jax.random.normal(k_z, (n, config.model.latent_dim))
+    k = config.model.get("num_classes", 0)
+    if not k:
+        return z, None
+    if labels is None:
+        return z, jax.random.randint(k_c, (n,), 0, k)
+    return z, jnp.asarray(labels, jnp.int32)
+
+
+def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any) -> np.ndarray:
+    """uint8 grid image: one row per class (4 rows if unconditional), fixed latents across steps."""
+    num_classes = config.model.get("num_classes", 0)
+    rows = num_classes or 4
+    cols = config.samples.per_row
+    labels = np.repeat(np.arange(rows), cols) if num_classes else None
+    z, labels = latent_batch(config, jax.random.PRNGKey(config.samples.seed), rows * cols, labels)
+    x = jax.jit(functools.partial(family.generate, config))(state, z, labels)
+    return images.grid(images.to_uint8(np.asarray(x)), rows=rows)
+
+
+def _check_finite(step: int, metrics: dict[str, float], workdir: str, last_good: int | None) -> None:
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        where = (f"the last good checkpoint is step {last_good} in {workdir}/checkpoints" if last_good
+                 is not None else "no checkpoint had been saved yet")
+        raise NonFiniteLossError(
+            f"Non-finite training metric(s) {bad} at or before step {step}; training stopped and "
+            f"{where}. Lower the learning rate or check the data.")
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=None) -> Any:
+    """Trains `family` per `config`, resuming from `workdir` if it holds a checkpoint.
+
+    `data` optionally supplies `(train_source, eval_arrays)`; by default both come from
+    `config.data` through `jaxmedgan.data.datasets`.
+    """
+    from jaxmedgan.data import datasets, pipeline  # data stack is heavy; import on use
+
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(config.get("mesh"))
+    logging.info("Mesh %s over %d devices (%d processes); family %s.", dict(mesh.shape),
+                 mesh.size, jax.process_count(), family.name)
+    global_batch = config.train.batch_size
+    sharding.local_batch_size(global_batch, mesh)  # validates divisibility early
+
+    train_source, eval_data = data if data is not None else datasets.load(config)
+
+    # State, born sharded.
+    rng = jax.random.PRNGKey(config.seed)
+    init = functools.partial(family.init_state, config)
+    abstract = jax.eval_shape(init, rng)
+    state_shardings = sharding.tree_shardings(abstract, mesh)
+    mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
+                                 async_save=config.checkpoint.get("async_save", True))
+    abstract_sharded = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
+    restored = checkpointing.restore_latest(mngr, abstract_sharded)
+    if restored is None:
+        state = jax.jit(init, out_shardings=state_shardings)(rng)
+        start = 0
+    else:
+        state, start = restored
+        logging.info("Resumed from checkpoint step %d in %s.", start, workdir)
+    if is_main:
+        checkpointing.write_config(workdir, config)
+        _log_parameter_counts(state)
+
+    total = config.train.steps
+    ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,
+                                augment=config.data.augment, process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    batches: Iterator[dict] = pipeline.iterate(ds, start)
+
+    step_fn = jax.jit(functools.partial(family.train_step, config),
+                      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                      out_shardings=(state_shardings, sharding.replicated(mesh)),
+                      donate_argnums=(0,))
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    pending: list[dict] = []
+    last_good = mngr.latest_step()
+    t_last, steps_since = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=start, desc=f"train {family.name}", unit="step",
+               disable=not is_main or config.train.get("quiet", False), dynamic_ncols=True)
+    try:
+        for step in range(start, total):
+            batch = sharding.shard_batch(next(batches), mesh)
+            state, metrics = step_fn(state, batch)
+            pending.append(metrics)
+            steps_since += 1
+            done = step + 1
+            bar.update(1)
+            last = done == total
+            save_now = last or done % config.checkpoint.every == 0
+            log_now = last or save_now or done % config.train.log_every == 0
+            if log_now:
+                scalars = _mean_metrics(jax.device_get(pending))
+                pending.clear()
+                _check_finite(done, scalars, workdir, last_good)
+                elapsed = time.perf_counter() - t_last
+                scalars["steps_per_sec"] = steps_since / elapsed
+                scalars["images_per_sec"] = steps_since * global_batch / elapsed
+                writer.write_scalars(done, scalars)
+                bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
+            if is_main and (last or done % config.samples.every == 0):
+                grid = sample_grid(config, family, state)
+                images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
+                writer.write_image(done, "samples", grid)
+            if family.evaluate is not None and (last or done % config.train.eval_every == 0):
+                writer.write_scalars(done, family.evaluate(config, state, eval_data))
+            if save_now:
+                checkpointing.save(mngr, done, state, config)
+                last_good = done
+            if log_now:  # restart the throughput clock after eval/sample/save host work
+                t_last, steps_since = time.perf_counter(), 0
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        writer.close()
+    return state
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+    keys = history[0].keys()
+    return {k: float(np.mean([np.asarray(h[k], np.float64) for h in history])) for k in keys}
+
+
+def _log_parameter_counts(state: Any) -> None:
+    for name in ("g_params", "d_params"):
+        tree = getattr(state, name, None)
+        if tree is not None:
+            logging.info("%s:\n%s", name, parameter_overview.get_parameter_overview(tree, include_stats=False))
