@@ -1,0 +1,326 @@
+"""TFDS builders (array_record files) for the liver-lesion phantoms and user image folders.
+
+Both write ``image`` as ``Tensor(uint8, [H, W, C])`` and ``label`` as ``ClassLabel``. Why uint8
+rather than float32: 4x smaller files and the sources are 8-bit (PNG) or windowed CT, where one
+uint8 step (350 HU / 255 = 1.4 HU at the default window) is far below CT noise (8-14 HU); the
+stored value is ``round((x + 1) * 127.5)`` for x in [-1, 1] and ``pipeline`` maps it back with
+``u8 / 127.5 - 1``. Why ``Tensor`` rather than ``Image``: no PNG codec in the loop and nothing that
+could pull in TensorFlow. Examples keep generation order (``disable_shuffling``).
+
+Everything here runs without TensorFlow: TFDS writes array_record through ``array_record`` and
+reads back with ``builder.as_data_source(split)`` (``tests/data/tfds_builders_test.py`` checks it
+in a subprocess where ``tensorflow`` cannot be imported).
+
+Layout: ``build_dataset`` writes into ``out_dir/<source>-<size>px-<channels>ch-<fingerprint>/``,
+where the fingerprint hashes every input that changes the data (builder version, phantom code,
+counts, window, image files' names, sizes and mtimes, hold-out fraction and seed), so a dataset on
+disk is reused only if it was built from the same inputs. TFDS generates into a temporary
+``incomplete.*`` directory next to the final one and renames it when done, so an interrupted
+build never leaves a directory that looks complete; the next call rebuilds. With several
+processes, build on process 0 and wait at a barrier before the others read (a lost rename race
+is tolerated if the winner's dataset is complete).
+"""
+
+from collections.abc import Sequence
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxmedgan.data import phantoms
+from jaxmedgan.data import readers
+
+SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "medical_image_folder"}
+INFO_FILE = "jaxmedgan_dataset.json"  # Human-readable record of the build inputs, in the data_dir.
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Maps float [..] in [-1, 1] to uint8 [..] by round((x + 1) * 127.5)."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def from_uint8(images: np.ndarray) -> np.ndarray:
+    """Maps uint8 [..] to float32 [..] in [-1, 1] by u8 / 127.5 - 1."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+def _features(height: int, width: int, channels: int, class_names: Sequence[str]) -> tfds.features.FeaturesDict:
+    """Feature spec shared by both builders: image uint8 [H, W, C], label ClassLabel."""
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(height, width, channels), dtype=np.uint8),
+        "label": tfds.features.ClassLabel(names=list(class_names)),
+    })
+
+
+class PhantomLiver(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Phantom CT liver-lesion ROIs (cyst / metastasis / hemangioma); splits 'train' and 'test'."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "phantoms.generate with TRAIN_SEED / TEST_SEED."}
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        window: tuple[float, float] = (phantoms.WINDOW_LEVEL, phantoms.WINDOW_WIDTH),
+        train_counts: Sequence[int] = phantoms.TRAIN_COUNTS,
+        test_counts: Sequence[int] = phantoms.TEST_COUNTS,
+        **kwargs,
+    ):
+        self._image_size = int(image_size)
+        self._window = (float(window[0]), float(window[1]))
+        self._counts = {"train": tuple(train_counts), "test": tuple(test_counts)}
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(phantoms.__doc__ or "").split("\n")[0],
+            features=_features(self._image_size, self._image_size, 1, phantoms.CLASS_NAMES),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {
+            "train": self._generate_examples(self._counts["train"], phantoms.TRAIN_SEED),
+            "test": self._generate_examples(self._counts["test"], phantoms.TEST_SEED),
+        }
+
+    def _generate_examples(self, counts: Sequence[int], seed: int):
+        images, labels = phantoms.generate(counts, seed, self._image_size, window=self._window)
+        for i, (image, label) in enumerate(zip(to_uint8(images), labels)):
+            yield i, {"image": image, "label": int(label)}
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Returns bool [N], True = test: per class round(fraction * n) examples, >= 1 each side if n >= 2."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {fraction}")
+    is_test = np.zeros(len(labels), bool)
+    if fraction == 0.0:
+        return is_test
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x484F4C44]))  # "HOLD"
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_test = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            n_test = min(max(n_test, 1), len(idx) - 1)
+        else:
+            n_test = 0
+        is_test[rng.permutation(idx)[:n_test]] = True
+    return is_test
+
+
+class MedicalImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A DIR/<class_name>/*.png|*.jpg|*.dcm folder; 'train', plus 'test' if holdout_fraction > 0."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "readers.read_image_folder, stratified hold-out."}
+
+    def __init__(
+        self,
+        *,
+        image_dir: str,
+        image_size: int = 64,
+        channels: int = 1,
+        window: tuple[float, float] | None = None,
+        resize: bool = False,
+        holdout_fraction: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
+        self._image_dir = image_dir
+        self._image_size = int(image_size)
+        self._channels = int(channels)
+        self._window = window
+        self._resize = resize
+        self._holdout = float(holdout_fraction)
+        self._seed = int(seed)
+        self._class_names, _ = readers.list_image_folder(image_dir)
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"Images from {self._image_dir}",
+            features=_features(self._image_size, self._image_size, self._channels, self._class_names),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        images, labels, class_names = readers.read_image_folder(
+            self._image_dir, image_size=self._image_size, channels=self._channels,
+            window=self._window, resize=self._resize)
+        if class_names != self._class_names:
+            raise ValueError(f"Class folders of {self._image_dir} changed during the build: "
+                             f"{self._class_names} -> {class_names}")
+        images = to_uint8(images)
+        is_test = holdout_split(labels, self._holdout, self._seed)
+        splits = {"train": self._generate_examples(images[~is_test], labels[~is_test])}
+        if self._holdout > 0:
+            splits["test"] = self._generate_examples(images[is_test], labels[is_test])
+        return splits
+
+    def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            yield i, {"image": image, "label": int(label)}
+
+
+def _check_source(source: str) -> str:
+    """Returns the TFDS builder name for a source ('phantom-liver' or its TFDS name 'phantom_liver')."""
+    if source in SOURCES:
+        return SOURCES[source]
+    if source in SOURCES.values():
+        return source
+    raise ValueError(f"Unknown dataset source {source!r}; expected one of {sorted(SOURCES)}")
+
+
+def _folder_listing(image_dir: str) -> list[tuple[str, int, int]]:
+    """(relative path, bytes, mtime ns) of every image file, for the build fingerprint."""
+    _, files = readers.list_image_folder(image_dir)
+    out = []
+    for path, _ in files:
+        st = os.stat(path)
+        out.append((os.path.relpath(path, image_dir), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def _is_complete(data_dir: str, name: str) -> bool:
+    """True if data_dir/name/<version>/dataset_info.json exists (TFDS writes it last, then renames)."""
+    root = os.path.join(data_dir, name)
+    return os.path.isdir(root) and any(
+        not v.startswith(".") and "incomplete" not in v and os.path.isfile(os.path.join(root, v, "dataset_info.json"))
+        for v in os.listdir(root))
+
+
+def build_dataset(
+    source: str,
+    out_dir: str,
+    *,
+    image_dir: str | None = None,
+    image_size: int = 64,
+    channels: int = 1,
+    window: tuple[float, float] | None = None,
+    seed: int = 0,
+    holdout_fraction: float = 0.0,
+    resize: bool = False,
+    phantom_counts: tuple[Sequence[int], Sequence[int]] = (phantoms.TRAIN_COUNTS, phantoms.TEST_COUNTS),
+) -> str:
+    """Builds (or reuses) a dataset under out_dir; returns the data_dir for load_split / load_arrays.
+
+    source "phantom-liver": phantoms.generate train/test splits (fixed TRAIN_SEED / TEST_SEED;
+    `seed` and `holdout_fraction` do not apply); `window` (level, width) HU defaults to 50 / 350.
+    source "image-folder": readers.read_image_folder(image_dir) into 'train', and a stratified
+    `holdout_fraction` drawn with `seed` into 'test'; `window` is the DICOM (center, width).
+    """
+    name = _check_source(source)
+    source = {v: k for k, v in SOURCES.items()}[name]
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1 px, got {image_size}")
+    if window is not None and not float(window[1]) > 0:
+        raise ValueError(f"window (center, width) must have width > 0, got {tuple(window)}")
+    params: dict = {"source": source, "image_size": int(image_size), "channels": int(channels)}
+    if source == "phantom-liver":
+        if image_dir:
+            raise ValueError(f"image_dir={image_dir!r} given for source 'phantom-liver'; it is only "
+                             "used with source 'image-folder'")
+        if channels != 1:
+            raise ValueError(f"source 'phantom-liver' is single-channel CT; got channels={channels}")
+        if holdout_fraction:
+            raise ValueError("source 'phantom-liver' has its own 'test' split; holdout_fraction must "
+                             f"be 0, got {holdout_fraction}")
+        window = tuple(window) if window is not None else (phantoms.WINDOW_LEVEL, phantoms.WINDOW_WIDTH)
+        with open(phantoms.__file__, "rb") as f:
+            code = hashlib.sha256(f.read()).hexdigest()
+        counts = [list(map(int, c)) for c in phantom_counts]
+        params.update(version=str(PhantomLiver.VERSION), window=list(map(float, window)),
+                      counts=counts, phantom_code=code)
+        kwargs = dict(image_size=image_size, window=window, train_counts=counts[0], test_counts=counts[1])
+        builder_cls = PhantomLiver
+    else:
+        if not image_dir:
+            raise ValueError("source 'image-folder' needs image_dir (DIR/<class_name>/*.png|*.jpg|*.dcm)")
+        image_dir = os.path.abspath(image_dir)
+        params.update(version=str(MedicalImageFolder.VERSION), image_dir=image_dir,
+                      files=_folder_listing(image_dir),
+                      window=None if window is None else list(map(float, window)),
+                      resize=bool(resize), holdout_fraction=float(holdout_fraction), seed=int(seed))
+        kwargs = dict(image_dir=image_dir, image_size=image_size, channels=channels,
+                      window=None if window is None else tuple(window), resize=resize,
+                      holdout_fraction=holdout_fraction, seed=seed)
+        builder_cls = MedicalImageFolder
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    data_dir = os.path.join(out_dir, f"{source}-{image_size}px-{channels}ch-{digest}")
+    if not _is_complete(data_dir, name):
+        builder = builder_cls(data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
+        config = tfds.download.DownloadConfig(
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, try_download_gcs=False)
+        # Nothing is downloaded; keep TFDS's empty downloads/ folders out of data_dir.
+        with tempfile.TemporaryDirectory(prefix="jaxmedgan_tfds_") as download_dir:
+            try:
+                builder.download_and_prepare(download_dir=download_dir, download_config=config)
+            except OSError:
+                if not _is_complete(data_dir, name):  # A concurrent build may have won the rename.
+                    raise
+    info = {k: v for k, v in params.items() if k != "files"}
+    if "files" in params:
+        info["num_files"] = len(params["files"])
+    tmp = os.path.join(data_dir, f".{INFO_FILE}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(data_dir, INFO_FILE))
+    return data_dir
+
+
+def _builder(data_dir: str, source_name: str) -> tfds.core.DatasetBuilder:
+    """Read-only builder for the newest complete version of source_name under data_dir."""
+    name = _check_source(source_name)
+    root = os.path.join(data_dir, name)
+    versions = []
+    if os.path.isdir(root):
+        for v in os.listdir(root):
+            if os.path.isfile(os.path.join(root, v, "dataset_info.json")):
+                try:
+                    versions.append((tfds.core.Version(v), v))
+                except ValueError:
+                    continue  # incomplete.* and other non-version folders.
+    if not versions:
+        found = sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else "directory does not exist"
+        raise ValueError(f"No complete {name!r} dataset under {data_dir!r} (found: {found}); build it "
+                         f"with tfds_builders.build_dataset or `jaxmedgan dataset --source ...`")
+    return tfds.builder_from_directory(os.path.join(root, max(versions)[1]))
+
+
+def load_split(data_dir: str, source_name: str, split: str):
+    """Random-access data source for one split; element {"image": uint8 [H,W,C], "label": int}."""
+    builder = _builder(data_dir, source_name)
+    if split not in builder.info.splits:
+        raise ValueError(f"Split {split!r} not in {builder.data_dir}; available: {sorted(builder.info.splits)}")
+    return builder.as_data_source(split)
+
+
+def class_names(data_dir: str, source_name: str) -> tuple[str, ...]:
+    """Class names of a built dataset, in label order."""
+    return tuple(_builder(data_dir, source_name).info.features["label"].names)
+
+
+def load_arrays(data_dir: str, source_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a whole split: (images float32 [N,H,W,C] in [-1,1], labels int32 [N])."""
+    source = load_split(data_dir, source_name, split)
+    n = len(source)
+    examples = source.__getitems__(list(range(n))) if n else []
+    if not examples:
+        shape = _builder(data_dir, source_name).info.features["image"].shape
+        return np.zeros((0, *shape), np.float32), np.zeros((0,), np.int32)
+    images = from_uint8(np.stack([e["image"] for e in examples]))
+    labels = np.asarray([e["label"] for e in examples], np.int32)
+    return images, labels
