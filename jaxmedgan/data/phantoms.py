@@ -153,7 +153,7 @@ def generate_with_masks(
     *,
     window: tuple[float, float] = (WINDOW_LEVEL, WINDOW_WIDTH),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns (images float32 [N,size,size,1] in [-1,1], labels int32 [N], lesion masks bool [N,size,size])."""
+    """Returns (images float32 [N,size,size,1] in [-1,1], labels int32 [N], masks bool [N,size,size])."""
     if len(counts) != len(CLASS_NAMES):
         raise ValueError(f"counts must give one count per class {CLASS_NAMES}, got counts={tuple(counts)}")
     if any(int(c) < 0 for c in counts):
@@ -186,6 +186,6 @@ def generate(
     *,
     window: tuple[float, float] = (WINDOW_LEVEL, WINDOW_WIDTH),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (images float32 [N,size,size,1] in [-1,1], labels int32 [N]), class-blocked in CLASS_NAMES order."""
+    """Returns (images float32 [N,size,size,1] in [-1,1], labels int32 [N]), in CLASS_NAMES order."""
     images, labels, _ = generate_with_masks(counts, seed, size, window=window)
     return images, labels

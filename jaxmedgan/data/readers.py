@@ -97,7 +97,7 @@ def dicom_window(
     if window is not None:
         center, width = float(window[0]), float(window[1])
         source = "window argument"
-    elif "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
+    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         wc, ww = ds.WindowCenter, ds.WindowWidth
         center = float(wc[0] if _is_multi(wc) else wc)
         width = float(ww[0] if _is_multi(ww) else ww)

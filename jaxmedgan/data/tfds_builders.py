@@ -47,7 +47,9 @@ def from_uint8(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32) / 127.5 - 1.0
 
 
-def _features(height: int, width: int, channels: int, class_names: Sequence[str]) -> tfds.features.FeaturesDict:
+def _features(
+    height: int, width: int, channels: int, class_names: Sequence[str]
+) -> tfds.features.FeaturesDict:
     """Feature spec shared by both builders: image uint8 [H, W, C], label ClassLabel."""
     return tfds.features.FeaturesDict({
         "image": tfds.features.Tensor(shape=(height, width, channels), dtype=np.uint8),
@@ -196,7 +198,8 @@ def _is_complete(data_dir: str, name: str) -> bool:
     """True if data_dir/name/<version>/dataset_info.json exists (TFDS writes it last, then renames)."""
     root = os.path.join(data_dir, name)
     return os.path.isdir(root) and any(
-        not v.startswith(".") and "incomplete" not in v and os.path.isfile(os.path.join(root, v, "dataset_info.json"))
+        not v.startswith(".") and "incomplete" not in v
+        and os.path.isfile(os.path.join(root, v, "dataset_info.json"))
         for v in os.listdir(root))
 
 
@@ -304,7 +307,8 @@ def load_split(data_dir: str, source_name: str, split: str):
     """Random-access data source for one split; element {"image": uint8 [H,W,C], "label": int}."""
     builder = _builder(data_dir, source_name)
     if split not in builder.info.splits:
-        raise ValueError(f"Split {split!r} not in {builder.data_dir}; available: {sorted(builder.info.splits)}")
+        raise ValueError(f"Split {split!r} not in {builder.data_dir}; "
+                         f"available: {sorted(builder.info.splits)}")
     return builder.as_data_source(split)
 
 

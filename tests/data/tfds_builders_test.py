@@ -44,7 +44,8 @@ def test_uint8_round_trip_error_is_half_a_step():
 
 
 def test_phantom_round_trip_equals_generate(phantom_dir):
-    for split, counts, seed in (("train", _SMALL[0], phantoms.TRAIN_SEED), ("test", _SMALL[1], phantoms.TEST_SEED)):
+    splits = (("train", _SMALL[0], phantoms.TRAIN_SEED), ("test", _SMALL[1], phantoms.TEST_SEED))
+    for split, counts, seed in splits:
         images, labels = tfds_builders.load_arrays(phantom_dir, "phantom-liver", split)
         ref_images, ref_labels = phantoms.generate(counts, seed)
         assert images.shape == ref_images.shape and images.dtype == np.float32

@@ -58,7 +58,8 @@ def test_scale_identity_and_linear_ramp():
 
 
 @pytest.mark.parametrize("factor", [0.9, 1.1, 0.75])
-@pytest.mark.parametrize("mode, scipy_mode", [("reflect", "mirror"), ("edge", "nearest"), ("symmetric", "reflect")])
+@pytest.mark.parametrize(
+    "mode, scipy_mode", [("reflect", "mirror"), ("edge", "nearest"), ("symmetric", "reflect")])
 def test_scale_matches_scipy_map_coordinates(factor, mode, scipy_mode):
     ndimage = pytest.importorskip("scipy.ndimage")
     x = _image(16, 14, 2, seed=3)
@@ -133,7 +134,8 @@ def test_non_square_images_keep_their_shape():
 
 def test_augment_rejects_bad_inputs_and_config():
     aug = transforms.Augment()
-    with pytest.raises(ValueError, match=r"element\['image'\] float32 \[H, W, C\]; got ndarray uint8 \(8, 8, 1\)"):
+    bad_dtype = r"element\['image'\] float32 \[H, W, C\]; got ndarray uint8 \(8, 8, 1\)"
+    with pytest.raises(ValueError, match=bad_dtype):
         aug.random_map({"image": np.zeros((8, 8, 1), np.uint8)}, np.random.default_rng(0))
     with pytest.raises(ValueError, match="missing"):
         aug.random_map({"label": 1}, np.random.default_rng(0))

@@ -1,0 +1,114 @@
+"""Grain training pipeline: the batch of step k is a pure function of (data, seed, k).
+
+    source -> shuffle(seed) -> repeat() -> to float [-1, 1] -> random_map(Augment, seed)
+           -> [process_index::process_count] -> batch(global_batch / process_count)
+
+Everything is a ``grain.MapDataset`` (random access), so ``ds[k]`` *is* the local batch of step k:
+resuming at step k (``iterate(ds, k)``) yields exactly the batches an uninterrupted run sees,
+with no iterator state to checkpoint. Grain reshuffles every epoch (epoch e uses shuffle seed
+``s + e``); the shuffle and augmentation seeds are hashed from ``seed`` so that runs with
+neighbouring seeds do not share epoch orders.
+
+Augmentation and shuffling act on the *global* example stream before the per-process slice, so
+the global batch of step k (the union over processes) and each example's augmentation are the
+same for any process count: host p takes stream positions ``(k * B_local + i) * P + p``, which
+are disjoint across hosts and, within an epoch, cover the data once.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from jaxmedgan.data import transforms
+
+
+class ArraySource(Sequence):
+    """Random-access source over in-memory arrays; element {"image": [H, W, C], "label": int32}."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if images.ndim != 4 or labels.shape != (images.shape[0],):
+            raise ValueError(f"ArraySource expects images [N, H, W, C] and labels [N]; got images "
+                             f"{images.shape} and labels {labels.shape}")
+        self._images = images
+        self._labels = np.asarray(labels, np.int32)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {"image": self._images[index], "label": self._labels[index]}
+
+
+def to_model_example(example: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Maps a source example to {"image": float32 [H, W, C] in [-1, 1], "label": int32 []}.
+
+    uint8 images map by u8 / 127.5 - 1 (the inverse of tfds_builders.to_uint8); float images
+    are taken to be in [-1, 1] already.
+    """
+    if not isinstance(example, dict) or "image" not in example or "label" not in example:
+        keys = sorted(example) if isinstance(example, dict) else type(example).__name__
+        raise ValueError(f"Data source elements must be dicts with 'image' and 'label'; got {keys}")
+    image = np.asarray(example["image"])
+    if image.ndim != 3:
+        raise ValueError(f"Data source 'image' must be [H, W, C]; got shape {image.shape}")
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 127.5 - 1.0
+    elif np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32)
+    else:
+        raise ValueError(f"Data source 'image' must be uint8 or float in [-1, 1]; got {image.dtype}")
+    return {"image": image, "label": np.int32(example["label"])}
+
+
+def _derived_seeds(seed: int) -> tuple[int, int]:
+    """(shuffle seed, augmentation seed), both in [0, 2**32), hashed from seed."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    shuffle_seed, augment_seed = np.random.SeedSequence([seed, 0x4A4D4731]).generate_state(2)
+    return int(shuffle_seed), int(augment_seed)
+
+
+def train_dataset(
+    data_source: Any,
+    *,
+    global_batch_size: int,
+    seed: int,
+    augment: bool,
+    process_index: int,
+    process_count: int,
+    augmentation: transforms.Augment | None = None,
+) -> grain.MapDataset:
+    """Infinite MapDataset; element k = {"image": float32 [B_local,H,W,C], "label": int32 [B_local]}.
+
+    B_local = global_batch_size / process_count. `augmentation` overrides the default
+    transforms.Augment() when `augment` is True.
+    """
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by process_count="
+                         f"{process_count}; every process needs the same local batch")
+    if len(data_source) == 0:
+        raise ValueError("data source is empty; expected at least one example")
+    shuffle_seed, augment_seed = _derived_seeds(seed)
+    ds = grain.MapDataset.source(data_source).shuffle(seed=shuffle_seed).repeat()
+    ds = ds.map(to_model_example)
+    if augment:
+        augmentation = transforms.Augment() if augmentation is None else augmentation
+        ds = ds.random_map(augmentation, seed=augment_seed)
+    ds = ds[process_index::process_count]
+    return ds.batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def iterate(
+    ds: grain.MapDataset, start_step: int, *, num_threads: int = 2, prefetch_buffer_size: int = 4
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields ds[start_step], ds[start_step + 1], ... in order, prefetched by num_threads threads."""
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
+    return iter(ds[start_step:].to_iter_dataset(options))
