@@ -13,13 +13,14 @@ Appearance rules (what a radiologist uses to tell the three classes apart):
   (0.6 px), std 8-14 HU per image.
 * Cyst: round (axis ratio 0.85-1), smooth boundary, homogeneous (no internal texture), water-like
   density 0-15 HU, sharp margin (0.3 px edge).
-* Metastasis: irregular lobulated boundary (harmonics 3-7 of the contour, amplitude 6-12 % each),
-  hypodense heterogeneous centre (15-40 HU plus correlated 8-14 HU heterogeneity) and a brighter
-  enhancing rim (75-110 HU, peak at 85 % of the radius), blurry margin (1 px edge).
-* Hemangioma: slightly lobulated (3 %), hypodense unenhanced centre (25-55 HU, partial fill-in)
-  with peripheral nodular enhancement: 4-7 discontinuous globules at 70-85 % of the radius whose
-  density follows the blood pool (130-170 HU, like the vessels), so its periphery is brighter
-  than liver; moderate margin (0.7 px edge).
+* Metastasis: irregular lobulated boundary (contour harmonics 2-5, amplitude 0.16 / sqrt(k) x
+  U(0.5, 1)), axis ratio 0.75-1, hypodense heterogeneous centre (15-40 HU plus correlated 8-14 HU
+  heterogeneity) and a brighter enhancing rim (75-110 HU, peaking 1.5-3 px inside the margin,
+  1.2-2 px wide), blurry margin (1 px edge).
+* Hemangioma: slightly lobulated (3 %), hypodense unenhanced centre (25-50 HU, partial fill-in)
+  with peripheral nodular enhancement: 4-7 discontinuous globules (radius 15-26 % of the lesion's)
+  at 72-85 % of the radius whose density follows the blood pool (130-170 HU, like the vessels), so
+  its periphery is brighter than liver; moderate margin (0.7 px edge).
 * Geometry, every class: radius 8-20 px (at 64 px), centre within +-6 px of the ROI centre,
   random orientation; all lengths scale with ``size / 64``.
 
