@@ -30,9 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.latent_dim = 100
     c.model.num_classes = 0  # 0: DCGAN; 3: ACGAN over cyst / metastasis / hemangioma
-    c.model.g_features = 32  # G channels at the last hidden block (doubling towards 4x4)
-    c.model.d_features = 32  # D channels at the first block (doubling towards 4x4)
-    c.model.max_features = 256
+    c.model.g_features = 16  # G channels at the last hidden block (doubling towards 4x4)
+    c.model.d_features = 16  # D channels at the first block (doubling towards 4x4)
+    c.model.max_features = 128
     c.model.g_norm = "batch"  # G never sees real data, so BatchNorm there is DP-safe
     c.model.d_norm = "layer"  # per-example norm: keeps D's loss per example (DP-compatible)
     c.model.d_dropout = 0.0
@@ -47,20 +47,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 600
+    c.train.steps = 1000
     c.train.batch_size = 32  # global batch over all devices and processes
     c.train.log_every = 50
-    c.train.eval_every = 200
+    c.train.eval_every = 250
     c.train.dtype = "float32"  # compute dtype; params and optimiser state stay float32
     c.train.quiet = False  # True hides the progress bar
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 200  # steps
+    c.checkpoint.every = 250  # steps
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
 
     c.samples = ml_collections.ConfigDict()
-    c.samples.every = 200  # steps
+    c.samples.every = 250  # steps
     c.samples.per_row = 8
     c.samples.seed = 1234  # fixed latents for comparable grids across steps
     return c

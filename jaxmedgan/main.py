@@ -22,7 +22,7 @@ class UsageError(Exception):
 
 
 def _train(argv: list[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
@@ -34,6 +34,9 @@ def _train(argv: list[str]) -> None:
         return
     try:
         fv(argv)
+        config = fv.config
+        if config is not None:
+            config.keys()  # a config that failed to load raises only when first used
     except flags.UnrecognizedFlagError as e:
         raise UsageError(f"{e}. Config overrides look like --config.train.steps=500; "
                          "use `jaxmedgan train --help`.") from None
@@ -43,17 +46,34 @@ def _train(argv: list[str]) -> None:
         raise UsageError(f"Unknown config key in override: {e.args[0] if e.args else e}") from None
     except Exception as e:  # config file missing or failing to load
         raise UsageError(f"Could not load --config: {e}") from None
-    if fv.config is None or fv.workdir is None:
+    if config is None or fv.workdir is None:
         raise UsageError("train needs --config and --workdir.")
 
     import jax
     from jaxmedgan import trainers
 
-    logging.set_verbosity(logging.INFO)
-    logging.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
+    log = _setup_logging()
+    log.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices()[0].platform)
-    trainers.get(fv.config.trainer).train_and_evaluate(fv.config, fv.workdir)
+    trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
+
+
+def _setup_logging():
+    """jaxmedgan's own INFO logs to stderr; libraries (orbax, absl) only at WARNING and above."""
+    import logging as std_logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    log = std_logging.getLogger("jaxmedgan")
+    if not log.handlers:
+        handler = std_logging.StreamHandler(sys.stderr)
+        handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(std_logging.INFO)
+        log.propagate = False
+    return log
 
 
 def _sample(argv: list[str]) -> None:

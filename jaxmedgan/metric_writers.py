@@ -12,7 +12,9 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from absl import logging
+import logging
+
+log = logging.getLogger(__name__)
 
 
 class MetricWriter:
@@ -41,7 +43,7 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, global_step=int(step))
-        logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
     def write_image(self, step: int, name: str, image: np.ndarray) -> None:
         """Records one uint8 image [H, W, C] at `step` in TensorBoard."""

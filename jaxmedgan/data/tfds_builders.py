@@ -312,6 +312,11 @@ def load_split(data_dir: str, source_name: str, split: str):
     return builder.as_data_source(split)
 
 
+def split_names(data_dir: str, source_name: str) -> tuple[str, ...]:
+    """Names of the splits of a built dataset (e.g. ("test", "train"))."""
+    return tuple(sorted(_builder(data_dir, source_name).info.splits))
+
+
 def class_names(data_dir: str, source_name: str) -> tuple[str, ...]:
     """Class names of a built dataset, in label order."""
     return tuple(_builder(data_dir, source_name).info.features["label"].names)

@@ -16,11 +16,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
+import logging
 from clu import parameter_overview
 from tqdm import tqdm
 
 from jaxmedgan import checkpointing, images, metric_writers, sharding
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +99,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
 
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config.get("mesh"))
-    logging.info("Mesh %s over %d devices (%d processes); family %s.", dict(mesh.shape),
+    log.info("Mesh %s over %d devices (%d processes); family %s.", dict(mesh.shape),
                  mesh.size, jax.process_count(), family.name)
     global_batch = config.train.batch_size
     sharding.local_batch_size(global_batch, mesh)  # validates divisibility early
@@ -119,7 +121,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         start = 0
     else:
         state, start = restored
-        logging.info("Resumed from checkpoint step %d in %s.", start, workdir)
+        log.info("Resumed from checkpoint step %d in %s.", start, workdir)
     if is_main:
         checkpointing.write_config(workdir, config)
         _log_parameter_counts(state)
@@ -187,4 +189,4 @@ def _log_parameter_counts(state: Any) -> None:
     for name in ("g_params", "d_params"):
         tree = getattr(state, name, None)
         if tree is not None:
-            logging.info("%s:\n%s", name, parameter_overview.get_parameter_overview(tree, include_stats=False))
+            log.info("%s:\n%s", name, parameter_overview.get_parameter_overview(tree, include_stats=False))
