@@ -1,0 +1,138 @@
+"""`jaxmedgan privacy epsilon|calibrate`: privacy budgeting from the command line (host only).
+
+  jaxmedgan privacy epsilon --sampling-rate 0.004267 --noise-multiplier 1.1 --steps 14063 --delta 1e-5
+  jaxmedgan privacy calibrate --target-epsilon 3 --delta 1e-5 --sampling-rate 0.004267 --steps 14063
+
+`main(argv)` takes the arguments after `privacy` (argv[0] is the subcommand) and returns the exit
+code: 0 ok, 2 usage error (argparse's convention), 1 accounting failure.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jaxmedgan.privacy import accounting
+
+USAGE = """usage: jaxmedgan privacy <command> [options]
+
+commands:
+  epsilon    epsilon spent by DP-SGD:  --sampling-rate Q --noise-multiplier S --steps N --delta D
+  calibrate  noise multiplier for a budget:  --target-epsilon E --delta D --sampling-rate Q --steps N
+
+Both take [--accountant rdp|pld] [--sampling poisson|shuffle]; `<command> --help` for details.
+"""
+
+
+def _in_range(lo: float, hi: float | None, *, lo_open: bool = True, hi_open: bool = False):
+    """argparse type: a float in the interval, else an error naming it (argparse adds the flag)."""
+    right = "inf)" if hi is None else f"{hi:g}{')' if hi_open else ']'}"
+    interval = f"{'(' if lo_open else '['}{lo:g}, {right}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}") from None
+        ok = (value > lo if lo_open else value >= lo) and (
+            hi is None or (value < hi if hi_open else value <= hi))
+        if not ok or value != value:
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+def _steps(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampling-rate", type=_in_range(0, 1), required=True,
+                   help="q = expected batch size / dataset size, in (0, 1]")
+    p.add_argument("--steps", type=_steps, required=True, help="number of DP-SGD steps (>= 1)")
+    p.add_argument("--delta", type=_in_range(0, 1, hi_open=True), required=True,
+                   help="delta in (0, 1); typically < 1 / dataset size")
+    p.add_argument("--accountant", choices=accounting.ACCOUNTANTS, default="rdp",
+                   help="rdp (fast, looser) or pld (tighter); default rdp")
+    p.add_argument("--sampling", choices=accounting.SAMPLINGS, default="poisson",
+                   help="how batches are drawn; shuffle is accounted as Poisson (an approximation)")
+
+
+def _parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return p.parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage / the error
+        return int(e.code or 0)
+
+
+def _describe(args: argparse.Namespace) -> str:
+    lines = [f"sampling: {args.sampling} (q = {args.sampling_rate:g}), steps = {args.steps}, "
+             f"delta = {args.delta:g}", f"accountant: {args.accountant}"]
+    if args.sampling == "shuffle":
+        lines.append(f"note: {accounting.SHUFFLE_NOTE}")
+    return "\n".join(lines)
+
+
+def epsilon_command(argv: list[str]) -> int:
+    """`jaxmedgan privacy epsilon ...` (argv: the options); prints `epsilon = E` and the setting."""
+    p = argparse.ArgumentParser(prog="jaxmedgan privacy epsilon",
+                                description="Epsilon spent by DP-SGD (Poisson-sampled Gaussian).")
+    p.add_argument("--noise-multiplier", type=_in_range(0, None), required=True,
+                   help="sigma = noise std / clipping norm, > 0")
+    _common(p)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    try:
+        eps = accounting.epsilon(args.sampling_rate, args.noise_multiplier, args.steps, args.delta,
+                                 accountant=args.accountant, sampling=args.sampling)
+    except ValueError as e:
+        print(f"jaxmedgan privacy epsilon: error: {e}", file=sys.stderr)
+        return 1
+    print(f"epsilon = {eps!r}")
+    print(f"noise multiplier = {args.noise_multiplier:g}, " + _describe(args))
+    return 0
+
+
+def calibrate_command(argv: list[str]) -> int:
+    """`jaxmedgan privacy calibrate ...` (argv: the options); prints `noise_multiplier = S`."""
+    p = argparse.ArgumentParser(prog="jaxmedgan privacy calibrate",
+                                description="Smallest noise multiplier whose epsilon is <= the target.")
+    p.add_argument("--target-epsilon", type=_in_range(0, None), required=True,
+                   help="privacy budget epsilon, > 0")
+    _common(p)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
+    try:
+        sigma = accounting.calibrate_noise(args.target_epsilon, args.delta, args.sampling_rate,
+                                           args.steps, accountant=args.accountant, sampling=args.sampling)
+        eps = accounting.epsilon(args.sampling_rate, sigma, args.steps, args.delta,
+                                 accountant=args.accountant, sampling=args.sampling)
+    except ValueError as e:
+        print(f"jaxmedgan privacy calibrate: error: {e}", file=sys.stderr)
+        return 1
+    print(f"noise_multiplier = {sigma!r}")
+    print(f"gives epsilon = {eps:.6g} <= target {args.target_epsilon:g}; " + _describe(args))
+    return 0
+
+
+COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatches `argv[0]` (epsilon | calibrate) with `argv[1:]`; returns the exit code."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"jaxmedgan privacy: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}.\n\n"
+              + USAGE, file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])

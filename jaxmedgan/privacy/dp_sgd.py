@@ -1,0 +1,273 @@
+"""DP-SGD gradient for any trainer: per-example clip, sum, one Gaussian noise draw, private mean.
+
+The mechanism (Abadi et al. 2016, "Deep Learning with Differential Privacy"):
+
+    g_i  = grad_theta loss(theta, x_i)                       for each real example i of the batch
+    gc_i = g_i * min(1, C / ||g_i||_2)                        (global L2 norm over all parameters)
+    grad = (sum_i gc_i + N(0, sigma^2 C^2 I)) / B_expected
+
+Adding or removing one example changes `sum_i gc_i` by at most C in L2, so the noised sum is the
+Gaussian mechanism with noise multiplier sigma; `accounting.py` turns (q, sigma, steps) into an
+(epsilon, delta) guarantee. With Poisson sampling, divide by the *expected* batch size q*N (a
+constant), never by the realised one, which depends on the data and would leak.
+
+Use it from a trainer as `grads, metrics = dp_gradient(loss_fn, params, batch, mask, key, ...)`,
+then feed `grads` to any optax optimiser. `loss_fn(params, example) -> scalar` is the loss of ONE
+example: put every term that sees that example's real data inside it and nothing that mixes
+examples (BatchNorm, minibatch-stddev: see `checks.py`).
+
+Sharding. Under `jax.jit` with the batch sharded over a mesh's `data` axis, pass `mesh=`: the
+clipping runs in `jax.shard_map` over that axis (each device clips its own examples), the clipped
+sums and metrics are `psum`-ed, and the noise is drawn outside it from one replicated key: ONE
+logical draw, identical on every device, added once. Already inside `shard_map`, pass
+`axis_name='data'` instead (same psum; same key on every device -> the same single draw).
+Two traps this avoids, both reproduced in tests/privacy/dp_sgd_test.py:
+  * jax 0.10.2 / XLA CPU: `vmap(grad)` of a convolution under jit with a batch-sharded input
+    (no shard_map) returns WRONG per-example kernel gradients (only the first shard's examples are
+    right): an SPMD-partitioner bug. So never rely on jit's auto-partitioning here.
+  * Inside `shard_map` (check_vma), `grad` w.r.t. replicated (invariant) params is automatically
+    psum-ed over the mesh axis, so a "per-example" gradient would silently become the sum of one
+    example per device -- breaking the clipping bound. Params are cast to varying first.
+
+`method` selects how the clipped sum is computed; only "vmap" (materialise per-example gradients,
+chunked by `microbatch_size`) exists today. A faster implementation (e.g. ghost clipping with
+book-keeping, Bu et al. 2022) registers in `CLIPPED_SUM_METHODS` with the same signature as
+`_clipped_sum_vmap` and must be tested equal to "vmap".
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec as P
+
+from jaxmedgan.sharding import DATA_AXIS
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree], Any]  # (params, one example) -> scalar loss (or (loss, aux))
+
+
+class PerExample(NamedTuple):
+    """What a clipped-sum method returns: the sum plus per-example diagnostics, all [B]."""
+
+    clipped_sum: PyTree  # like params: sum over real examples of the clipped gradients
+    norms: jax.Array  # f32 [B]: global L2 norm of each example's gradient before clipping
+    losses: jax.Array  # f32 [B]: each example's loss value
+    loss_aux: PyTree  # per-example aux of `loss_fn` (leading axis B), or None
+
+
+def _batch_size(batch: PyTree, mask: jax.Array) -> int:
+    sizes = {leaf.shape[0] if getattr(leaf, "ndim", 0) else None for leaf in jax.tree.leaves(batch)}
+    if not sizes or None in sizes or len(sizes) != 1:
+        shapes = jax.tree.map(lambda x: getattr(x, "shape", ()), batch)
+        raise ValueError(f"batch leaves must share one leading (example) axis; got shapes {shapes}.")
+    (size,) = sizes
+    if mask.shape != (size,):
+        raise ValueError(f"mask must have shape [B] = ({size},) to match the batch; got {mask.shape}.")
+    return size
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, numbers.Real):  # traced values cannot be checked here
+        if not (value >= 0 if allow_zero else value > 0):
+            raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}.")
+
+
+def _as_varying(tree: PyTree, axis_name: str) -> PyTree:
+    """Marks replicated leaves as device-varying over `axis_name` (inside shard_map) so that
+    `grad` w.r.t. them stays per device instead of being psum-ed by shard_map's transpose rule."""
+
+    def cast(x):
+        aval = jax.typeof(x)
+        varying = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+        if varying is None:
+            varying = getattr(aval, "vma", frozenset())  # older jax
+        if axis_name in varying:
+            return x
+        if hasattr(jax.lax, "pcast"):
+            return jax.lax.pcast(x, axis_name, to="varying")
+        return jax.lax.pvary(x, axis_name)  # jax < 0.8
+
+    return jax.tree.map(cast, tree)
+
+
+def _clip_one(loss_fn: LossFn, has_aux: bool, l2_clip: float, params: PyTree, example: PyTree,
+              real: jax.Array) -> tuple[PyTree, jax.Array, jax.Array, PyTree]:
+    """One example: (clipped grad like params, pre-clip norm f32[], loss f32[], aux)."""
+    (loss, aux), grads = jax.value_and_grad(
+        loss_fn if has_aux else (lambda p, x: (loss_fn(p, x), None)), has_aux=True)(params, example)
+    # NaN/inf in one example's gradient must not escape the clip (it would void the L2 bound).
+    grads = jax.tree.map(lambda g: jnp.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0), grads)
+    # Global L2 norm over all parameters, accumulated in f32 even for bf16 gradients.
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
+    scale = jnp.minimum(1.0, l2_clip / norm)  # norm 0 -> inf -> 1; norm inf -> 0
+    scale = jnp.where(real, jnp.nan_to_num(scale, nan=0.0), 0.0)  # padding contributes exactly 0
+    clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
+    return clipped, norm, jnp.asarray(loss, jnp.float32), aux
+
+
+def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
+                      l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
+    """Reference method: vmap(grad) per chunk of `microbatch_size` examples, clip, sum."""
+    size = _batch_size(batch, mask)
+    real = mask > 0
+    per_example = jax.vmap(lambda x, r: _clip_one(loss_fn, has_aux, l2_clip, params, x, r))
+
+    def chunk(xs, rs):
+        clipped, norms, losses, aux = per_example(xs, rs)
+        return jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), norms, losses, aux
+
+    if microbatch_size is None or microbatch_size >= size:
+        total, norms, losses, aux = chunk(batch, real)
+        return PerExample(total, norms, losses, aux)
+
+    # Microbatch j holds examples {j, j + m, j + 2m, ...} (m microbatches, strided like optax's
+    # microbatching) so a batch-sharded axis stays sharded within each microbatch.
+    m = -(-size // microbatch_size)  # number of microbatches
+    padded = m * microbatch_size
+    pad = padded - size
+
+    def split(x, fill=None):
+        if pad:  # repeat the last example (or `fill`); the padded mask is False so they add zero
+            tail = (jnp.repeat(x[-1:], pad, axis=0) if fill is None
+                    else jnp.full((pad, *x.shape[1:]), fill, x.dtype))
+            x = jnp.concatenate([x, tail], axis=0)
+        return jnp.swapaxes(x.reshape(microbatch_size, m, *x.shape[1:]), 0, 1)
+
+    def merge(y):  # [m, microbatch, ...] -> [B, ...] in the original example order
+        return jnp.swapaxes(y, 0, 1).reshape(padded, *y.shape[2:])[:size]
+
+    xs = jax.tree.map(split, batch)
+    rs = split(real, fill=False)
+    zero = jax.tree.map(jnp.zeros_like, params)
+
+    def body(acc, inputs):
+        s, norms, losses, aux = chunk(*inputs)
+        return jax.tree.map(jnp.add, acc, s), (norms, losses, aux)
+
+    total, (norms, losses, aux) = jax.lax.scan(body, zero, (xs, rs))
+    return PerExample(total, merge(norms), merge(losses), jax.tree.map(merge, aux))
+
+
+CLIPPED_SUM_METHODS: dict[str, Callable[..., PerExample]] = {"vmap": _clipped_sum_vmap}
+
+
+def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
+                                 l2_clip: float, microbatch_size: int | None = None,
+                                 method: str = "vmap", has_aux: bool = False,
+                                 axis_name: str | None = None, mesh: Mesh | None = None,
+                                 data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+    """Sum over real examples (mask f32 [B] > 0) of grads clipped to L2 norm `l2_clip`; + metrics.
+
+    batch: pytree with leading axis B; `loss_fn(params, example)` sees one example (no B axis).
+    Returns `(clipped_sum like params, aux)`; aux holds f32 scalars `grad_norm_mean`,
+    `grad_norm_max`, `clip_fraction`, `num_examples`, `loss_mean` (over real examples; they are
+    NOT private -- monitoring only) and, with `has_aux=True`, `loss_aux`: `loss_fn`'s second output
+    stacked per example [B, ...]. Sharded batch under jit: pass `mesh` (clips per shard in
+    shard_map over `data_axis`, then psums); already inside shard_map: pass `axis_name`.
+    `microbatch_size` then counts examples per device.
+    """
+    if method not in CLIPPED_SUM_METHODS:
+        raise ValueError(f"Unknown DP clipping method={method!r}; expected one of "
+                         f"{tuple(CLIPPED_SUM_METHODS)}.")
+    _check_positive("l2_clip", l2_clip)
+    if microbatch_size is not None and microbatch_size < 1:
+        raise ValueError(f"microbatch_size must be None or >= 1, got {microbatch_size}.")
+    mask = jnp.asarray(mask)
+    if mesh is not None:
+        if axis_name is not None:
+            raise ValueError(f"Pass either mesh (outside shard_map) or axis_name={axis_name!r} "
+                             "(inside shard_map), not both.")
+        return _clipped_sum_sharded(loss_fn, params, batch, mask, mesh=mesh, data_axis=data_axis,
+                                    l2_clip=l2_clip, microbatch_size=microbatch_size, method=method,
+                                    has_aux=has_aux)
+    if axis_name is not None:
+        params = _as_varying(params, axis_name)
+    out = CLIPPED_SUM_METHODS[method](loss_fn, params, batch, mask, l2_clip=l2_clip,
+                                      microbatch_size=microbatch_size, has_aux=has_aux)
+    real = mask > 0  # `where`, not `*`: a padded example's NaN/inf must not reach the metrics
+    stats = {"norm_sum": jnp.sum(jnp.where(real, out.norms, 0.0)),
+             "clipped": jnp.sum(jnp.where(real, out.norms > l2_clip, False), dtype=jnp.float32),
+             "count": jnp.sum(real, dtype=jnp.float32),
+             "loss_sum": jnp.sum(jnp.where(real, out.losses, 0.0))}
+    norm_max = jnp.max(jnp.where(real, out.norms, 0.0))
+    clipped_sum = out.clipped_sum
+    if axis_name is not None:
+        clipped_sum, stats = jax.lax.psum((clipped_sum, stats), axis_name)
+        norm_max = jax.lax.pmax(norm_max, axis_name)
+    count = jnp.maximum(stats["count"], 1.0)
+    aux = {"grad_norm_mean": stats["norm_sum"] / count, "grad_norm_max": norm_max,
+           "clip_fraction": stats["clipped"] / count, "num_examples": stats["count"],
+           "loss_mean": stats["loss_sum"] / count}
+    if has_aux:
+        aux["loss_aux"] = out.loss_aux
+    return clipped_sum, aux
+
+
+def _clipped_sum_sharded(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
+                         mesh: Mesh, data_axis: str, has_aux: bool,
+                         **kwargs) -> tuple[PyTree, dict[str, Any]]:
+    """Runs `per_example_clipped_grad_sum` per shard of `mesh`'s `data_axis` and psums the result."""
+    if data_axis not in mesh.shape:
+        raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh {dict(mesh.shape)}.")
+    size, shards = _batch_size(batch, mask), mesh.shape[data_axis]
+    if size % shards:
+        raise ValueError(f"DP batch size {size} (padded Poisson batch) must be divisible by the "
+                         f"{shards} devices of mesh axis {data_axis!r}; see sampling.max_batch_size_for.")
+    local = functools.partial(per_example_clipped_grad_sum, loss_fn, axis_name=data_axis,
+                              has_aux=has_aux, **kwargs)
+    metric_specs = {k: P() for k in ("grad_norm_mean", "grad_norm_max", "clip_fraction",
+                                      "num_examples", "loss_mean")}
+    if has_aux:
+        metric_specs["loss_aux"] = P(data_axis)
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis)),
+                       out_specs=(P(), metric_specs))
+    return fn(params, batch, mask)
+
+
+def add_noise(clipped_sum: PyTree, key: jax.Array, *, l2_clip: float, noise_multiplier: float) -> PyTree:
+    """clipped_sum + N(0, (noise_multiplier * l2_clip)^2) i.i.d. per coordinate; same pytree/dtypes.
+
+    One draw per call: call it once per step with the SAME key on every device (see module doc).
+    """
+    _check_positive("l2_clip", l2_clip)
+    _check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
+    if isinstance(noise_multiplier, numbers.Real) and noise_multiplier == 0:
+        return clipped_sum
+    std = noise_multiplier * l2_clip
+    leaves, treedef = jax.tree.flatten(clipped_sum)
+    keys = jax.random.split(key, len(leaves))  # independent noise for every leaf
+    noised = [x + (std * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
+              for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, noised)
+
+
+def private_mean(noised_sum: PyTree, expected_batch_size: float) -> PyTree:
+    """noised_sum / expected_batch_size (a data-independent constant, e.g. q * N)."""
+    _check_positive("expected_batch_size", expected_batch_size)
+    return jax.tree.map(lambda x: x / expected_batch_size, noised_sum)
+
+
+def dp_gradient(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, key: jax.Array, *,
+                l2_clip: float, noise_multiplier: float, expected_batch_size: float,
+                microbatch_size: int | None = None, method: str = "vmap", has_aux: bool = False,
+                axis_name: str | None = None, mesh: Mesh | None = None,
+                data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+    """Private mean gradient (like params) and metrics `dp_*` (f32 scalars; + `dp_loss_aux` [B]).
+
+    = (sum of per-example clipped grads + N(0, sigma^2 C^2)) / expected_batch_size, with
+    C = l2_clip, sigma = noise_multiplier. Pass it to any optax optimiser's `update`. `key` must be
+    the same on every device (replicated); `mesh`/`axis_name` as in `per_example_clipped_grad_sum`.
+    """
+    clipped_sum, aux = per_example_clipped_grad_sum(
+        loss_fn, params, batch, mask, l2_clip=l2_clip, microbatch_size=microbatch_size,
+        method=method, has_aux=has_aux, axis_name=axis_name, mesh=mesh, data_axis=data_axis)
+    grads = private_mean(add_noise(clipped_sum, key, l2_clip=l2_clip, noise_multiplier=noise_multiplier),
+                         expected_batch_size)
+    metrics = {f"dp_{k}": v for k, v in aux.items()}
+    # Std of the noise on each coordinate of the mean gradient: compare with the signal's size.
+    metrics["dp_noise_std"] = jnp.asarray(noise_multiplier * l2_clip / expected_batch_size, jnp.float32)
+    return grads, metrics

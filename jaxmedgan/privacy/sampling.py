@@ -1,0 +1,106 @@
+"""Host-side (numpy) batch sampling for DP-SGD: Poisson subsampling padded to a fixed shape.
+
+Poisson sampling -- every example joins a step's batch independently with probability q -- is what
+the privacy accountant (`accounting.py`, sampling='poisson') analyses. Its batch size is random
+(Binomial(N, q)), but jit wants static shapes, so a batch is padded to `max_batch_size` with a mask
+(padding has mask 0 and contributes exactly zero to the clipped gradient sum).
+
+Overflow policy: if a draw holds more than `max_batch_size` examples, a uniformly random
+`max_batch_size` of them are kept and `num_dropped` reports how many were not; the caller should
+count these. Choose `max_batch_size = max_batch_size_for(N, q, overflow_prob)` so that this
+happens with probability <= overflow_prob per step. Truncation makes the mechanism differ from
+the analysed one only on that event, so over T steps the guarantee holds with
+delta' = delta + T * overflow_prob * (1 + e^epsilon) (a coupling argument); keep T * overflow_prob
+far below delta (the default 1e-6 is for T up to ~1e3 at delta = 1e-5 -- use 1e-9 or smaller
+for long runs: max_batch_size grows only like sqrt(log(1/p))).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+
+class PoissonBatch(NamedTuple):
+    """A fixed-shape Poisson batch: real examples first, then padding."""
+
+    indices: np.ndarray  # int64 [max_batch_size]: dataset indices; padding points at index 0
+    mask: np.ndarray  # float32 [max_batch_size]: 1 for real examples, 0 for padding
+    num_dropped: int  # examples drawn but dropped because the draw exceeded max_batch_size
+
+
+def _check_rate(sampling_rate: float) -> None:
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}.")
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> None:
+    if int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+
+
+def poisson_batch(rng: np.random.Generator, num_examples: int, sampling_rate: float,
+                  max_batch_size: int) -> PoissonBatch:
+    """Includes each of `num_examples` independently with prob q; pads/truncates to max_batch_size."""
+    _check_count("num_examples", num_examples)
+    _check_rate(sampling_rate)
+    _check_count("max_batch_size", max_batch_size)
+    chosen = np.flatnonzero(rng.random(num_examples) < sampling_rate)
+    dropped = max(len(chosen) - max_batch_size, 0)
+    if dropped:  # overflow: keep a uniformly random subset (see module docstring)
+        chosen = np.sort(rng.choice(chosen, size=max_batch_size, replace=False))
+    indices = np.zeros(max_batch_size, np.int64)
+    indices[: len(chosen)] = chosen
+    mask = np.zeros(max_batch_size, np.float32)
+    mask[: len(chosen)] = 1.0
+    return PoissonBatch(indices, mask, dropped)
+
+
+def _binomial_log_sf(num_examples: int, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """(k, log P[Binomial(N, q) > k]) for k from floor(mean) to a point where the tail is < 1e-300."""
+    n = num_examples
+    mean, sd = n * q, math.sqrt(n * q * (1 - q))
+    lo = int(math.floor(mean))
+    hi = min(n, int(math.ceil(mean + 40 * sd + 80)))  # tail beyond is below any useful overflow_prob
+    ks = np.arange(lo, hi + 1)
+    log_q, log_1mq = math.log(q), math.log1p(-q)
+    log_pmf = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                        + k * log_q + (n - k) * log_1mq for k in ks])
+    # log P[X >= k] by a right-to-left log-sum-exp; P[X > k] = P[X >= k + 1].
+    log_ge = np.logaddexp.accumulate(log_pmf[::-1])[::-1]
+    log_sf = np.append(log_ge[1:], -np.inf)
+    return ks, log_sf
+
+
+def max_batch_size_for(num_examples: int, sampling_rate: float, overflow_prob: float = 1e-6,
+                       multiple_of: int = 1) -> int:
+    """Smallest size m (a multiple of `multiple_of`, e.g. the device count) with
+    P[Binomial(num_examples, q) > m] <= overflow_prob: the Poisson batch rarely overflows."""
+    _check_count("num_examples", num_examples)
+    _check_rate(sampling_rate)
+    _check_count("multiple_of", multiple_of)
+    if not 0 < overflow_prob < 0.5:
+        raise ValueError(f"overflow_prob must be in (0, 0.5), got {overflow_prob}.")
+    if sampling_rate == 1:
+        m = num_examples
+    else:
+        ks, log_sf = _binomial_log_sf(num_examples, sampling_rate)
+        m = int(ks[np.argmax(log_sf <= math.log(overflow_prob))])
+    m = max(m, 1)
+    return -(-m // multiple_of) * multiple_of
+
+
+def shuffled_batches(rng: np.random.Generator, num_examples: int, batch_size: int) -> Iterator[np.ndarray]:
+    """One epoch of fixed-size batches: int64 [batch_size] index arrays from one permutation.
+
+    The last num_examples % batch_size examples of the permutation are dropped (fixed shapes);
+    they differ every epoch. Privacy accounting of shuffling: see `accounting.epsilon`.
+    """
+    _check_count("num_examples", num_examples)
+    _check_count("batch_size", batch_size)
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size {batch_size} exceeds num_examples {num_examples}.")
+    order = rng.permutation(num_examples)
+    for start in range(0, num_examples - batch_size + 1, batch_size):
+        yield order[start: start + batch_size]
