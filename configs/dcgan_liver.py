@@ -59,6 +59,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
 
+    c.privacy = ml_collections.ConfigDict()
+    c.privacy.enabled = False  # DP-SGD on the discriminator (see configs/acgan_liver_dp.py)
+    c.privacy.noise_multiplier = 1.0  # sigma: noise std = sigma * l2_clip on the clipped sum
+    c.privacy.l2_clip = 1.0  # C: per-example gradient L2 bound
+    c.privacy.delta = 0.0  # 0 = 1 / (10 N)
+    c.privacy.sampling = "poisson"  # each example joins a batch with prob q = batch_size / N
+    c.privacy.accountant = "rdp"  # rdp | pld
+    c.privacy.microbatch_size = 0  # >0 chunks the per-example vmap to cap memory
+    c.privacy.overflow_prob = 1e-9  # P[Poisson batch > padded size] per step
+    c.privacy.clip_fake = True  # clip D's per-example gradient on generated images too (no noise)
+
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 250  # steps
     c.samples.per_row = 8

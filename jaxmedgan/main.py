@@ -12,6 +12,8 @@ commands:
             [--config.section.key=value ...]
   sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class K]
   dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|image-folder --out DIR
+  privacy   DP accounting:  jaxmedgan privacy epsilon --sampling-rate Q --noise-multiplier S --steps N --delta D
+            jaxmedgan privacy calibrate --target-epsilon E --delta D --sampling-rate Q --steps N
 
 `jaxmedgan <command> --help` shows a command's options.
 """
@@ -111,7 +113,15 @@ def _dataset(argv: list[str]) -> None:
     print(f"Dataset ready in {path}")
 
 
-COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset}
+def _privacy(argv: list[str]) -> None:
+    from jaxmedgan.privacy import cli as privacy_cli
+
+    code = privacy_cli.main(argv[1:])
+    if code:
+        raise SystemExit(code)
+
+
+COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset, "privacy": _privacy}
 
 
 def main(argv: list[str]) -> int:

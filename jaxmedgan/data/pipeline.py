@@ -112,3 +112,63 @@ def iterate(
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
     return iter(ds[start_step:].to_iter_dataset(options))
+
+
+class _PoissonBatch:
+    """Element k of a Poisson-sampled dataset (picklable callable for grain's map)."""
+
+    def __init__(self, data_source, sampling_rate, max_batch_size, seed, augmentation,
+                 process_index, process_count):
+        self.source = data_source
+        self.q = sampling_rate
+        self.max_batch_size = max_batch_size
+        self.sample_seed, self.augment_seed = _derived_seeds(seed)
+        self.augmentation = augmentation
+        self.process_index, self.process_count = process_index, process_count
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        from jaxmedgan.privacy import sampling  # privacy owns the sampling rule and its accounting
+
+        drawn = sampling.poisson_batch(np.random.default_rng([self.sample_seed, step]), len(self.source),
+                                       self.q, self.max_batch_size)
+        positions = range(self.process_index, self.max_batch_size, self.process_count)
+        images, labels = [], []
+        for pos in positions:
+            example = to_model_example(self.source[int(drawn.indices[pos])])
+            if self.augmentation is not None:
+                rng = np.random.default_rng([self.augment_seed, step, pos])
+                example = self.augmentation.random_map(example, rng)
+            images.append(example["image"])
+            labels.append(example["label"])
+        return {"image": np.stack(images), "label": np.asarray(labels, np.int32),
+                "mask": drawn.mask[list(positions)], "num_dropped": np.int32(drawn.num_dropped)}
+
+
+def poisson_train_dataset(
+    data_source: Any,
+    *,
+    sampling_rate: float,
+    max_batch_size: int,
+    seed: int,
+    augment: bool,
+    process_index: int,
+    process_count: int,
+    augmentation: transforms.Augment | None = None,
+) -> grain.MapDataset:
+    """DP-SGD input: element k = Poisson-sampled batch of step k, padded to a fixed shape.
+
+    Every example joins step k's batch independently with probability `sampling_rate` (the
+    sampling the privacy accountant analyses); the global batch is padded to `max_batch_size`
+    with `mask` 0 and this process holds positions [process_index::process_count]:
+    {"image": f32 [M_local,H,W,C], "label": i32 [M_local], "mask": f32 [M_local],
+    "num_dropped": i32 []} with M_local = max_batch_size / process_count.
+    """
+    if max_batch_size % process_count:
+        raise ValueError(f"max_batch_size={max_batch_size} is not divisible by process_count={process_count}")
+    if len(data_source) == 0:
+        raise ValueError("data source is empty; expected at least one example")
+    if augment and augmentation is None:
+        augmentation = transforms.Augment()
+    fn = _PoissonBatch(data_source, sampling_rate, max_batch_size, seed,
+                       augmentation if augment else None, process_index, process_count)
+    return grain.MapDataset.range(2**62).map(fn)

@@ -20,6 +20,8 @@ when the guarantee must be formal.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 
 import dp_accounting
@@ -70,8 +72,27 @@ def epsilon(sampling_rate: float, noise_multiplier: float, steps: int, delta: fl
     if not noise_multiplier > 0:
         raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}.")
     acc = make_accountant(accountant)
-    acc.compose(dp_sgd_event(sampling_rate, noise_multiplier, steps))
-    return float(acc.get_epsilon(delta))
+    with _quiet_order_warnings():
+        acc.compose(dp_sgd_event(sampling_rate, noise_multiplier, steps))
+        return float(acc.get_epsilon(delta))
+
+
+class _DropOrderWarnings(logging.Filter):
+    """dp_accounting warns for every fractional RDP order whose series does not converge; it then
+    excludes that order, so the bound stays valid (only possibly looser). Keep the log readable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to converge" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_order_warnings():
+    logger, filt = logging.getLogger("absl"), _DropOrderWarnings()
+    logger.addFilter(filt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(filt)
 
 
 # Below this sigma a PLD grid gets huge (memory ~ 1/sigma^2) and the noise is negligible anyway.
@@ -110,7 +131,8 @@ def calibrate_noise(target_epsilon: float, delta: float, sampling_rate: float, s
                                                            "rdp", sampling, tol)
     eps_at = lambda sigma: epsilon(sampling_rate, sigma, steps, delta, accountant, sampling)
     lo, hi = _bracket(eps_at, target_epsilon, guess)
-    return float(dp_accounting.calibrate_dp_mechanism(
-        lambda: make_accountant(accountant),
-        lambda sigma: dp_sgd_event(sampling_rate, sigma, steps),
-        target_epsilon, delta, bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi), tol=tol))
+    with _quiet_order_warnings():
+        return float(dp_accounting.calibrate_dp_mechanism(
+            lambda: make_accountant(accountant),
+            lambda sigma: dp_sgd_event(sampling_rate, sigma, steps),
+            target_epsilon, delta, bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi), tol=tol))

@@ -21,6 +21,7 @@ from clu import parameter_overview
 from tqdm import tqdm
 
 from jaxmedgan import checkpointing, images, metric_writers, sharding
+from jaxmedgan.privacy import accounting, checks, sampling
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class Family:
     """Pure functions that define one GAN family; each takes the config first.
 
     init_state(config, rng) -> state
-    train_step(config, state, batch) -> (state, metrics)      # batch: image [B,H,W,C], label [B]
+    train_step(config, state, batch, *, mesh) -> (state, metrics)  # batch: image [B,H,W,C], label [B]
+                                                                   # (+ mask [B] under DP)
     generate(config, state, z, labels) -> images [N,H,W,C] in [-1, 1]
     evaluate(config, state, eval_data) -> {name: float}        # host-side orchestration
     """
@@ -127,12 +129,19 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         _log_parameter_counts(state)
 
     total = config.train.steps
-    ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,
-                                augment=config.data.augment, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+    dp = privacy_setup(config, state, mesh, len(train_source)) if checks.dp_enabled(config) else None
+    if dp is not None:
+        ds = pipeline.poisson_train_dataset(
+            train_source, sampling_rate=dp["q"], max_batch_size=dp["max_batch_size"], seed=config.seed,
+            augment=config.data.augment, process_index=jax.process_index(),
+            process_count=jax.process_count())
+    else:
+        ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,
+                                    augment=config.data.augment, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
     batches: Iterator[dict] = pipeline.iterate(ds, start)
 
-    step_fn = jax.jit(functools.partial(family.train_step, config),
+    step_fn = jax.jit(functools.partial(family.train_step, config, mesh=mesh),
                       in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                       out_shardings=(state_shardings, sharding.replicated(mesh)),
                       donate_argnums=(0,))
@@ -144,8 +153,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                disable=not is_main or config.train.get("quiet", False), dynamic_ncols=True)
     try:
         for step in range(start, total):
-            batch = sharding.shard_batch(next(batches), mesh)
-            state, metrics = step_fn(state, batch)
+            host_batch = next(batches)
+            num_dropped = int(host_batch.pop("num_dropped", 0))
+            state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh))
+            if dp is not None:
+                dp["num_dropped"] += num_dropped
             pending.append(metrics)
             steps_since += 1
             done = step + 1
@@ -160,6 +172,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                 elapsed = time.perf_counter() - t_last
                 scalars["steps_per_sec"] = steps_since / elapsed
                 scalars["images_per_sec"] = steps_since * global_batch / elapsed
+                if dp is not None:
+                    scalars["dp/epsilon"] = accounting.epsilon(
+                        dp["q"], config.privacy.noise_multiplier, done, dp["delta"],
+                        accountant=config.privacy.accountant, sampling=config.privacy.sampling)
+                    scalars["dp/num_dropped"] = dp["num_dropped"]
                 writer.write_scalars(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
             if is_main and (last or done % config.samples.every == 0):
@@ -178,6 +195,33 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         mngr.wait_until_finished()
         writer.close()
     return state
+
+
+def privacy_setup(config: ml_collections.ConfigDict, state: Any, mesh, num_examples: int) -> dict:
+    """Checks DP-compatibility and fixes the sampling: q = batch_size / N, padded batch size.
+
+    Only the discriminator reads real data, so only its updates are privatised and the
+    accountant counts D steps (one per training step here); G is private by post-processing.
+    """
+    p = config.privacy
+    checks.check_dp_compatible(config, state.d_variables())
+    if p.sampling != "poisson":
+        raise ValueError(f"config.privacy.sampling={p.sampling!r}: the GAN trainers implement Poisson "
+                         "sampling (the sampling the accountant analyses); use 'poisson'.")
+    q = config.train.batch_size / num_examples
+    if not 0 < q <= 1:
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} (the expected Poisson batch) "
+                         f"must be in (0, {num_examples}] for a dataset of {num_examples} examples.")
+    delta = p.delta or 1.0 / (num_examples * 10)
+    multiple = sharding.batch_sharding(mesh).mesh.shape[sharding.DATA_AXIS] * jax.process_count()
+    max_batch = sampling.max_batch_size_for(num_examples, q, p.overflow_prob, multiple_of=multiple)
+    eps = accounting.epsilon(q, p.noise_multiplier, config.train.steps, delta,
+                             accountant=p.accountant, sampling=p.sampling)
+    log.info("DP-SGD on D: Poisson sampling q=%.4g (expected batch %d, padded to %d), noise multiplier "
+             "%.3g, clip %.3g; after %d steps epsilon=%.3g at delta=%.2g (%s accountant).", q,
+             config.train.batch_size, max_batch, p.noise_multiplier, p.l2_clip, config.train.steps, eps,
+             delta, p.accountant)
+    return {"q": q, "delta": delta, "max_batch_size": max_batch, "num_dropped": 0}
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:

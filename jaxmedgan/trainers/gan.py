@@ -68,28 +68,98 @@ def _draw_latents(config, rng, n: int) -> tuple[jax.Array, jax.Array | None]:
     return z, labels
 
 
-def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) -> tuple[GANState, dict]:
-    """One D update then one G update. batch: image f32 [B,H,W,C] in [-1,1], label i32 [B]."""
-    g, d = build_models(config)
-    g_tx, d_tx = build_optimizers(config)
+def _d_variables(d_params, d_stats) -> dict:
+    return {"params": d_params, **({"batch_stats": d_stats} if d_stats else {})}
+
+
+def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
+    """D update under DP-SGD: per-example clipped + noised gradient of the terms that see reals.
+
+    Only D's loss on real example i (softplus(-D(x_i)) + aux CE) touches private data; it is
+    clipped per example inside `dp_gradient`. Terms on generated images are added un-noised.
+    """
+    from jaxmedgan.privacy import dp_sgd
+
+    _, d = build_models(config)
+    p = config.privacy
+    aux_w = config.loss.aux_weight if config.model.num_classes else 0.0
+    k_noise, k_drop_real, k_drop_fake = jax.random.split(rng, 3)
+    real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
+    n = real.shape[0]
+    examples = {"image": real, "label": real_labels, "key": jax.random.split(k_drop_real, n)}
+
+    def real_loss(d_params, ex):
+        (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
+                                       rngs={"dropout": ex["key"]})
+        loss = jax.nn.softplus(-logit[0])
+        correct = jnp.zeros(())
+        if cls is not None:
+            loss = loss + aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0]
+            correct = (jnp.argmax(cls[0]) == ex["label"]).astype(jnp.float32)
+        return loss, {"logit": logit[0], "aux_correct": correct}
+
+    expected = config.train.batch_size  # under DP the expected Poisson batch size, q * N
+    real_grads, dp_metrics = dp_sgd.dp_gradient(
+        real_loss, state.d_params, examples, mask, k_noise, l2_clip=p.l2_clip,
+        noise_multiplier=p.noise_multiplier, expected_batch_size=expected,
+        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+
+    def fake_loss(d_params, ex):
+        (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
+                                       rngs={"dropout": ex["key"]})
+        loss = jax.nn.softplus(logit[0])
+        if cls is not None:
+            loss = loss + aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0]
+        return loss, logit[0]
+
+    # Generated images carry no private information, so their term gets no noise. It is still
+    # clipped per example to the same C (when privacy.clip_fake): otherwise its gradient, ~100x
+    # the clipped real one, swamps the real term and D just learns to call everything fake.
+    fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
+             "key": jax.random.split(k_drop_fake, n)}
+    if p.clip_fake:
+        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
+            fake_loss, state.d_params, fakes, jnp.ones((n,), jnp.float32), l2_clip=p.l2_clip,
+            microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+        fake_grads = jax.tree_util.tree_map(lambda g: g / n, fake_sum)
+        fake_total, fake_logit = fake_aux["loss_mean"], fake_aux["loss_aux"]
+    else:
+        def mean_fake_loss(d_params):
+            losses, logits = jax.vmap(fake_loss, in_axes=(None, 0))(d_params, fakes)
+            return jnp.mean(losses), logits
+
+        (fake_total, fake_logit), fake_grads = jax.value_and_grad(mean_fake_loss, has_aux=True)(state.d_params)
+    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
+    per_ex = dp_metrics.pop("dp_loss_aux")
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    real_logit = per_ex["logit"]
+    metrics = {
+        "d_loss": jnp.sum(mask * jax.nn.softplus(-real_logit)) / count + jnp.mean(jax.nn.softplus(fake_logit)),
+        "d_real_acc": jnp.sum(mask * (real_logit > 0)) / count,
+        "d_fake_acc": jnp.mean(fake_logit < 0),
+        "d_real_logit": jnp.sum(mask * real_logit) / count,
+        "d_fake_logit": jnp.mean(fake_logit),
+        "d_total_loss": dp_metrics["dp_loss_mean"] + fake_total,
+        **dp_metrics,
+    }
+    if config.model.num_classes:
+        metrics["aux_real_acc"] = jnp.sum(mask * per_ex["aux_correct"]) / count
+    return grads, metrics, state.d_stats
+
+
+def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
+    """Non-private D update: gradient of the mean loss over the real and the fake batch."""
+    _, d = build_models(config)
     conditional = config.model.num_classes > 0
     aux_w = config.loss.aux_weight if conditional else 0.0
     real, real_labels = batch["image"], batch["label"]
-    n = real.shape[0]
-    rng = jax.random.fold_in(state.rng, state.step)
-    k_dz, k_gz, k_ddrop, k_gdrop = jax.random.split(rng, 4)
-
-    # --- D update: real batch vs a batch generated with the current G.
-    z, fake_labels = _draw_latents(config, k_dz, n)
-    fake, g_stats = layers.apply(g, state.g_variables(), z, fake_labels, train=True)
-    fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(d_params):
-        d_vars = {"params": d_params, **({"batch_stats": state.d_stats} if state.d_stats else {})}
-        (real_logit, real_cls), stats = layers.apply(d, d_vars, real, train=True, rngs={"dropout": k_ddrop})
+        d_vars = _d_variables(d_params, state.d_stats)
+        (real_logit, real_cls), stats = layers.apply(d, d_vars, real, train=True, rngs={"dropout": rng})
         if stats:
-            d_vars = {"params": d_params, "batch_stats": stats}
-        (fake_logit, fake_cls), stats = layers.apply(d, d_vars, fake, train=True, rngs={"dropout": k_ddrop})
+            d_vars = _d_variables(d_params, stats)
+        (fake_logit, fake_cls), stats = layers.apply(d, d_vars, fake, train=True, rngs={"dropout": rng})
         per_example = gan_losses.d_logistic(real_logit, fake_logit)
         aux_real = aux_fake = jnp.zeros_like(per_example)
         if conditional:
@@ -108,18 +178,44 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
             metrics["aux_real_acc"] = jnp.mean(jnp.argmax(real_cls, -1) == real_labels)
         return loss, (metrics, stats)
 
-    (d_total, (d_metrics, d_stats)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    (total, (metrics, d_stats)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    metrics["d_total_loss"] = total
+    return grads, metrics, d_stats
+
+
+def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *,
+               mesh=None) -> tuple[GANState, dict]:
+    """One D update then one G update. batch: image f32 [B,H,W,C] in [-1,1], label i32 [B]
+    (+ mask f32 [B] under DP). `mesh` is the device mesh (DP clips per example per shard)."""
+    g, d = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+    private = config.get("privacy") is not None and config.privacy.enabled
+    conditional = config.model.num_classes > 0
+    aux_w = config.loss.aux_weight if conditional else 0.0
+    n = batch["image"].shape[0]
+    rng = jax.random.fold_in(state.rng, state.step)
+    k_dz, k_gz, k_d, k_gdrop = jax.random.split(rng, 4)
+
+    # --- D update: real batch vs a batch generated with the current G.
+    z, fake_labels = _draw_latents(config, k_dz, n)
+    fake, g_stats = layers.apply(g, state.g_variables(), z, fake_labels, train=True)
+    fake = jax.lax.stop_gradient(fake)
+    if private:
+        d_grads, d_metrics, d_stats = _d_update_private(config, state, batch, fake, fake_labels, k_d, mesh)
+    else:
+        d_grads, d_metrics, d_stats = _d_update(config, state, batch, fake, fake_labels, k_d)
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
-    # --- G update against the updated D (D's running statistics are not changed here).
+    # --- G update against the updated D (D's running statistics are not changed here). G sees
+    # real data only through D, so under DP it is private by post-processing.
     z, gen_labels = _draw_latents(config, k_gz, n)
 
     def g_loss_fn(g_params):
         g_vars = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
         fake, new_g_stats = layers.apply(g, g_vars, z, gen_labels, train=True)
-        d_vars = {"params": d_params, **({"batch_stats": d_stats} if d_stats else {})}
-        (logit, cls), _ = layers.apply(d, d_vars, fake, train=True, rngs={"dropout": k_gdrop})
+        (logit, cls), _ = layers.apply(d, _d_variables(d_params, d_stats), fake, train=True,
+                                       rngs={"dropout": k_gdrop})
         per_example = gan_losses.g_nonsaturating(logit)
         aux = gan_losses.class_cross_entropy(cls, gen_labels) if conditional else jnp.zeros_like(per_example)
         return jnp.mean(per_example + aux_w * aux), ({"g_loss": jnp.mean(per_example)}, new_g_stats)
@@ -131,7 +227,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_stats=new_g_stats, d_stats=d_stats,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state)
-    metrics = {**d_metrics, **g_metrics, "d_total_loss": d_total, "g_total_loss": g_total,
+    metrics = {**d_metrics, **g_metrics, "g_total_loss": g_total,
                "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": optax.tree.norm(g_grads)}
     return new_state, metrics
 
