@@ -62,6 +62,11 @@ def to_model_example(example: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"image": image, "label": np.int32(example["label"])}
 
 
+def _check_process(process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+
+
 def _derived_seeds(seed: int) -> tuple[int, int]:
     """(shuffle seed, augmentation seed), both in [0, 2**32), hashed from seed."""
     if seed < 0:
@@ -87,8 +92,7 @@ def train_dataset(
     """
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    _check_process(process_index, process_count)
     if global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by process_count="
                          f"{process_count}; every process needs the same local batch")
@@ -163,6 +167,7 @@ def poisson_train_dataset(
     {"image": f32 [M_local,H,W,C], "label": i32 [M_local], "mask": f32 [M_local],
     "num_dropped": i32 []} with M_local = max_batch_size / process_count.
     """
+    _check_process(process_index, process_count)
     if max_batch_size % process_count:
         raise ValueError(f"max_batch_size={max_batch_size} is not divisible by process_count={process_count}")
     if len(data_source) == 0:

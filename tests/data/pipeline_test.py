@@ -162,3 +162,27 @@ def test_bad_sources_and_start_step_raise():
         pipeline.to_model_example({"image": np.zeros((2, 2, 1), np.int16), "label": 0})
     with pytest.raises(ValueError, match="start_step"):
         pipeline.iterate(_ds(), -1)
+
+
+def test_poisson_dataset_is_padded_masked_deterministic_and_split_over_hosts():
+    images = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) / 40
+    src = pipeline.ArraySource(images, np.arange(40) % 3)
+    kw = dict(sampling_rate=0.25, max_batch_size=24, seed=3, augment=False)
+    ds = pipeline.poisson_train_dataset(src, process_index=0, process_count=1, **kw)
+    sizes = []
+    for k in range(200):
+        b = ds[k]
+        assert b["image"].shape == (24, 1, 1, 1) and b["mask"].shape == (24,)
+        n = int(b["mask"].sum())
+        sizes.append(n)
+        chosen = b["image"][:n, 0, 0, 0]
+        assert len(set(chosen.tolist())) == n  # no example twice in one Poisson batch
+        assert b["mask"][:n].all() and not b["mask"][n:].any()
+    assert abs(np.mean(sizes) - 10) < 1.0  # E[batch] = q N = 10
+    np.testing.assert_array_equal(ds[7]["image"], pipeline.poisson_train_dataset(
+        src, process_index=0, process_count=1, **kw)[7]["image"])
+    h0 = pipeline.poisson_train_dataset(src, process_index=0, process_count=2, **kw)[5]
+    h1 = pipeline.poisson_train_dataset(src, process_index=1, process_count=2, **kw)[5]
+    full = ds[5]
+    np.testing.assert_array_equal(h0["image"], full["image"][0::2])
+    np.testing.assert_array_equal(h1["mask"], full["mask"][1::2])
