@@ -14,6 +14,7 @@ commands:
   dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|image-folder --out DIR
   privacy   DP accounting:  jaxmedgan privacy epsilon --sampling-rate Q --noise-multiplier S --steps N --delta D
             jaxmedgan privacy calibrate --target-epsilon E --delta D --sampling-rate Q --steps N
+  reader-study  real-vs-synthetic reader study:  jaxmedgan reader-study create|serve|report ...
 
 `jaxmedgan <command> --help` shows a command's options.
 """
@@ -113,15 +114,20 @@ def _dataset(argv: list[str]) -> None:
     print(f"Dataset ready in {path}")
 
 
-def _privacy(argv: list[str]) -> None:
+def _privacy(argv: list[str]) -> int:
     from jaxmedgan.privacy import cli as privacy_cli
 
-    code = privacy_cli.main(argv[1:])
-    if code:
-        raise SystemExit(code)
+    return privacy_cli.main(argv[1:])
 
 
-COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset, "privacy": _privacy}
+def _reader_study(argv: list[str]) -> int:
+    from jaxmedgan.reader_study import cli as reader_study_cli
+
+    return reader_study_cli.main(argv[1:])
+
+
+COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset, "privacy": _privacy,
+            "reader-study": _reader_study}
 
 
 def main(argv: list[str]) -> int:
@@ -138,14 +144,14 @@ def main(argv: list[str]) -> int:
     from jaxmedgan.trainers.common import NonFiniteLossError
 
     try:
-        COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])
+        code = COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])
     except UsageError as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 2
     except (NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 def run() -> None:

@@ -53,3 +53,12 @@ def test_dataset_command_builds_an_image_folder_and_names_bad_files(tmp_path, ca
 def test_dataset_command_requires_image_dir(capsys):
     assert cli.main(["jaxmedgan", "dataset", "--source", "image-folder", "--out", "x"]) == 2
     assert "--image-dir" in capsys.readouterr().err
+
+
+def test_privacy_and_reader_study_commands_are_wired(capsys):
+    assert cli.main(["jaxmedgan", "privacy", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier",
+                     "1.1", "--steps", "100", "--delta", "1e-5"]) == 0
+    assert capsys.readouterr().out.startswith("epsilon = ")
+    assert cli.main(["jaxmedgan", "privacy", "epsilon", "--sampling-rate", "1.5", "--noise-multiplier",
+                     "1", "--steps", "1", "--delta", "1e-5"]) == 2
+    assert cli.main(["jaxmedgan", "reader-study", "report", "/nonexistent-study"]) != 0
