@@ -45,7 +45,8 @@ def to_model_example(example: dict[str, Any]) -> dict[str, np.ndarray]:
     """Maps a source example to {"image": float32 [H, W, C] in [-1, 1], "label": int32 []}.
 
     uint8 images map by u8 / 127.5 - 1 (the inverse of tfds_builders.to_uint8); float images
-    are taken to be in [-1, 1] already.
+    are taken to be in [-1, 1] already. Other array fields (e.g. a pix2pix condition map "cond"
+    [H, W, K]) pass through unchanged, float ones as float32; non-array fields are dropped.
     """
     if not isinstance(example, dict) or "image" not in example or "label" not in example:
         keys = sorted(example) if isinstance(example, dict) else type(example).__name__
@@ -59,7 +60,10 @@ def to_model_example(example: dict[str, Any]) -> dict[str, np.ndarray]:
         image = image.astype(np.float32)
     else:
         raise ValueError(f"Data source 'image' must be uint8 or float in [-1, 1]; got {image.dtype}")
-    return {"image": image, "label": np.int32(example["label"])}
+    extra = {k: (v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v)
+             for k, v in example.items()
+             if k not in ("image", "label") and isinstance(v, np.ndarray) and v.ndim >= 1}
+    return {"image": image, "label": np.int32(example["label"]), **extra}
 
 
 def _check_process(process_index: int, process_count: int) -> None:
@@ -136,16 +140,19 @@ class _PoissonBatch:
         drawn = sampling.poisson_batch(np.random.default_rng([self.sample_seed, step]), len(self.source),
                                        self.q, self.max_batch_size)
         positions = range(self.process_index, self.max_batch_size, self.process_count)
-        images, labels = [], []
+        examples = []
         for pos in positions:
             example = to_model_example(self.source[int(drawn.indices[pos])])
             if self.augmentation is not None:
                 rng = np.random.default_rng([self.augment_seed, step, pos])
                 example = self.augmentation.random_map(example, rng)
-            images.append(example["image"])
-            labels.append(example["label"])
-        return {"image": np.stack(images), "label": np.asarray(labels, np.int32),
-                "mask": drawn.mask[list(positions)], "num_dropped": np.int32(drawn.num_dropped)}
+            examples.append(example)
+        if "mask" in examples[0]:
+            raise ValueError("Data source field 'mask' collides with the DP-SGD padding mask of a "
+                             "Poisson batch; rename the field (e.g. 'cond' for a condition map).")
+        batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}  # + extra fields
+        batch["label"] = batch["label"].astype(np.int32)
+        return {**batch, "mask": drawn.mask[list(positions)], "num_dropped": np.int32(drawn.num_dropped)}
 
 
 def poisson_train_dataset(
