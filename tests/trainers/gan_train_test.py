@@ -114,9 +114,9 @@ def _tiny_config(tmp_path):
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     config = _tiny_config(tmp_path)
 
-    def poisoned_step(config, state, batch):
+    def poisoned_step(config, state, batch, *, mesh=None):
         # From the 5th step on, D's parameters and loss blow up (as a diverging run would).
-        state, metrics = gan.train_step(config, state, batch)
+        state, metrics = gan.train_step(config, state, batch, mesh=mesh)
         bad = state.step >= 5
         d_params = jax.tree_util.tree_map(lambda p: jnp.where(bad, jnp.nan, p), state.d_params)
         metrics["d_loss"] = jnp.where(bad, jnp.nan, metrics["d_loss"])
