@@ -35,6 +35,12 @@ class Family:
                                                                    # (+ mask [B] under DP)
     generate(config, state, z, labels) -> images [N,H,W,C] in [-1, 1]
     evaluate(config, state, eval_data) -> {name: float}        # host-side orchestration
+    make_step(config, state_shardings, batch_sharding, replicated) -> step(state, batch, step: int)
+        # optional; when given, fit calls this host-side callable (it jits what it needs, e.g.
+        # StyleGAN2's separate phases) instead of jitting train_step; its metric keys may vary
+        # from step to step (each key is averaged over the steps that reported it)
+    sample_grid(config, state, eval_data) -> uint8 grid [H,W,C]  # optional; default: fixed-latent
+                                                               # grid (conditional-map families)
     """
 
     name: str
@@ -42,6 +48,8 @@ class Family:
     train_step: Callable[..., tuple[Any, dict]]
     generate: Callable[..., jax.Array]
     evaluate: Callable[..., dict] | None = None
+    make_step: Callable[..., Callable[[Any, Any, int], tuple[Any, dict]]] | None = None
+    sample_grid: Callable[..., np.ndarray] | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -141,10 +149,15 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                                     process_count=jax.process_count())
     batches: Iterator[dict] = pipeline.iterate(ds, start)
 
-    step_fn = jax.jit(functools.partial(family.train_step, config, mesh=mesh),
-                      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                      out_shardings=(state_shardings, sharding.replicated(mesh)),
-                      donate_argnums=(0,))
+    if family.make_step is not None:
+        step_fn = family.make_step(config, state_shardings, sharding.batch_sharding(mesh),
+                                   sharding.replicated(mesh))
+    else:
+        jitted = jax.jit(functools.partial(family.train_step, config, mesh=mesh),
+                         in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                         out_shardings=(state_shardings, sharding.replicated(mesh)),
+                         donate_argnums=(0,))
+        step_fn = lambda state, batch, step: jitted(state, batch)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main)
     pending: list[dict] = []
     last_good = mngr.latest_step()
@@ -155,7 +168,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         for step in range(start, total):
             host_batch = next(batches)
             num_dropped = int(host_batch.pop("num_dropped", 0))
-            state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh))
+            state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), step)
             if dp is not None:
                 dp["num_dropped"] += num_dropped
             pending.append(metrics)
@@ -180,7 +193,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                 writer.write_scalars(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
             if is_main and (last or done % config.samples.every == 0):
-                grid = sample_grid(config, family, state)
+                grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
+                        else sample_grid(config, family, state))
                 images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
                 writer.write_image(done, "samples", grid)
             if family.evaluate is not None and (last or done % config.train.eval_every == 0):
@@ -225,8 +239,8 @@ def privacy_setup(config: ml_collections.ConfigDict, state: Any, mesh, num_examp
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
-    keys = history[0].keys()
-    return {k: float(np.mean([np.asarray(h[k], np.float64) for h in history])) for k in keys}
+    keys = dict.fromkeys(k for h in history for k in h)  # union, in first-seen order
+    return {k: float(np.mean([np.asarray(h[k], np.float64) for h in history if k in h])) for k in keys}
 
 
 def _log_parameter_counts(state: Any) -> None:

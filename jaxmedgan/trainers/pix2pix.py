@@ -1,0 +1,298 @@
+"""pix2pix trainer (label map -> image): pure step functions, a `common.Family` and `train_and_evaluate`.
+
+Losses (Isola et al. 2017), per example and averaged over PatchGAN logits:
+  D:  softplus(-D(m, x)) + softplus(D(m, G(m)))                 (non-saturating logistic)
+  G:  softplus(-D(m, G(m))) + lambda * mean |G(m) - x|          (lambda = config.loss.l1_weight, 100)
+with m the one-hot label map [B,H,W,K] ("cond") and x the real image [B,H,W,C] ("image"). One step
+updates D, then G against the updated D. Randomness: dropout in G only (no z, as in pix2pix).
+
+DP-SGD (config.privacy.enabled). Unlike an unconditional GAN, pix2pix's generator reads private
+data directly: the map m_i is an input and the L1 term compares with the real x_i, so G cannot be
+private by post-processing. Each example's losses of BOTH nets go into one clipped function,
+    l_i(d, g) = L_D(d, sg(g); m_i, x_i) + L_G(sg(d), g; m_i, x_i)
+(sg = stop_gradient), whose gradient w.r.t. (d, g) is exactly (grad_d L_D, grad_g L_G). Its joint
+per-example gradient is clipped to C and noised once (`privacy.dp_sgd.dp_gradient`), so a step is
+ONE sampled Gaussian mechanism and `common.fit`'s accountant (one event per step) stays exact.
+D and G are thus updated simultaneously from the pre-step parameters under DP. Norm layers that
+mix examples are refused in D (`privacy.checks`) and in G (here).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxmedgan import images
+from jaxmedgan.models import layers, pix2pix
+from jaxmedgan.state import GANState
+from jaxmedgan.trainers import common
+
+log = logging.getLogger(__name__)
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[pix2pix.UNetGenerator, pix2pix.PatchDiscriminator]:
+    """Instantiates the U-Net G and PatchGAN D from `config.model` and `config.data`."""
+    m, d = config.model, config.data
+    dtype = common.compute_dtype(config)
+    g = pix2pix.UNetGenerator(image_size=d.image_size, out_channels=d.channels, base_features=m.g_features,
+                              max_features=m.g_max_features, bottleneck_size=m.bottleneck_size,
+                              norm=m.g_norm, dropout=m.dropout, num_dropout_blocks=m.num_dropout_blocks,
+                              dtype=dtype)
+    disc = pix2pix.PatchDiscriminator(base_features=m.d_features, max_features=m.d_max_features,
+                                      num_strided=m.d_num_strided, norm=m.d_norm, dtype=dtype)
+    return g, disc
+
+
+def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
+    """Adam for G and D (pix2pix: lr 2e-4, beta1 0.5)."""
+    o = config.optim
+    return optax.adam(o.g_lr, b1=o.b1, b2=o.b2), optax.adam(o.d_lr, b1=o.b1, b2=o.b2)
+
+
+def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+    """Initial state (pure; jit it with out_shardings to create it sharded)."""
+    g, d = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+    k_g, k_d, k_run = jax.random.split(rng, 3)
+    s, c, k = config.data.image_size, config.data.channels, config.data.num_labels
+    cond = jnp.zeros((2, s, s, k))
+    g_vars = g.init(k_g, cond, train=False)
+    d_vars = d.init(k_d, cond, jnp.zeros((2, s, s, c)), train=False)
+    return GANState(
+        step=jnp.zeros((), jnp.int32), rng=k_run,
+        g_params=g_vars["params"], d_params=d_vars["params"],
+        g_stats=g_vars.get("batch_stats", {}), d_stats=d_vars.get("batch_stats", {}),
+        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]))
+
+
+def _vars(params, stats) -> dict:
+    return {"params": params, **({"batch_stats": stats} if stats else {})}
+
+
+def _patch_mean(x: jax.Array) -> jax.Array:
+    """Mean over every axis but the first: [B, ...] -> [B]."""
+    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
+
+
+def d_loss(config, d_params, d_stats, batch: dict, fake: jax.Array) -> tuple[jax.Array, tuple[dict, Any]]:
+    """Mean D loss over the batch (real pairs vs generated pairs) and (metrics, new D stats)."""
+    _, d = build_models(config)
+    cond, real = batch["cond"], batch["image"]
+    real_logit, stats = layers.apply(d, _vars(d_params, d_stats), cond, real, train=True)
+    if stats:
+        d_stats = stats
+    fake_logit, stats = layers.apply(d, _vars(d_params, d_stats), cond, fake, train=True)
+    per_example = _patch_mean(jax.nn.softplus(-real_logit)) + _patch_mean(jax.nn.softplus(fake_logit))
+    metrics = {"d_loss": jnp.mean(per_example), "d_real_acc": jnp.mean(real_logit > 0),
+               "d_fake_acc": jnp.mean(fake_logit < 0), "d_real_logit": jnp.mean(real_logit),
+               "d_fake_logit": jnp.mean(fake_logit)}
+    return jnp.mean(per_example), (metrics, stats)
+
+
+def g_loss(config, g_params, g_stats, d_variables: dict, batch: dict, rng: jax.Array
+           ) -> tuple[jax.Array, tuple[dict, Any]]:
+    """Mean G loss: softplus(-D(m, G(m))) + l1_weight * |G(m) - x|, and (metrics, new G stats)."""
+    g, d = build_models(config)
+    fake, new_stats = layers.apply(g, _vars(g_params, g_stats), batch["cond"], train=True,
+                                   rngs={"dropout": rng})
+    logit, _ = layers.apply(d, d_variables, batch["cond"], fake, train=True)
+    adv = jnp.mean(_patch_mean(jax.nn.softplus(-logit)))
+    l1 = jnp.mean(jnp.abs(fake - batch["image"]))
+    total = adv + config.loss.l1_weight * l1
+    return total, ({"g_loss": adv, "g_l1": l1}, new_stats)
+
+
+def check_private_generator(config: ml_collections.ConfigDict) -> None:
+    """Under DP, G reads private maps/images per example: refuse a G norm that mixes examples."""
+    if config.get("privacy") is not None and config.privacy.enabled \
+            and config.model.g_norm in layers.BATCH_MIXING_NORMS:
+        raise ValueError(f"DP-SGD is enabled but config.model.g_norm={config.model.g_norm!r} mixes examples; "
+                         "pix2pix's generator reads private maps and images, so set g_norm to a "
+                         "per-example norm such as 'instance' or 'none'.")
+
+
+def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
+    """(D grads, G grads, metrics): one clipped + noised gradient of the joint per-example loss."""
+    from jaxmedgan.privacy import dp_sgd
+
+    check_private_generator(config)
+    g, d = build_models(config)
+    p, lam = config.privacy, config.loss.l1_weight
+    k_noise, k_drop = jax.random.split(rng)
+    n = batch["image"].shape[0]
+    examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(k_drop, n)}
+
+    def loss_one(params, ex):
+        cond, real = ex["cond"][None], ex["image"][None]
+        fake = g.apply({"params": params["g"]}, cond, train=True, rngs={"dropout": ex["key"]})
+        real_logit = d.apply({"params": params["d"]}, cond, real, train=True)
+        fake_logit = d.apply({"params": params["d"]}, cond, jax.lax.stop_gradient(fake), train=True)
+        loss_d = jnp.mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit))
+        g_logit = d.apply({"params": jax.lax.stop_gradient(params["d"])}, cond, fake, train=True)
+        adv = jnp.mean(jax.nn.softplus(-g_logit))
+        l1 = jnp.mean(jnp.abs(fake - real))
+        aux = {"d_loss": loss_d, "g_loss": adv, "g_l1": l1, "real_logit": jnp.mean(real_logit),
+               "fake_logit": jnp.mean(fake_logit)}
+        return loss_d + adv + lam * l1, aux
+
+    grads, dp_metrics = dp_sgd.dp_gradient(
+        loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"], k_noise,
+        l2_clip=p.l2_clip, noise_multiplier=p.noise_multiplier, expected_batch_size=config.train.batch_size,
+        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+    per_ex = dp_metrics.pop("dp_loss_aux")
+    mask = batch["mask"]
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    mean = lambda v: jnp.sum(mask * v) / count  # monitoring only (not private)
+    metrics = {"d_loss": mean(per_ex["d_loss"]), "g_loss": mean(per_ex["g_loss"]), "g_l1": mean(per_ex["g_l1"]),
+               "d_real_logit": mean(per_ex["real_logit"]), "d_fake_logit": mean(per_ex["fake_logit"]),
+               "d_real_acc": mean(per_ex["real_logit"] > 0), "d_fake_acc": mean(per_ex["fake_logit"] < 0),
+               **dp_metrics}
+    return grads["d"], grads["g"], metrics
+
+
+def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *,
+               mesh=None) -> tuple[GANState, dict]:
+    """One D then one G update (simultaneous under DP). batch: image f32 [B,H,W,C] in [-1,1],
+    cond f32 one-hot [B,H,W,K], label i32 [B] (+ mask f32 [B] under DP)."""
+    g, _ = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+    private = config.get("privacy") is not None and config.privacy.enabled
+    rng = jax.random.fold_in(state.rng, state.step)
+    k_fake, k_g, k_dp = jax.random.split(rng, 3)
+
+    if private:
+        d_grads, g_grads, metrics = _private_update(config, state, batch, k_dp, mesh)
+        d_stats, g_stats = state.d_stats, state.g_stats
+        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+        g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+        d_params = optax.apply_updates(state.d_params, d_updates)
+        g_params = optax.apply_updates(state.g_params, g_updates)
+        metrics["g_total_loss"] = metrics["g_loss"] + config.loss.l1_weight * metrics["g_l1"]
+    else:
+        fake, g_stats = layers.apply(g, state.g_variables(), batch["cond"], train=True,
+                                     rngs={"dropout": k_fake})
+        fake = jax.lax.stop_gradient(fake)
+        (d_total, (d_metrics, d_stats)), d_grads = jax.value_and_grad(
+            lambda p: d_loss(config, p, state.d_stats, batch, fake), has_aux=True)(state.d_params)
+        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+        d_params = optax.apply_updates(state.d_params, d_updates)
+        (g_total, (g_metrics, g_stats)), g_grads = jax.value_and_grad(
+            lambda p: g_loss(config, p, g_stats, _vars(d_params, d_stats), batch, k_g),
+            has_aux=True)(state.g_params)
+        g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+        g_params = optax.apply_updates(state.g_params, g_updates)
+        metrics = {**d_metrics, **g_metrics, "g_total_loss": g_total}
+    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_stats=g_stats,
+                              d_stats=d_stats, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+    metrics.update(d_grad_norm=optax.tree.norm(d_grads), g_grad_norm=optax.tree.norm(g_grads))
+    return new_state, metrics
+
+
+def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
+             labels: jax.Array | None = None) -> jax.Array:
+    """Images f32 [N,H,W,C] in [-1,1] from one-hot maps `z` [N,H,W,K] (the condition plays the
+    latent's role; `labels` is ignored). Deterministic: dropout off at sampling time."""
+    del labels
+    g, _ = build_models(config)
+    return g.apply(state.g_variables(), z, train=False)
+
+
+def generate_batched(config: ml_collections.ConfigDict, state: GANState, maps: np.ndarray,
+                     batch_size: int = 32) -> np.ndarray:
+    """Host loop: f32 images [N,H,W,C] for uint8 maps [N,H,W], in fixed-size (padded) batches."""
+    from jaxmedgan.data import paired
+
+    fn = jax.jit(functools.partial(generate, config))
+    out = []
+    for i in range(0, len(maps), batch_size):
+        chunk = maps[i:i + batch_size]
+        pad = batch_size - len(chunk)  # one compile for every chunk
+        cond = paired.one_hot(np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+                              if pad else chunk, config.data.num_labels)
+        out.append(np.asarray(fn(state, cond))[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
+    """Mean |G(m) - x| (in [-1,1] units) over held-out pairs {"image", "map"}."""
+    if eval_data is None:
+        return {}
+    fake = generate_batched(config, state, eval_data["map"])
+    return {"eval/l1": float(np.mean(np.abs(fake - eval_data["image"])))}
+
+
+def render_maps(maps: np.ndarray, num_labels: int, channels: int) -> np.ndarray:
+    """Label maps uint8 [N,H,W] as images f32 [N,H,W,C] in [-1,1]: class k -> 2 k / (K - 1) - 1."""
+    gray = 2.0 * maps.astype(np.float32) / max(num_labels - 1, 1) - 1.0
+    return np.repeat(gray[..., None], channels, axis=-1)
+
+
+def sample_grid(config: ml_collections.ConfigDict, state: GANState, eval_data) -> np.ndarray:
+    """uint8 grid, 3 rows: held-out maps | generated | real images (first `samples.per_row`)."""
+    n = config.samples.per_row
+    maps, real = eval_data["map"][:n], eval_data["image"][:n]
+    fake = generate_batched(config, state, maps, batch_size=n)
+    rows = np.concatenate([render_maps(maps, config.data.num_labels, config.data.channels), fake, real])
+    return images.grid(images.to_uint8(rows), rows=3)
+
+
+def lesion_labels(config: ml_collections.ConfigDict, maps: np.ndarray) -> np.ndarray:
+    """int [N]: 1 if a map holds any class >= config.data.lesion_from (tumour / vessel), else 0."""
+    return (maps.reshape(len(maps), -1).max(axis=1) >= config.data.get("lesion_from", 1)).astype(np.int64)
+
+
+def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
+    """Samples a trained pix2pix workdir on unseen maps: {"images" uint8 [N,H,W,C], "masks" uint8
+    [N,H,W] (class per pixel), "labels" int [N], "step", "config", "class_names"}."""
+    from jaxmedgan import sampling
+    from jaxmedgan.data import paired
+
+    config, state, step = sampling.restore_state(workdir)
+    maps = paired.condition_maps(config, num, seed)
+    fake = generate_batched(config, state, maps)
+    return {"images": images.to_uint8(fake), "masks": maps, "labels": lesion_labels(config, maps),
+            "step": step, "config": config, "class_names": class_names(config)}
+
+
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """Names of the map classes of `config.data.source` (generic names for user label sets)."""
+    src = config.data.source
+    if src in ("mni-brain", "brats-folder", "nifti-folder"):
+        from jaxmedgan.data import brain_mri
+
+        return list(brain_mri.CLASS_NAMES)
+    if src in ("retina", "fundus-folder"):
+        return ["background", "vessel"]
+    return [f"class{k}" for k in range(config.data.num_labels)]
+
+
+FAMILY = common.Family(
+    name="pix2pix",
+    init_state=init_state,
+    train_step=train_step,
+    generate=generate,
+    evaluate=evaluate,
+    sample_grid=sample_grid,
+)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> GANState:
+    """Trains pix2pix on `config.data`'s paired source (or `data` = (PairSource, held-out dict))."""
+    from jaxmedgan.data import paired
+
+    if config.data.get("augment", False):
+        raise ValueError("config.data.augment=True would move the image without its label map (the "
+                         "classic Augment touches 'image' only); set config.data.augment=False -- the "
+                         "paired sources draw their own variants (tumour seeds, augmented crops).")
+    check_private_generator(config)
+    if data is None:
+        data = paired.load(config)
+        log.info("pix2pix data %r: train %s; held-out %d pairs.", config.data.source,
+                 len(data[0]), len(data[1]["image"]))
+    return common.fit(config, workdir, FAMILY, data=data)
