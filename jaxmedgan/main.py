@@ -28,12 +28,21 @@ def _train(argv: list[str]) -> None:
     from absl import flags
     from ml_collections import config_flags
 
+    # absl spells flags with underscores; accept the dashed spellings the docs use.
+    argv = [a.replace("--num-processes", "--num_processes").replace("--process-id", "--process_id")
+            for a in argv]
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                     flag_values=fv, lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.", flag_values=fv)
+    flags.DEFINE_string("coordinator", None, "Multi-process: coordinator host:port (process 0's).", flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.", flag_values=fv)
+    flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.", flag_values=fv)
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print("usage: jaxmedgan train --config CONFIG.py --workdir DIR [--config.section.key=value ...]")
+        print("usage: jaxmedgan train --config CONFIG.py --workdir DIR [--config.section.key=value ...]\n"
+              "       [--coordinator HOST:PORT --num-processes N --process-id I]  (multi-process; or set\n"
+              "       JAXMEDGAN_COORDINATOR_ADDRESS/NUM_PROCESSES/PROCESS_ID, or JAXMEDGAN_DISTRIBUTED=auto\n"
+              "       on TPU pods and SLURM)")
         return
     try:
         fv(argv)
@@ -53,8 +62,9 @@ def _train(argv: list[str]) -> None:
         raise UsageError("train needs --config and --workdir.")
 
     import jax
-    from jaxmedgan import trainers
+    from jaxmedgan import distributed, trainers
 
+    distributed.initialize(fv.coordinator, fv.num_processes, fv.process_id)
     log = _setup_logging()
     log.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),

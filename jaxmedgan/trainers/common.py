@@ -192,11 +192,13 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                     scalars["dp/num_dropped"] = dp["num_dropped"]
                 writer.write_scalars(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
-            if is_main and (last or done % config.samples.every == 0):
+            if last or done % config.samples.every == 0:
+                # Every process computes (the state spans all of them); process 0 writes.
                 grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
                         else sample_grid(config, family, state))
-                images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
-                writer.write_image(done, "samples", grid)
+                if is_main:
+                    images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
+                    writer.write_image(done, "samples", grid)
             if family.evaluate is not None and (last or done % config.train.eval_every == 0):
                 writer.write_scalars(done, family.evaluate(config, state, eval_data))
             if save_now:
