@@ -90,3 +90,23 @@ def test_d_step_reduces_discriminator_loss_on_fixed_data():
         first = first if first is not None else float(m["d_loss"])
     assert float(m["d_loss"]) < 0.5 * first
     assert float(m["aux_real_acc"]) == 1.0  # memorises 8 labelled examples
+
+
+def test_bfloat16_compute_keeps_float32_params_and_tracks_float32_losses():
+    config = tiny_config()
+    state = gan.init_state(config, jax.random.PRNGKey(0))
+    _, m32 = jax.jit(functools.partial(gan.train_step, config))(state, _batch(config))
+    config.train.dtype = "bfloat16"
+    state16 = gan.init_state(config, jax.random.PRNGKey(0))
+    step16 = jax.jit(functools.partial(gan.train_step, config))
+    new16, m16 = step16(state16, _batch(config))
+    hlo = step16.lower(state16, _batch(config)).as_text()
+    assert "bf16" in hlo and "convolution" in hlo  # the convolutions really run in bfloat16
+    assert {x.dtype for x in jax.tree_util.tree_leaves(new16.g_params)} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree_util.tree_leaves(new16.d_opt_state)} <= {jnp.dtype("float32"), jnp.dtype("int32")}
+    for k in ("d_loss", "g_loss", "d_aux_loss"):
+        assert abs(float(m16[k]) - float(m32[k])) < 0.05 * abs(float(m32[k])), k  # bf16: ~3 digits
+    z = jnp.ones((2, config.model.latent_dim))
+    hidden = jax.eval_shape(lambda: gan.build_models(config)[0].apply(
+        {"params": new16.g_params, "batch_stats": new16.g_stats}, z, jnp.zeros((2,), jnp.int32), train=False))
+    assert hidden.dtype == jnp.float32  # outputs are cast back to float32 at the model boundary
