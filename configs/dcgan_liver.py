@@ -62,8 +62,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.privacy = ml_collections.ConfigDict()
     c.privacy.enabled = False  # DP-SGD on the discriminator (see configs/acgan_liver_dp.py)
     c.privacy.noise_multiplier = 1.0  # sigma: noise std = sigma * l2_clip on the clipped sum
+    c.privacy.target_epsilon = 0.0  # >0: calibrate sigma so train.steps spend exactly this epsilon
+    c.privacy.epsilon_budget = 0.0  # >0: stop before epsilon would exceed it (default: target_epsilon)
     c.privacy.l2_clip = 1.0  # C: per-example gradient L2 bound
-    c.privacy.delta = 0.0  # 0 = 1 / (10 N)
+    c.privacy.delta = 0.0  # 0 = 1 / (10 N); filled in at start
+    c.privacy.sampling_rate = 0.0  # derived at start: q = batch_size / N (recorded in config.json)
     c.privacy.sampling = "poisson"  # each example joins a batch with prob q = batch_size / N
     c.privacy.accountant = "rdp"  # rdp | pld
     c.privacy.microbatch_size = 0  # >0 chunks the per-example vmap to cap memory

@@ -23,13 +23,23 @@ def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True) -> o
     directory = epath.Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
-    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config"))
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "config", "meta"))
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
-    """Saves `state` and the config (as JSON) at `step` (asynchronously when enabled)."""
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, config: ml_collections.ConfigDict,
+         meta: dict | None = None) -> None:
+    """Saves `state`, the config and `meta` (JSON: step, DP epsilon, ...) at `step` (async if enabled)."""
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            config=ocp.args.JsonSave(config.to_dict())), force=True)
+                                            config=ocp.args.JsonSave(config.to_dict()),
+                                            meta=ocp.args.JsonSave(meta or {"step": step})), force=True)
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+    """The `meta` JSON saved with checkpoint `step` ({} for checkpoints written without one)."""
+    try:
+        return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return {}
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:

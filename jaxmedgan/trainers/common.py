@@ -21,7 +21,7 @@ from clu import parameter_overview
 from tqdm import tqdm
 
 from jaxmedgan import checkpointing, images, metric_writers, sharding
-from jaxmedgan.privacy import accounting, checks, sampling
+from jaxmedgan.privacy import checks, plan
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +132,26 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     else:
         state, start = restored
         log.info("Resumed from checkpoint step %d in %s.", start, workdir)
+    total = config.train.steps
+    dp = None
+    if checks.dp_enabled(config):
+        multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
+        dp = plan.prepare(config, state.d_variables(), len(train_source), multiple)
+        if start > 0:
+            plan.check_resume(checkpointing.read_config(workdir), config)
+        if dp.max_steps < total:
+            log.warning("The epsilon budget %g allows %d of the %d configured steps; training will stop "
+                        "there.", config.privacy.epsilon_budget or config.privacy.target_epsilon,
+                        dp.max_steps, total)
+            total = dp.max_steps
     if is_main:
         checkpointing.write_config(workdir, config)
         _log_parameter_counts(state)
 
-    total = config.train.steps
-    dp = privacy_setup(config, state, mesh, len(train_source)) if checks.dp_enabled(config) else None
+    num_dropped = 0
     if dp is not None:
         ds = pipeline.poisson_train_dataset(
-            train_source, sampling_rate=dp["q"], max_batch_size=dp["max_batch_size"], seed=config.seed,
+            train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, seed=config.seed,
             augment=config.data.augment, process_index=jax.process_index(),
             process_count=jax.process_count())
     else:
@@ -167,10 +178,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     try:
         for step in range(start, total):
             host_batch = next(batches)
-            num_dropped = int(host_batch.pop("num_dropped", 0))
+            num_dropped += int(host_batch.pop("num_dropped", 0))
             state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), step)
-            if dp is not None:
-                dp["num_dropped"] += num_dropped
             pending.append(metrics)
             steps_since += 1
             done = step + 1
@@ -186,10 +195,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                 scalars["steps_per_sec"] = steps_since / elapsed
                 scalars["images_per_sec"] = steps_since * global_batch / elapsed
                 if dp is not None:
-                    scalars["dp/epsilon"] = accounting.epsilon(
-                        dp["q"], config.privacy.noise_multiplier, done, dp["delta"],
-                        accountant=config.privacy.accountant, sampling=config.privacy.sampling)
-                    scalars["dp/num_dropped"] = dp["num_dropped"]
+                    scalars["dp/epsilon"] = plan.run_epsilon(config, done)
+                    scalars["dp/num_dropped"] = num_dropped
                 writer.write_scalars(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
             if last or done % config.samples.every == 0:
@@ -202,7 +209,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
             if family.evaluate is not None and (last or done % config.train.eval_every == 0):
                 writer.write_scalars(done, family.evaluate(config, state, eval_data))
             if save_now:
-                checkpointing.save(mngr, done, state, config)
+                checkpointing.save(mngr, done, state, config,
+                                   {"step": done, "dp_epsilon": plan.run_epsilon(config, done)})
                 last_good = done
             if log_now:  # restart the throughput clock after eval/sample/save host work
                 t_last, steps_since = time.perf_counter(), 0
@@ -211,33 +219,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         mngr.wait_until_finished()
         writer.close()
     return state
-
-
-def privacy_setup(config: ml_collections.ConfigDict, state: Any, mesh, num_examples: int) -> dict:
-    """Checks DP-compatibility and fixes the sampling: q = batch_size / N, padded batch size.
-
-    Only the discriminator reads real data, so only its updates are privatised and the
-    accountant counts D steps (one per training step here); G is private by post-processing.
-    """
-    p = config.privacy
-    checks.check_dp_compatible(config, state.d_variables())
-    if p.sampling != "poisson":
-        raise ValueError(f"config.privacy.sampling={p.sampling!r}: the GAN trainers implement Poisson "
-                         "sampling (the sampling the accountant analyses); use 'poisson'.")
-    q = config.train.batch_size / num_examples
-    if not 0 < q <= 1:
-        raise ValueError(f"config.train.batch_size={config.train.batch_size} (the expected Poisson batch) "
-                         f"must be in (0, {num_examples}] for a dataset of {num_examples} examples.")
-    delta = p.delta or 1.0 / (num_examples * 10)
-    multiple = sharding.batch_sharding(mesh).mesh.shape[sharding.DATA_AXIS] * jax.process_count()
-    max_batch = sampling.max_batch_size_for(num_examples, q, p.overflow_prob, multiple_of=multiple)
-    eps = accounting.epsilon(q, p.noise_multiplier, config.train.steps, delta,
-                             accountant=p.accountant, sampling=p.sampling)
-    log.info("DP-SGD on D: Poisson sampling q=%.4g (expected batch %d, padded to %d), noise multiplier "
-             "%.3g, clip %.3g; after %d steps epsilon=%.3g at delta=%.2g (%s accountant).", q,
-             config.train.batch_size, max_batch, p.noise_multiplier, p.l2_clip, config.train.steps, eps,
-             delta, p.accountant)
-    return {"q": q, "delta": delta, "max_batch_size": max_batch, "num_dropped": 0}
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:

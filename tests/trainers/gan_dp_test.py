@@ -98,3 +98,42 @@ def test_dp_training_logs_the_accountants_epsilon(tmp_path):
     assert records[-1]["dp/epsilon"] == pytest.approx(expected)
     assert records[-1]["dp/num_dropped"] == 0
     assert 0 < records[-1]["dp_num_examples"] < 40
+
+
+def _dp_args(tmp_path, workdir, *extra, steps=4):
+    dp_config = os.path.join(os.path.dirname(CONFIG), "acgan_liver_dp.py")
+    return ["jaxmedgan", "train", "--config", dp_config, "--workdir", str(workdir),
+            *tiny_overrides(tmp_path / "data", steps=steps, every=2), *extra]
+
+
+def test_target_epsilon_calibrates_sigma_and_is_recorded(tmp_path):
+    import json
+
+    from jaxmedgan import checkpointing
+    from jaxmedgan.privacy import plan
+
+    wd = tmp_path / "run"
+    assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0")) == 0
+    saved = json.load(open(wd / "config.json"))["privacy"]
+    q, delta = 8 / 182, 1 / 1820
+    assert saved["sampling_rate"] == pytest.approx(q) and saved["delta"] == pytest.approx(delta)
+    assert saved["noise_multiplier"] == pytest.approx(accounting.calibrate_noise(3.0, delta, q, 4))
+    eps = accounting.epsilon(q, saved["noise_multiplier"], 4, delta)
+    assert 0.99 * 3.0 <= eps <= 3.0
+    meta = checkpointing.read_meta(checkpointing.manager(str(wd), async_save=False), 4)
+    assert meta["dp_epsilon"] == pytest.approx(eps)
+    assert plan.run_epsilon(checkpointing.read_config(str(wd)), 4) == pytest.approx(eps)
+    # Resuming with different privacy settings is refused; the same command resumes (no-op).
+    assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0", steps=6,
+                             )) == 1
+    assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0")) == 0
+
+
+def test_epsilon_budget_stops_training_before_it_is_exceeded(tmp_path, caplog):
+    q, delta = 8 / 182, 1 / 1820
+    budget = accounting.epsilon(q, 1.0, 3, delta) * 1.001  # allows exactly 3 of the 6 steps
+    wd = tmp_path / "run"
+    assert cli.main(_dp_args(tmp_path, wd, f"--config.privacy.epsilon_budget={budget}", steps=6)) == 0
+    records = [r for r in metric_writers.read_jsonl(wd / "metrics.jsonl") if "dp/epsilon" in r]
+    assert records[-1]["step"] == 3 and records[-1]["dp/epsilon"] <= budget
+    assert sorted(os.listdir(wd / "checkpoints")) == ["2", "3"]
