@@ -18,8 +18,9 @@ USAGE = """usage: jaxmedgan privacy <command> [options]
 commands:
   epsilon    epsilon spent by DP-SGD:  --sampling-rate Q --noise-multiplier S --steps N --delta D
   calibrate  noise multiplier for a budget:  --target-epsilon E --delta D --sampling-rate Q --steps N
+  audit      memorisation + membership-inference audit of a trained workdir:  --workdir W [--num N]
 
-Both take [--accountant rdp|pld] [--sampling poisson|shuffle]; `<command> --help` for details.
+epsilon and calibrate take [--accountant rdp|pld] [--sampling poisson|shuffle]; `<command> --help` for details.
 """
 
 
@@ -123,11 +124,17 @@ def calibrate_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command}
+def _audit(argv: list[str]) -> int:
+    from jaxmedgan.privacy import audit
+
+    return audit.audit_command(argv)
+
+
+COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": _audit}
 
 
 def main(argv: list[str]) -> int:
-    """Dispatches `argv[0]` (epsilon | calibrate) with `argv[1:]`; returns the exit code."""
+    """Dispatches `argv[0]` (epsilon | calibrate | audit) with `argv[1:]`; returns the exit code."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2

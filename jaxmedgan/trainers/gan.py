@@ -239,6 +239,13 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
     return g.apply(state.g_variables(), z, labels if config.model.num_classes else None, train=False)
 
 
+def discriminate(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
+    """D's real/fake logit [N] for images [N,H,W,C] in [-1,1] (membership-inference audits)."""
+    _, d = build_models(config)
+    logits, _ = d.apply(state.d_variables(), images, train=False)
+    return logits
+
+
 def classify(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
     """ACGAN auxiliary-head class logits [N, K] for images [N,H,W,C] in [-1,1]."""
     _, d = build_models(config)

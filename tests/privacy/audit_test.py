@@ -1,0 +1,54 @@
+"""Privacy audits: AUC and nearest neighbours vs references; copying is detected; CLI end to end."""
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from jaxmedgan import main as cli
+from jaxmedgan.privacy import audit
+from tests.trainers.gan_train_test import train
+
+
+def test_roc_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    pos = rng.integers(0, 5, 40).astype(float)
+    neg = rng.integers(0, 4, 30).astype(float)
+    expected = roc_auc_score(np.r_[np.ones(40), np.zeros(30)], np.r_[pos, neg])
+    assert audit.roc_auc(pos, neg) == pytest.approx(expected)
+
+
+def test_nearest_matches_brute_force():
+    rng = np.random.default_rng(1)
+    q, r = rng.normal(size=(7, 3, 3, 1)), rng.normal(size=(11, 3, 3, 1))
+    d, i = audit.nearest(q, r, chunk=3)
+    brute = np.linalg.norm(q.reshape(7, 1, -1) - r.reshape(1, 11, -1), axis=-1)
+    np.testing.assert_array_equal(i, brute.argmin(1))
+    np.testing.assert_allclose(d, brute.min(1), rtol=1e-9)
+
+
+def test_a_copying_generator_is_flagged_and_a_fresh_one_is_not():
+    rng = np.random.default_rng(2)
+    train, heldout = rng.normal(size=(60, 4, 4, 1)), rng.normal(size=(60, 4, 4, 1))
+    copies = train[rng.integers(0, 60, 40)] + 0.01 * rng.normal(size=(40, 4, 4, 1))
+    fresh = rng.normal(size=(40, 4, 4, 1))
+    copied = audit.memorisation(copies, train, heldout)
+    clean = audit.memorisation(fresh, train, heldout)
+    assert copied["ratio_quantiles"]["p50"] < 0.1 and copied["fraction_closer_to_train"] > 0.95
+    assert 0.7 < clean["ratio_quantiles"]["p50"] < 1.3 and 0.25 < clean["fraction_closer_to_train"] < 0.75
+    # About half the training images were copied (40 draws of 60): AUC ~ 0.5 + 0.49 / 2.
+    assert audit.membership_inference(train, heldout, copies)["distance_attack_auc"] > 0.65
+    assert 0.3 < audit.membership_inference(train, heldout, fresh)["distance_attack_auc"] < 0.7
+
+
+def test_audit_command_on_a_trained_workdir(tmp_path, capsys):
+    wd = tmp_path / "run"
+    assert train(wd, tmp_path / "data", steps=2, every=2) == 0
+    out = tmp_path / "audit"
+    assert cli.main(["jaxmedgan", "privacy", "audit", "--workdir", str(wd), "--num", "40", "--out", str(out)]) == 0
+    report = json.load(open(out / "audit.json"))
+    assert report["dp_epsilon"] is None and report["checkpoint_step"] == 2
+    assert report["memorisation"]["reference_size"] == 90  # held-out phantoms; train subsampled to match
+    assert 0 <= report["membership_inference"]["d_score_attack_auc"] <= 1
+    assert os.path.exists(out / "closest_pairs.png") and "Membership inference" in capsys.readouterr().out
