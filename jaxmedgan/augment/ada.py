@@ -143,12 +143,22 @@ def _rotate3d(v: np.ndarray, theta, n: int) -> jax.Array:
 # Parameter sampling.
 
 
+def _column_streams(key: jax.Array, n: int, uniform: int, normal: int):
+    """Two callables handing out fresh [n] columns of one uniform and one normal draw.
+
+    Two PRNG calls instead of one per op: the threefry code of ~20 separate draws dominated the
+    compile time of the whole pipeline.
+    """
+    k_u, k_n = jax.random.split(key)
+    u = iter(jnp.moveaxis(jax.random.uniform(k_u, (n, uniform)), 1, 0))
+    g = iter(jnp.moveaxis(jax.random.normal(k_n, (n, normal)), 1, 0))
+    return (lambda: next(u)), (lambda: next(g))
+
+
 def sample_geometric(key: jax.Array, n: int, height: int, width: int, p: jax.Array,
                      config: AugmentConfig) -> jax.Array:
     """Inverse transforms G_inv [N,3,3] (output px -> input px, origin at the image centre)."""
-    keys = iter(jax.random.split(key, 20))
-    rand = lambda shape=(n,): jax.random.uniform(next(keys), shape)
-    randn = lambda shape=(n,): jax.random.normal(next(keys), shape)
+    rand, randn = _column_streams(key, n, uniform=16, normal=8)
     fire = lambda mult: rand() < mult * p
     g = jnp.broadcast_to(jnp.eye(3), (n, 3, 3))
     if config.xflip > 0:
@@ -160,7 +170,7 @@ def sample_geometric(key: jax.Array, n: int, height: int, width: int, p: jax.Arr
         i = jnp.where(fire(config.rotate90), i, 0.0)
         g = g @ rotate2d(np.pi / 2 * i, n)  # rotate2d_inv(-pi/2 i)
     if config.xint > 0:
-        t = (rand((n, 2)) * 2 - 1) * config.xint_max
+        t = (jnp.stack([rand(), rand()], -1) * 2 - 1) * config.xint_max
         t = jnp.where((rand() < config.xint * p)[:, None], t, 0.0)
         g = g @ translate2d(-jnp.round(t[:, 0] * width), -jnp.round(t[:, 1] * height), n)
     if config.scale > 0:
@@ -181,7 +191,7 @@ def sample_geometric(key: jax.Array, n: int, height: int, width: int, p: jax.Arr
         theta = jnp.where(rand() < p_rot, theta, 0.0)
         g = g @ rotate2d(theta, n)  # after anisotropic scaling
     if config.xfrac > 0:
-        t = randn((n, 2)) * config.xfrac_std
+        t = jnp.stack([randn(), randn()], -1) * config.xfrac_std
         t = jnp.where((rand() < config.xfrac * p)[:, None], t, 0.0)
         g = g @ translate2d(-t[:, 0] * width, -t[:, 1] * height, n)
     return g
@@ -189,9 +199,7 @@ def sample_geometric(key: jax.Array, n: int, height: int, width: int, p: jax.Arr
 
 def sample_color(key: jax.Array, n: int, channels: int, p: jax.Array, config: AugmentConfig) -> jax.Array:
     """Colour transforms C [N,4,4] acting on homogeneous RGB (colour_out = C @ colour_in)."""
-    keys = iter(jax.random.split(key, 12))
-    rand = lambda: jax.random.uniform(next(keys), (n,))
-    randn = lambda: jax.random.normal(next(keys), (n,))
+    rand, randn = _column_streams(key, n, uniform=8, normal=4)
     fire = lambda mult: rand() < mult * p
     c = jnp.broadcast_to(jnp.eye(4), (n, 4, 4))
     if config.brightness > 0:

@@ -48,7 +48,7 @@ def test_xflip_twice_and_rotate90_four_times_are_identity_to_tolerance():
     # nearly symmetric, so they equal exact pixel flips to ~2 % on band-limited images.
     x = _smooth_images()
     cfg = ada.pipeline("blit", rotate90=0.0, xint=0.0)  # x-flip only
-    key = jax.random.PRNGKey(0)  # flips examples 1 and 3
+    key = jax.random.PRNGKey(1)  # flips examples 1 and 3
     once = ada.augment(x, key, 1.0, cfg)
     is_flipped = [not np.array_equal(once[b], x[b]) for b in range(N)]  # unflipped: returned exactly
     twice = ada.augment(once, key, 1.0, cfg)  # same key: the same examples flip again
