@@ -3,6 +3,7 @@ import importlib
 
 TRAINERS = {
     "gan": "jaxmedgan.trainers.gan",
+    "classifier": "jaxmedgan.trainers.classifier",
 }
 
 

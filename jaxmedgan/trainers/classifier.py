@@ -1,0 +1,433 @@
+"""Image classifier trainer (ResNet-style CNN): single-label softmax or multi-label sigmoid BCE.
+
+Same spine as the GAN trainers: a pure `train_step(config, state, batch, *, mesh)` jitted once
+with the state and batch shardings of `sharding.py` and donated state; the grain pipeline with
+classic augmentation (`data/transforms.Augment`); orbax checkpoints (`checkpointing.py`) with
+exact resume; metrics via `metric_writers.MetricWriter`; a progress bar.
+
+Class weighting (`config.loss.class_weighting = 'inverse_frequency'`): single-label examples of
+class k weigh N / (K n_k) (sklearn's 'balanced'; mean weight 1 over the training set);
+multi-label finding k gets positive weight n_neg_k / n_pos_k in its BCE term. The weights are
+computed from the training set on the host and live in the state, so a step stays pure.
+
+`load_classifier(workdir)` returns a frozen `LoadedClassifier` (callable: images -> logits, plus
+`features` and the `logits(variables, images)` interface of `losses.clinical.FrozenClassifier`)
+and the class names, so a trained classifier can drive a clinical loss, latent class
+optimisation or FID-domain features.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from jaxmedgan import checkpointing, metric_writers, sharding
+from jaxmedgan.data import labeled, pipeline, transforms
+from jaxmedgan.models import layers, resnet_classifier
+
+log = logging.getLogger(__name__)
+
+CLASSES_FILE = "classes.json"
+WEIGHTINGS = ("none", "inverse_frequency")
+
+
+@flax.struct.dataclass
+class ClassifierState:
+    """Everything a step reads and writes; the per-step key is fold_in(rng, step)."""
+
+    step: jax.Array  # int32 scalar: completed steps
+    rng: jax.Array  # base PRNG key (dropout)
+    params: Any
+    batch_stats: Any  # BatchNorm running statistics ({} for the default GroupNorm)
+    opt_state: Any
+    class_weights: jax.Array  # f32 [K]: per-class (single-label) or positive (multi-label) weights
+
+    def variables(self) -> dict:
+        """Flax variables dict of the classifier."""
+        return {"params": self.params, **({"batch_stats": self.batch_stats} if self.batch_stats else {})}
+
+
+def is_multi_label(config: ml_collections.ConfigDict) -> bool:
+    """True when the task is multi-label (one sigmoid per finding)."""
+    return bool(config.data.get("multi_label", False))
+
+
+def build_model(config: ml_collections.ConfigDict) -> resnet_classifier.ResNetClassifier:
+    """The classifier named by `config.model` (K = config.model.num_classes)."""
+    from jaxmedgan.trainers import common
+
+    m = config.model
+    return resnet_classifier.ResNetClassifier(
+        num_classes=m.num_classes, features=tuple(m.features), blocks_per_stage=m.blocks_per_stage,
+        norm=m.norm, dropout=m.dropout, stem_stride=m.get("stem_stride", 1), dtype=common.compute_dtype(config))
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with linear warm-up then cosine decay to 0 over `config.train.steps`."""
+    o = config.optim
+    steps = max(int(config.train.steps), 1)
+    warmup = min(int(o.warmup_steps), steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, max(warmup, 1), steps, end_value=0.0)
+    return optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+
+
+def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> ClassifierState:
+    """Initial state with unit class weights (pure; jit with out_shardings to create it sharded)."""
+    model = build_model(config)
+    k_init, k_run = jax.random.split(rng)
+    size, ch = config.data.image_size, config.data.channels
+    variables = model.init(k_init, jnp.zeros((2, size, size, ch)), train=False)
+    params = variables["params"]
+    return ClassifierState(step=jnp.zeros((), jnp.int32), rng=k_run, params=params,
+                           batch_stats=variables.get("batch_stats", {}),
+                           opt_state=build_optimizer(config).init(params),
+                           class_weights=jnp.ones((config.model.num_classes,), jnp.float32))
+
+
+def class_weights(config: ml_collections.ConfigDict, data: labeled.LabeledSet) -> np.ndarray:
+    """f32 [K] per `config.loss.class_weighting` from the training set (see the module docstring)."""
+    kind = config.loss.class_weighting
+    if kind not in WEIGHTINGS:
+        raise ValueError(f"config.loss.class_weighting={kind!r}; expected one of {WEIGHTINGS}.")
+    k = data.num_classes
+    if kind == "none":
+        return np.ones(k, np.float32)
+    counts = data.class_counts().astype(np.float64)
+    if data.multi_label:
+        neg = len(data) - counts
+        return np.where(counts > 0, neg / np.maximum(counts, 1), 1.0).astype(np.float32)
+    present = counts > 0  # an absent class never appears in a batch, its weight is never used
+    return np.where(present, len(data) / (present.sum() * np.maximum(counts, 1)), 1.0).astype(np.float32)
+
+
+def per_example_loss(config: ml_collections.ConfigDict, logits: jax.Array, batch: dict,
+                     weights: jax.Array) -> jax.Array:
+    """Weighted loss f32 [B]: softmax CE * w[label] (single-label) or mean pos-weighted BCE (multi)."""
+    logits = logits.astype(jnp.float32)
+    smoothing = float(config.loss.get("label_smoothing", 0.0))
+    if is_multi_label(config):
+        y = batch["targets"]
+        y_s = y * (1 - smoothing) + 0.5 * smoothing
+        bce = -(weights * y_s * jax.nn.log_sigmoid(logits) + (1 - y_s) * jax.nn.log_sigmoid(-logits))
+        return jnp.mean(bce, axis=-1)
+    k = logits.shape[-1]
+    onehot = jax.nn.one_hot(batch["label"], k) * (1 - smoothing) + smoothing / k
+    return optax.softmax_cross_entropy(logits, onehot) * weights[batch["label"]]
+
+
+def _accuracy(config, logits: jax.Array, batch: dict) -> jax.Array:
+    if is_multi_label(config):
+        return jnp.mean((logits > 0) == (batch["targets"] > 0.5))
+    return jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+
+
+def train_step(config: ml_collections.ConfigDict, state: ClassifierState, batch: dict, *,
+               mesh=None) -> tuple[ClassifierState, dict]:
+    """One AdamW step. batch: image f32 [B,H,W,C] in [-1,1], label i32 [B], targets f32 [B,K]."""
+    del mesh  # the batch mean is a plain reduction; GSPMD inserts the cross-device sum
+    model = build_model(config)
+    tx = build_optimizer(config)
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        variables = {"params": params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+        logits, stats = layers.apply(model, variables, batch["image"], train=True, rngs={"dropout": rng})
+        loss = jnp.mean(per_example_loss(config, logits, batch, state.class_weights))
+        return loss, (logits, stats)
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": _accuracy(config, logits, batch), "grad_norm": optax.tree.norm(grads)}
+    return new_state, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side.
+
+
+class _Source:
+    """Random-access source over a LabeledSet: {"image": f32 [H,W,C], "label": i32, "targets": f32 [K]}."""
+
+    def __init__(self, data: labeled.LabeledSet):
+        self._images = np.asarray(data.images, np.float32)
+        self._labels = data.labels()
+        self._targets = data.one_hot()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self._images[i], "label": self._labels[i], "targets": self._targets[i]}
+
+
+def make_augment(config: ml_collections.ConfigDict) -> transforms.Augment:
+    """Classic augmentation from `config.data` (flips off for images whose sides matter)."""
+    d = config.data
+    return transforms.Augment(flip=bool(d.get("flip", True)), rotate90=bool(d.get("rotate90", True)),
+                              max_translate_px=int(d.get("max_translate_px", 4)))
+
+
+def _config_key(config: ml_collections.ConfigDict) -> str:
+    """The config as JSON without the sections a step does not read (the mesh is keyed apart)."""
+    d = config.to_dict()
+    for section in ("mesh", "checkpoint"):
+        d.pop(section, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+_JIT_CACHE: dict[tuple, Callable] = {}
+
+
+def _jitted_step(config: ml_collections.ConfigDict, mesh, state_shardings) -> Callable:
+    """train_step jitted with shardings and donated state; one compile per (config, mesh)."""
+    key = ("step", _config_key(config), mesh)
+    if key not in _JIT_CACHE:
+        _JIT_CACHE[key] = jax.jit(functools.partial(train_step, config, mesh=mesh),
+                                  in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                                  out_shardings=(state_shardings, sharding.replicated(mesh)),
+                                  donate_argnums=(0,))
+    return _JIT_CACHE[key]
+
+
+def _jitted_apply(config: ml_collections.ConfigDict, method: str) -> Callable:
+    key = (method, json.dumps(config.model.to_dict(), sort_keys=True, default=str),
+           config.train.get("dtype", "float32"))
+    if key not in _JIT_CACHE:
+        model = build_model(config)
+        fn = resnet_classifier.logits if method == "logits" else resnet_classifier.features
+        _JIT_CACHE[key] = jax.jit(functools.partial(fn, model))
+    return _JIT_CACHE[key]
+
+
+def _batched(fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Applies fn(variables, images) in fixed-size chunks (padded: one compile); f32 [N, ...]."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        chunk = np.asarray(images[i:i + batch_size], np.float32)
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+        out.append(np.asarray(fn(variables, chunk))[:batch_size - pad])
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def predict(config: ml_collections.ConfigDict, state: ClassifierState, images: np.ndarray) -> np.ndarray:
+    """Probabilities f32 [N,K] (softmax, or per-finding sigmoid for multi-label) for images [N,H,W,C]."""
+    logits = _batched(_jitted_apply(config, "logits"), state.variables(), images)
+    if len(images) == 0:
+        return np.zeros((0, config.model.num_classes), np.float32)
+    return np.asarray(jax.nn.sigmoid(logits) if is_multi_label(config) else jax.nn.softmax(logits, -1))
+
+
+def evaluate(config: ml_collections.ConfigDict, state: ClassifierState, data: labeled.LabeledSet) -> dict[str, float]:
+    """Held-out scalars: accuracy, macro sensitivity/specificity/AUC, per-class AUC (prefix eval/)."""
+    from jaxmedgan.evaluators import metrics
+
+    probs = predict(config, state, data.images)
+    if data.multi_label:
+        m = metrics.multi_label_metrics(data.targets, probs, data.class_names)
+    else:
+        m = metrics.single_label_metrics(data.targets, probs, data.class_names)
+    out = {f"eval/{k}": m[k] for k in ("accuracy", "macro_sensitivity", "macro_specificity", "macro_auc")}
+    out.update({f"eval/auc_{name}": v for name, v in m["auc"].items()})
+    return out
+
+
+def _check_data(config: ml_collections.ConfigDict, data: labeled.LabeledSet, what: str) -> None:
+    expected = (config.data.image_size, config.data.image_size, config.data.channels)
+    if data.image_shape != expected:
+        raise ValueError(f"{what} ({data.source}) has images {data.image_shape} (H, W, C) but config.data "
+                         f"expects {expected}; set --config.data.image_size / channels.")
+    if data.num_classes != config.model.num_classes:
+        raise ValueError(f"config.model.num_classes={config.model.num_classes} but {what} ({data.source}) has "
+                         f"{data.num_classes} classes {list(data.class_names)}; set "
+                         f"--config.model.num_classes={data.num_classes}.")
+    if data.multi_label != is_multi_label(config):
+        raise ValueError(f"{what} ({data.source}) is {'multi' if data.multi_label else 'single'}-label but "
+                         f"config.data.multi_label={is_multi_label(config)}.")
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.LabeledSet,
+        eval_data: labeled.LabeledSet | None = None, *, mesh=None) -> ClassifierState:
+    """Trains on `train`, resuming from `workdir` (checkpoints + metrics) or in memory if workdir is None."""
+    is_main = jax.process_index() == 0
+    mesh = sharding.make_mesh(config.get("mesh")) if mesh is None else mesh
+    _check_data(config, train, "training set")
+    if eval_data is not None:
+        _check_data(config, eval_data, "evaluation set")
+    global_batch = config.train.batch_size
+    sharding.local_batch_size(global_batch, mesh)
+
+    rng = jax.random.PRNGKey(config.seed)
+    init = functools.partial(init_state, config)
+    abstract = jax.eval_shape(init, rng)
+    state_shardings = sharding.tree_shardings(abstract, mesh)
+    mngr, restored = None, None
+    if workdir is not None:
+        mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
+                                     async_save=config.checkpoint.get("async_save", True))
+        abstract_sharded = jax.tree_util.tree_map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
+        restored = checkpointing.restore_latest(mngr, abstract_sharded)
+    if restored is None:
+        state = jax.jit(init, out_shardings=state_shardings)(rng)
+        weights = jax.device_put(class_weights(config, train), state_shardings.class_weights)
+        state = state.replace(class_weights=weights)
+        start = 0
+    else:
+        state, start = restored
+        log.info("Resumed from checkpoint step %d in %s.", start, workdir)
+    if workdir is not None and is_main:
+        checkpointing.write_config(workdir, config)
+        write_classes(workdir, train.class_names, train.multi_label)
+
+    ds = pipeline.train_dataset(_Source(train), global_batch_size=global_batch, seed=config.seed,
+                                augment=config.data.augment, augmentation=make_augment(config),
+                                process_index=jax.process_index(), process_count=jax.process_count())
+    batches = pipeline.iterate(ds, start)
+    step_fn = _jitted_step(config, mesh, state_shardings)
+    writer = metric_writers.MetricWriter(workdir or "", enabled=is_main and workdir is not None)
+    total = config.train.steps
+    pending: list[dict] = []
+    t_last, since = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=start, desc="train classifier", unit="step", dynamic_ncols=True,
+               disable=not is_main or config.train.get("quiet", False))
+    try:
+        for step in range(start, total):
+            state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
+            pending.append(metrics)
+            since += 1
+            done = step + 1
+            bar.update(1)
+            last = done == total
+            save_now = mngr is not None and (last or done % config.checkpoint.every == 0)
+            if last or save_now or done % config.train.log_every == 0:
+                history = jax.device_get(pending)
+                scalars = {k: float(np.mean([np.asarray(m[k]) for m in history])) for k in history[0]}
+                pending.clear()
+                bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+                if bad:
+                    raise FloatingPointError(f"Non-finite classifier metric(s) {bad} at or before step {done}"
+                                             f"{' in ' + workdir if workdir else ''}; lower config.optim.lr.")
+                elapsed = time.perf_counter() - t_last
+                scalars["steps_per_sec"] = since / elapsed
+                writer.write_scalars(done, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}")
+                t_last, since = time.perf_counter(), 0
+            if eval_data is not None and workdir is not None and (last or done % config.train.eval_every == 0):
+                writer.write_scalars(done, evaluate(config, state, eval_data))
+            if save_now:
+                checkpointing.save(mngr, done, state, config)
+    finally:
+        bar.close()
+        if mngr is not None:
+            mngr.wait_until_finished()
+        writer.close()
+    return state
+
+
+def write_classes(workdir: str, class_names: Sequence[str], multi_label: bool) -> None:
+    """Writes `workdir/classes.json` (class names in logit order, task type) atomically."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CLASSES_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"class_names": list(class_names), "multi_label": bool(multi_label)}, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ClassifierState:
+    """Trains the classifier on `config.data`'s train split (evaluating on its test split if any)."""
+    train = labeled.load(config, "train")
+    try:
+        eval_data = labeled.load(config, "test")
+    except ValueError as e:
+        log.info("No held-out split for evaluation (%s).", e)
+        eval_data = None
+    return fit(config, workdir, train, eval_data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Frozen use: clinical loss, latent class optimisation, FID-domain features.
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedClassifier:
+    """A trained classifier: `self(images) -> logits [N,K]`, `features(images) -> [N,D]`.
+
+    Also `logits(variables, images)` (pure, differentiable in images; the interface of
+    `losses.clinical.FrozenClassifier`), `variables`, `num_classes`, `image_size`, `channels`.
+    """
+
+    module: resnet_classifier.ResNetClassifier
+    variables: Any
+    image_size: int
+    channels: int
+    class_names: tuple[str, ...]
+    multi_label: bool
+    step: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.module.num_classes
+
+    def _check(self, images) -> None:
+        expected = (self.image_size, self.image_size, self.channels)
+        if tuple(images.shape[1:]) != expected:
+            raise ValueError(f"This classifier was trained on images {expected} (H, W, C); got "
+                             f"{tuple(images.shape[1:])}.")
+
+    def logits(self, variables: Any, images: jax.Array) -> jax.Array:
+        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1] (pure; jit/grad freely)."""
+        self._check(images)
+        return resnet_classifier.logits(self.module, variables, images)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1], with the trained variables."""
+        return self.logits(self.variables, images)
+
+    def features(self, images: jax.Array) -> jax.Array:
+        """Penultimate (global-average-pooled) embedding f32 [N,D] for images [N,H,W,C] in [-1, 1]."""
+        self._check(images)
+        return resnet_classifier.features(self.module, self.variables, images)
+
+
+def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
+    """(apply_fn: images [N,H,W,C] in [-1,1] -> logits [N,K], class names) from a trained workdir."""
+    config = checkpointing.read_config(workdir)
+    if config.get("trainer") != "classifier":
+        raise ValueError(f"{workdir}/config.json has trainer={config.get('trainer')!r}; expected a "
+                         "classifier workdir (trainer='classifier').")
+    classes_path = os.path.join(workdir, CLASSES_FILE)
+    if not os.path.isfile(classes_path):
+        raise FileNotFoundError(f"No {CLASSES_FILE} in classifier workdir {workdir!r}; was it trained with "
+                                "`jaxmedgan train --config configs/classifier_*.py`?")
+    with open(classes_path) as f:
+        classes = json.load(f)
+    config.model.features = tuple(config.model.features)
+    abstract = jax.eval_shape(functools.partial(init_state, config), jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+    restored = checkpointing.restore_latest(checkpointing.manager(workdir, async_save=False), abstract)
+    if restored is None:
+        raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train the classifier first.")
+    state, step = restored
+    names = tuple(classes["class_names"])
+    clf = LoadedClassifier(module=build_model(config), variables=state.variables(),
+                           image_size=int(config.data.image_size), channels=int(config.data.channels),
+                           class_names=names, multi_label=bool(classes.get("multi_label", False)), step=int(step))
+    return clf, names
