@@ -32,8 +32,10 @@ import tensorflow_datasets as tfds
 
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
+from jaxmedgan.data import spine_phantoms
 
-SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "medical_image_folder"}
+SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "medical_image_folder",
+           "phantom-spine": "phantom_spine"}
 INFO_FILE = "jaxmedgan_dataset.json"  # Human-readable record of the build inputs, in the data_dir.
 
 
@@ -95,6 +97,46 @@ class PhantomLiver(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, counts: Sequence[int], seed: int):
         images, labels = phantoms.generate(counts, seed, self._image_size, window=self._window)
+        for i, (image, label) in enumerate(zip(to_uint8(images), labels)):
+            yield i, {"image": image, "label": int(label)}
+
+
+class PhantomSpine(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Phantom lateral spine radiographs (normal / fracture / lytic / sclerotic); 'train' and 'test'."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "spine_phantoms.generate with TRAIN_SEED / TEST_SEED."}
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        train_counts: Sequence[int] = spine_phantoms.TRAIN_COUNTS,
+        test_counts: Sequence[int] = spine_phantoms.TEST_COUNTS,
+        **kwargs,
+    ):
+        self._image_size = int(image_size)
+        self._counts = {"train": tuple(train_counts), "test": tuple(test_counts)}
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(spine_phantoms.__doc__ or "").split("\n")[0],
+            features=_features(self._image_size, self._image_size, 1, spine_phantoms.CLASS_NAMES),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {
+            "train": self._generate_examples(self._counts["train"], spine_phantoms.TRAIN_SEED),
+            "test": self._generate_examples(self._counts["test"], spine_phantoms.TEST_SEED),
+        }
+
+    def _generate_examples(self, counts: Sequence[int], seed: int):
+        images, labels = spine_phantoms.generate(counts, seed, self._image_size)
         for i, (image, label) in enumerate(zip(to_uint8(images), labels)):
             yield i, {"image": image, "label": int(label)}
 
@@ -214,12 +256,14 @@ def build_dataset(
     seed: int = 0,
     holdout_fraction: float = 0.0,
     resize: bool = False,
-    phantom_counts: tuple[Sequence[int], Sequence[int]] = (phantoms.TRAIN_COUNTS, phantoms.TEST_COUNTS),
+    phantom_counts: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> str:
     """Builds (or reuses) a dataset under out_dir; returns the data_dir for load_split / load_arrays.
 
     source "phantom-liver": phantoms.generate train/test splits (fixed TRAIN_SEED / TEST_SEED;
     `seed` and `holdout_fraction` do not apply); `window` (level, width) HU defaults to 50 / 350.
+    source "phantom-spine": spine_phantoms.generate train/test splits (fixed seeds; no window).
+    `phantom_counts` (train, test) per-class counts default to the phantom module's.
     source "image-folder": readers.read_image_folder(image_dir) into 'train', and a stratified
     `holdout_fraction` drawn with `seed` into 'test'; `window` is the DICOM (center, width).
     """
@@ -244,11 +288,25 @@ def build_dataset(
         window = tuple(window) if window is not None else (phantoms.WINDOW_LEVEL, phantoms.WINDOW_WIDTH)
         with open(phantoms.__file__, "rb") as f:
             code = hashlib.sha256(f.read()).hexdigest()
-        counts = [list(map(int, c)) for c in phantom_counts]
+        counts = [list(map(int, c)) for c in
+                  phantom_counts or (phantoms.TRAIN_COUNTS, phantoms.TEST_COUNTS)]
         params.update(version=str(PhantomLiver.VERSION), window=list(map(float, window)),
                       counts=counts, phantom_code=code)
         kwargs = dict(image_size=image_size, window=window, train_counts=counts[0], test_counts=counts[1])
         builder_cls = PhantomLiver
+    elif source == "phantom-spine":
+        if image_dir or channels != 1 or holdout_fraction or window is not None:
+            raise ValueError(f"source 'phantom-spine' takes no image_dir, window or holdout_fraction and is "
+                             f"single-channel; got image_dir={image_dir!r}, window={window}, "
+                             f"holdout_fraction={holdout_fraction}, channels={channels}")
+        spine_phantoms.check_size(image_size)
+        with open(spine_phantoms.__file__, "rb") as f:
+            code = hashlib.sha256(f.read()).hexdigest()
+        counts = [list(map(int, c)) for c in
+                  phantom_counts or (spine_phantoms.TRAIN_COUNTS, spine_phantoms.TEST_COUNTS)]
+        params.update(version=str(PhantomSpine.VERSION), counts=counts, phantom_code=code)
+        kwargs = dict(image_size=image_size, train_counts=counts[0], test_counts=counts[1])
+        builder_cls = PhantomSpine
     else:
         if not image_dir:
             raise ValueError("source 'image-folder' needs image_dir (DIR/<class_name>/*.png|*.jpg|*.dcm)")

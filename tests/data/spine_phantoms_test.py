@@ -63,3 +63,20 @@ def test_lytic_focus_is_lucent_and_sclerotic_focus_is_dense(sample):
         assert lesion.sum() >= 3
         contrast = img[lesion].mean() - img[rest].mean()
         assert (contrast < -0.1) if label == 2 else (contrast > 0.1), (label, contrast)
+
+
+def test_tfds_phantom_spine_round_trip(tmp_path):
+    from jaxmedgan.data import tfds_builders
+
+    data_dir = tfds_builders.build_dataset("phantom-spine", str(tmp_path), image_size=32,
+                                           phantom_counts=((2, 1, 1, 1), (1, 1, 1, 1)))
+    assert tfds_builders.class_names(data_dir, "phantom-spine") == sp.CLASS_NAMES
+    images, labels = tfds_builders.load_arrays(data_dir, "phantom-spine", "train")
+    ref, ref_labels = sp.generate((2, 1, 1, 1), sp.TRAIN_SEED, 32)
+    np.testing.assert_array_equal(labels, ref_labels)
+    assert images.shape == (5, 32, 32, 1) and np.abs(images - ref).max() <= 1 / 255 + 1e-6
+    assert len(tfds_builders.load_split(data_dir, "phantom_spine", "test")) == 4
+    with pytest.raises(ValueError, match="takes no image_dir, window or holdout_fraction"):
+        tfds_builders.build_dataset("phantom-spine", str(tmp_path), window=(0.0, 1.0))
+    with pytest.raises(ValueError, match="power of two >= 16"):
+        tfds_builders.build_dataset("phantom-spine", str(tmp_path), image_size=24)
