@@ -1,0 +1,15 @@
+"""Trainers, one module per model family, looked up by `config.trainer`."""
+import importlib
+
+TRAINERS = {
+    "gan": "jaxmedgan.trainers.gan",
+    "classifier": "jaxmedgan.trainers.classifier",
+    "stylegan2": "jaxmedgan.trainers.stylegan2",
+}
+
+
+def get(name: str):
+    """Returns the trainer module registered as `name`."""
+    if name not in TRAINERS:
+        raise ValueError(f"Unknown config.trainer {name!r}; expected one of {sorted(TRAINERS)}.")
+    return importlib.import_module(TRAINERS[name])
