@@ -56,16 +56,30 @@ def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
 def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = None, seed: int = 0) -> str:
     """Writes `num` PNGs and `samples.npz` (images uint8 NHWC, labels int) to `out`; returns it.
 
-    Files go to a temporary sibling directory that is renamed into place when complete, so a
-    failure never leaves a partial sample set behind.
+    Map-conditioned families (trainer modules with `draw`: pix2pix, dual_gan) also write
+    `NNNNNN_mask.png` (class k scaled to k * 255 / (K - 1) for viewing) and `masks` (class
+    indices uint8 [N,H,W]) in the npz. Files go to a temporary sibling directory that is renamed
+    into place when complete, so a failure never leaves a partial sample set behind.
     """
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}.")
     if os.path.exists(out) and os.listdir(out):
         raise FileExistsError(f"Output directory {out!r} exists and is not empty; choose another --out.")
-    config, state, step = restore_state(workdir)
-    trainer = trainers.get(config.trainer)
-    imgs, labels = generate(config, state, trainer, num, class_id, seed)
+    trainer = trainers.get(checkpointing.read_config(workdir).trainer)
+    masks, mask_scale = None, 0
+    if hasattr(trainer, "draw"):  # the family picks its own condition maps (pix2pix, dual GAN)
+        if class_id is not None:
+            raise ValueError("--class applies to class-conditional GANs only; this workdir's model is "
+                             "conditioned on label maps.")
+        drawn = trainer.draw(workdir, num, seed)
+        imgs, masks, step = drawn["images"], drawn["masks"], drawn["step"]
+        labels = np.full((num,), -1, np.int64)
+        mask_scale = 255 // max(len(drawn["class_names"]) - 1, 1)
+    else:
+        config, state, step = restore_state(workdir)
+        imgs, labels = generate(config, state, trainer, num, class_id, seed)
+    steps = ({f"checkpoint_step_{k}": v for k, v in step.items()} if isinstance(step, dict)
+             else {"checkpoint_step": step})
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".sampling-", dir=parent)
@@ -73,8 +87,10 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = No
         for i, (img, lab) in enumerate(zip(imgs, labels)):
             suffix = f"_class{lab}" if lab >= 0 else ""
             images.save_png(os.path.join(tmp, f"{i:06d}{suffix}.png"), img)
-        np.savez_compressed(os.path.join(tmp, "samples.npz"), images=imgs, labels=labels,
-                            checkpoint_step=step, seed=seed)
+            if masks is not None:
+                images.save_png(os.path.join(tmp, f"{i:06d}_mask.png"), (masks[i] * mask_scale)[..., None])
+        np.savez_compressed(os.path.join(tmp, "samples.npz"), images=imgs, labels=labels, seed=seed,
+                            **steps, **({"masks": masks} if masks is not None else {}))
         if os.path.exists(out):
             os.rmdir(out)  # empty (checked above)
         os.replace(tmp, out)

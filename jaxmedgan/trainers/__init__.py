@@ -5,6 +5,8 @@ TRAINERS = {
     "gan": "jaxmedgan.trainers.gan",
     "classifier": "jaxmedgan.trainers.classifier",
     "stylegan2": "jaxmedgan.trainers.stylegan2",
+    "pix2pix": "jaxmedgan.trainers.pix2pix",
+    "dual_gan": "jaxmedgan.trainers.dual_gan",
 }
 
 
