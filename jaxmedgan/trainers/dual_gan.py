@@ -119,7 +119,8 @@ def generate_masks(config: ml_collections.ConfigDict, state, num: int, seed: int
 
 def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     """Mask + image pairs from a dual-GAN workdir: {"images" uint8 [N,H,W,3], "masks" uint8
-    {0,1} [N,H,W], "labels" int [N] (1 if the mask holds vessels), "step", "config", "class_names"}."""
+    {0,1} [N,H,W], "labels" int [N] (1 if the mask holds vessels), "label_names", "step", "config",
+    "class_names"}."""
     from jaxmedgan import sampling
     from jaxmedgan.trainers import pix2pix
 
@@ -135,5 +136,5 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     fake = pix2pix.generate_batched(cfg2, state2, masks)
     return {"images": images.to_uint8(fake), "masks": masks,
             "labels": masks.reshape(num, -1).max(axis=1).astype(np.int64),
-            "step": {"stage1": step1, "stage2": step2}, "config": config,
-            "class_names": ["background", "vessel"]}
+            "label_names": ["no_vessel", "vessel"], "step": {"stage1": step1, "stage2": step2},
+            "config": config, "class_names": ["background", "vessel"]}

@@ -249,15 +249,19 @@ def lesion_labels(config: ml_collections.ConfigDict, maps: np.ndarray) -> np.nda
 
 def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     """Samples a trained pix2pix workdir on unseen maps: {"images" uint8 [N,H,W,C], "masks" uint8
-    [N,H,W] (class per pixel), "labels" int [N], "step", "config", "class_names"}."""
+    [N,H,W] (class per pixel), "labels" int [N] (lesion present), "label_names", "step", "config",
+    "class_names"}."""
     from jaxmedgan import sampling
     from jaxmedgan.data import paired
 
     config, state, step = sampling.restore_state(workdir)
     maps = paired.condition_maps(config, num, seed)
     fake = generate_batched(config, state, maps)
+    lesion = "vessel" if config.data.source in ("retina", "fundus-folder") else "lesion"
+    lesion = "tumour" if config.data.source in ("mni-brain", "brats-folder") else lesion
     return {"images": images.to_uint8(fake), "masks": maps, "labels": lesion_labels(config, maps),
-            "step": step, "config": config, "class_names": class_names(config)}
+            "label_names": [f"no_{lesion}", lesion], "step": step, "config": config,
+            "class_names": class_names(config)}
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:

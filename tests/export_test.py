@@ -1,0 +1,118 @@
+"""export: dataset layout, manifest round trip, DP epsilon, atomicity, for dual-GAN, DCGAN and
+pix2pix workdirs (a 2-step dual GAN provides all three: W, W/stage1 (gan), W/stage2 (pix2pix))."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxmedgan
+from jaxmedgan import checkpointing, export, images
+from jaxmedgan.privacy import accounting
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from tests.trainers.dual_gan_test import tiny_config
+    from jaxmedgan.trainers import dual_gan
+
+    c = tiny_config(steps1=2, steps2=2)
+    c.data.image_size = c.data.crop_px = 16
+    c.data.train_crops, c.data.test_crops = 16, 4
+    wd = tmp_path_factory.mktemp("export") / "dual"
+    dual_gan.train_and_evaluate(c, str(wd))
+    return wd
+
+
+def _read(out):
+    manifest = json.load(open(out / "manifest.json"))
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    return manifest, rows
+
+
+def test_dual_gan_export_layout_and_manifest(workdir, tmp_path):
+    out = tmp_path / "ds"
+    assert export.export_command(["--workdir", str(workdir), "--num", "5", "--out", str(out), "--seed", "3"]) == 0
+    manifest, rows = _read(out)
+    assert sorted(os.listdir(out)) == ["images", "labels.csv", "manifest.json", "masks"]
+    assert len(os.listdir(out / "images")) == len(os.listdir(out / "masks")) == len(rows) == 5
+    assert manifest["jaxmedgan_version"] == jaxmedgan.__version__
+    assert manifest["trainer"] == "dual_gan" and manifest["seed"] == 3 and manifest["num_images"] == 5
+    assert manifest["checkpoint_step"] == {"stage1": 2, "stage2": 2}
+    assert manifest["config"] == checkpointing.read_config(str(workdir)).to_dict()
+    assert manifest["privacy"] is None and manifest["mask_classes"] == ["background", "vessel"]
+    assert manifest["image_shape"] == [16, 16, 3]
+    img = np.asarray(Image.open(out / rows[0]["image"]))
+    mask = np.asarray(Image.open(out / rows[0]["mask"]))
+    assert img.shape == (16, 16, 3) and mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 1}
+    assert rows[0]["label"] in ("0", "1") and rows[0]["label_name"] in ("no_vessel", "vessel")
+    # Same seed -> same dataset.
+    again = tmp_path / "again"
+    export.export(str(workdir), 5, str(again), seed=3)
+    np.testing.assert_array_equal(np.asarray(Image.open(again / rows[0]["image"])), img)
+
+
+def test_dcgan_and_pix2pix_workdirs_export(workdir, tmp_path):
+    out = tmp_path / "gan"
+    export.export(str(workdir / "stage1"), 3, str(out))
+    manifest, rows = _read(out)
+    assert sorted(os.listdir(out)) == ["images", "labels.csv", "manifest.json"]  # no masks
+    assert manifest["trainer"] == "gan" and manifest["checkpoint_step"] == 2 and manifest["num_masks"] == 0
+    assert [r["label"] for r in rows] == ["-1"] * 3 and rows[0]["mask"] == ""
+    assert np.asarray(Image.open(out / rows[0]["image"])).shape == (16, 16)
+
+    out = tmp_path / "p2p"
+    export.export(str(workdir / "stage2"), 4, str(out))
+    manifest, rows = _read(out)
+    assert manifest["trainer"] == "pix2pix" and len(os.listdir(out / "masks")) == 4
+    with pytest.raises(ValueError, match="--class applies"):
+        export.export(str(workdir / "stage2"), 1, str(tmp_path / "x"), class_id=1)
+
+
+def test_dp_epsilon_is_recomputed_from_the_privacy_config(workdir, tmp_path):
+    """Flip privacy.enabled in a copy of the stage-II config (the state layout does not depend on
+    it) and check the manifest's epsilon against the accountant at the checkpoint step."""
+    import shutil
+
+    wd = tmp_path / "dual_dp"
+    shutil.copytree(workdir, wd)
+    cfg = json.load(open(wd / "stage2" / "config.json"))
+    cfg["privacy"].update(enabled=True, noise_multiplier=1.3, delta=1e-5)
+    json.dump(cfg, open(wd / "stage2" / "config.json", "w"))
+    out = tmp_path / "dp"
+    export.export(str(wd / "stage2"), 2, str(out))
+    privacy = _read(out)[0]["privacy"]
+    n = 16  # training crops
+    want = accounting.epsilon(8 / n, 1.3, 2, 1e-5, accountant="rdp", sampling="poisson")
+    assert privacy["num_examples"] == n and privacy["steps"] == 2
+    assert privacy["epsilon"] == pytest.approx(want) and privacy["sampling_rate"] == 0.5
+    out = tmp_path / "dp_dual"
+    export.export(str(wd), 2, str(out))
+    privacy = _read(out)[0]["privacy"]
+    assert privacy["epsilon"] is None and "not private" in privacy["note"]
+    assert privacy["stages"]["stage2"]["epsilon"] == pytest.approx(want) and privacy["stages"]["stage1"] is None
+
+
+def test_export_is_atomic_and_refuses_bad_outputs(workdir, tmp_path, monkeypatch):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="full"):
+        export.export(str(workdir), 2, str(tmp_path / "full"))
+    assert export.export_command(["--workdir", str(workdir), "--num", "0", "--out", str(tmp_path / "z")]) == 1
+    assert export.export_command(["--workdir", str(tmp_path / "nope"), "--num", "1", "--out",
+                                  str(tmp_path / "z")]) == 1
+    calls = []
+    real_save = images.save_png
+
+    def failing_save(path, image):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real_save(path, image)
+
+    monkeypatch.setattr(images, "save_png", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        export.export(str(workdir), 4, str(tmp_path / "partial"))
+    assert sorted(os.listdir(tmp_path)) == ["full"]  # no output, no temporary directory left
