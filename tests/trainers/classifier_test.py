@@ -26,7 +26,7 @@ def tiny_config(**overrides):
     c.model.stem_stride = 1
     c.model.dropout = 0.0
     c.train.batch_size = 8
-    c.train.steps = 6
+    c.train.steps = 4
     c.train.quiet = True
     c.train.log_every = c.train.eval_every = c.checkpoint.every = 2
     c.optim.warmup_steps = 1
@@ -47,7 +47,7 @@ def _batch(config, seed):
 def _run_steps(config, mesh, n=2):
     init = functools.partial(classifier.init_state, config)
     shard = sharding.tree_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
-    state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
+    state = classifier._jitted_init(config, mesh, shard)(jax.random.PRNGKey(0))
     step = classifier._jitted_step(config, mesh, shard)
     history = []
     for i in range(n):
@@ -108,7 +108,6 @@ def test_train_resume_and_load(tmp_path):
     config = tiny_config()
     config.mesh.data = 1  # the 8-device step is tested above; one device compiles faster
     config.checkpoint.async_save = False
-    config.train.steps = 4
     wd = tmp_path / "run"
     classifier.train_and_evaluate(config, str(wd))
     step, uninterrupted = _final_vars(wd)

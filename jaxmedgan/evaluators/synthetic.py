@@ -1,0 +1,177 @@
+"""Synthetic image sets for downstream studies, from any of three sources.
+
+* a GAN workdir (`config.json` + `checkpoints/`): images drawn on the fly per class from the
+  latest checkpoint through `jaxmedgan.sampling` (class-conditional models only);
+* a `samples.npz` (a file, or a directory holding one, as `jaxmedgan sample` writes): `images`
+  uint8 [N,H,W,C] (or float in [-1, 1]) and `labels` int [N] (or multi-hot [N,K]); an optional
+  `class_names` array maps label ids to names, else ids follow the real set's class order;
+* an exported dataset folder: `labels.csv` with columns `file,label` (class names; `|`-separated
+  findings for multi-label) and the images, `file` relative to the folder or to `images/`.
+
+Every image must have the real set's (H, W, C); labels must name the real set's classes. The
+result is a `LabeledSet` with at most `per_class` images of each class (seeded choice), or
+`per_class * K` images for multi-label sets.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+
+import numpy as np
+
+from jaxmedgan.data import labeled, readers
+
+log = logging.getLogger(__name__)
+
+
+def kind(path: str) -> str:
+    """'workdir' | 'npz' | 'folder' for a synthetic source path; a clear error otherwise."""
+    if os.path.isfile(path) and path.endswith(".npz"):
+        return "npz"
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+            return "workdir"
+        if os.path.isfile(os.path.join(path, "samples.npz")):
+            return "npz"
+        if os.path.isfile(os.path.join(path, "labels.csv")):
+            return "folder"
+    raise FileNotFoundError(
+        f"Synthetic source {path!r} is none of: a GAN workdir (config.json + checkpoints/), a samples.npz "
+        "(or a directory holding one), an exported folder (labels.csv with file,label + images/*.png).")
+
+
+def _check_shape(found: tuple, real: labeled.LabeledSet, where: str) -> None:
+    if tuple(found) != real.image_shape:
+        raise ValueError(f"Synthetic images in {where} are {tuple(found)} (H, W, C) but the real images "
+                         f"({real.source}) are {real.image_shape}; generate them at the real set's size.")
+
+
+def _to_float(images: np.ndarray, where: str) -> np.ndarray:
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 127.5 - 1.0
+    if np.issubdtype(images.dtype, np.floating):
+        return images.astype(np.float32)
+    raise ValueError(f"Synthetic images in {where} have dtype {images.dtype}; expected uint8 or float in [-1, 1].")
+
+
+def _from_npz(path: str, real: labeled.LabeledSet) -> labeled.LabeledSet:
+    file = path if path.endswith(".npz") else os.path.join(path, "samples.npz")
+    with np.load(file, allow_pickle=False) as z:
+        if "images" not in z or "labels" not in z:
+            raise ValueError(f"{file}: expected arrays 'images' [N,H,W,C] and 'labels'; found {sorted(z.files)}.")
+        images, labels = z["images"], z["labels"]
+        names = tuple(str(n) for n in z["class_names"]) if "class_names" in z else None
+    if images.ndim != 4:
+        raise ValueError(f"{file}: 'images' must be [N,H,W,C]; got shape {images.shape}.")
+    _check_shape(images.shape[1:], real, file)
+    k = real.num_classes
+    if real.multi_label:
+        if labels.shape != (len(images), k):
+            raise ValueError(f"{file}: multi-label 'labels' must be multi-hot [N={len(images)}, K={k}] over "
+                             f"{list(real.class_names)}; got {labels.shape}.")
+        if names is not None and names != real.class_names:
+            raise ValueError(f"{file}: findings {list(names)} differ from the real set's {list(real.class_names)}.")
+        targets = labels.astype(np.float32)
+    else:
+        if labels.shape != (len(images),):
+            raise ValueError(f"{file}: 'labels' must be class ids [N={len(images)}]; got {labels.shape}.")
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"{file}: labels include {int(labels.min())} (an unconditional GAN's samples); "
+                             "downstream studies need class-conditional samples.")
+        if names is not None:
+            unknown = sorted(set(names) - set(real.class_names))
+            if unknown:
+                raise ValueError(f"{file}: unknown class name(s) {unknown}; expected names from "
+                                 f"{list(real.class_names)}.")
+            if len(labels) and labels.max() >= len(names):
+                raise ValueError(f"{file}: label {int(labels.max())} has no entry in class_names {list(names)}.")
+            labels = np.asarray([real.class_names.index(n) for n in names], np.int64)[labels] if len(labels) else labels
+        elif len(labels) and labels.max() >= k:
+            raise ValueError(f"{file}: label {int(labels.max())} is out of range for the real set's {k} classes "
+                             f"{list(real.class_names)}.")
+        targets = labels.astype(np.int32)
+    return labeled.LabeledSet(_to_float(images, file), targets, real.class_names, real.multi_label, source=file)
+
+
+def _from_folder(path: str, real: labeled.LabeledSet) -> labeled.LabeledSet:
+    csv_path = os.path.join(path, "labels.csv")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"file", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}, "
+                             "expected a header row file,label.")
+        rows = list(reader)
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows; expected one row per synthetic image.")
+    images, targets = [], []
+    for i, row in enumerate(rows, start=2):
+        where = f"{csv_path} row {i}"
+        targets.append(labeled.parse_label(row["label"] or "", real.class_names, real.multi_label, where))
+        candidates = [os.path.join(path, row["file"]), os.path.join(path, "images", row["file"])]
+        file = next((c for c in candidates if os.path.isfile(c)), None)
+        if file is None:
+            raise FileNotFoundError(f"{where}: image {row['file']!r} not found in {path} or {path}/images.")
+        image = readers.read_image(file, channels=real.image_shape[-1])
+        _check_shape(image.shape, real, file)
+        images.append(image)
+    t = np.stack(targets).astype(np.float32) if real.multi_label else np.asarray(targets, np.int32)
+    return labeled.LabeledSet(np.stack(images), t, real.class_names, real.multi_label, source=csv_path)
+
+
+def _from_workdir(path: str, real: labeled.LabeledSet, per_class: int, seed: int) -> labeled.LabeledSet:
+    from jaxmedgan import sampling, trainers
+
+    config, state, step = sampling.restore_state(path)
+    num_classes = config.model.get("num_classes", 0)
+    if real.multi_label or not num_classes:
+        raise ValueError(f"GAN workdir {path!r} has model.num_classes={num_classes}: on-the-fly sampling "
+                         "needs a class-conditional GAN over the real set's classes (multi-label sets: "
+                         "export the samples to a labels.csv folder or samples.npz).")
+    if num_classes != real.num_classes:
+        raise ValueError(f"GAN workdir {path!r} has {num_classes} classes but the real set has "
+                         f"{real.num_classes} {list(real.class_names)}.")
+    _check_shape((config.data.image_size, config.data.image_size, config.data.channels), real,
+                 f"GAN workdir {path} (config.data)")
+    trainer = trainers.get(config.trainer)
+    imgs, labels = [], []
+    for c in range(num_classes):
+        x, y = sampling.generate(config, state, trainer, per_class, c, seed + c)
+        imgs.append(x)
+        labels.append(y)
+    log.info("Drew %d synthetic images per class from %s (checkpoint step %s).", per_class, path, step)
+    return labeled.LabeledSet(_to_float(np.concatenate(imgs), path), np.concatenate(labels).astype(np.int32),
+                              real.class_names, source=f"{path} (step {step})")
+
+
+def _subsample(data: labeled.LabeledSet, per_class: int, seed: int) -> labeled.LabeledSet:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x53594E]))  # "SYN"
+    if data.multi_label:
+        n = min(len(data), per_class * data.num_classes)
+        return data.subset(np.sort(rng.permutation(len(data))[:n]))
+    keep = []
+    for c, name in enumerate(data.class_names):
+        idx = np.flatnonzero(data.targets == c)
+        if len(idx) == 0:
+            raise ValueError(f"Synthetic set {data.source} has no images of class {name!r}; expected "
+                             f"{per_class} per class of {list(data.class_names)}.")
+        if len(idx) < per_class:
+            log.warning("Synthetic set %s has only %d images of class %r (asked for %d); using them all.",
+                        data.source, len(idx), name, per_class)
+        keep.append(np.sort(rng.permutation(idx)[:per_class]))
+    return data.subset(np.concatenate(keep))
+
+
+def load(path: str, real: labeled.LabeledSet, per_class: int, seed: int = 0) -> labeled.LabeledSet:
+    """Synthetic set from `path` matching `real`'s classes and image shape, <= per_class per class."""
+    if per_class < 1:
+        raise ValueError(f"config.downstream.synthetic_per_class must be >= 1, got {per_class}.")
+    source = kind(path)
+    if source == "workdir":
+        data = _from_workdir(path, real, per_class, seed)
+    elif source == "npz":
+        data = _from_npz(path, real)
+    else:
+        data = _from_folder(path, real)
+    return _subsample(data, per_class, seed)
