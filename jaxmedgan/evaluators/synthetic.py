@@ -6,7 +6,9 @@
   uint8 [N,H,W,C] (or float in [-1, 1]) and `labels` int [N] (or multi-hot [N,K]); an optional
   `class_names` array maps label ids to names, else ids follow the real set's class order;
 * an exported dataset folder: `labels.csv` with columns `file,label` (class names; `|`-separated
-  findings for multi-label) and the images, `file` relative to the folder or to `images/`.
+  findings for multi-label) and the images, `file` relative to the folder or to `images/`; the
+  layout `jaxmedgan export` writes (columns `image,mask,label,label_name`) is read too, by
+  `label_name`, and an integer `label` is taken as a class id in the real set's order.
 
 Every image must have the real set's (H, W, C); labels must name the real set's classes. The
 result is a `LabeledSet` with at most `per_class` images of each class (seeded choice), or
@@ -94,25 +96,39 @@ def _from_npz(path: str, real: labeled.LabeledSet) -> labeled.LabeledSet:
     return labeled.LabeledSet(_to_float(images, file), targets, real.class_names, real.multi_label, source=file)
 
 
+def _folder_label(row: dict, real: labeled.LabeledSet, where: str) -> int | np.ndarray:
+    """A folder row's target: `label_name` (jaxmedgan export), else `label` as a name or a class id."""
+    name = (row.get("label_name") or "").strip()
+    value = name or (row.get("label") or "").strip()
+    if not name and not real.multi_label and value.lstrip("-").isdigit():
+        k = int(value)
+        if not 0 <= k < real.num_classes:
+            raise ValueError(f"{where}: class id {k} is out of range for the real set's classes "
+                             f"{list(real.class_names)}.")
+        return k
+    return labeled.parse_label(value, real.class_names, real.multi_label, where)
+
+
 def _from_folder(path: str, real: labeled.LabeledSet) -> labeled.LabeledSet:
     csv_path = os.path.join(path, "labels.csv")
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = {"file", "label"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}, "
-                             "expected a header row file,label.")
+        columns = set(reader.fieldnames or ())
+        file_key = "file" if "file" in columns else "image"
+        if file_key not in columns or "label" not in columns:
+            raise ValueError(f"{csv_path}: found columns {reader.fieldnames}; expected a header row file,label "
+                             "(or jaxmedgan export's image,mask,label,label_name).")
         rows = list(reader)
     if not rows:
         raise ValueError(f"{csv_path}: no rows; expected one row per synthetic image.")
     images, targets = [], []
     for i, row in enumerate(rows, start=2):
         where = f"{csv_path} row {i}"
-        targets.append(labeled.parse_label(row["label"] or "", real.class_names, real.multi_label, where))
-        candidates = [os.path.join(path, row["file"]), os.path.join(path, "images", row["file"])]
+        targets.append(_folder_label(row, real, where))
+        candidates = [os.path.join(path, row[file_key]), os.path.join(path, "images", row[file_key])]
         file = next((c for c in candidates if os.path.isfile(c)), None)
         if file is None:
-            raise FileNotFoundError(f"{where}: image {row['file']!r} not found in {path} or {path}/images.")
+            raise FileNotFoundError(f"{where}: image {row[file_key]!r} not found in {path} or {path}/images.")
         image = readers.read_image(file, channels=real.image_shape[-1])
         _check_shape(image.shape, real, file)
         images.append(image)

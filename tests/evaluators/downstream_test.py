@@ -151,6 +151,12 @@ def test_synthetic_sources_workdir_npz_and_folder(tmp_path):
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     from_folder = synthetic.load(str(folder), real, per_class=4, seed=0)
     np.testing.assert_allclose(np.sort(from_folder.images.ravel()), np.sort(from_npz.images.ravel()), atol=1e-6)
+    # The layout `jaxmedgan export` writes (image,mask,label,label_name) reads the same.
+    (folder / "labels.csv").write_text("image,mask,label,label_name\n" + "".join(
+        f"images/{i:04d}.png,,{lab},{phantoms.CLASS_NAMES[lab]}\n" for i, lab in enumerate(from_npz.targets)))
+    exported = synthetic.load(str(folder), real, per_class=4, seed=0)
+    np.testing.assert_array_equal(exported.images, from_folder.images)
+    np.testing.assert_array_equal(exported.targets, from_folder.targets)
     # class_names in the npz remap label ids by name.
     renamed = _samples_npz(tmp_path / "r.npz", class_names=np.array(["hemangioma", "metastasis", "cyst"]))
     remapped = synthetic.load(renamed, real, per_class=5)
@@ -176,6 +182,9 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, capsys):
     (folder / "labels.csv").write_text("file,label\na.png,cyst\na.png,adenoma\n")
     with pytest.raises(ValueError, match=r"labels.csv row 3: unknown class name 'adenoma'; expected one of "
                                          r"\['cyst', 'metastasis', 'hemangioma'\]"):
+        synthetic.load(str(folder), real, per_class=2)
+    (folder / "labels.csv").write_text("file,label\na.png,7\n")
+    with pytest.raises(ValueError, match=r"labels.csv row 2: class id 7 is out of range"):
         synthetic.load(str(folder), real, per_class=2)
     bad_names = _samples_npz(tmp_path / "n.npz", class_names=np.array(["cyst", "adenoma", "hemangioma"]))
     with pytest.raises(ValueError, match=r"n.npz: unknown class name\(s\) \['adenoma'\]"):
