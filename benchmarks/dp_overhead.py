@@ -1,13 +1,16 @@
 """What DP-SGD costs per discriminator step: jaxmedgan vs non-private, beside PyTorch + Opacus.
 
-    python -m benchmarks.dp_overhead --batch 16,64,256 --out benchmarks/results/dp_overhead.json
+    python -m benchmarks.dp_overhead --batch 16,64,256 --method vmap,ghost --repeats 5
 
 The discriminator is the BASELINES.md one: 64x64x1 input; four strided 4x4 convs 64-128-256-512
 with LeakyReLU(0.2) and GroupNorm(8) after every conv but the first (DCGAN); a 4x4x512 -> 1 head
 (a dense layer on the flattened map == a final 4x4 valid conv). One step = the logistic loss on a
 batch of reals, gradient, Adam update; DP adds per-example clipping (C = 1) and Gaussian noise
 (sigma = 1). The PyTorch model is built to the same shapes; Opacus (`bench` extra: torch, opacus)
-runs in the same process so the ratios are side by side. Prints a table, writes JSON.
+runs in the same process so the ratios are side by side. `--method` times each DP clipping method
+of `dp_sgd.CLIPPED_SUM_METHODS` (rows per method). All steps of one batch size are timed
+round-robin (one call of each per round), so load from other processes hits them alike and the
+ratios stay comparable on a shared machine. Prints a table, writes JSON.
 """
 from __future__ import annotations
 
@@ -21,19 +24,22 @@ import time
 import numpy as np
 
 
-def _time(fn, warmup: int, repeats: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
+def _time(fns: dict, warmup: int, repeats: int) -> dict:
+    """{name: (median s, IQR s)}: each fn warmed up, then called once per round, round-robin."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(np.subtract(*np.percentile(ts, [75, 25])))
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(t)), float(np.subtract(*np.percentile(t, [75, 25])))) for name, t in ts.items()}
 
 
-def jax_steps(batch: int, microbatch: int | None, devices: int, base: int = 64):
-    """(non-DP step, DP step) closures over a fixed batch, jitted, on `devices` devices."""
+def jax_steps(batch: int, variants: list[tuple[str, int | None]], devices: int, base: int = 64):
+    """(non-DP step, {(method, microbatch): DP step}) closures over a fixed batch, jitted, on `devices`."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -63,26 +69,28 @@ def jax_steps(batch: int, microbatch: int | None, devices: int, base: int = 64):
         u, o = tx.update(g, o, p)
         return optax.apply_updates(p, u), o
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def private(p, o, images, mask, key):
+    @functools.partial(jax.jit, donate_argnums=(0, 1), static_argnames=("method", "microbatch"))
+    def private(p, o, images, mask, key, *, method, microbatch):
         g, _ = dp_sgd.dp_gradient(loss_one, p, images, mask, key, l2_clip=1.0, noise_multiplier=1.0,
-                                  expected_batch_size=batch, microbatch_size=microbatch,
+                                  expected_batch_size=batch, microbatch_size=microbatch, method=method,
                                   mesh=mesh if devices > 1 else None)
         u, o = tx.update(g, o, p)
         return optax.apply_updates(p, u), o
 
-    state = {"plain": (params, opt), "dp": jax.tree_util.tree_map(jnp.copy, (params, opt))}
+    state = {"plain": (params, opt)}
+    state.update({v: jax.tree_util.tree_map(jnp.copy, (params, opt)) for v in variants})
     key = jax.random.PRNGKey(1)
 
     def run_plain():
         state["plain"] = plain(*state["plain"], xs)
         jax.block_until_ready(state["plain"])
 
-    def run_dp():
-        state["dp"] = private(*state["dp"], xs, mask, key)
-        jax.block_until_ready(state["dp"])
+    def run_dp(variant):
+        method, micro = variant
+        state[variant] = private(*state[variant], xs, mask, key, method=method, microbatch=micro)
+        jax.block_until_ready(state[variant])
 
-    return run_plain, run_dp
+    return run_plain, {v: functools.partial(run_dp, v) for v in variants}
 
 
 def torch_steps(batch: int):
@@ -129,6 +137,7 @@ def torch_steps(batch: int):
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", default="16,64,256")
+    p.add_argument("--method", default="vmap", help="comma-separated dp_sgd clipping methods: vmap,ghost")
     p.add_argument("--microbatch", type=int, default=0, help="also time DP with this microbatch size")
     p.add_argument("--devices", default="1", help="comma-separated device counts (CPU: simulated)")
     p.add_argument("--base-features", type=int, default=64, help="first conv width (64 = BASELINES.md)")
@@ -138,8 +147,15 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default="benchmarks/results/dp_overhead.json")
     args = p.parse_args(argv)
     devices = [int(d) for d in args.devices.split(",")]
+    methods = args.method.split(",")
     if max(devices) > 1 and "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(devices)}"
+    from jaxmedgan.privacy import dp_sgd
+
+    unknown = set(methods) - set(dp_sgd.CLIPPED_SUM_METHODS)
+    if unknown:
+        p.error(f"--method {sorted(unknown)}: expected some of {sorted(dp_sgd.CLIPPED_SUM_METHODS)}")
+    variants = [(m, micro) for m in methods for micro in [None] + ([args.microbatch] if args.microbatch else [])]
     have_torch = False
     if not args.no_torch:
         try:
@@ -150,31 +166,34 @@ def main(argv=None) -> list[dict]:
             print("torch/opacus not installed (pip install -e '.[bench]'): PyTorch rows skipped")
     rows = []
     for batch in [int(b) for b in args.batch.split(",")]:
+        fns, labels = {}, {}
         for n_dev in devices:
-            for micro in [None] + ([args.microbatch] if args.microbatch else []):
-                plain, dp = jax_steps(batch, micro, n_dev, args.base_features)
-                t_plain, s_plain = _time(plain, args.warmup, args.repeats)
-                t_dp, s_dp = _time(dp, args.warmup, args.repeats)
-                rows.append({"framework": "jax", "batch": batch, "devices": n_dev, "microbatch": micro,
-                             "nondp_s": t_plain, "nondp_iqr_s": s_plain, "dp_s": t_dp, "dp_iqr_s": s_dp,
-                             "dp_over_nondp": t_dp / t_plain})
+            plain, dps = jax_steps(batch, variants, n_dev, args.base_features)
+            fns[("jax", n_dev, "plain")] = plain
+            for v, fn in dps.items():
+                fns[("jax", n_dev, v)] = fn
+                labels[("jax", n_dev, v)] = v
         if have_torch and args.base_features == 64:
             plain, dp = torch_steps(batch)
-            t_plain, s_plain = _time(plain, args.warmup, args.repeats)
-            t_dp, s_dp = _time(dp, args.warmup, args.repeats)
-            rows.append({"framework": "torch+opacus", "batch": batch, "devices": 1, "microbatch": None,
-                         "nondp_s": t_plain, "nondp_iqr_s": s_plain, "dp_s": t_dp, "dp_iqr_s": s_dp,
-                         "dp_over_nondp": t_dp / t_plain})
-        for r in rows[-(len(devices) * (2 if args.microbatch else 1) + have_torch):]:
-            print(f"{r['framework']:13s} batch {r['batch']:4d} dev {r['devices']} micro {str(r['microbatch']):4s}: "
-                  f"non-DP {r['nondp_s'] * 1e3:8.1f} ms  DP {r['dp_s'] * 1e3:8.1f} ms  DP/non-DP {r['dp_over_nondp']:.2f}",
+            fns[("torch", 1, "plain")], fns[("torch", 1, "opacus")] = plain, dp
+            labels[("torch", 1, "opacus")] = ("opacus", None)
+        times = _time(fns, args.warmup, args.repeats)
+        for key, (method, micro) in labels.items():
+            framework, n_dev, _ = key
+            (t_plain, s_plain), (t_dp, s_dp) = times[(framework, n_dev, "plain")], times[key]
+            rows.append({"framework": "jax" if framework == "jax" else "torch+opacus", "method": method,
+                         "batch": batch, "devices": n_dev, "microbatch": micro, "nondp_s": t_plain,
+                         "nondp_iqr_s": s_plain, "dp_s": t_dp, "dp_iqr_s": s_dp, "dp_over_nondp": t_dp / t_plain})
+            r = rows[-1]
+            print(f"{r['framework']:13s} {method:6s} batch {batch:4d} dev {n_dev} micro {str(micro):4s}: "
+                  f"non-DP {t_plain * 1e3:8.1f} ms  DP {t_dp * 1e3:8.1f} ms  DP/non-DP {t_dp / t_plain:.2f}",
                   flush=True)
-    for batch in sorted({r["batch"] for r in rows}):
-        j = [r for r in rows if r["batch"] == batch and r["framework"] == "jax" and r["devices"] == 1 and not r["microbatch"]]
         t = [r for r in rows if r["batch"] == batch and r["framework"] != "jax"]
-        if j and t:
-            print(f"batch {batch}: jax non-DP / torch non-DP = {j[0]['nondp_s'] / t[0]['nondp_s']:.2f}; "
-                  f"jax DP / Opacus DP = {j[0]['dp_s'] / t[0]['dp_s']:.2f}")
+        for j in [r for r in rows if r["batch"] == batch and r["framework"] == "jax" and r["devices"] == 1]:
+            if t:
+                print(f"batch {batch} {j['method']} micro {j['microbatch']}: jax non-DP / torch non-DP = "
+                      f"{j['nondp_s'] / t[0]['nondp_s']:.2f}; jax DP / Opacus DP = {j['dp_s'] / t[0]['dp_s']:.2f}; "
+                      f"ratio vs Opacus ratio = {j['dp_over_nondp'] / t[0]['dp_over_nondp']:.2f}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

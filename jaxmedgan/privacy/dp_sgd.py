@@ -29,10 +29,11 @@ Two traps this avoids, both reproduced in tests/privacy/dp_sgd_test.py:
     psum-ed over the mesh axis, so a "per-example" gradient would silently become the sum of one
     example per device -- breaking the clipping bound. Params are cast to varying first.
 
-`method` selects how the clipped sum is computed; only "vmap" (materialise per-example gradients,
-chunked by `microbatch_size`) exists today. A faster implementation (e.g. ghost clipping with
-book-keeping, Bu et al. 2022) registers in `CLIPPED_SUM_METHODS` with the same signature as
-`_clipped_sum_vmap` and must be tested equal to "vmap".
+`method` selects how the clipped sum is computed (`CLIPPED_SUM_METHODS`, same signature, tested
+equal): "vmap" (default; materialise per-example gradients, chunked by `microbatch_size`; any
+model) or "ghost" (ghost clipping with book-keeping, Bu et al. 2022, in ghost.py: per-example
+norms from stored layer inputs and output gradients, no per-example full gradients; models built
+from nn.Conv / nn.Dense / GroupNorm / LayerNorm / RMSNorm only, anything else is a ValueError).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
+from jaxmedgan.privacy import ghost
 from jaxmedgan.sharding import DATA_AXIS
 
 PyTree = Any
@@ -109,20 +111,15 @@ def _clip_one(loss_fn: LossFn, has_aux: bool, l2_clip: float, params: PyTree, ex
     return clipped, norm, jnp.asarray(loss, jnp.float32), aux
 
 
-def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
-                      l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
-    """Reference method: vmap(grad) per chunk of `microbatch_size` examples, clip, sum."""
-    size = _batch_size(batch, mask)
-    real = mask > 0
-    per_example = jax.vmap(lambda x, r: _clip_one(loss_fn, has_aux, l2_clip, params, x, r))
+Chunk = Callable[[PyTree, jax.Array], tuple[PyTree, jax.Array, jax.Array, PyTree]]
 
-    def chunk(xs, rs):
-        clipped, norms, losses, aux = per_example(xs, rs)
-        return jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), norms, losses, aux
 
+def _microbatched(chunk: Chunk, params: PyTree, batch: PyTree, real: jax.Array,
+                  microbatch_size: int | None) -> PerExample:
+    """Runs `chunk(examples, real) -> (clipped sum, norms, losses, aux)` over microbatches, summed."""
+    size = real.shape[0]
     if microbatch_size is None or microbatch_size >= size:
-        total, norms, losses, aux = chunk(batch, real)
-        return PerExample(total, norms, losses, aux)
+        return PerExample(*chunk(batch, real))
 
     # Microbatch j holds examples {j, j + m, j + 2m, ...} (m microbatches, strided like optax's
     # microbatching) so a batch-sharded axis stays sharded within each microbatch.
@@ -152,7 +149,29 @@ def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.
     return PerExample(total, merge(norms), merge(losses), jax.tree.map(merge, aux))
 
 
-CLIPPED_SUM_METHODS: dict[str, Callable[..., PerExample]] = {"vmap": _clipped_sum_vmap}
+def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
+                      l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
+    """Reference method: vmap(grad) per chunk of `microbatch_size` examples, clip, sum."""
+    _batch_size(batch, mask)
+    per_example = jax.vmap(lambda x, r: _clip_one(loss_fn, has_aux, l2_clip, params, x, r))
+
+    def chunk(xs, rs):
+        clipped, norms, losses, aux = per_example(xs, rs)
+        return jax.tree.map(lambda g: jnp.sum(g, axis=0), clipped), norms, losses, aux
+
+    return _microbatched(chunk, params, batch, mask > 0, microbatch_size)
+
+
+def _clipped_sum_ghost(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
+                       l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
+    """Ghost clipping + book-keeping (Bu et al. 2022; see ghost.py): no per-example full gradients."""
+    _batch_size(batch, mask)
+    chunk = functools.partial(ghost.clipped_sum_chunk, loss_fn, params, l2_clip=l2_clip, has_aux=has_aux)
+    return _microbatched(chunk, params, batch, mask > 0, microbatch_size)
+
+
+CLIPPED_SUM_METHODS: dict[str, Callable[..., PerExample]] = {"vmap": _clipped_sum_vmap,
+                                                              "ghost": _clipped_sum_ghost}
 
 
 def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,

@@ -329,8 +329,8 @@ def test_errors_name_the_bad_value():
     _, params = _disc()
     batch = _batch(4)
     f = dp_sgd.per_example_clipped_grad_sum
-    with pytest.raises(ValueError, match="method='ghost'.*'vmap'"):
-        f(d_real_loss, params, batch, np.ones(4), l2_clip=1.0, method="ghost")
+    with pytest.raises(ValueError, match="method='nope'.*'vmap'"):
+        f(d_real_loss, params, batch, np.ones(4), l2_clip=1.0, method="nope")
     with pytest.raises(ValueError, match=r"mask must have shape \[B\] = \(4,\).*\(3,\)"):
         f(d_real_loss, params, batch, np.ones(3), l2_clip=1.0)
     with pytest.raises(ValueError, match="l2_clip must be > 0, got 0"):
