@@ -34,8 +34,15 @@ def _sum_except_batch(x: jax.Array) -> jax.Array:
 
 def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], images: jax.Array, gamma: float) -> jax.Array:
     """gamma/2 * ||d(sum_j D_j)/dx_i||^2 per example i; d_fn: [B,H,W,C] -> logits [B]; returns [B]."""
-    grads = jax.grad(lambda x: jnp.sum(d_fn(x)))(images)
-    return 0.5 * gamma * _sum_except_batch(jnp.square(grads.astype(jnp.float32)))
+    return r1_penalty_and_logits(d_fn, images, gamma)[0]
+
+
+def r1_penalty_and_logits(d_fn: Callable[[jax.Array], jax.Array], images: jax.Array,
+                          gamma: float) -> tuple[jax.Array, jax.Array]:
+    """(R1 penalty [B], logits D(images) [B]) from one forward and one backward pass."""
+    logits, vjp = jax.vjp(d_fn, images)
+    (grads,) = vjp(jnp.ones_like(logits))
+    return 0.5 * gamma * _sum_except_batch(jnp.square(grads.astype(jnp.float32))), logits
 
 
 def r1_penalty_per_example(d_fn: Callable[[jax.Array], jax.Array], images: jax.Array,

@@ -1,0 +1,103 @@
+"""Conditional StyleGAN2-ADA on the lateral spine radiograph phantoms (Schonfeld & Veeravagu).
+
+Run:  jaxmedgan train --config configs/stylegan2_ada_spine.py --workdir runs/sg2_spine
+Expect: on 2 CPU cores about 1 s per step at these defaults (32 px, batch 16, <= 64 channels), so
+300 steps in about 5-8 minutes plus ~1 minute of compilation. Sample grids in
+runs/sg2_spine/samples have one row per class (normal, compression fracture, lytic lesion,
+sclerotic lesion); after a few hundred steps they show a stacked column of bright vertebral bodies
+on a darker soft-tissue background, class differences (wedged / lucent / dense body) come later.
+`ada_p` stays near 0 in such a short run (ADA moves p by at most 1 per 500 kimg).
+Full-size StyleGAN2-ADA ('auto' at 256 px) for the study, on accelerators:
+  --config.data.image_size=256 --config.model.channel_base=16384 --config.model.channel_max=512
+  --config.model.latent_dim=512 --config.model.w_dim=512 --config.loss.r1_gamma=0.8192
+  --config.train.batch_size=16 --config.train.steps=1500000  (25000 kimg)
+
+Clinical term: train a classifier on the phantoms (see tests/losses/clinical_test.py), save it with
+losses.clinical.save_classifier, then --config.clinical.checkpoint=DIR --config.clinical.weight=0.1.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.trainer = "stylegan2"  # jaxmedgan.trainers registry key
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis (-1: all)
+    c.mesh.model = 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "phantom-spine"  # phantom-spine | image-folder
+    c.data.data_dir = ""  # "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
+    c.data.image_dir = ""  # image-folder source: DIR/<class_name>/*.png|*.dcm
+    c.data.image_size = 32  # px, power of two >= 16
+    c.data.channels = 1
+    c.data.augment = False  # classic augmentation off: ADA augments what D sees instead
+    c.data.window_center = 0.0  # DICOM window (image-folder only); width 0 = the file's tags
+    c.data.window_width = 0.0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.latent_dim = 64  # z_dim
+    c.model.w_dim = 64
+    c.model.num_classes = 4  # c_dim: normal / compression fracture / lytic / sclerotic; 0 = unconditional
+    c.model.mapping_layers = 2  # G mapping depth (StyleGAN2-ADA 'auto': 2)
+    c.model.d_mapping_layers = 8  # D label-mapping depth (StyleGAN2-ADA keeps its default 8)
+    c.model.channel_base = 2048  # channels at r px: min(channel_base // r, channel_max)
+    c.model.channel_max = 64
+    c.model.mbstd_group_size = 4  # 0: off, 1: per example (DP-compatible), >1 mixes examples
+    c.model.mbstd_num_channels = 1
+    c.model.conv_clamp = 0.0  # activation clamp (StyleGAN2-ADA: 256 with fp16); 0 = off
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.r1_gamma = 0.0002 * 32**2 / 16  # StyleGAN2-ADA 'auto': 0.0002 * res^2 / batch
+    c.loss.r1_interval = 16  # lazy R1: every 16 steps, weighted x16
+    c.loss.pl_weight = 2.0
+    c.loss.pl_interval = 4  # lazy path-length reg: every 4 steps, weighted x4
+    c.loss.pl_batch_shrink = 2
+    c.loss.pl_decay = 0.01
+    c.loss.style_mixing_prob = 0.9
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 0.0025  # both nets; rescaled by interval/(interval+1) for lazy regularisation
+    c.optim.b1 = 0.0
+    c.optim.b2 = 0.99
+    c.optim.eps = 1e-8
+
+    c.ema = ml_collections.ConfigDict()
+    c.ema.kimg = -1.0  # G EMA half-life in kimg; -1: batch * 10 / 32 (StyleGAN2-ADA 'auto')
+    c.ema.rampup = 0.05  # half-life <= rampup * images seen; 0 = no ramp-up
+
+    c.ada = ml_collections.ConfigDict()
+    c.ada.mode = "adaptive"  # adaptive | fixed | none
+    c.ada.p = 0.0  # initial (adaptive) or constant (fixed) augmentation probability
+    c.ada.target = 0.6  # target of r_t = E[sign(D(real))]
+    c.ada.interval = 4  # steps between p updates
+    c.ada.kimg = 500.0  # kimg for p to move by 1
+    c.ada.pipeline = "bgc"  # augment.ada.PIPELINES
+
+    c.clinical = ml_collections.ConfigDict()
+    c.clinical.checkpoint = ""  # directory from losses.clinical.save_classifier; "" = no classifier
+    c.clinical.weight = 0.0  # lambda of lambda * CE(classifier(G(z, c)), c); 0 = plain StyleGAN2-ADA
+    c.clinical.eval_per_class = 32  # generated images per class for the classifier accuracy
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 300
+    c.train.batch_size = 16  # global batch over all devices and processes
+    c.train.log_every = 25
+    c.train.eval_every = 100
+    c.train.dtype = "float32"  # activation dtype; params and optimiser state stay float32
+    c.train.quiet = False
+    c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 100  # steps
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.samples = ml_collections.ConfigDict()
+    c.samples.every = 100  # steps
+    c.samples.per_row = 8
+    c.samples.seed = 1234  # fixed latents for comparable grids across steps
+    c.samples.truncation_psi = 1.0
+    return c
