@@ -163,7 +163,19 @@ def _quantise(images: np.ndarray) -> np.ndarray:
     return (u8 / 127.5 - 1.0).astype(np.float32)
 
 
-def load(config: ml_collections.ConfigDict, split: str = "train") -> LabeledSet:
+def has_split(config: ml_collections.ConfigDict, split: str) -> bool:
+    """Whether `config.data` names a `split` ('train' | 'test') set (TFDS sources are built to check)."""
+    d = config.data
+    if d.source == "phantom-liver" or split == "train":
+        return True
+    if d.source == "labels-csv":
+        return bool(d.get("test_labels_csv", ""))
+    from jaxmedgan.data import datasets, tfds_builders
+
+    return split in tfds_builders.split_names(datasets.prepare(config), d.source)
+
+
+def load(config: ml_collections.ConfigDict, split: str = "train", *, apply_relabel: bool = True) -> LabeledSet:
     """The `split` ('train' | 'test') of the labelled set named by `config.data` (then `relabel`).
 
     source 'phantom-liver': `phantoms.generate` with `config.data.counts` (train; default the
@@ -171,7 +183,8 @@ def load(config: ml_collections.ConfigDict, split: str = "train") -> LabeledSet:
     source 'labels-csv': `config.data.labels_csv` (train) / `config.data.test_labels_csv` (test).
     Any other source: the TFDS dataset `jaxmedgan.data.datasets` builds for it.
     """
-    return relabel(_load(config, split), config.data.get("relabel", ""))
+    data = _load(config, split)
+    return relabel(data, config.data.get("relabel", "")) if apply_relabel else data
 
 
 def _load(config: ml_collections.ConfigDict, split: str) -> LabeledSet:

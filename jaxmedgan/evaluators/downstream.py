@@ -149,14 +149,23 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
 
     t_start = time.perf_counter()
     d = config.downstream
-    real = labeled.load(config, "train")
+    # Synthetic labels live in the source classes (a GAN over the spine's 4 lesion types), so
+    # both sets are read before `config.data.relabel` (e.g. abnormal vs normal) merges classes.
+    raw = labeled.load(config, "train", apply_relabel=False)
+    spec = config.data.get("relabel", "")
+    real = labeled.relabel(raw, spec)
     classifier._check_data(config, real, "real set")
     k = d.num_folds
     warnings: list[str] = []
-    syn = _load_sources(_fold_sources(synthetic, k), real, d)
-    syn_dp = _load_sources(_fold_sources(synthetic_dp, k), real, d)
-    per_fold = {name: src is not None and len({id(x) for x in src}) > 1 for name, src in
-                (("synthetic", syn), ("synthetic_dp", syn_dp))}
+
+    def relabelled(sets):
+        return None if sets is None else [labeled.relabel(x, spec) for x in sets]
+
+    syn_paths, dp_paths = _fold_sources(synthetic, k), _fold_sources(synthetic_dp, k)
+    syn = relabelled(_load_sources(syn_paths, raw, d))
+    syn_dp = relabelled(_load_sources(dp_paths, raw, d))
+    per_fold = {name: paths is not None and len(set(paths)) > 1 for name, paths in
+                (("synthetic", syn_paths), ("synthetic_dp", dp_paths))}
     for name, src, path in (("synthetic", syn, synthetic), ("synthetic_dp", syn_dp, synthetic_dp)):
         if src is not None and not per_fold[name]:
             warnings.append(f"One {name} source ({path}) serves every fold: if its GAN was trained on all real "

@@ -365,11 +365,9 @@ def write_classes(workdir: str, class_names: Sequence[str], multi_label: bool) -
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ClassifierState:
     """Trains the classifier on `config.data`'s train split (evaluating on its test split if any)."""
     train = labeled.load(config, "train")
-    try:
-        eval_data = labeled.load(config, "test")
-    except ValueError as e:
-        log.info("No held-out split for evaluation (%s).", e)
-        eval_data = None
+    eval_data = labeled.load(config, "test") if labeled.has_split(config, "test") else None
+    if eval_data is None:
+        log.info("config.data names no held-out 'test' set: training without evaluation.")
     return fit(config, workdir, train, eval_data)
 
 

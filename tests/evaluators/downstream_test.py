@@ -87,19 +87,26 @@ def test_tiny_run_of_every_experiment_writes_a_full_report(tmp_path, capsys):
         assert text in md, text
 
 
-def test_per_fold_sources_and_real_only_run(tmp_path):
+def test_per_fold_sources_merged_classes_and_real_only_run(tmp_path):
     for f in range(2):
         os.makedirs(tmp_path / "syn" / f"fold{f}")
         _samples_npz(tmp_path / "syn" / f"fold{f}" / "samples.npz", seed=700 + f)
     c = tiny_config()
     c.downstream.seeds = (0,)
     c.downstream.experiments = ("real", "real+synthetic", "synthetic")
+    # Two-class task from three source classes (as spine abnormal vs normal): the synthetic labels
+    # (source classes) are merged by the same rule as the real ones.
+    c.data.relabel = "benign:cyst,hemangioma;malignant:metastasis"
+    c.model.num_classes = 2
     report = downstream.run(c, str(tmp_path / "syn"), str(tmp_path / "out"))
+    assert report["task"]["class_names"] == ["benign", "malignant"] and report["task"]["class_counts"] == [12, 6]
     assert report["synthetic"]["per_fold"] and report["synthetic"]["num_images"] == [12, 12]
+    assert report["synthetic"]["class_counts"] == [8, 4]
     assert not report["warnings"] and set(report["experiments"]) == {"real", "real+synthetic", "synthetic"}
     report = downstream.run(c, None, str(tmp_path / "out2"))  # nothing synthetic: (a) alone
     assert set(report["experiments"]) == {"real"} and report["comparisons"] == {}
     assert set(report["skipped"]) == {"real+synthetic", "synthetic"}
+    assert (tmp_path / "out2" / "confusion_real.png").exists()
 
 
 def _tiny_acgan_workdir(tmp_path, size=16):
