@@ -14,6 +14,10 @@ commands:
   dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|image-folder --out DIR
   privacy   DP accounting:  jaxmedgan privacy epsilon --sampling-rate Q --noise-multiplier S --steps N --delta D
             jaxmedgan privacy calibrate --target-epsilon E --delta D --sampling-rate Q --steps N
+  export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR
+  evaluate  downstream classifier / segmentation studies:
+            jaxmedgan evaluate downstream --config configs/downstream_liver.py --synthetic W_OR_DIR --out DIR
+            jaxmedgan evaluate segmentation --config configs/segmentation_brain.py ...
   reader-study  real-vs-synthetic reader study:  jaxmedgan reader-study create|serve|report ...
 
 `jaxmedgan <command> --help` shows a command's options.
@@ -136,8 +140,28 @@ def _reader_study(argv: list[str]) -> int:
     return reader_study_cli.main(argv[1:])
 
 
+def _export(argv: list[str]) -> int:
+    from jaxmedgan import export
+
+    return export.export_command(argv[1:])
+
+
+EVALUATORS = {"downstream": "jaxmedgan.evaluators.downstream:downstream_command",
+              "segmentation": "jaxmedgan.evaluators.segmentation:segmentation_command"}
+
+
+def _evaluate(argv: list[str]) -> int:
+    import importlib
+
+    if len(argv) < 2 or argv[1] not in EVALUATORS:
+        raise UsageError(f"usage: jaxmedgan evaluate {{{'|'.join(EVALUATORS)}}} ... (got "
+                         f"{argv[1] if len(argv) > 1 else 'nothing'!r})")
+    module, fn = EVALUATORS[argv[1]].split(":")
+    return getattr(importlib.import_module(module), fn)(argv[2:])
+
+
 COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset, "privacy": _privacy,
-            "reader-study": _reader_study}
+            "reader-study": _reader_study, "export": _export, "evaluate": _evaluate}
 
 
 def main(argv: list[str]) -> int:

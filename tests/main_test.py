@@ -62,3 +62,11 @@ def test_privacy_and_reader_study_commands_are_wired(capsys):
     assert cli.main(["jaxmedgan", "privacy", "epsilon", "--sampling-rate", "1.5", "--noise-multiplier",
                      "1", "--steps", "1", "--delta", "1e-5"]) == 2
     assert cli.main(["jaxmedgan", "reader-study", "report", "/nonexistent-study"]) != 0
+
+
+def test_export_and_evaluate_commands_are_wired(capsys):
+    assert cli.main(["jaxmedgan", "evaluate"]) == 2
+    assert "downstream|segmentation" in capsys.readouterr().err
+    assert cli.main(["jaxmedgan", "evaluate", "frechet"]) == 2
+    assert cli.main(["jaxmedgan", "export", "--workdir", "/nonexistent", "--num", "1", "--out", "/tmp/x-none"]) != 0
+    assert cli.main(["jaxmedgan", "evaluate", "downstream", "--config", "/nonexistent.py", "--out", "/tmp/x"]) != 0
