@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.privacy.sampling = "poisson"  # each example joins a batch with prob q = batch_size / N
     c.privacy.accountant = "rdp"  # rdp | pld
     c.privacy.microbatch_size = 0  # >0 chunks the per-example vmap to cap memory
+    c.privacy.clip_method = "vmap"  # vmap | ghost (ghost clipping, Bu et al. 2022: Conv/Dense/norm layers only)
     c.privacy.overflow_prob = 1e-9  # P[Poisson batch > padded size] per step
     c.privacy.clip_fake = True  # clip D's per-example gradient on generated images too (no noise)
 

@@ -102,7 +102,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     real_grads, dp_metrics = dp_sgd.dp_gradient(
         real_loss, state.d_params, examples, mask, k_noise, l2_clip=p.l2_clip,
         noise_multiplier=p.noise_multiplier, expected_batch_size=expected,
-        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh, method=p.get("clip_method", "vmap"))
 
     def fake_loss(d_params, ex):
         (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
@@ -120,7 +120,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     if p.clip_fake:
         fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
             fake_loss, state.d_params, fakes, jnp.ones((n,), jnp.float32), l2_clip=p.l2_clip,
-            microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+            microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh, method=p.get("clip_method", "vmap"))
         fake_grads = jax.tree_util.tree_map(lambda g: g / n, fake_sum)
         fake_total, fake_logit = fake_aux["loss_mean"], fake_aux["loss_aux"]
     else:
