@@ -37,6 +37,7 @@ from jaxmedgan.augment import controller as ada_controller
 from jaxmedgan.losses import clinical
 from jaxmedgan.losses import stylegan2 as sg_losses
 from jaxmedgan.models import stylegan2 as sg
+from jaxmedgan.privacy import checks
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
@@ -125,6 +126,13 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                          f"{config.loss.pl_batch_shrink}.")
     ada_settings(config)
     augment_config(config)
+    if checks.dp_enabled(config):
+        # D is per-example when mbstd_group_size is 0 or 1 (checked here first, with its own message)
+        # and R1 has a per-example form (losses.stylegan2.r1_penalty_per_example), but the DP-SGD
+        # D phases are not wired into this trainer yet.
+        checks.check_dp_compatible(config, {})
+        raise NotImplementedError("config.privacy.enabled=True: DP-SGD is not implemented for the "
+                                  "stylegan2 trainer yet; train it without DP or use trainer 'gan'.")
 
 
 # ----------------------------------------------------------------------------------------------

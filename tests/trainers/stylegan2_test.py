@@ -127,3 +127,13 @@ def test_fit_conditional_on_spine_phantoms_on_8_devices(tmp_path, classifier_dir
     # The EMA generator is what samples: it moved away from the initial G but is not G itself.
     ema, g = jax.tree_util.tree_leaves(state.extra["g_ema_params"]), jax.tree_util.tree_leaves(state.g_params)
     assert any(not np.allclose(a, b) for a, b in zip(ema, g))
+
+
+def test_dp_refuses_example_mixing_minibatch_stddev_and_is_not_wired_yet():
+    c = tiny_config()
+    c.privacy = {"enabled": True}
+    with pytest.raises(ValueError, match="minibatch-stddev mixes examples"):
+        tr.init_state(c, jax.random.PRNGKey(0))
+    c.model.mbstd_group_size = 1
+    with pytest.raises(NotImplementedError, match="DP-SGD is not implemented for the stylegan2 trainer"):
+        tr.init_state(c, jax.random.PRNGKey(0))
