@@ -1,19 +1,23 @@
 """Conditional StyleGAN2-ADA on the lateral spine radiograph phantoms (Schonfeld & Veeravagu).
 
 Run:  jaxmedgan train --config configs/stylegan2_ada_spine.py --workdir runs/sg2_spine
-Expect: on 2 CPU cores about 1 s per step at these defaults (32 px, batch 16, <= 64 channels), so
-300 steps in about 5-8 minutes plus ~1 minute of compilation. Sample grids in
-runs/sg2_spine/samples have one row per class (normal, compression fracture, lytic lesion,
-sclerotic lesion); after a few hundred steps they show a stacked column of bright vertebral bodies
-on a darker soft-tissue background, class differences (wedged / lucent / dense body) come later.
+Expect: about 1-1.5 s per step on 2 idle CPU cores at these defaults (32 px, batch 16, <= 64
+channels; benchmarks/stylegan2_throughput.py measured 4.9 s/step = 304 s/kimg with ADA and lazy
+regularisation on 2 cores shared with other jobs, load ~10), i.e. 300 steps in roughly 5-8
+minutes plus 1-2 minutes of compilation. Sample grids in runs/sg2_spine/samples have one row per
+class (normal, compression fracture, lytic lesion, sclerotic lesion); after a few hundred steps
+they show a column of bright vertebral bodies on a darker soft-tissue background; the class
+differences (wedged / lucent / dense body) need far longer training.
 `ada_p` stays near 0 in such a short run (ADA moves p by at most 1 per 500 kimg).
 Full-size StyleGAN2-ADA ('auto' at 256 px) for the study, on accelerators:
   --config.data.image_size=256 --config.model.channel_base=16384 --config.model.channel_max=512
   --config.model.latent_dim=512 --config.model.w_dim=512 --config.loss.r1_gamma=0.8192
   --config.train.batch_size=16 --config.train.steps=1500000  (25000 kimg)
 
-Clinical term: train a classifier on the phantoms (see tests/losses/clinical_test.py), save it with
-losses.clinical.save_classifier, then --config.clinical.checkpoint=DIR --config.clinical.weight=0.1.
+Clinical term: point --config.clinical.checkpoint at a classifier trained on the phantoms at the
+same image size (a `trainer='classifier'` workdir, or a directory from losses.clinical.save_classifier
+as in tests/losses/clinical_test.py) and set --config.clinical.weight=0.1; eval/clinical_acc_* then
+report its per-class accuracy on generated images.
 """
 import ml_collections
 
