@@ -299,4 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
         data = paired.load(config)
         log.info("pix2pix data %r: train %s; held-out %d pairs.", config.data.source,
                  len(data[0]), len(data[1]["image"]))
+    if data[1] is None or not len(data[1]["map"]):
+        raise ValueError("pix2pix needs held-out pairs {'image', 'map'} for its sample grids and eval/l1; "
+                         "got none.")
     return common.fit(config, workdir, FAMILY, data=data)
