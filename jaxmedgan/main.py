@@ -109,7 +109,7 @@ def _sample(argv: list[str]) -> None:
 
 def _dataset(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
-    p.add_argument("--source", required=True, choices=["phantom-liver", "image-folder"])
+    p.add_argument("--source", required=True, choices=["phantom-liver", "phantom-spine", "image-folder"])
     p.add_argument("--out", required=True, help="TFDS data directory to write")
     p.add_argument("--image-dir", default=None, help="image-folder source: DIR/<class_name>/*.png|*.dcm")
     p.add_argument("--image-size", type=int, default=64)
