@@ -1,5 +1,5 @@
 """export: dataset layout, manifest round trip, DP epsilon, atomicity, for dual-GAN, DCGAN and
-pix2pix workdirs (a 2-step dual GAN provides all three: W, W/stage1 (gan), W/stage2 (pix2pix))."""
+pix2pix workdirs (one briefly trained dual GAN provides all three: W, W/stage1 (gan), W/stage2 (pix2pix))."""
 import csv
 import json
 import os
@@ -13,17 +13,9 @@ from jaxmedgan import checkpointing, export, images
 from jaxmedgan.privacy import accounting
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    from tests.trainers.dual_gan_test import tiny_config
-    from jaxmedgan.trainers import dual_gan
-
-    c = tiny_config(steps1=2, steps2=2)
-    c.data.image_size = c.data.crop_px = 16
-    c.data.train_crops, c.data.test_crops = 16, 4
-    wd = tmp_path_factory.mktemp("export") / "dual"
-    dual_gan.train_and_evaluate(c, str(wd))
-    return wd
+@pytest.fixture
+def workdir(dual_gan_workdir):
+    return dual_gan_workdir  # tests/conftest.py: 300 + 120 steps at 32 px, 64 training crops
 
 
 def _read(out):
@@ -40,13 +32,13 @@ def test_dual_gan_export_layout_and_manifest(workdir, tmp_path):
     assert len(os.listdir(out / "images")) == len(os.listdir(out / "masks")) == len(rows) == 5
     assert manifest["jaxmedgan_version"] == jaxmedgan.__version__
     assert manifest["trainer"] == "dual_gan" and manifest["seed"] == 3 and manifest["num_images"] == 5
-    assert manifest["checkpoint_step"] == {"stage1": 2, "stage2": 2}
+    assert manifest["checkpoint_step"] == {"stage1": 300, "stage2": 120}
     assert manifest["config"] == checkpointing.read_config(str(workdir)).to_dict()
     assert manifest["privacy"] is None and manifest["mask_classes"] == ["background", "vessel"]
-    assert manifest["image_shape"] == [16, 16, 3]
+    assert manifest["image_shape"] == [32, 32, 3]
     img = np.asarray(Image.open(out / rows[0]["image"]))
     mask = np.asarray(Image.open(out / rows[0]["mask"]))
-    assert img.shape == (16, 16, 3) and mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 1}
+    assert img.shape == (32, 32, 3) and mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1}
     assert rows[0]["label"] in ("0", "1") and rows[0]["label_name"] in ("no_vessel", "vessel")
     # Same seed -> same dataset.
     again = tmp_path / "again"
@@ -59,9 +51,9 @@ def test_dcgan_and_pix2pix_workdirs_export(workdir, tmp_path):
     export.export(str(workdir / "stage1"), 3, str(out))
     manifest, rows = _read(out)
     assert sorted(os.listdir(out)) == ["images", "labels.csv", "manifest.json"]  # no masks
-    assert manifest["trainer"] == "gan" and manifest["checkpoint_step"] == 2 and manifest["num_masks"] == 0
+    assert manifest["trainer"] == "gan" and manifest["checkpoint_step"] == 300 and manifest["num_masks"] == 0
     assert [r["label"] for r in rows] == ["-1"] * 3 and rows[0]["mask"] == ""
-    assert np.asarray(Image.open(out / rows[0]["image"])).shape == (16, 16)
+    assert np.asarray(Image.open(out / rows[0]["image"])).shape == (32, 32)
 
     out = tmp_path / "p2p"
     export.export(str(workdir / "stage2"), 4, str(out))
@@ -84,10 +76,10 @@ def test_dp_epsilon_is_recomputed_from_the_privacy_config(workdir, tmp_path):
     out = tmp_path / "dp"
     export.export(str(wd / "stage2"), 2, str(out))
     privacy = _read(out)[0]["privacy"]
-    n = 16  # training crops
-    want = accounting.epsilon(8 / n, 1.3, 2, 1e-5, accountant="rdp", sampling="poisson")
-    assert privacy["num_examples"] == n and privacy["steps"] == 2
-    assert privacy["epsilon"] == pytest.approx(want) and privacy["sampling_rate"] == 0.5
+    n = 64  # training crops
+    want = accounting.epsilon(8 / n, 1.3, 120, 1e-5, accountant="rdp", sampling="poisson")
+    assert privacy["num_examples"] == n and privacy["steps"] == 120
+    assert privacy["epsilon"] == pytest.approx(want) and privacy["sampling_rate"] == 0.125
     out = tmp_path / "dp_dual"
     export.export(str(wd), 2, str(out))
     privacy = _read(out)[0]["privacy"]

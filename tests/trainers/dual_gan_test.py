@@ -33,11 +33,9 @@ def tiny_config(steps1=300, steps2=120):
     return c
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("dual") / "run"
-    dual_gan.train_and_evaluate(tiny_config(), str(wd))
-    return wd
+@pytest.fixture
+def workdir(dual_gan_workdir):
+    return dual_gan_workdir  # tests/conftest.py: trained once, shared with tests/export_test.py
 
 
 def test_workdir_holds_both_stages(workdir):
