@@ -40,10 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.holdout_fraction = 0.0  # image-folder source: stratified 'test' split
 
     c.model = ml_collections.ConfigDict()
+    c.model.arch = "resnet"  # resnet (models/resnet_classifier.py) | cnn (models/classifier.py, clinical loss)
     c.model.num_classes = 3  # classes (single-label) or findings (multi-label)
-    c.model.features = (16, 32, 64)  # channels per stage; stages after the first halve H and W
-    c.model.blocks_per_stage = 1  # basic residual blocks per stage
-    c.model.stem_stride = 2  # the stem halves H, W: 64 px ROIs at the cost of 32 px
+    c.model.features = (16, 32, 64)  # channels per stage; resnet: stages after the first halve H and W
+    c.model.blocks_per_stage = 1  # resnet: basic residual blocks per stage
+    c.model.stem_stride = 2  # resnet: the stem halves H, W (64 px ROIs at the cost of 32 px)
+    c.model.convs_per_stage = 2  # cnn: 3x3 convs per stage, the last one strided
     c.model.norm = "group"  # per-example: frozen outputs do not depend on the batch
     c.model.dropout = 0.1
 

@@ -10,10 +10,12 @@ class k weigh N / (K n_k) (sklearn's 'balanced'; mean weight 1 over the training
 multi-label finding k gets positive weight n_neg_k / n_pos_k in its BCE term. The weights are
 computed from the training set on the host and live in the state, so a step stays pure.
 
-`load_classifier(workdir)` returns a frozen `LoadedClassifier` (callable: images -> logits, plus
-`features` and the `logits(variables, images)` interface of `losses.clinical.FrozenClassifier`)
-and the class names, so a trained classifier can drive a clinical loss, latent class
-optimisation or FID-domain features.
+`config.model.arch` picks the network: 'resnet' (`models/resnet_classifier.py`, default) or 'cnn'
+(the plain CNN of `models/classifier.py`). `load_classifier(workdir)` returns a frozen
+`LoadedClassifier` (callable: images -> logits, plus `features` and the `logits(variables,
+images)` interface of `losses.clinical.FrozenClassifier`) and the class names, so a trained
+classifier can drive a clinical loss, latent class optimisation or FID-domain features;
+`export_clinical` writes a 'cnn' classifier in the directory format `losses.clinical` loads.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -36,12 +39,14 @@ from tqdm import tqdm
 
 from jaxmedgan import checkpointing, metric_writers, sharding
 from jaxmedgan.data import labeled, pipeline, transforms
+from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.models import layers, resnet_classifier
 
 log = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.json"
 WEIGHTINGS = ("none", "inverse_frequency")
+ARCHS = ("resnet", "cnn")
 
 
 @flax.struct.dataclass
@@ -65,14 +70,43 @@ def is_multi_label(config: ml_collections.ConfigDict) -> bool:
     return bool(config.data.get("multi_label", False))
 
 
-def build_model(config: ml_collections.ConfigDict) -> resnet_classifier.ResNetClassifier:
-    """The classifier named by `config.model` (K = config.model.num_classes)."""
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """The classifier named by `config.model.arch` (K = config.model.num_classes).
+
+    'resnet': `models.resnet_classifier.ResNetClassifier`; 'cnn': the small plain CNN of
+    `models.classifier.Classifier` (the clinical-loss classifier; `export_clinical` saves it in
+    the format `losses.clinical` loads).
+    """
     from jaxmedgan.trainers import common
 
     m = config.model
-    return resnet_classifier.ResNetClassifier(
-        num_classes=m.num_classes, features=tuple(m.features), blocks_per_stage=m.blocks_per_stage,
-        norm=m.norm, dropout=m.dropout, stem_stride=m.get("stem_stride", 1), dtype=common.compute_dtype(config))
+    arch = m.get("arch", "resnet")
+    dtype = common.compute_dtype(config)
+    if arch == "resnet":
+        return resnet_classifier.ResNetClassifier(
+            num_classes=m.num_classes, features=tuple(m.features), blocks_per_stage=m.blocks_per_stage,
+            norm=m.norm, dropout=m.dropout, stem_stride=m.get("stem_stride", 1), dtype=dtype)
+    if arch == "cnn":
+        return classifier_lib.Classifier(num_classes=m.num_classes, features=tuple(m.features),
+                                         convs_per_stage=m.get("convs_per_stage", 2), norm=m.norm,
+                                         dropout=m.dropout, dtype=dtype)
+    raise ValueError(f"config.model.arch={arch!r}; expected one of {ARCHS}.")
+
+
+def model_logits(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+    """Pure inference: logits f32 [N,K] of either architecture on images [N,H,W,C] in [-1, 1]."""
+    return module.apply(variables, images, train=False)
+
+
+def model_features(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+    """Pure inference: penultimate embedding f32 [N,D] (the globally pooled last stage) of either architecture."""
+    if isinstance(module, resnet_classifier.ResNetClassifier):
+        return resnet_classifier.features(module, variables, images)
+    # models.classifier.Classifier pools its last conv block's output into the head: capture it.
+    last = f"conv{len(module.features) - 1}_{module.convs_per_stage - 1}"
+    _, state = module.apply(variables, images, train=False, mutable=["intermediates"],
+                            capture_intermediates=lambda mdl, method: mdl.name == last and method == "__call__")
+    return jnp.mean(state["intermediates"][last]["__call__"][0].astype(jnp.float32), axis=(1, 2))
 
 
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -220,9 +254,8 @@ def _jitted_apply(config: ml_collections.ConfigDict, method: str) -> Callable:
     key = (method, json.dumps(config.model.to_dict(), sort_keys=True, default=str),
            config.train.get("dtype", "float32"))
     if key not in _JIT_CACHE:
-        model = build_model(config)
-        fn = resnet_classifier.logits if method == "logits" else resnet_classifier.features
-        _JIT_CACHE[key] = jax.jit(functools.partial(fn, model))
+        fn = model_logits if method == "logits" else model_features
+        _JIT_CACHE[key] = jax.jit(functools.partial(fn, build_model(config)))
     return _JIT_CACHE[key]
 
 
@@ -383,13 +416,15 @@ class LoadedClassifier:
     `losses.clinical.FrozenClassifier`), `variables`, `num_classes`, `image_size`, `channels`.
     """
 
-    module: resnet_classifier.ResNetClassifier
+    module: nn.Module  # ResNetClassifier or models.classifier.Classifier
     variables: Any
     image_size: int
     channels: int
     class_names: tuple[str, ...]
     multi_label: bool
     step: int
+    _jit_logits: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
+    _jit_features: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -404,16 +439,19 @@ class LoadedClassifier:
     def logits(self, variables: Any, images: jax.Array) -> jax.Array:
         """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1] (pure; jit/grad freely)."""
         self._check(images)
-        return resnet_classifier.logits(self.module, variables, images)
+        return model_logits(self.module, variables, images)
 
     def __call__(self, images: jax.Array) -> jax.Array:
-        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1], with the trained variables."""
-        return self.logits(self.variables, images)
+        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1], with the trained variables (jitted)."""
+        self._check(images)
+        fn = self._jit_logits or functools.partial(model_logits, self.module)
+        return fn(self.variables, images)
 
     def features(self, images: jax.Array) -> jax.Array:
-        """Penultimate (global-average-pooled) embedding f32 [N,D] for images [N,H,W,C] in [-1, 1]."""
+        """Penultimate (global-average-pooled) embedding f32 [N,D] for images [N,H,W,C] in [-1, 1] (jitted)."""
         self._check(images)
-        return resnet_classifier.features(self.module, self.variables, images)
+        fn = self._jit_features or functools.partial(model_features, self.module)
+        return fn(self.variables, images)
 
 
 def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
@@ -437,7 +475,27 @@ def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
         raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train the classifier first.")
     state, step = restored
     names = tuple(classes["class_names"])
-    clf = LoadedClassifier(module=build_model(config), variables=state.variables(),
+    module = build_model(config)
+    clf = LoadedClassifier(module=module, variables=state.variables(),
                            image_size=int(config.data.image_size), channels=int(config.data.channels),
-                           class_names=names, multi_label=bool(classes.get("multi_label", False)), step=int(step))
+                           class_names=names, multi_label=bool(classes.get("multi_label", False)), step=int(step),
+                           _jit_logits=jax.jit(functools.partial(model_logits, module)),
+                           _jit_features=jax.jit(functools.partial(model_features, module)))
     return clf, names
+
+
+def export_clinical(workdir: str, path: str) -> str:
+    """Saves a trained 'cnn' classifier in the `losses.clinical` format (config.clinical.checkpoint)."""
+    from jaxmedgan.losses import clinical
+
+    clf, names = load_classifier(workdir)
+    if clf.multi_label:
+        raise ValueError(f"{workdir} holds a multi-label classifier; the clinical loss is a softmax "
+                         "cross-entropy over single-label classes.")
+    if not isinstance(clf.module, classifier_lib.Classifier):
+        raise ValueError(f"{workdir} holds a {type(clf.module).__name__} (config.model.arch="
+                         f"'resnet'); the clinical-loss format stores models.classifier.Classifier: train "
+                         "with --config.model.arch=cnn, or hand the LoadedClassifier of load_classifier "
+                         "(same logits(variables, images) interface) to the loss directly.")
+    return clinical.save_classifier(path, clf.module, clf.variables, image_size=clf.image_size,
+                                    channels=clf.channels, class_names=names)

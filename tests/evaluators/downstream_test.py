@@ -11,6 +11,7 @@ from configs import acgan_liver, downstream_liver
 import jax
 
 from jaxmedgan import checkpointing, images
+from jaxmedgan import main as cli
 from jaxmedgan.data import labeled, phantoms
 from jaxmedgan.evaluators import downstream, synthetic
 from jaxmedgan.trainers import gan
@@ -202,7 +203,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="is none of: a GAN workdir"):
         synthetic.load(str(tmp_path), real, per_class=2)
     # Through the CLI: bad input -> exit 1 with the message; usage errors -> exit 2.
-    code = downstream.downstream_command(["--config", CONFIG, *TINY, "--synthetic", big, "--out", str(tmp_path / "o")])
+    code = cli.main(["jaxmedgan", "evaluate", "downstream", "--config", CONFIG, *TINY, "--synthetic", big,
+                     "--out", str(tmp_path / "o")])
     assert code == 1 and "(32, 32, 1)" in capsys.readouterr().err
     assert downstream.downstream_command(["--config", CONFIG, "--synthetic", big]) == 2
     assert "--out" in capsys.readouterr().err

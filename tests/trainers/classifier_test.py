@@ -12,8 +12,10 @@ from PIL import Image
 
 from configs import classifier_liver
 from jaxmedgan import main as cli
-from jaxmedgan import metric_writers, sharding, trainers
+from jaxmedgan import checkpointing, metric_writers, sharding, trainers
 from jaxmedgan.data import labeled
+from jaxmedgan.losses import clinical
+from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.trainers import classifier
 
 
@@ -140,9 +142,39 @@ def test_train_resume_and_load(tmp_path):
         clf(np.zeros((1, 32, 32, 1), np.float32))
     with pytest.raises(FileNotFoundError, match="config.json"):
         classifier.load_classifier(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"ResNetClassifier \(config.model.arch='resnet'\).*arch=cnn"):
+        classifier.export_clinical(str(wd), str(tmp_path / "clinical"))
 
 
-def test_cli_trains_multi_label_csv_with_groups(tmp_path):
+def test_cnn_workdir_serves_features_and_the_clinical_loss_format(tmp_path):
+    # A 'cnn' (models/classifier.py) workdir as training leaves it; init only: the CLI test below
+    # trains a cnn, and a train-step compile would cost ~10 s here.
+    config = tiny_config(model__arch="cnn")
+    mesh = sharding.make_mesh(None, jax.devices()[:1])
+    init = functools.partial(classifier.init_state, config)
+    shard = sharding.tree_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
+    state = classifier._jitted_init(config, mesh, shard)(jax.random.PRNGKey(0))
+    wd = str(tmp_path / "cnn")
+    mngr = checkpointing.manager(wd, async_save=False)
+    checkpointing.save(mngr, 1, state, config)
+    mngr.wait_until_finished()
+    checkpointing.write_config(wd, config)
+    classifier.write_classes(wd, ("cyst", "metastasis", "hemangioma"), False)
+
+    clf, names = classifier.load_classifier(wd)
+    assert isinstance(clf.module, classifier_lib.Classifier)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (3, 16, 16, 1)))
+    feats, logits = np.asarray(clf.features(x)), np.asarray(clf(x))
+    head = clf.variables["params"]["head"]
+    assert feats.shape == (3, 8)  # the pooled last stage feeds the head
+    np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+    path = classifier.export_clinical(wd, str(tmp_path / "clinical"))
+    frozen = clinical.load_frozen_classifier(path)
+    assert frozen.class_names == names and frozen.image_size == 16 and frozen.num_classes == 3
+    np.testing.assert_allclose(jax.jit(frozen.logits)(frozen.variables, x), logits, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_trains_multi_label_cnn_on_a_csv_with_groups(tmp_path):
     rng = np.random.default_rng(0)
     rows = ["file,label,group"]
     for i in range(12):
@@ -158,9 +190,12 @@ def test_cli_trains_multi_label_csv_with_groups(tmp_path):
             f"--config.data.labels_csv={tmp_path / 'labels.csv'}", "--config.data.class_names=('effusion','nodule')",
             "--config.data.multi_label=True", "--config.model.num_classes=2", "--config.data.image_size=16",
             "--config.model.features=(4,8)", "--config.train.batch_size=8", "--config.train.steps=2",
-            "--config.train.quiet=True", "--config.data.flip=False"]
+            "--config.train.quiet=True", "--config.data.flip=False", "--config.model.arch=cnn"]
     assert cli.main(args) == 0
     clf, names = classifier.load_classifier(str(wd))
     assert names == ("effusion", "nodule") and clf.multi_label
+    assert clf(np.zeros((2, 16, 16, 1), np.float32)).shape == (2, 2)
+    with pytest.raises(ValueError, match="multi-label classifier"):
+        classifier.export_clinical(str(wd), str(tmp_path / "clinical"))
     data = labeled.load(classifier.checkpointing.read_config(str(wd)), "train")
     assert data.multi_label and data.targets.shape == (12, 2) and len(np.unique(data.groups)) == 6
