@@ -42,18 +42,15 @@ from flax.linen.linear import canonicalize_padding
 PyTree = Any
 KeyPath = tuple[Any, ...]
 
-_MATMUL_LAYERS = (nn.Conv, nn.Dense)
-_NORM_LAYERS = (nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)  # InstanceNorm: see _supported
+_MATMUL_LAYERS = (nn.Conv, nn.Dense)  # weight gradient = a_iᵀ g_i: ghost norm or instantiated
+_NORM_LAYERS = (nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.InstanceNorm)  # small: vmapped vjp
+SUPPORTED_LAYERS = _MATMUL_LAYERS + _NORM_LAYERS
 NORM_MODES = ("auto", "ghost", "direct")
-
-
-def _supported() -> tuple[type, ...]:
-    return _MATMUL_LAYERS + _NORM_LAYERS + ((nn.InstanceNorm,) if hasattr(nn, "InstanceNorm") else ())
 
 
 def supported_layer_names() -> str:
     """'nn.Conv, nn.Dense, ...': the flax layer types whose parameters ghost clipping handles."""
-    return ", ".join(f"nn.{t.__name__}" for t in _supported())
+    return ", ".join(f"nn.{t.__name__}" for t in SUPPORTED_LAYERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +124,7 @@ def _broadcast(x: int | tuple[int, ...] | None, n: int) -> tuple[int, ...]:
     return (x,) * n if isinstance(x, int) else tuple(x)
 
 
-def _discover(loss_fn: Callable, params: PyTree, example: PyTree, has_aux: bool) -> tuple[_Layer, ...]:
+def _discover(loss_fn: Callable, params: PyTree, example: PyTree) -> tuple[_Layer, ...]:
     """Abstractly traces one example's loss; returns its supported layers (params owned by identity)."""
     layers: list[_Layer] = []
     called: dict[str, str] = {}  # module path -> type name, every module call (for error messages)
@@ -140,7 +137,7 @@ def _discover(loss_fn: Callable, params: PyTree, example: PyTree, has_aux: bool)
             out = next_fun(*args, **kwargs)
             module, name = ctx.module, _module_name(ctx.module)
             called.setdefault(name, type(module).__name__)
-            if ctx.method_name != "__call__" or not isinstance(module, _supported()):
+            if ctx.method_name != "__call__" or not isinstance(module, SUPPORTED_LAYERS):
                 return out
             own = jax.tree_util.tree_flatten_with_path(module.variables.get("params", {}))[0]
             if not any(isinstance(leaf, jax.core.Tracer) for _, leaf in own):
@@ -192,12 +189,40 @@ def _conv_patches(conv: nn.Conv, x: jax.Array, out_shape: tuple[int, ...]) -> ja
     if out != tuple(out_shape[-1 - nsp:-1]):
         raise ValueError(f"method='ghost': unfolding conv input {spatial} gave output positions {out}, but the "
                          f"layer produced {out_shape[-1 - nsp:-1]}; use method='vmap'.")
-    slices = []
+    if all(d == 1 for d in dil) and all(ki % st == 0 for ki, st in zip(k, strides)):
+        return _space_to_depth_patches(x, k, strides, out).reshape(n, -1, math.prod(k) * c)
+    slices = []  # general case: one strided slice per kernel offset
     for offset in itertools.product(*(range(ki) for ki in k)):
         start = (0, *(o * d for o, d in zip(offset, dil)), 0)
         limit = (x.shape[0], *(o * d + (m - 1) * st + 1 for o, d, m, st in zip(offset, dil, out, strides)), c)
         slices.append(jax.lax.slice(x, start, limit, (1, *strides, 1)))
     return jnp.stack(slices, axis=-2).reshape(n, -1, math.prod(k) * c)
+
+
+def _space_to_depth_patches(x: jax.Array, k: tuple[int, ...], strides: tuple[int, ...],
+                            out: tuple[int, ...]) -> jax.Array:
+    """Padded x [N, *spatial, C] -> patches [N, *out, *k, C] when every k_d % stride_d == 0.
+
+    Kernel offset k_d = stride_d * q + r: view each axis as blocks of `stride` ([m, stride]); a patch
+    is then k_d / stride_d whole blocks, so prod(k / stride) unstrided slices (DCGAN's 4x4 stride-2
+    conv: 4 instead of 16 strided slices; ~3x faster on CPU).
+    """
+    nsp, c = len(k), x.shape[-1]
+    q = tuple(ki // st for ki, st in zip(k, strides))
+    m = tuple(o + qi - 1 for o, qi in zip(out, q))  # blocks used; (o - 1) * st + k = m * st <= padded size
+    x = x[(slice(None), *(slice(0, mi * st) for mi, st in zip(m, strides)))]
+    x = x.reshape(x.shape[0], *itertools.chain.from_iterable(zip(m, strides)), c)  # [N, m1, s1, m2, s2, .., C]
+    slices = []
+    for offset in itertools.product(*(range(qi) for qi in q)):
+        index = [slice(None)]
+        for o, size in zip(offset, out):
+            index += [slice(o, o + size), slice(None)]
+        slices.append(x[tuple(index)])  # [N, o1, s1, o2, s2, .., C]
+    p = jnp.stack(slices, axis=0).reshape(*q, *slices[0].shape)  # [q1, .., N, o1, s1, o2, s2, .., C]
+    # -> [N, o1, o2, .., q1, s1, q2, s2, .., C]: kernel index q * stride + r, as in the HWIO kernel.
+    order = [nsp] + [nsp + 1 + 2 * d for d in range(nsp)]
+    order += list(itertools.chain.from_iterable((d, nsp + 2 + 2 * d) for d in range(nsp))) + [3 * nsp + 1]
+    return p.transpose(order)
 
 
 def _choose(mode: str, t: int, k: int, o: int) -> str:
@@ -272,7 +297,7 @@ def clipped_sum_chunk(loss_fn: Callable, params: PyTree, batch: PyTree, real: ja
     if norm_mode not in NORM_MODES:
         raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {norm_mode!r}.")
     n = real.shape[0]
-    layers = _discover(loss_fn, params, jax.tree.map(lambda x: x[0], batch), has_aux)
+    layers = _discover(loss_fn, params, jax.tree.map(lambda x: x[0], batch))
     by_name = {layer.name: layer for layer in layers}
     zero = _vary_like(jnp.zeros((n,), jnp.float32), real)  # per device inside shard_map (module doc)
     eps = {layer.name: jnp.zeros((n, *layer.out_shape), layer.out_dtype)

@@ -133,6 +133,22 @@ def test_ghost_equals_vmap_on_dense_and_conv_options():
         _assert_equal(dp_sgd.PerExample(total, norms, losses, None), want, 0.5)
 
 
+@pytest.mark.parametrize("kernel,strides,padding", [
+    ((4, 4), (2, 2), "SAME"),  # DCGAN: space-to-depth route
+    ((2, 3), (2, 1), ((0, 1), (2, 1))),  # space-to-depth, asymmetric explicit padding
+    ((3, 3), (2, 2), "SAME"),  # 3 % 2 != 0: strided-slice route
+])
+def test_conv_patches_times_kernel_is_the_conv(kernel, strides, padding):
+    """Unfolded patches [n, T, prod(k) * C] in HWIO order: patches @ kernel.reshape(-1, O) == conv."""
+    conv = nn.Conv(5, kernel, strides, padding=padding, use_bias=False)
+    x = np.random.default_rng(7).normal(size=(3, 1, 9, 8, 2)).astype(np.float32)
+    variables = conv.init(jax.random.PRNGKey(0), x[0])
+    want = np.stack([conv.apply(variables, xi) for xi in x])
+    patches = ghost._conv_patches(conv, jnp.asarray(x), want.shape[1:])
+    got = jnp.einsum("ntk,ko->nto", patches, variables["params"]["kernel"].reshape(-1, 5))
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+
+
 def test_padding_contributes_exactly_zero_even_if_nan_and_microbatching_matches():
     d, params = _disc("layer", 3, 0.3)  # the parametrized test's model: its compilations are reused
     loss = _d_loss(d)
