@@ -255,7 +255,7 @@ def _fmt(s: dict[str, float]) -> str:
 def render_markdown(results: dict[str, Any], labels: Sequence[str]) -> str:
     """Markdown table: one row per training arm, one column per label, 'Dice [95% CI]'."""
     level = int(round(100 * (1 - results.get("config", {}).get("eval", {}).get("alpha", 0.05))))
-    lines = [f"Dice on {results['num_test']} held-out real slices ({results['num_test_groups']} "
+    lines = [f"Dice on {results['num_test']} held-out real pairs ({results['num_test_groups']} slices = "
              f"bootstrap groups), pooled per label, [{level}% bootstrap CI]", "",
              "| training data | n train | " + " | ".join(labels) + " |",
              "|---|---:|" + "---|" * len(labels)]
