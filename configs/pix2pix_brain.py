@@ -9,6 +9,8 @@ configs (configs/dual_gan_retina.py's stage II, configs/segmentation_brain.py).
 """
 import ml_collections
 
+from configs import dcgan_liver
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -65,16 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
 
-    c.privacy = ml_collections.ConfigDict()
-    c.privacy.enabled = False  # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py)
-    c.privacy.noise_multiplier = 1.0
-    c.privacy.l2_clip = 1.0
-    c.privacy.delta = 0.0  # 0 = 1 / (10 N)
-    c.privacy.sampling = "poisson"
-    c.privacy.accountant = "rdp"
-    c.privacy.microbatch_size = 0
-    c.privacy.overflow_prob = 1e-9
-    c.privacy.clip_fake = True  # unused by pix2pix (its fake term is inside the clipped loss)
+    # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py); the fields and their
+    # meaning are the DCGAN's (configs/dcgan_liver.py), so both stay in step. clip_fake is unused
+    # here (pix2pix's fake term is inside the clipped loss) and clip_method must be 'vmap'.
+    c.privacy = dcgan_liver.get_config().privacy
+    c.privacy.enabled = False
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 500

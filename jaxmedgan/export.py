@@ -51,31 +51,41 @@ def _num_train_examples(config, workdir: str) -> int:
     return len(datasets.load(config)[0])
 
 
-def privacy_report(config, step: int, num_examples: int) -> dict[str, Any] | None:
+def privacy_report(config, step: int, num_examples: int | None) -> dict[str, Any] | None:
     """{"epsilon", "delta", "sampling_rate", "noise_multiplier", "l2_clip", "steps", "accountant",
-    "sampling", "num_examples"} for a DP-trained config at `step`; None if trained without DP."""
+    "sampling", "num_examples"} for a DP-trained config at `step`; None if trained without DP.
+
+    q and delta are those `privacy.plan` recorded in the run's config.json; for a config without
+    them, q = batch_size / N and delta = 1 / (10 N) with N = `num_examples`."""
     from jaxmedgan.privacy import accounting, checks
 
     if not checks.dp_enabled(config):
         return None
     p = config.privacy
-    q = config.train.batch_size / num_examples
+    q = p.get("sampling_rate") or config.train.batch_size / num_examples  # recorded by privacy.plan
     delta = p.delta or 1.0 / (num_examples * 10)
     eps = accounting.epsilon(q, p.noise_multiplier, int(step), delta, accountant=p.accountant,
                              sampling=p.sampling)
     return {"epsilon": float(eps), "delta": float(delta), "sampling_rate": float(q),
             "noise_multiplier": float(p.noise_multiplier), "l2_clip": float(p.l2_clip), "steps": int(step),
-            "accountant": p.accountant, "sampling": p.sampling, "num_examples": int(num_examples)}
+            "accountant": p.accountant, "sampling": p.sampling,
+            "num_examples": None if num_examples is None else int(num_examples)}
+
+
+def _report(config, workdir: str, step: int) -> dict[str, Any] | None:
+    from jaxmedgan.privacy import checks
+
+    if not checks.dp_enabled(config):
+        return None
+    recorded = config.privacy.get("sampling_rate") and config.privacy.get("delta")
+    return privacy_report(config, step, None if recorded else _num_train_examples(config, workdir))
 
 
 def _privacy(config, workdir: str, step) -> dict[str, Any] | None:
     if config.trainer != "dual_gan":
-        return privacy_report(config, step, _num_train_examples(config, workdir)) if step else None
-    stages = {}
-    for stage in ("stage1", "stage2"):
-        sub = os.path.join(workdir, stage)
-        cfg = checkpointing.read_config(sub)
-        stages[stage] = privacy_report(cfg, step[stage], _num_train_examples(cfg, sub))
+        return _report(config, workdir, step)
+    stages = {stage: _report(checkpointing.read_config(os.path.join(workdir, stage)),
+                             os.path.join(workdir, stage), step[stage]) for stage in ("stage1", "stage2")}
     if all(s is None for s in stages.values()):
         return None
     private = all(s is not None for s in stages.values())

@@ -80,11 +80,19 @@ def test_dp_epsilon_is_recomputed_from_the_privacy_config(workdir, tmp_path):
     want = accounting.epsilon(8 / n, 1.3, 120, 1e-5, accountant="rdp", sampling="poisson")
     assert privacy["num_examples"] == n and privacy["steps"] == 120
     assert privacy["epsilon"] == pytest.approx(want) and privacy["sampling_rate"] == 0.125
+    # q and delta recorded in config.json by privacy.plan (a real DP run) take precedence over N.
+    cfg["privacy"].update(sampling_rate=0.2, delta=1e-6)
+    json.dump(cfg, open(wd / "stage2" / "config.json", "w"))
+    out = tmp_path / "dp_recorded"
+    export.export(str(wd / "stage2"), 1, str(out))
+    privacy = _read(out)[0]["privacy"]
+    assert privacy["num_examples"] is None and privacy["sampling_rate"] == 0.2 and privacy["delta"] == 1e-6
+    assert privacy["epsilon"] == pytest.approx(accounting.epsilon(0.2, 1.3, 120, 1e-6, accountant="rdp"))
     out = tmp_path / "dp_dual"
     export.export(str(wd), 2, str(out))
     privacy = _read(out)[0]["privacy"]
     assert privacy["epsilon"] is None and "not private" in privacy["note"]
-    assert privacy["stages"]["stage2"]["epsilon"] == pytest.approx(want) and privacy["stages"]["stage1"] is None
+    assert privacy["stages"]["stage2"]["sampling_rate"] == 0.2 and privacy["stages"]["stage1"] is None
 
 
 def test_export_is_atomic_and_refuses_bad_outputs(workdir, tmp_path, monkeypatch):

@@ -124,6 +124,9 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     check_private_generator(config)
     g, d = build_models(config)
     p, lam = config.privacy, config.loss.l1_weight
+    if p.get("clip_method", "vmap") != "vmap":
+        raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
+                         "per-example loss with 'vmap' only.")
     k_noise, k_drop = jax.random.split(rng)
     n = batch["image"].shape[0]
     examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(k_drop, n)}
