@@ -1,8 +1,10 @@
 """ACGAN on the liver-lesion phantoms: class-conditional over cyst / metastasis / hemangioma.
 
 Run:  jaxmedgan train --config configs/acgan_liver.py --workdir runs/acgan_liver
-Expect: about 3-4 minutes on 2 CPU cores; one sample-grid row per class; `eval/aux_accuracy`
-(the auxiliary head on held-out real ROIs) well above chance (1/3) by the end.
+Expect: a few minutes on 2 CPU cores (5 min 23 s measured for the default 1000 steps while other
+jobs shared the cores; 100-190 img/s); one sample-grid row per class; `eval/aux_accuracy` (the
+auxiliary head on 90 held-out real ROIs) 0.74 / 0.86 / 0.90 / 0.94 at steps 250 / 500 / 750 / 1000
+(chance 1/3).
 """
 from configs import dcgan_liver
 

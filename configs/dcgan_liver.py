@@ -1,8 +1,9 @@
 """Unconditional DCGAN on the embedded liver-lesion ROI phantoms (64x64, 1 channel).
 
 Run:  jaxmedgan train --config configs/dcgan_liver.py --workdir runs/dcgan_liver
-Expect: about 3-4 minutes on 2 CPU cores for 600 steps; sample grids in runs/dcgan_liver/samples
-showing round/irregular lesions on textured parenchyma after a few hundred steps.
+Expect: a few minutes on 2 CPU cores for the default 1000 steps; sample grids in
+runs/dcgan_liver/samples showing round/irregular lesions on textured parenchyma after a few
+hundred steps.
 This file is also the base every liver-lesion GAN config overrides.
 """
 import ml_collections
