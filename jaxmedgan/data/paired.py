@@ -121,19 +121,25 @@ def load(config: ml_collections.ConfigDict) -> tuple[PairSource, dict[str, np.nd
 
 
 def condition_maps(config: ml_collections.ConfigDict, num: int, seed: int) -> np.ndarray:
-    """uint8 maps [num,H,W] to sample a trained pix2pix with, none of them a training map.
+    """uint8 maps [num,H,W] to sample a trained pix2pix with; never a held-out map.
 
-    mni-brain: training-slice tissue with fresh seeded tumours; other sources: held-out maps
-    (cycled; the user's data has no map generator -- the dual GAN's stage I is one).
+    mni-brain: training-slice tissue with fresh seeded tumours (new maps). Other sources have no
+    map generator (the dual GAN's stage I is one): training maps drawn with replacement, each
+    randomly rotated by k x 90 degrees and flipped -- real geometry, so share such samples only
+    where the training maps may be shared.
     """
     if config.data.source == "mni-brain":
         from jaxmedgan.data import brain_mri
 
         return brain_mri.synthetic_maps(config.data.image_size, num, seed,
                                         resolution_mm=config.data.get("resolution_mm", 2))
-    _, test = load_arrays(config)
-    order = np.random.default_rng(seed).permutation(len(test["map"]))
-    return test["map"][np.resize(order, num)]
+    train, _ = load_arrays(config)
+    rng = np.random.default_rng([seed, 0x4D415053])  # "MAPS"
+    maps = []
+    for i in rng.integers(0, len(train["map"]), num):
+        m = np.rot90(train["map"][i], int(rng.integers(4)))
+        maps.append(m[:, ::-1] if rng.integers(2) else m)
+    return np.ascontiguousarray(np.stack(maps)).astype(np.uint8)
 
 
 def describe(arrays: dict[str, Any]) -> str:

@@ -6,8 +6,8 @@ is trained, with the same number of steps and batch size, on
   (b) real+synth    real pairs plus synthetic pairs (new label maps -> trained pix2pix images),
   (c) synth         synthetic pairs only,
 and evaluated on the held-out real pairs. Synthetic maps come from `paired.condition_maps`
-(MNI: training-slice tissue with fresh seeded tumours, so no held-out anatomy or tumour is
-seen). The generator is a trained pix2pix workdir (`config.generator_workdir`), or is trained
+(MNI: training-slice tissue with fresh seeded tumours; other sources: rotated/flipped training
+maps), so no held-out anatomy or lesion is seen. The generator is a trained pix2pix workdir (`config.generator_workdir`), or is trained
 first into WORKDIR/pix2pix from `config.generator`.
 
 Dice per label: pooled over the evaluation set, D_k = 2 |P_k & T_k| / (|P_k| + |T_k|) (NaN when

@@ -73,6 +73,15 @@ def test_mni_pairs_healthy_slices_have_no_tumour_and_images_are_normalised(mni):
     assert not set(train["z"]) & set(pairs["z"])
 
 
+def test_synthetic_maps_are_new_tumours_on_training_slices(mni):
+    maps = bm.synthetic_maps(SIZE, 6, seed=5)
+    assert maps.shape == (6, SIZE, SIZE) and maps.dtype == np.uint8
+    assert (maps >= bm.CORE).any(axis=(1, 2)).mean() >= 0.5
+    np.testing.assert_array_equal(maps, bm.synthetic_maps(SIZE, 6, seed=5))
+    train = bm.mni_pairs(SIZE, "train", variants=1)["map"]
+    assert not any(np.array_equal(m, t) for m in maps for t in train if (m >= bm.CORE).any())
+
+
 # ---------------------------------------------------------------------------------------------
 # NIfTI readers on generated files.
 

@@ -67,24 +67,33 @@ def test_tables_are_written_as_markdown_and_json(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["segmentation.json", "segmentation.md"]
 
 
-def test_tiny_experiment_end_to_end(tmp_path, capsys):
-    cfg = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "segmentation_brain.py")
-    g = "--config.generator."
-    args = ["--config", cfg, "--workdir", str(tmp_path),
-            "--config.data.image_size=16", "--config.data.variants=1",
-            f"{g}model.g_features=4", f"{g}model.g_max_features=8", f"{g}model.d_features=4",
-            f"{g}model.d_max_features=8", f"{g}model.d_num_strided=1", f"{g}train.steps=2",
-            f"{g}train.batch_size=4", f"{g}train.quiet=True", f"{g}mesh.data=1",
-            f"{g}checkpoint.async_save=False", f"{g}samples.per_row=2",
-            "--config.synthetic.num=8", "--config.segmenter.features=4", "--config.segmenter.max_features=8",
-            "--config.segmenter.steps=3", "--config.segmenter.batch_size=4", "--config.eval.bootstrap_samples=20"]
-    assert seg.segmentation_command(args) == 0
-    out = capsys.readouterr().out
-    assert "| real+synth |" in out and "tumour_core" in out
-    results = json.load(open(tmp_path / "segmentation.json"))
+def test_tiny_experiment_end_to_end(dual_gan_workdir, tmp_path):
+    """The shared dual-GAN fixture's stage II (a retina pix2pix) is the generator; the real pairs
+    are its retina crops (the MNI path is the default config, run for the README table)."""
+    from configs import segmentation_brain
+    from jaxmedgan import checkpointing
+
+    c = segmentation_brain.get_config()
+    c.generator_workdir = str(dual_gan_workdir / "stage2")
+    c.data = checkpointing.read_config(c.generator_workdir).data
+    c.synthetic.num = 8
+    c.segmenter.update(features=4, max_features=8, steps=3, batch_size=4)
+    c.eval.labels, c.eval.bootstrap_samples = (1,), 20
+    results = seg.run_experiment(c, str(tmp_path))
     assert set(results["arms"]) == {"real", "real+synth", "synth"}
-    assert results["num_train"]["real+synth"] == results["num_train"]["real"] + 8
-    assert results["generator_step"] == 2 and os.path.isdir(tmp_path / "pix2pix" / "checkpoints")
-    wm = results["arms"]["real"]["white_matter"]
-    assert 0 <= wm["dice"] <= 1 and wm["lo"] <= wm["hi"]
+    assert results["num_train"] == {"real": 64, "real+synth": 72, "synth": 8}
+    assert results["num_test"] == 16 and results["generator_step"] == 120
+    vessel = results["arms"]["real"]["vessel"]
+    assert 0 <= vessel["dice"] <= 1 and vessel["lo"] <= vessel["hi"]
+    text = open(tmp_path / "segmentation.md").read()
+    assert "| real+synth | 72 |" in text and "vessel" in text
+    assert json.load(open(tmp_path / "segmentation.json"))["class_names"] == ["background", "vessel"]
+
+
+def test_segmentation_command_errors(tmp_path, capsys):
+    cfg = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "segmentation_brain.py")
     assert seg.segmentation_command(["--config", cfg, "--workdir", str(tmp_path), "--config.segmentr.steps=1"]) == 2
+    assert "segmentr" in capsys.readouterr().err
+    assert seg.segmentation_command(["--config", cfg]) == 2
+    assert seg.segmentation_command(["--help"]) == 0
+    assert not os.listdir(tmp_path)
