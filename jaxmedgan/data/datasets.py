@@ -24,6 +24,16 @@ def prepare(config: ml_collections.ConfigDict) -> str:
     window = (d.window_center, d.window_width) if d.window_width > 0 else None
     kwargs = dict(image_dir=d.image_dir or None, image_size=d.image_size, channels=d.channels,
                   window=window, seed=config.seed, holdout_fraction=d.get("holdout_fraction", 0.0))
+    if d.source in tfds_builders.CHEST_SOURCES:
+        kwargs.update(findings=tuple(d.get("findings", ()) or ()) or None)
+        if d.source == "phantom-chest":
+            from jaxmedgan.data import chest_phantoms
+
+            kwargs.update(num_examples=(int(d.get("num_train", 0) or chest_phantoms.NUM_TRAIN),
+                                        int(d.get("num_test", 0) or chest_phantoms.NUM_TEST)),
+                          prevalence=tuple(d.get("prevalence", ()) or ()) or None)
+        else:
+            kwargs.update(uncertainty=d.get("uncertainty", "u_ones"), frontal_only=bool(d.get("frontal_only", False)))
     root = d.data_dir or default_data_dir()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -35,11 +45,20 @@ def prepare(config: ml_collections.ConfigDict) -> str:
 
 
 def load(config: ml_collections.ConfigDict) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
-    """(train data source, held-out (images f32 [N,H,W,C], labels i32 [N]) or None)."""
+    """(train data source, held-out (images f32 [N,H,W,C], labels) or None).
+
+    labels: i32 [N] for single-label sources; multi-hot f32 [N,K] for the chest sources, whose
+    training examples carry "label" uint8 [K] (the grain pipeline turns it into int32 [B,K]); only
+    unconditional GANs (config.model.num_classes = 0) can train on them.
+    """
     data_dir = prepare(config)
     source = config.data.source
     names = tfds_builders.class_names(data_dir, source)
     k = config.model.get("num_classes", 0)
+    if k and tfds_builders.is_multi_label(data_dir, source):
+        raise ValueError(f"config.model.num_classes={k} asks for a class-conditional GAN, but the {source!r} "
+                         f"dataset in {data_dir} is multi-label (findings {names}); set "
+                         "--config.model.num_classes=0 (unconditional) or use a single-label source.")
     if k and k != len(names):
         raise ValueError(f"config.model.num_classes={k} but the {source!r} dataset in {data_dir} has "
                          f"{len(names)} classes {names}; set --config.model.num_classes={len(names)}.")

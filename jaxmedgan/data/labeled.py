@@ -3,7 +3,13 @@
 A `LabeledSet` holds images float32 [N,H,W,C] in [-1, 1] with either single-label targets
 (int32 [N], one class per image) or multi-label targets (float32 multi-hot [N,K], e.g. chest
 findings; an all-zero row = no finding), plus a `groups` id per image (patient): examples of one
-group are never split across cross-validation folds.
+group are never split across cross-validation folds. Multi-label sets may carry a `mask` (f32
+[N,K], 0 = that finding's label is unknown for that image, e.g. CheXpert's uncertain labels under
+U-Ignore; the target there is 0 and a loss should skip it).
+
+Chest sources (multi-label): 'phantom-chest' (`chest_phantoms`, generated in memory), 'chexpert'
+and 'chestxray14' (`chest`, read once into a TFDS copy at `image_size`); `config.data.findings`
+picks and orders the findings, `config.data.uncertainty` is CheXpert's u_ones|u_zeros|u_ignore.
 
 labels CSV (`read_labels_csv`): a header row with columns `file,label` and optionally `group`.
 `file` is relative to the CSV's directory (or absolute); `label` is a class name, or for
@@ -20,7 +26,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from jaxmedgan.data import phantoms, readers
+from jaxmedgan.data import chest_phantoms, phantoms, readers
 
 MULTI_LABEL_SEP = "|"
 
@@ -35,6 +41,7 @@ class LabeledSet:
     multi_label: bool = False
     groups: np.ndarray | None = None  # None = every image its own group (one lesion per image)
     source: str = ""  # where the set came from, for error messages
+    mask: np.ndarray | None = None  # f32 [N,K] multi-label only: 0 = label unknown (loss skips it)
 
     def __post_init__(self):
         n, k = len(self.images), len(self.class_names)
@@ -47,6 +54,9 @@ class LabeledSet:
                              f"{'findings' if self.multi_label else 'classes'}; got {self.targets.shape}.")
         if self.groups is not None and self.groups.shape != (n,):
             raise ValueError(f"Group ids{where} must have shape {(n,)}; got {self.groups.shape}.")
+        if self.mask is not None and (not self.multi_label or self.mask.shape != (n, k)):
+            raise ValueError(f"Label mask{where} must be [N,K] = {(n, k)} on a multi-label set; got "
+                             f"{self.mask.shape} (multi_label={self.multi_label}).")
         if not self.multi_label and n and not (0 <= self.targets.min() and self.targets.max() < k):
             raise ValueError(f"Labels{where} must be in [0, {k}); got range "
                              f"[{self.targets.min()}, {self.targets.max()}].")
@@ -79,7 +89,15 @@ class LabeledSet:
     def subset(self, index: np.ndarray) -> "LabeledSet":
         """The examples at `index` (int [M] or bool [N])."""
         groups = None if self.groups is None else self.groups[index]
-        return dataclasses.replace(self, images=self.images[index], targets=self.targets[index], groups=groups)
+        mask = None if self.mask is None else self.mask[index]
+        return dataclasses.replace(self, images=self.images[index], targets=self.targets[index], groups=groups,
+                                   mask=mask)
+
+    def target_mask(self) -> np.ndarray:
+        """float32 [N,K]: the label mask, ones where none is given (multi-label only)."""
+        if not self.multi_label:
+            raise ValueError(f"target_mask applies to multi-label sets; {self.source or 'this set'} is single-label.")
+        return np.ones(self.targets.shape, np.float32) if self.mask is None else self.mask.astype(np.float32)
 
     def class_counts(self) -> np.ndarray:
         """int64 [K]: images per class (single-label) or positives per finding (multi-label)."""
@@ -98,8 +116,11 @@ def concat(a: LabeledSet, b: LabeledSet) -> LabeledSet:
                          f"{a.source or 'set'} images {a.image_shape}.")
     ga = a.group_ids()
     gb = b.group_ids() + (ga.max() + 1 if len(ga) else 0)
+    mask = None
+    if a.mask is not None or b.mask is not None:
+        mask = np.concatenate([a.target_mask(), b.target_mask()])
     return LabeledSet(np.concatenate([a.images, b.images]), np.concatenate([a.targets, b.targets]),
-                      a.class_names, a.multi_label, np.concatenate([ga, gb]), a.source)
+                      a.class_names, a.multi_label, np.concatenate([ga, gb]), a.source, mask)
 
 
 def parse_label(value: str, class_names: Sequence[str], multi_label: bool, where: str) -> int | np.ndarray:
@@ -166,7 +187,7 @@ def _quantise(images: np.ndarray) -> np.ndarray:
 def has_split(config: ml_collections.ConfigDict, split: str) -> bool:
     """Whether `config.data` names a `split` ('train' | 'test') set (TFDS sources are built to check)."""
     d = config.data
-    if d.source == "phantom-liver" or split == "train":
+    if d.source in ("phantom-liver", "phantom-chest") or split == "train":
         return True
     if d.source == "labels-csv":
         return bool(d.get("test_labels_csv", ""))
@@ -180,8 +201,12 @@ def load(config: ml_collections.ConfigDict, split: str = "train", *, apply_relab
 
     source 'phantom-liver': `phantoms.generate` with `config.data.counts` (train; default the
     study's 53/64/65 lesions) or `config.data.test_counts` (test), quantised like the TFDS copy.
+    source 'phantom-chest': `chest_phantoms.generate` with `config.data.num_train` / `num_test`
+    images (defaults NUM_TRAIN / NUM_TEST; TRAIN_SEED / TEST_SEED) and `config.data.prevalence`,
+    quantised like the TFDS copy; multi-label over `config.data.findings` (default all five).
     source 'labels-csv': `config.data.labels_csv` (train) / `config.data.test_labels_csv` (test).
-    Any other source: the TFDS dataset `jaxmedgan.data.datasets` builds for it.
+    Any other source: the TFDS dataset `jaxmedgan.data.datasets` builds for it; chest sources
+    ('chexpert', 'chestxray14') come back multi-label with patient groups and U-Ignore masks.
     """
     data = _load(config, split)
     return relabel(data, config.data.get("relabel", "")) if apply_relabel else data
@@ -196,6 +221,8 @@ def _load(config: ml_collections.ConfigDict, split: str) -> LabeledSet:
         seed = phantoms.TRAIN_SEED if split == "train" else phantoms.TEST_SEED
         images, labels = phantoms.generate(counts, seed, d.image_size)
         return LabeledSet(_quantise(images), labels, phantoms.CLASS_NAMES, source=f"phantom-liver {split}")
+    if source == "phantom-chest":
+        return _phantom_chest(d, split)
     if source == "labels-csv":
         key = "labels_csv" if split == "train" else "test_labels_csv"
         path = d.get(key, "")
@@ -210,8 +237,32 @@ def _load(config: ml_collections.ConfigDict, split: str) -> LabeledSet:
     if split not in tfds_builders.split_names(data_dir, source):
         raise ValueError(f"The {source!r} dataset in {data_dir} has no {split!r} split "
                          f"(has {tfds_builders.split_names(data_dir, source)}).")
-    images, labels = tfds_builders.load_arrays(data_dir, source, split)
-    return LabeledSet(images, labels, tfds_builders.class_names(data_dir, source), source=f"{source} {split}")
+    names = tfds_builders.class_names(data_dir, source)
+    if not tfds_builders.is_multi_label(data_dir, source):
+        images, labels = tfds_builders.load_arrays(data_dir, source, split)
+        return LabeledSet(images, labels, names, source=f"{source} {split}")
+    ex = tfds_builders.load_examples(data_dir, source, split)
+    mask = ex["label_mask"].astype(np.float32) if "label_mask" in ex else None
+    return LabeledSet(tfds_builders.from_uint8(ex["image"]), ex["label"].astype(np.float32), names,
+                      multi_label=True, groups=ex["group"].astype(np.int64) if "group" in ex else None,
+                      source=f"{source} {split}", mask=None if mask is None or mask.all() else mask)
+
+
+def _phantom_chest(d: ml_collections.ConfigDict, split: str) -> LabeledSet:
+    """The phantom-chest split in memory, as `tfds_builders.PhantomChest` stores it."""
+    num = int(d.get("num_train", 0) or chest_phantoms.NUM_TRAIN) if split == "train" else \
+        int(d.get("num_test", 0) or chest_phantoms.NUM_TEST)
+    seed = chest_phantoms.TRAIN_SEED if split == "train" else chest_phantoms.TEST_SEED
+    prevalence = tuple(d.get("prevalence", ()) or chest_phantoms.DEFAULT_PREVALENCE)
+    findings = tuple(d.get("findings", ()) or chest_phantoms.FINDING_NAMES)
+    unknown = [f for f in findings if f not in chest_phantoms.FINDING_NAMES]
+    if unknown:
+        raise ValueError(f"config.data.findings has unknown phantom-chest finding(s) {unknown}; expected "
+                         f"names from {list(chest_phantoms.FINDING_NAMES)}.")
+    images, targets = chest_phantoms.generate(num, seed, d.image_size, prevalence)
+    columns = [chest_phantoms.FINDING_NAMES.index(f) for f in findings]
+    return LabeledSet(_quantise(images), targets[:, columns], findings, multi_label=True,
+                      source=f"phantom-chest {split}")
 
 
 def relabel(data: LabeledSet, spec: str) -> LabeledSet:

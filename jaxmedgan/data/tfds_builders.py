@@ -1,6 +1,11 @@
-"""TFDS builders (array_record files) for the liver-lesion phantoms and user image folders.
+"""TFDS builders (array_record files) for the phantoms, user image folders and chest X-ray sets.
 
-Both write ``image`` as ``Tensor(uint8, [H, W, C])`` and ``label`` as ``ClassLabel``. Why uint8
+All write ``image`` as ``Tensor(uint8, [H, W, C])``. Single-label sources (liver, spine, image
+folder) write ``label`` as ``ClassLabel``; multi-label chest sources (``phantom-chest``,
+``chexpert``, ``chestxray14``) write ``label`` as a multi-hot ``Tensor(uint8, [K])`` with the
+finding names in the dataset's metadata (``label_names``; ``class_names`` reads either), and the
+real chest sets also ``label_mask`` (uint8 [K], 0 = uncertain label ignored under U-Ignore) and
+``group`` (int64 patient index). Why uint8
 rather than float32: 4x smaller files and the sources are 8-bit (PNG) or windowed CT, where one
 uint8 step (350 HU / 255 = 1.4 HU at the default window) is far below CT noise (8-14 HU); the
 stored value is ``round((x + 1) * 127.5)`` for x in [-1, 1] and ``pipeline`` maps it back with
@@ -30,12 +35,15 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmedgan.data import chest_phantoms
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
 from jaxmedgan.data import spine_phantoms
 
 SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "medical_image_folder",
-           "phantom-spine": "phantom_spine"}
+           "phantom-spine": "phantom_spine", "phantom-chest": "phantom_chest",
+           "chexpert": "chexpert", "chestxray14": "chestxray14"}
+CHEST_SOURCES = ("phantom-chest", "chexpert", "chestxray14")  # multi-label (multi-hot 'label')
 INFO_FILE = "jaxmedgan_dataset.json"  # Human-readable record of the build inputs, in the data_dir.
 
 
@@ -141,6 +149,107 @@ class PhantomSpine(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             yield i, {"image": image, "label": int(label)}
 
 
+def _multi_label_features(height: int, width: int, channels: int, num_labels: int,
+                          extras: bool = False) -> tfds.features.FeaturesDict:
+    """image uint8 [H, W, C], label multi-hot uint8 [K] (+ label_mask uint8 [K], group int64)."""
+    spec = {
+        "image": tfds.features.Tensor(shape=(height, width, channels), dtype=np.uint8),
+        "label": tfds.features.Tensor(shape=(num_labels,), dtype=np.uint8),
+    }
+    if extras:
+        spec["label_mask"] = tfds.features.Tensor(shape=(num_labels,), dtype=np.uint8)
+        spec["group"] = tfds.features.Scalar(dtype=np.int64)
+    return tfds.features.FeaturesDict(spec)
+
+
+class PhantomChest(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Phantom PA chest radiographs with multi-label findings; 'train' and 'test' (distinct seeds)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "chest_phantoms.generate with TRAIN_SEED / TEST_SEED."}
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 64,
+        num_examples: Sequence[int] = (chest_phantoms.NUM_TRAIN, chest_phantoms.NUM_TEST),
+        prevalence: Sequence[float] = chest_phantoms.DEFAULT_PREVALENCE,
+        findings: Sequence[str] = chest_phantoms.FINDING_NAMES,
+        **kwargs,
+    ):
+        self._image_size = int(image_size)
+        self._num = {"train": int(num_examples[0]), "test": int(num_examples[1])}
+        self._prevalence = tuple(map(float, prevalence))
+        self._columns = [chest_phantoms.FINDING_NAMES.index(f) for f in findings]
+        self._findings = tuple(findings)
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(chest_phantoms.__doc__ or "").split("\n")[0],
+            features=_multi_label_features(self._image_size, self._image_size, 1, len(self._findings)),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(label_names=list(self._findings), multi_label=True),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {
+            "train": self._generate_examples(self._num["train"], chest_phantoms.TRAIN_SEED),
+            "test": self._generate_examples(self._num["test"], chest_phantoms.TEST_SEED),
+        }
+
+    def _generate_examples(self, n: int, seed: int):
+        images, targets = chest_phantoms.generate(n, seed, self._image_size, self._prevalence)
+        targets = targets[:, self._columns].astype(np.uint8)
+        for i, (image, label) in enumerate(zip(to_uint8(images), targets)):
+            yield i, {"image": image, "label": label}
+
+
+class ChestXRays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A CheXpert or ChestX-ray14 root (see `chest`), resized; 'train' and 'test' where the root has one."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "chest.index_splits + readers.read_image (bilinear resize)."}
+
+    def __init__(self, *, kind: str, root: str, image_size: int = 64, channels: int = 1,
+                 findings: Sequence[str] = (), uncertainty: str = "u_ones", frontal_only: bool = False,
+                 holdout_fraction: float = 0.0, seed: int = 0, **kwargs):
+        from jaxmedgan.data import chest
+
+        self._chest = chest
+        self._kind, self._root = kind, root
+        self._image_size, self._channels = int(image_size), int(channels)
+        self._findings = chest.check_findings(findings, kind)
+        self._split_kwargs = dict(findings=self._findings, uncertainty=uncertainty, frontal_only=frontal_only,
+                                  holdout_fraction=holdout_fraction, seed=seed)
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self._kind} images from {self._root}",
+            features=_multi_label_features(self._image_size, self._image_size, self._channels,
+                                           len(self._findings), extras=True),
+            supervised_keys=("image", "label"),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(label_names=list(self._findings), multi_label=True),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        splits = self._chest.index_splits(self._kind, self._root, **self._split_kwargs)
+        return {name: self._generate_examples(index) for name, index in splits.items()}
+
+    def _generate_examples(self, index):
+        for i in range(len(index)):  # one image at a time: the full-size files never sit in memory together
+            image = self._chest.read_one(index, i, self._image_size, self._channels)
+            yield i, {"image": to_uint8(image), "label": index.targets[i].astype(np.uint8),
+                      "label_mask": index.mask[i].astype(np.uint8), "group": int(index.patients[i])}
+
+
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Returns bool [N], True = test: per class round(fraction * n) examples, >= 1 each side if n >= 2."""
     if not 0.0 <= fraction < 1.0:
@@ -226,6 +335,19 @@ def _check_source(source: str) -> str:
     raise ValueError(f"Unknown dataset source {source!r}; expected one of {sorted(SOURCES)}")
 
 
+def _check_findings(findings: Sequence[str] | None, known: Sequence[str], source: str) -> tuple[str, ...]:
+    """The requested findings in order (default: all of `known`)."""
+    if not findings:
+        return tuple(known)
+    names = tuple(findings)
+    unknown = [f for f in names if f not in known]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"findings={list(names)} for source {source!r}: "
+                         f"{'unknown ' + str(unknown) if unknown else 'duplicates'}; expected distinct "
+                         f"names from {list(known)}")
+    return names
+
+
 def _folder_listing(image_dir: str) -> list[tuple[str, int, int]]:
     """(relative path, bytes, mtime ns) of every image file, for the build fingerprint."""
     _, files = readers.list_image_folder(image_dir)
@@ -257,6 +379,11 @@ def build_dataset(
     holdout_fraction: float = 0.0,
     resize: bool = False,
     phantom_counts: tuple[Sequence[int], Sequence[int]] | None = None,
+    num_examples: tuple[int, int] | None = None,
+    prevalence: Sequence[float] | None = None,
+    findings: Sequence[str] | None = None,
+    uncertainty: str = "u_ones",
+    frontal_only: bool = False,
 ) -> str:
     """Builds (or reuses) a dataset under out_dir; returns the data_dir for load_split / load_arrays.
 
@@ -266,6 +393,13 @@ def build_dataset(
     `phantom_counts` (train, test) per-class counts default to the phantom module's.
     source "image-folder": readers.read_image_folder(image_dir) into 'train', and a stratified
     `holdout_fraction` drawn with `seed` into 'test'; `window` is the DICOM (center, width).
+    source "phantom-chest": chest_phantoms.generate, `num_examples` (train, test) images (default
+    NUM_TRAIN / NUM_TEST) with per-finding `prevalence` (default DEFAULT_PREVALENCE), fixed seeds.
+    sources "chexpert" / "chestxray14": `image_dir` is the dataset root (see `chest`); `findings`
+    picks label columns (default `chest.DEFAULT_FINDINGS`), `uncertainty` u_ones|u_zeros|u_ignore
+    and `frontal_only` apply to CheXpert, `holdout_fraction` / `seed` to a ChestX-ray14 root
+    without test_list.txt (patient-level split). Images are resized to `image_size`.
+    Chest sources store a multi-hot label; `findings` selects and orders the label columns.
     """
     name = _check_source(source)
     source = {v: k for k, v in SOURCES.items()}[name]
@@ -276,6 +410,10 @@ def build_dataset(
     if window is not None and not float(window[1]) > 0:
         raise ValueError(f"window (center, width) must have width > 0, got {tuple(window)}")
     params: dict = {"source": source, "image_size": int(image_size), "channels": int(channels)}
+    if source not in CHEST_SOURCES and (num_examples is not None or prevalence is not None
+                                        or findings):
+        raise ValueError(f"num_examples / prevalence / findings apply to the chest sources "
+                         f"{CHEST_SOURCES}, not {source!r}")
     if source == "phantom-liver":
         if image_dir:
             raise ValueError(f"image_dir={image_dir!r} given for source 'phantom-liver'; it is only "
@@ -307,6 +445,43 @@ def build_dataset(
         params.update(version=str(PhantomSpine.VERSION), counts=counts, phantom_code=code)
         kwargs = dict(image_size=image_size, train_counts=counts[0], test_counts=counts[1])
         builder_cls = PhantomSpine
+    elif source == "phantom-chest":
+        if image_dir or channels != 1 or holdout_fraction or window is not None:
+            raise ValueError(f"source 'phantom-chest' takes no image_dir, window or holdout_fraction and is "
+                             f"single-channel; got image_dir={image_dir!r}, window={window}, "
+                             f"holdout_fraction={holdout_fraction}, channels={channels}")
+        chest_phantoms.check_size(image_size)
+        num = tuple(map(int, num_examples or (chest_phantoms.NUM_TRAIN, chest_phantoms.NUM_TEST)))
+        if len(num) != 2 or min(num) < 0:
+            raise ValueError(f"num_examples must be (train, test) counts >= 0, got {num_examples}")
+        prev = tuple(map(float, chest_phantoms.check_prevalence(
+            chest_phantoms.DEFAULT_PREVALENCE if prevalence is None or not len(prevalence) else prevalence)))
+        names = _check_findings(findings, chest_phantoms.FINDING_NAMES, source)
+        with open(chest_phantoms.__file__, "rb") as f:
+            code = hashlib.sha256(f.read()).hexdigest()
+        params.update(version=str(PhantomChest.VERSION), num_examples=list(num), prevalence=list(prev),
+                      findings=list(names), phantom_code=code)
+        kwargs = dict(image_size=image_size, num_examples=num, prevalence=prev, findings=names)
+        builder_cls = PhantomChest
+    elif source in ("chexpert", "chestxray14"):
+        from jaxmedgan.data import chest  # pandas-free CSV parsing; imported on use
+
+        if not image_dir:
+            raise ValueError(f"source {source!r} needs image_dir, the dataset root "
+                             f"({chest.LAYOUT[source]})")
+        if window is not None:
+            raise ValueError(f"source {source!r} reads PNG/JPEG files; window must be None, got {window}")
+        image_dir = os.path.abspath(image_dir)
+        names = chest.check_findings(findings, source)
+        chest.check_uncertainty(uncertainty)
+        params.update(version=str(ChestXRays.VERSION), image_dir=image_dir, findings=list(names),
+                      uncertainty=uncertainty, frontal_only=bool(frontal_only),
+                      holdout_fraction=float(holdout_fraction), seed=int(seed),
+                      index_files=chest.index_fingerprint(source, image_dir))
+        kwargs = dict(kind=source, root=image_dir, image_size=image_size, channels=channels, findings=names,
+                      uncertainty=uncertainty, frontal_only=bool(frontal_only),
+                      holdout_fraction=float(holdout_fraction), seed=int(seed))
+        builder_cls = ChestXRays
     else:
         if not image_dir:
             raise ValueError("source 'image-folder' needs image_dir (DIR/<class_name>/*.png|*.jpg|*.dcm)")
@@ -332,7 +507,7 @@ def build_dataset(
             except OSError:
                 if not _is_complete(data_dir, name):  # A concurrent build may have won the rename.
                     raise
-    info = {k: v for k, v in params.items() if k != "files"}
+    info = {k: v for k, v in params.items() if k not in ("files", "index_files")}
     if "files" in params:
         info["num_files"] = len(params["files"])
     tmp = os.path.join(data_dir, f".{INFO_FILE}.tmp")
@@ -376,18 +551,41 @@ def split_names(data_dir: str, source_name: str) -> tuple[str, ...]:
 
 
 def class_names(data_dir: str, source_name: str) -> tuple[str, ...]:
-    """Class names of a built dataset, in label order."""
-    return tuple(_builder(data_dir, source_name).info.features["label"].names)
+    """Class names (single-label) or finding names (multi-label) of a built dataset, in label order."""
+    builder = _builder(data_dir, source_name)
+    label = builder.info.features["label"]
+    if isinstance(label, tfds.features.ClassLabel):
+        return tuple(label.names)
+    names = (builder.info.metadata or {}).get("label_names")
+    if not names:
+        raise ValueError(f"The multi-hot 'label' of {builder.data_dir} has no 'label_names' in its "
+                         "metadata.json; rebuild it with tfds_builders.build_dataset")
+    return tuple(names)
 
 
-def load_arrays(data_dir: str, source_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a whole split: (images float32 [N,H,W,C] in [-1,1], labels int32 [N])."""
+def is_multi_label(data_dir: str, source_name: str) -> bool:
+    """True if the dataset's 'label' is multi-hot [K] (chest findings) rather than a ClassLabel."""
+    return not isinstance(_builder(data_dir, source_name).info.features["label"], tfds.features.ClassLabel)
+
+
+def load_examples(data_dir: str, source_name: str, split: str) -> dict[str, np.ndarray]:
+    """Every feature of a split stacked: {"image": uint8 [N,H,W,C], "label": [N] or [N,K], ...}."""
     source = load_split(data_dir, source_name, split)
     n = len(source)
     examples = source.__getitems__(list(range(n))) if n else []
+    features = _builder(data_dir, source_name).info.features
     if not examples:
-        shape = _builder(data_dir, source_name).info.features["image"].shape
-        return np.zeros((0, *shape), np.float32), np.zeros((0,), np.int32)
-    images = from_uint8(np.stack([e["image"] for e in examples]))
-    labels = np.asarray([e["label"] for e in examples], np.int32)
-    return images, labels
+        return {k: np.zeros((0, *features[k].shape), features[k].np_dtype) for k in features.keys()}
+    return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+
+
+def load_arrays(data_dir: str, source_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a whole split: (images float32 [N,H,W,C] in [-1,1], labels).
+
+    labels: int32 [N] for single-label sources, multi-hot float32 [N,K] for chest sources.
+    """
+    ex = load_examples(data_dir, source_name, split)
+    images = from_uint8(ex["image"])
+    if is_multi_label(data_dir, source_name):
+        return images, ex["label"].astype(np.float32)
+    return images, ex["label"].astype(np.int32)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from jaxmedgan.data import chest_phantoms
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
 from jaxmedgan.data import tfds_builders
@@ -164,6 +165,11 @@ def test_holdout_split_is_deterministic_by_seed():
         ({"source": "phantom-liver", "holdout_fraction": 0.1}, "own 'test' split"),
         ({"source": "phantom-liver", "image_dir": "/x"}, "only used with source 'image-folder'"),
         ({"source": "phantom-liver", "window": (50.0, 0.0)}, "width > 0"),
+        ({"source": "phantom-liver", "num_examples": (2, 2)}, "apply to the chest sources"),
+        ({"source": "phantom-chest", "image_dir": "/x"}, "takes no image_dir"),
+        ({"source": "phantom-chest", "findings": ("effusion", "fracture")}, r"unknown \['fracture'\]"),
+        ({"source": "phantom-chest", "prevalence": (0.5,)}, "one probability in"),
+        ({"source": "chexpert"}, "needs image_dir"),
     ],
 )
 def test_bad_arguments_raise(tmp_path, kwargs, match):
@@ -218,6 +224,11 @@ _NO_TF_SCRIPT = textwrap.dedent("""
     x2, y2 = tfds_builders.load_arrays(d2, "image-folder", "train")
     assert x2.shape == (2, 8, 8, 1) and list(y2) == [0, 1]
 
+    d3 = tfds_builders.build_dataset("phantom-chest", out, image_size=16, num_examples=(3, 2))
+    assert tfds_builders.class_names(d3, "phantom-chest")[0] == "cardiomegaly"
+    x3, y3 = tfds_builders.load_arrays(d3, "phantom-chest", "train")
+    assert x3.shape == (3, 16, 16, 1) and y3.shape == (3, 5)
+
     assert "tensorflow" not in sys.modules, "tensorflow was imported"
     print("NO_TF_OK", len(attempts))
 """)
@@ -231,3 +242,55 @@ def test_build_and_read_work_without_tensorflow(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "NO_TF_OK" in result.stdout
+
+
+def test_phantom_chest_round_trip_is_multi_hot_with_names(tmp_path):
+    d = tfds_builders.build_dataset("phantom-chest", str(tmp_path), image_size=16, num_examples=(6, 3),
+                                    findings=("pneumothorax", "effusion"))
+    assert tfds_builders.is_multi_label(d, "phantom-chest")
+    assert tfds_builders.class_names(d, "phantom-chest") == ("pneumothorax", "effusion")
+    for split, n, seed in (("train", 6, chest_phantoms.TRAIN_SEED), ("test", 3, chest_phantoms.TEST_SEED)):
+        images, targets = tfds_builders.load_arrays(d, "phantom-chest", split)
+        ref_images, ref_targets = chest_phantoms.generate(n, seed, 16)
+        assert targets.dtype == np.float32 and targets.shape == (n, 2)
+        np.testing.assert_array_equal(targets, ref_targets[:, [4, 1]])  # the chosen columns, in order
+        assert np.abs(images - ref_images).max() <= _HALF_STEP
+    example = tfds_builders.load_split(d, "phantom-chest", "train")[0]
+    assert example["label"].shape == (2,) and example["label"].dtype == np.uint8
+    other = tfds_builders.build_dataset("phantom-chest", str(tmp_path), image_size=16, num_examples=(6, 3),
+                                        prevalence=(0.5,) * 5)
+    assert other != d  # the prevalence is part of the fingerprint
+
+
+def test_multi_hot_labels_flow_through_the_gan_pipeline_and_step(tmp_path):
+    """An unconditional GAN trains on a multi-label source; a conditional one is refused."""
+    import functools
+
+    import jax
+
+    from configs import dcgan_liver
+    from jaxmedgan.data import datasets, pipeline
+    from jaxmedgan.trainers import gan
+
+    c = dcgan_liver.get_config()
+    c.data.source, c.data.data_dir, c.data.image_size = "phantom-chest", str(tmp_path), 16
+    c.data.num_train, c.data.num_test = 8, 4
+    c.model.latent_dim, c.model.g_features, c.model.d_features = 8, 4, 4
+    train, (eval_images, eval_labels) = datasets.load(c)
+    assert len(train) == 8 and eval_images.shape == (4, 16, 16, 1) and eval_labels.shape == (4, 5)
+    ds = pipeline.train_dataset(train, global_batch_size=4, seed=0, augment=True, process_index=0,
+                                process_count=1)
+    batch = ds[0]
+    assert batch["image"].shape == (4, 16, 16, 1) and batch["label"].shape == (4, 5)
+    assert batch["label"].dtype == np.int32 and set(np.unique(batch["label"])) <= {0, 1}
+    # Traced, not compiled (compiling the GAN step costs ~20 s on a busy 2-core CPU): a label the
+    # step cannot take would fail here with a shape or dtype error.
+    state = jax.eval_shape(functools.partial(gan.init_state, c), jax.random.PRNGKey(0))
+    new, metrics = jax.eval_shape(functools.partial(gan.train_step, c), state, batch)
+    assert new.step.shape == () and metrics["d_loss"].shape == ()
+    dp = pipeline.poisson_train_dataset(train, sampling_rate=0.5, max_batch_size=4, seed=0, augment=False,
+                                        process_index=0, process_count=1)
+    assert dp[0]["label"].shape == (4, 5)
+    c.model.num_classes = 5
+    with pytest.raises(ValueError, match="multi-label"):
+        datasets.load(c)
