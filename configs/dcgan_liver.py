@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.aux_weight = 1.0  # ACGAN auxiliary cross-entropy weight
+    c.loss.r1_gamma = 0.0  # >0: R1 penalty gamma/2 ||grad_x D(real)||^2 (per example; DP-safe)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4
