@@ -214,15 +214,17 @@ class ChestXRays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "chest.index_splits + readers.read_image (bilinear resize)."}
 
-    def __init__(self, *, kind: str, root: str, image_size: int = 64, channels: int = 1,
+    KIND = ""  # 'chexpert' | 'chestxray14' (the subclasses below)
+
+    def __init__(self, *, root: str, image_size: int = 64, channels: int = 1,
                  findings: Sequence[str] = (), uncertainty: str = "u_ones", frontal_only: bool = False,
                  holdout_fraction: float = 0.0, seed: int = 0, **kwargs):
         from jaxmedgan.data import chest
 
         self._chest = chest
-        self._kind, self._root = kind, root
+        self._kind, self._root = self.KIND, root
         self._image_size, self._channels = int(image_size), int(channels)
-        self._findings = chest.check_findings(findings, kind)
+        self._findings = chest.check_findings(findings, self.KIND)
         self._split_kwargs = dict(findings=self._findings, uncertainty=uncertainty, frontal_only=frontal_only,
                                   holdout_fraction=holdout_fraction, seed=seed)
         super().__init__(**kwargs)
@@ -248,6 +250,20 @@ class ChestXRays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             image = self._chest.read_one(index, i, self._image_size, self._channels)
             yield i, {"image": to_uint8(image), "label": index.targets[i].astype(np.uint8),
                       "label_mask": index.mask[i].astype(np.uint8), "group": int(index.patients[i])}
+
+
+class CheXpert(ChestXRays, skip_registration=True):
+    """CheXpert train.csv ('train') / valid.csv ('test'), see `chest`."""
+
+    name = "chexpert"
+    KIND = "chexpert"
+
+
+class ChestXray14(ChestXRays, skip_registration=True):
+    """NIH ChestX-ray14 Data_Entry_2017.csv with its train_val / test lists, see `chest`."""
+
+    name = "chestxray14"
+    KIND = "chestxray14"
 
 
 def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -478,10 +494,10 @@ def build_dataset(
                       uncertainty=uncertainty, frontal_only=bool(frontal_only),
                       holdout_fraction=float(holdout_fraction), seed=int(seed),
                       index_files=chest.index_fingerprint(source, image_dir))
-        kwargs = dict(kind=source, root=image_dir, image_size=image_size, channels=channels, findings=names,
+        kwargs = dict(root=image_dir, image_size=image_size, channels=channels, findings=names,
                       uncertainty=uncertainty, frontal_only=bool(frontal_only),
                       holdout_fraction=float(holdout_fraction), seed=int(seed))
-        builder_cls = ChestXRays
+        builder_cls = CheXpert if source == "chexpert" else ChestXray14
     else:
         if not image_dir:
             raise ValueError("source 'image-folder' needs image_dir (DIR/<class_name>/*.png|*.jpg|*.dcm)")

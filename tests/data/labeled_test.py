@@ -57,3 +57,41 @@ def test_phantom_sets_match_the_tfds_copy_and_relabel():
         labeled.relabel(data, "benign:cyst;malignant:metastasis")
     with pytest.raises(ValueError, match="unknown class 'adenoma'"):
         labeled.relabel(data, "x:cyst,adenoma;y:metastasis,hemangioma")
+
+
+def test_phantom_chest_is_multi_label_and_matches_its_tfds_copy(tmp_path):
+    from configs import classifier_chest
+    from jaxmedgan.data import chest_phantoms, tfds_builders
+
+    c = classifier_chest.get_config()
+    c.data.image_size, c.data.num_train, c.data.num_test = 16, 6, 3
+    c.data.data_dir = str(tmp_path)
+    train, test = labeled.load(c, "train"), labeled.load(c, "test")
+    assert train.multi_label and train.class_names == chest_phantoms.FINDING_NAMES
+    assert train.targets.shape == (6, 5) and len(test) == 3 and labeled.has_split(c, "test")
+    ref, ref_t = chest_phantoms.generate(6, chest_phantoms.TRAIN_SEED, 16)
+    np.testing.assert_array_equal(train.targets, ref_t)
+    np.testing.assert_allclose(train.images, ref, atol=1 / 127.5)
+    d = tfds_builders.build_dataset("phantom-chest", str(tmp_path), image_size=16, num_examples=(6, 3))
+    tf_images, tf_targets = tfds_builders.load_arrays(d, "phantom-chest", "test")
+    np.testing.assert_array_equal(tf_images, test.images)  # the same uint8 round trip
+    np.testing.assert_array_equal(tf_targets, test.targets)
+    assert not np.allclose(train.images[:3], test.images)  # distinct seeds
+    c.data.findings = ("nodule", "cardiomegaly")
+    sub = labeled.load(c, "train")
+    np.testing.assert_array_equal(sub.targets, ref_t[:, [2, 0]])
+    c.data.findings = ("nodule", "fracture")
+    with pytest.raises(ValueError, match=r"unknown phantom-chest finding\(s\) \['fracture'\]"):
+        labeled.load(c, "train")
+
+
+def test_label_mask_follows_subset_and_concat():
+    images = np.zeros((3, 4, 4, 1), np.float32)
+    targets = np.array([[1, 0], [0, 0], [1, 1]], np.float32)
+    mask = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+    a = labeled.LabeledSet(images, targets, ("a", "b"), multi_label=True, mask=mask)
+    np.testing.assert_array_equal(a.subset(np.array([2, 0])).mask, mask[[2, 0]])
+    b = labeled.LabeledSet(images[:1], targets[:1], ("a", "b"), multi_label=True)
+    np.testing.assert_array_equal(labeled.concat(a, b).target_mask(), np.concatenate([mask, np.ones((1, 2))]))
+    with pytest.raises(ValueError, match=r"Label mask must be \[N,K\]"):
+        labeled.LabeledSet(images, targets, ("a", "b"), multi_label=True, mask=mask[:2])

@@ -1,0 +1,30 @@
+"""Multi-label ResNet classifier on the chest radiograph phantoms (5 co-occurring findings).
+
+Run:  jaxmedgan train --config configs/classifier_chest.py --workdir runs/classifier_chest
+Expect: MEASURED_PENDING
+Real data: --config.data.source=chexpert (or chestxray14) --config.data.image_dir=ROOT
+--config.data.findings="('Cardiomegaly','Pleural Effusion')" --config.model.num_classes=2; see
+`jaxmedgan.data.chest` for the layouts. The workdir serves `trainers.classifier.load_classifier`
+(latent class optimisation, FID-domain features).
+"""
+import ml_collections
+
+from configs import classifier_liver
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = classifier_liver.get_config()
+    c.data.source = "phantom-chest"  # phantom-chest | chexpert | chestxray14 | labels-csv
+    c.data.multi_label = True  # one sigmoid per finding (findings co-occur)
+    c.data.findings = ()  # () = all phantom findings / CheXpert's 5 competition / all 14 ChestX-ray14
+    c.data.num_train = 2000  # phantom-chest images (chest_phantoms.TRAIN_SEED)
+    c.data.num_test = 400  # phantom-chest held-out images (chest_phantoms.TEST_SEED)
+    c.data.prevalence = ()  # phantom-chest per-finding probability; () = 0.3 each
+    c.data.uncertainty = "u_ones"  # chexpert: u_ones | u_zeros | u_ignore (-1 labels)
+    c.data.frontal_only = True  # chexpert: drop lateral views
+    c.data.flip = False  # the heart is on the patient's left: a flip makes an impossible chest
+    c.data.rotate90 = False
+    c.data.max_translate_px = 3
+    c.model.num_classes = 5  # findings
+    c.loss.class_weighting = "none"  # phantom prevalence is 30 % per finding
+    return c
