@@ -1,11 +1,17 @@
-"""Drawing samples from a trained workdir: `jaxmedgan sample`."""
+"""Drawing samples from a trained workdir: `jaxmedgan sample`.
+
+`sample_to_dir`: unconditional, class-conditional (`--class`) or map-conditioned samples.
+`sample_labelled_to_dir`: a labelled archive by latent class optimisation (`--labels`, see
+`jaxmedgan/lco.py`) with a multi-label classifier, compared with random sampling + filtering.
+"""
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -61,10 +67,7 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = No
     indices uint8 [N,H,W]) in the npz. Files go to a temporary sibling directory that is renamed
     into place when complete, so a failure never leaves a partial sample set behind.
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}.")
-    if os.path.exists(out) and os.listdir(out):
-        raise FileExistsError(f"Output directory {out!r} exists and is not empty; choose another --out.")
+    _check_out(out, num)
     trainer = trainers.get(checkpointing.read_config(workdir).trainer)
     masks, mask_scale = None, 0
     if hasattr(trainer, "draw"):  # the family picks its own condition maps (pix2pix, dual GAN)
@@ -78,12 +81,9 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = No
     else:
         config, state, step = restore_state(workdir)
         imgs, labels = generate(config, state, trainer, num, class_id, seed)
-    steps = ({f"checkpoint_step_{k}": v for k, v in step.items()} if isinstance(step, dict)
-             else {"checkpoint_step": step})
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".sampling-", dir=parent)
-    try:
+    steps = _step_fields(step)
+
+    def write(tmp: str) -> None:
         for i, (img, lab) in enumerate(zip(imgs, labels)):
             suffix = f"_class{lab}" if lab >= 0 else ""
             images.save_png(os.path.join(tmp, f"{i:06d}{suffix}.png"), img)
@@ -91,10 +91,133 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = No
                 images.save_png(os.path.join(tmp, f"{i:06d}_mask.png"), (masks[i] * mask_scale)[..., None])
         np.savez_compressed(os.path.join(tmp, "samples.npz"), images=imgs, labels=labels, seed=seed,
                             **steps, **({"masks": masks} if masks is not None else {}))
+
+    return _write_atomically(out, write)
+
+
+def _step_fields(step) -> dict:
+    return ({f"checkpoint_step_{k}": v for k, v in step.items()} if isinstance(step, dict)
+            else {"checkpoint_step": step})
+
+
+def _check_out(out: str, num: int) -> None:
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}.")
+    if os.path.exists(out) and os.listdir(out):
+        raise FileExistsError(f"Output directory {out!r} exists and is not empty; choose another --out.")
+
+
+def _write_atomically(out: str, write: Callable[[str], None]) -> str:
+    """Runs write(tmp) on a temporary sibling directory of `out`, then renames it to `out` (empty or absent)."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".sampling-", dir=parent)
+    try:
+        write(tmp)
         if os.path.exists(out):
-            os.rmdir(out)  # empty (checked above)
+            os.rmdir(out)  # empty (checked by the caller)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Labelled sampling: latent class optimisation (jaxmedgan/lco.py) on an unconditional generator.
+
+
+def lco_settings(config) -> dict:
+    """LCO hyperparameters: `config.lco` of the generator's config over `lco.DEFAULTS`."""
+    from jaxmedgan import lco
+
+    section = config.get("lco") or {}
+    return {key: type(default)(section.get(key, default)) for key, default in lco.DEFAULTS.items()}
+
+
+def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, classifier_workdir: str | None = None,
+                           lco_steps: int | None = None, seed: int = 0,
+                           baseline_num: int | None = None) -> tuple[str, list[dict]]:
+    """Labelled archive by LCO; returns (out, per-target comparison rows of `lco.compare`).
+
+    `labels`: one finding vector, or several separated by ';' (`lco.parse_targets`); `num`
+    samples per vector. The classifier is `classifier_workdir`, else the generator config's
+    `lco.classifier_workdir`. Writes to `out` (atomically, like `sample_to_dir`):
+
+    * `NNNNNN_<findings>.png` per sample (`none` for the no-finding vector);
+    * `samples.npz`: images uint8 [M,H,W,C], labels f32 [M,K] (requested multi-hot),
+      probabilities f32 [M,K] (classifier on the saved images), success bool [M], target i64 [M],
+      latents f32 [M,d], class_names, seed, lco_steps, checkpoint_step, classifier_step;
+    * `labels.csv`: file, label (requested findings '|'-separated, the `labeled.read_labels_csv`
+      format), target, p_<finding> per finding, success (0/1);
+    * `summary.json`: the comparison rows (LCO vs random + filter) and the settings.
+
+    Failed samples (success 0) are kept and flagged, so the archive never hides LCO's failures.
+    """
+    import json
+
+    from jaxmedgan import lco
+    from jaxmedgan.trainers import classifier as classifier_trainer
+
+    _check_out(out, num)
+    config = checkpointing.read_config(workdir)
+    trainer = trainers.get(config.trainer)
+    if hasattr(trainer, "draw") or not hasattr(trainer, "FAMILY"):
+        raise ValueError(f"--labels needs an unconditional latent generator; {workdir} holds a "
+                         f"{config.trainer!r} model conditioned on label maps.")
+    if config.model.get("num_classes", 0):
+        raise ValueError(f"--labels (latent class optimisation) needs an unconditional generator; {workdir}'s "
+                         f"model is class-conditional (model.num_classes={config.model.num_classes}): use --class.")
+    settings = lco_settings(config)
+    if lco_steps is not None:
+        settings["steps"] = int(lco_steps)
+    classifier_workdir = classifier_workdir or (config.get("lco") or {}).get("classifier_workdir", "")
+    if not classifier_workdir:
+        raise ValueError(f"--labels needs a multi-label classifier: pass --classifier CLASSIFIER_WORKDIR or set "
+                         f"lco.classifier_workdir in {workdir}/config.json.")
+    clf, class_names = classifier_trainer.load_classifier(classifier_workdir)
+    if not clf.multi_label:
+        raise ValueError(f"{classifier_workdir} holds a single-label classifier {list(class_names)}; LCO needs a "
+                         "multi-label one (config.data.multi_label=True).")
+    targets, target_names = lco.parse_targets(labels, class_names)
+    config, state, step = restore_state(workdir)
+    generate_fn = functools.partial(_generate_unconditional, trainer.FAMILY.generate, config)
+    k_lco, k_base = jax.random.split(jax.random.PRNGKey(seed))
+    latent_dim = int(config.model.latent_dim)
+    result = lco.run_lco(generate_fn, state, clf, targets, num, k_lco, latent_dim=latent_dim, **settings)
+    baseline_num = baseline_num or max(256, 4 * num)
+    baseline = lco.random_filter(generate_fn, state, clf, targets, baseline_num, k_base, latent_dim=latent_dim)
+    rows = lco.compare(result, baseline, target_names)
+
+    t, n = result.success.shape
+    flat_images = result.images.reshape(t * n, *result.images.shape[2:])
+    flat_probs = result.probabilities.reshape(t * n, -1)
+    flat_success = result.success.reshape(t * n)
+    target_index = np.repeat(np.arange(t), n)
+    files = [f"{i:06d}_{target_names[target_index[i]]}.png" for i in range(t * n)]
+
+    def write(tmp: str) -> None:
+        for file, img in zip(files, flat_images):
+            images.save_png(os.path.join(tmp, file), img)
+        np.savez_compressed(os.path.join(tmp, "samples.npz"), images=flat_images, labels=targets[target_index],
+                            probabilities=flat_probs, success=flat_success, target=target_index.astype(np.int64),
+                            latents=result.z.reshape(t * n, -1), class_names=np.asarray(class_names), seed=seed,
+                            lco_steps=settings["steps"], classifier_step=clf.step, **_step_fields(step))
+        with open(os.path.join(tmp, "labels.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "label", "target", *(f"p_{name}" for name in class_names), "success"])
+            for i, file in enumerate(files):
+                hot = targets[target_index[i]]
+                w.writerow([file, "|".join(class_names[k] for k in np.flatnonzero(hot)), target_names[target_index[i]],
+                            *(f"{p:.4f}" for p in flat_probs[i]), int(flat_success[i])])
+        with open(os.path.join(tmp, "summary.json"), "w") as f:
+            json.dump({"targets": rows, "settings": settings, "num_per_target": num,
+                       "baseline_draws": baseline_num, "classifier_workdir": classifier_workdir,
+                       "class_names": list(class_names)}, f, indent=1, default=float)
+
+    return _write_atomically(out, write), rows
+
+
+def _generate_unconditional(generate, config, state, z: jax.Array) -> jax.Array:
+    """generate(config, state, z, None): images f32 [N,H,W,C] in [-1,1] for z [N,d]."""
+    return generate(config, state, z, None)
