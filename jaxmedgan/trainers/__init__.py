@@ -7,6 +7,7 @@ TRAINERS = {
     "stylegan2": "jaxmedgan.trainers.stylegan2",
     "pix2pix": "jaxmedgan.trainers.pix2pix",
     "dual_gan": "jaxmedgan.trainers.dual_gan",
+    "pggan": "jaxmedgan.trainers.pggan",
 }
 
 

@@ -1,0 +1,111 @@
+"""Unconditional progressive GAN (PGGAN) on the chest radiograph phantoms, 4 -> 64 px.
+
+Run:  jaxmedgan train --config configs/pggan_chest.py --workdir runs/pggan_chest
+      jaxmedgan sample --workdir runs/pggan_chest --num 64 --out runs/pggan_chest/samples_64
+Plan: 5 levels (4, 8, 16, 32, 64 px); level 0 stabilises for schedule.stable_kimg, each later
+level fades in over schedule.fade_kimg then stabilises for stable_kimg (alpha, level and kimg are
+logged; metrics 'level', 'alpha', 'kimg'). `trainers.pggan.steps_for_schedule(config)` gives the
+steps to reach the end of the 64 px stabilisation: 1625 at these defaults, which is train.steps.
+Measured: see the bottom of this docstring (CPU figures from the tiny preset in tests).
+Paper-scale settings (Karras et al. 2018, on accelerators): --config.schedule.fade_kimg=600
+--config.schedule.stable_kimg=600 --config.model.channel_base=8192 --config.model.channel_max=512
+--config.model.latent_dim=512 and batch sizes 16 up to 128 px, fewer above.
+
+`tiny()` is the 16 px preset the tests train through two levels.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.trainer = "pggan"  # jaxmedgan.trainers registry key
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis (-1: all)
+    c.mesh.model = 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "phantom-chest"  # phantom-chest | phantom-liver | image-folder | chexpert | chestxray14
+    c.data.data_dir = ""  # "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
+    c.data.image_dir = ""  # image-folder / real chest sources: the dataset root
+    c.data.image_size = 64  # px, final resolution: a power of two >= 16 (phantom-chest's minimum)
+    c.data.channels = 1
+    c.data.augment = False  # PGGAN trains on the data as is
+    c.data.window_center = 0.0  # DICOM window (image-folder only); width 0 = the file's tags
+    c.data.window_width = 0.0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.latent_dim = 128
+    c.model.num_classes = 0  # unconditional (labels come later from a classifier, see lco)
+    c.model.channel_base = 2048  # features at r px: min(channel_base // r, channel_max)
+    c.model.channel_max = 128
+    c.model.mbstd_group_size = 4  # 0: off; 1: per example; >1 mixes examples (not under DP)
+    c.model.mbstd_num_channels = 1
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.gp_weight = 10.0  # WGAN-GP lambda
+    c.loss.drift_weight = 0.001  # epsilon_drift * D(real)^2
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.g_lr = 1e-3  # PGGAN: Adam lr 0.001, betas (0, 0.99), eps 1e-8
+    c.optim.d_lr = 1e-3
+    c.optim.b1 = 0.0
+    c.optim.b2 = 0.99
+    c.optim.eps = 1e-8
+    c.optim.reset_on_new_level = True  # fresh Adam moments when a level starts (reset_opt_for_new_lod)
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.fade_kimg = 4.0  # images (thousands) over which alpha rises 0 -> 1 at each new level
+    c.schedule.stable_kimg = 4.0  # images (thousands) at alpha = 1 before the next level
+
+    c.ema = ml_collections.ConfigDict()
+    c.ema.beta = 0.999  # G EMA decay per step (PGGAN's G_smoothing); 0 = samples from the raw G
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1625  # = trainers.pggan.steps_for_schedule at these defaults
+    c.train.batch_size = 32  # what the pipeline delivers per step: the largest per-level batch
+    c.train.batch_sizes = ml_collections.ConfigDict(
+        {"r4": 32, "r8": 32, "r16": 32, "r32": 16, "r64": 16})  # per resolution; missing = batch_size
+    c.train.log_every = 20
+    c.train.eval_every = 1000000  # no evaluator yet (metrics: jaxmedgan evaluate)
+    c.train.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
+    c.train.quiet = False
+    c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 100  # steps; level, alpha and images seen are in the checkpointed state
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.privacy = ml_collections.ConfigDict()
+    c.privacy.enabled = False  # DP-SGD is refused by the pggan trainer for now
+
+    c.samples = ml_collections.ConfigDict()
+    c.samples.every = 100  # steps
+    c.samples.per_row = 8
+    c.samples.seed = 1234  # fixed latents for comparable grids across steps
+    return c
+
+
+def tiny() -> ml_collections.ConfigDict:
+    """16 px, 3 levels, a few dozen images per phase: the preset the tests train."""
+    c = get_config()
+    c.data.image_size = 16
+    c.model.latent_dim = 16
+    c.model.channel_base = 64
+    c.model.channel_max = 16
+    c.model.mbstd_group_size = 4
+    c.schedule.fade_kimg = 0.016
+    c.schedule.stable_kimg = 0.016
+    c.train.batch_size = 8
+    c.train.batch_sizes = ml_collections.ConfigDict({"r4": 8, "r8": 8, "r16": 4})
+    c.train.steps = 6
+    c.train.log_every = 2
+    c.train.quiet = True
+    c.train.fast_compile = True
+    c.checkpoint.every = 3
+    c.checkpoint.async_save = False
+    c.samples.every = 1000
+    c.samples.per_row = 2
+    return c

@@ -1,0 +1,365 @@
+"""Progressive GAN trainer (Karras et al. 2018): growing schedule, WGAN-GP step per level, resume.
+
+Schedule (in images seen, `config.schedule`): level 0 (4 px) trains for `stable_kimg`; every later
+level first fades its block in for `fade_kimg` (alpha rising linearly from 0 to 1 with images
+seen), then stabilises for `stable_kimg`; the last level stays stable until `train.steps` ends.
+`schedule(config, images_seen)` is that plan as a pure host-side function.
+
+One step at level L (`level_step`, jitted once per level: level static, alpha a traced scalar)
+takes the first `batch_size_at(config, L)` images of the batch (the pipeline delivers
+`train.batch_size`, the largest), box-downsamples them to 4 * 2**L px (fading them exactly as G's
+output fades), runs one WGAN-GP + drift D update and one G update (Adam lr 1e-3, betas 0, 0.99),
+updates the G EMA, and records level, alpha and images seen in `state.extra`; `make_step` (used by
+`common.fit`) reads the schedule on the host and re-jits only when the level changes. The Adam
+states restart when a new level begins (PGGAN's reset_opt_for_new_lod): the new layers'
+second-moment estimates would otherwise start at zero under an old bias correction and take
+~10x steps. `generate` renders at the level and alpha stored in the state, upsampled (nearest)
+to `data.image_size`, from the EMA generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxmedgan import images as images_lib
+from jaxmedgan.losses import pggan as pg_losses
+from jaxmedgan.models import pggan as pg
+from jaxmedgan.privacy import checks
+from jaxmedgan.state import GANState
+from jaxmedgan.trainers import common
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Construction and schedule.
+
+
+def build_models(config: ml_collections.ConfigDict) -> tuple[pg.Generator, pg.Discriminator]:
+    """G and D from `config.model` and `config.data` (compute dtype from `config.train.dtype`)."""
+    m, d = config.model, config.data
+    dtype = common.compute_dtype(config)
+    g = pg.Generator(resolution=d.image_size, channels=d.channels, latent_dim=m.latent_dim,
+                     channel_base=m.channel_base, channel_max=m.channel_max, dtype=dtype)
+    disc = pg.Discriminator(resolution=d.image_size, channels=d.channels, channel_base=m.channel_base,
+                            channel_max=m.channel_max, mbstd_group_size=m.mbstd_group_size,
+                            mbstd_num_channels=m.mbstd_num_channels, dtype=dtype)
+    return g, disc
+
+
+def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
+    """(G Adam, D Adam): PGGAN's lr 1e-3, betas (0, 0.99), eps 1e-8; flattened (one fused update)."""
+    o = config.optim
+    tx = lambda lr: optax.flatten(optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps))
+    return tx(o.g_lr), tx(o.d_lr)
+
+
+def batch_size_at(config: ml_collections.ConfigDict, level: int) -> int:
+    """Batch size at `level`: `config.train.batch_sizes['r<px>']`, else `config.train.batch_size`."""
+    table = config.train.get("batch_sizes", None) or {}
+    return int(table.get(f"r{pg.resolution_at(level)}", config.train.batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """Where the growing schedule is after some number of images."""
+
+    level: int  # 0 -> 4 px
+    alpha: float  # fade-in weight of block `level` (1 while stabilising)
+    name: str  # "fade" | "stable"
+    images_into_phase: int
+
+
+def schedule(config: ml_collections.ConfigDict, images_seen: int) -> Phase:
+    """Host-side growing plan: the phase (level, alpha, fade/stable) after `images_seen` images."""
+    fade = int(round(config.schedule.fade_kimg * 1000))
+    stable = int(round(config.schedule.stable_kimg * 1000))
+    last = pg.num_levels(config.data.image_size) - 1
+    t = int(images_seen)
+    if t < stable or last == 0:
+        return Phase(0, 1.0, "stable", t)
+    t -= stable
+    for level in range(1, last + 1):
+        if t < fade:
+            return Phase(level, t / fade, "fade", t)
+        t -= fade
+        if t < stable or level == last:
+            return Phase(level, 1.0, "stable", t)
+        t -= stable
+    raise AssertionError("unreachable")
+
+
+def steps_for_schedule(config: ml_collections.ConfigDict) -> int:
+    """Steps until the last level has faded in and stabilised once (with per-level batch sizes)."""
+    fade, stable = config.schedule.fade_kimg * 1000, config.schedule.stable_kimg * 1000
+    total = 0
+    for level in range(pg.num_levels(config.data.image_size)):
+        images = stable + (fade if level else 0)
+        total += int(np.ceil(images / batch_size_at(config, level)))
+    return total
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    size = config.data.image_size
+    levels = pg.num_levels(size)
+    big = config.train.batch_size
+    group = config.model.mbstd_group_size
+    for level in range(levels):
+        b = batch_size_at(config, level)
+        if not 1 <= b <= big:
+            raise ValueError(f"config.train.batch_sizes.r{pg.resolution_at(level)}={b} must be in 1.."
+                             f"config.train.batch_size={big} (the pipeline delivers train.batch_size images "
+                             "per step; each level uses the first batch_sizes.r<px> of them).")
+        if group and group > 1 and b % min(group, b):
+            raise ValueError(f"The {pg.resolution_at(level)} px batch size {b} must be divisible by "
+                             f"config.model.mbstd_group_size={group} (minibatch-stddev groups).")
+    if config.schedule.stable_kimg <= 0 or config.schedule.fade_kimg < 0:
+        raise ValueError(f"config.schedule needs stable_kimg > 0 and fade_kimg >= 0; got "
+                         f"{config.schedule.stable_kimg}, {config.schedule.fade_kimg}.")
+    if checks.dp_enabled(config):
+        checks.check_dp_compatible(config, {})  # names minibatch stddev first, with its own message
+        raise NotImplementedError("config.privacy.enabled=True: DP-SGD is not implemented for the pggan "
+                                  "trainer yet; train it without DP or use trainer 'gan'.")
+
+
+def init_params(module: Any, key: jax.Array, *args: Any) -> Any:
+    """`module.init(key, *args)['params']` in distribution, without compiling the init forward pass.
+
+    Every PGGAN layer is an equalised-lr `Conv2d`/`FullyConnected` (lr multiplier 1): 'weight'
+    ~ N(0, 1), 'bias' = 0. The tree comes from `jax.eval_shape(module.init)`; all weights are one
+    normal draw, sliced (a jitted init then compiles in well under a second instead of ~15 s on CPU).
+    """
+    abstract = jax.eval_shape(lambda k: module.init(k, *args), key)["params"]  # args stay static
+    flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    names = [getattr(path[-1], "key", None) for path, _ in flat]
+    if set(names) - {"weight", "bias"}:
+        raise ValueError(f"init_params: unexpected parameter names {sorted(set(names) - {'weight', 'bias'})} "
+                         f"in {type(module).__name__}; only equalised-lr 'weight'/'bias' are drawn here.")
+    sizes = [int(np.prod(a.shape)) if n == "weight" else 0 for n, (_, a) in zip(names, flat)]
+    noise = jax.random.normal(key, (max(sum(sizes), 1),), jnp.float32)
+    offsets = np.cumsum([0] + sizes)
+    leaves = [noise[o:o + s].reshape(a.shape) if n == "weight" else jnp.zeros(a.shape, a.dtype)
+              for n, (_, a), o, s in zip(names, flat, offsets, sizes)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
+    """Initial state with the parameters of every level (pure; jit it with out_shardings).
+
+    extra: g_ema_params, images_seen i32, level i32, alpha f32 (of the last step run).
+    """
+    _check_config(config)
+    g, d = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+    k_g, k_d, k_run = jax.random.split(rng, 3)
+    g_vars = {"params": init_params(g, k_g, jnp.zeros((2, config.model.latent_dim)), 0)}
+    d_vars = {"params": init_params(d, k_d, jnp.zeros((2, 4, 4, config.data.channels)), 0)}
+    extra = {"g_ema_params": jax.tree_util.tree_map(jnp.copy, g_vars["params"]),
+             "images_seen": jnp.zeros((), jnp.int32), "level": jnp.zeros((), jnp.int32),
+             "alpha": jnp.ones((), jnp.float32)}
+    return GANState(step=jnp.zeros((), jnp.int32), rng=k_run, g_params=g_vars["params"],
+                    d_params=d_vars["params"], g_stats={}, d_stats={},
+                    g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
+                    extra=extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# The step (pure; jitted once per level).
+
+
+def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
+    return jax.tree_util.tree_map(lambda f, o: jnp.where(flag, f, o), fresh, old)
+
+
+def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, alpha: jax.Array, *,
+               level: int, mesh: Any = None) -> tuple[GANState, dict]:
+    """One WGAN-GP D update then one G update at `level` (static) with fade-in weight `alpha` f32 [].
+
+    batch: image f32 [B,R,R,C] in [-1,1] at data.image_size, B = train.batch_size >= the level's
+    batch size b (the first b are used). `mesh` is accepted for the Family protocol and unused.
+    """
+    del mesh
+    g, d = build_models(config)
+    g_tx, d_tx = build_optimizers(config)
+    b = batch_size_at(config, level)
+    alpha = jnp.asarray(alpha, jnp.float32)
+    rng = jax.random.fold_in(state.rng, state.step)
+    k_dz, k_eps, k_gz = jax.random.split(rng, 3)
+    real = pg.fade_reals(batch["image"][:b].astype(jnp.float32), level, alpha)
+
+    # A new level starts from fresh Adam moments (both nets), as PGGAN's reset_opt_for_new_lod.
+    g_opt_state, d_opt_state = state.g_opt_state, state.d_opt_state
+    if config.optim.get("reset_on_new_level", True):
+        new_level = state.extra["level"] != level
+        g_opt_state = _reset_if(new_level, g_tx.init(state.g_params), g_opt_state)
+        d_opt_state = _reset_if(new_level, d_tx.init(state.d_params), d_opt_state)
+
+    gen = lambda params, z: g.apply({"params": params}, z, level, alpha)
+    z = jax.random.normal(k_dz, (b, config.model.latent_dim))
+    fake = jax.lax.stop_gradient(gen(state.g_params, z))
+    eps = jax.random.uniform(k_eps, (b,))
+    lc = config.loss
+
+    def d_loss_fn(d_params):
+        d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
+        per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=lc.gp_weight,
+                                            drift_weight=lc.drift_weight)
+        return jnp.mean(per_ex), parts
+
+    (d_loss, parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    z = jax.random.normal(k_gz, (b, config.model.latent_dim))
+
+    def g_loss_fn(g_params):
+        score = d.apply({"params": d_params}, gen(g_params, z), level, alpha)
+        return jnp.mean(pg_losses.g_wgan(score))
+
+    g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params)
+    g_updates, g_opt_state = g_tx.update(g_grads, g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    beta = config.ema.beta
+    ema = jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), state.extra["g_ema_params"], g_params)
+    seen = state.extra["images_seen"] + b
+    extra = {**state.extra, "g_ema_params": ema, "images_seen": seen,
+             "level": jnp.asarray(level, jnp.int32), "alpha": alpha}
+    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, extra=extra)
+    mean = lambda k: jnp.mean(parts[k])
+    metrics = {"d_loss": d_loss, "g_loss": g_loss, "wasserstein": mean("real_score") - mean("fake_score"),
+               "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
+               "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift"),
+               "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": optax.tree.norm(g_grads),
+               "level": jnp.float32(level), "alpha": alpha, "kimg": seen.astype(jnp.float32) / 1000}
+    return new_state, metrics
+
+
+def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *, mesh: Any = None,
+               level: int | None = None, alpha: float = 1.0) -> tuple[GANState, dict]:
+    """`level_step` at `level` (default: the last, stabilised). `common.fit` uses `make_step`,
+    which follows the growing schedule instead."""
+    level = pg.num_levels(config.data.image_size) - 1 if level is None else level
+    return level_step(config, state, batch, jnp.float32(alpha), level=level, mesh=mesh)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side: per-level jits, cached across fit calls (a resumed run in the same process, tests).
+
+
+_STEP_SECTIONS = ("model", "loss", "optim", "schedule", "ema")
+_JIT_CACHE: dict[Any, Callable] = {}
+
+
+def _jit_key(config: ml_collections.ConfigDict) -> str:
+    """What the jitted functions depend on (not train.steps, logging, checkpoint or sample cadence)."""
+    t, d = config.train, config.data
+    picked = {k: config[k].to_dict() for k in _STEP_SECTIONS if k in config}
+    picked["data"] = {"image_size": d.image_size, "channels": d.channels}
+    picked["train"] = {"batch_size": t.batch_size, "dtype": t.get("dtype", "float32"),
+                       "fast_compile": t.get("fast_compile", False),
+                       "batch_sizes": t.batch_sizes.to_dict() if t.get("batch_sizes") else {}}
+    return json.dumps(picked, sort_keys=True, default=str)
+
+
+def _cached_jit(key: tuple, build: Callable[[], Callable]) -> Callable:
+    if key not in _JIT_CACHE:
+        if len(_JIT_CACHE) > 32:
+            _JIT_CACHE.clear()
+        _JIT_CACHE[key] = build()
+    return _JIT_CACHE[key]
+
+
+def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sharding: Any,
+              replicated: Any) -> Callable[[GANState, dict, int], tuple[GANState, dict]]:
+    """A host-side `step(state, batch, step)` following `schedule`; one jit per level, made on first use.
+
+    Images seen are read from the state once (at the first step, e.g. after a resume) and then
+    tracked on the host, so picking the level costs no device round trip.
+    """
+    options = {"xla_backend_optimization_level": 0} if config.train.get("fast_compile", False) else None
+    leaves, treedef = jax.tree_util.tree_flatten(state_shardings)
+    base_key = (_jit_key(config), tuple(leaves), treedef, batch_sharding, replicated)
+
+    def jitted(level: int) -> Callable:
+        return _cached_jit(("step", level) + base_key, lambda: jax.jit(
+            functools.partial(level_step, config, level=level),
+            in_shardings=(state_shardings, batch_sharding, replicated),
+            out_shardings=(state_shardings, replicated), donate_argnums=(0,), compiler_options=options))
+
+    host = {"step": None, "seen": 0, "phase": None}
+
+    def step_fn(state: GANState, batch: dict, step: int) -> tuple[GANState, dict]:
+        if host["step"] != step:
+            host["seen"] = int(jax.device_get(state.extra["images_seen"]))
+        phase = schedule(config, host["seen"])
+        if host["phase"] is None or (phase.level, phase.name) != host["phase"]:
+            log.info("PGGAN step %d, %.1f kimg: level %d (%d px), %s phase.", step, host["seen"] / 1000,
+                     phase.level, pg.resolution_at(phase.level), phase.name)
+            host["phase"] = (phase.level, phase.name)
+        state, metrics = jitted(phase.level)(state, batch, np.float32(phase.alpha))
+        host["seen"] += batch_size_at(config, phase.level)
+        host["step"] = step + 1
+        return state, metrics
+
+    return step_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation.
+
+
+def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
+             labels: jax.Array | None = None) -> jax.Array:
+    """Images f32 [N, image_size, image_size, C] in [-1, 1] from latents z [N, latent_dim].
+
+    Uses the G EMA at the level and alpha of the state's last step (one branch per level under
+    `lax.switch`, so the level may be traced), upsampled by nearest to `data.image_size`.
+    """
+    del labels  # unconditional
+    g, _ = build_models(config)
+    params = state.extra["g_ema_params"]
+    alpha = state.extra["alpha"]
+    branches = [functools.partial(lambda lvl, p, zz, a: jnp.clip(
+        g.apply({"params": p}, zz, lvl, a, full_resolution=True), -1.0, 1.0), lvl)
+        for lvl in range(pg.num_levels(config.data.image_size))]
+    level = jnp.clip(state.extra["level"], 0, len(branches) - 1)
+    return jax.lax.switch(level, branches, params, z, alpha)
+
+
+def sample_grid(config: ml_collections.ConfigDict, state: GANState, eval_data: Any) -> np.ndarray:
+    """uint8 grid (4 rows x samples.per_row) from fixed latents, with a generate jit cached per config."""
+    del eval_data
+    rows, cols = 4, config.samples.per_row
+    z, _ = common.latent_batch(config, jax.random.PRNGKey(config.samples.seed), rows * cols)
+    fn = _cached_jit(("generate", _jit_key(config)), lambda: jax.jit(functools.partial(generate, config)))
+    x = fn(state, z, None)
+    return images_lib.grid(images_lib.to_uint8(np.asarray(x)), rows=rows)
+
+
+FAMILY = common.Family(
+    name="pggan",
+    init_state=init_state,
+    train_step=train_step,
+    generate=generate,
+    make_step=make_step,
+    sample_grid=sample_grid,
+)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data: Any = None) -> GANState:
+    """Trains PGGAN as configured, writing checkpoints, metrics and samples to `workdir`.
+
+    `data` optionally supplies `(train_source, eval_arrays)` (see `common.fit`).
+    """
+    return common.fit(config, workdir, FAMILY, data=data)
