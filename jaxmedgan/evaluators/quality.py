@@ -169,3 +169,35 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
         covered[s:s + _CHUNK] = d.min(1) < rr[:, 0]
     return {"precision": float((in_real_balls > 0).mean()), "recall": float(recalled.mean()),
             "density": float(in_real_balls.mean() / k), "coverage": float(covered.mean())}
+
+
+METRICS = ("fid", "kid", "pr")  # "pr": precision, recall, density and coverage together
+
+
+def parse_metrics(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """('fid', 'kid', 'pr') from 'fid,kid,pr' (or a sequence); unknown names are an error."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ValueError(f"Unknown or no metrics {unknown or spec!r}; expected a comma-separated subset of {METRICS}.")
+    return tuple(dict.fromkeys(names))
+
+
+def compute(real: np.ndarray, fake: np.ndarray, metrics: tuple[str, ...] | str = METRICS, *,
+            suffix: str = "", kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5,
+            seed: int = 0) -> dict[str, float]:
+    """{name + suffix: value} for `metrics` of fake [M, D] against real [N, D] features.
+
+    Names: fid; kid (mean over subsets), kid_std; precision, recall, density, coverage.
+    `suffix` is "_domain" for domain-classifier features so they are never mistaken for FID.
+    """
+    out: dict[str, float] = {}
+    for name in parse_metrics(metrics):
+        if name == "fid":
+            out["fid"] = fid(real, fake)
+        elif name == "kid":
+            out["kid"], out["kid_std"] = kid(real, fake, num_subsets=kid_subsets, subset_size=kid_subset_size,
+                                             seed=seed)
+        else:
+            out.update(prdc(real, fake, k=k))
+    return {f"{n}{suffix}": v for n, v in out.items()}
