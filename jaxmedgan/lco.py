@@ -160,10 +160,12 @@ def _batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def classify_uint8(classifier: Any, images_u8: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities f32 [N,K], features f32 [N,D]) of the classifier on uint8 images [N,H,W,C]."""
-    to_input = jax.jit(lambda x: classifier_input(classifier, x.astype(jnp.float32) / 127.5 - 1.0))
+    size = classifier.image_size
+    resize = None if images_u8.shape[1:3] == (size, size) else jax.jit(functools.partial(classifier_input, classifier))
 
     def both(chunk: np.ndarray) -> np.ndarray:
-        x = to_input(chunk)
+        x = chunk.astype(np.float32) / 127.5 - 1.0
+        x = x if resize is None else resize(x)
         return np.concatenate([np.asarray(jax.nn.sigmoid(classifier(x))), np.asarray(classifier.features(x))], -1)
 
     out = _batched(both, np.asarray(images_u8), batch_size)
@@ -209,8 +211,15 @@ class BaselineResult:
     features: np.ndarray  # f32 [M,D]
 
 
-def _generate_uint8(generate_fn: GenerateFn, g_params: Any, z: np.ndarray, batch_size: int) -> np.ndarray:
-    fn = jax.jit(generate_fn)
+@functools.lru_cache(maxsize=16)
+def _jitted(fn: Callable) -> Callable:
+    """One jax.jit wrapper per function object, so LCO and the baseline share compiled code."""
+    return jax.jit(fn)
+
+
+def _generate_uint8(generate_fn: GenerateFn, g_params: Any, z: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """uint8 images [N,H,W,C] for latents z [N,d], generated in fixed-size (padded) batches."""
+    fn = _jitted(generate_fn)
     return _batched(lambda c: images_lib.to_uint8(np.asarray(fn(g_params, c))), np.asarray(z, np.float32), batch_size)
 
 
@@ -243,7 +252,7 @@ def run_lco(generate_fn: GenerateFn, g_params: Any, classifier: Any, targets: np
         zs.append(np.asarray(z)[:, :chunk - pad])
         losses = np.asarray(hist) if losses is None else losses
     z = np.concatenate(zs, axis=1)
-    imgs = _generate_uint8(generate_fn, g_params, z.reshape(t * num, latent_dim), batch_size=max(chunk, 8))
+    imgs = _generate_uint8(generate_fn, g_params, z.reshape(t * num, latent_dim))
     probs, feats = classify_uint8(classifier, imgs)
     probs = probs.reshape(t, num, -1)
     return LCOResult(images=imgs.reshape(t, num, *imgs.shape[1:]), z=z, probabilities=probs,

@@ -147,7 +147,8 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
     * `NNNNNN_<findings>.png` per sample (`none` for the no-finding vector);
     * `samples.npz`: images uint8 [M,H,W,C], labels f32 [M,K] (requested multi-hot),
       probabilities f32 [M,K] (classifier on the saved images), success bool [M], target i64 [M],
-      latents f32 [M,d], class_names, seed, lco_steps, checkpoint_step, classifier_step;
+      latents f32 [M,d], lco_losses f32 [steps+1, T] (mean objective per step, first chunk of
+      latents), class_names, seed, lco_steps, checkpoint_step, classifier_step;
     * `labels.csv`: file, label (requested findings '|'-separated, the `labeled.read_labels_csv`
       format), target, p_<finding> per finding, success (0/1);
     * `summary.json`: the comparison rows (LCO vs random + filter) and the settings.
@@ -201,7 +202,8 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
             images.save_png(os.path.join(tmp, file), img)
         np.savez_compressed(os.path.join(tmp, "samples.npz"), images=flat_images, labels=targets[target_index],
                             probabilities=flat_probs, success=flat_success, target=target_index.astype(np.int64),
-                            latents=result.z.reshape(t * n, -1), class_names=np.asarray(class_names), seed=seed,
+                            latents=result.z.reshape(t * n, -1), lco_losses=result.losses,
+                            class_names=np.asarray(class_names), seed=seed,
                             lco_steps=settings["steps"], classifier_step=clf.step, **_step_fields(step))
         with open(os.path.join(tmp, "labels.csv"), "w", newline="") as f:
             w = csv.writer(f)
