@@ -21,6 +21,8 @@ report its per-class accuracy on generated images.
 """
 import ml_collections
 
+from configs import dcgan_liver
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -32,9 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.model = 1
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom-spine"  # phantom-spine | image-folder
+    c.data.source = "phantom-spine"  # phantom-spine | image-folder | stylegan-folder
     c.data.data_dir = ""  # "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
-    c.data.image_dir = ""  # image-folder source: DIR/<class_name>/*.png|*.dcm
+    c.data.image_dir = ""  # image-folder: DIR/<class_name>/*.png|*.dcm; stylegan-folder: DIR or .zip with dataset.json
     c.data.image_size = 32  # px, power of two >= 16
     c.data.channels = 1
     c.data.augment = False  # classic augmentation off: ADA augments what D sees instead
@@ -81,7 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.ada.pipeline = "bgc"  # augment.ada.PIPELINES
 
     c.clinical = ml_collections.ConfigDict()
-    c.clinical.checkpoint = ""  # directory from losses.clinical.save_classifier; "" = no classifier
+    # A classifier-trainer workdir (`trainer='classifier'`, arch cnn or resnet, trained on the GAN's
+    # classes in the same order) or a losses.clinical.save_classifier directory; "" = no classifier.
+    c.clinical.checkpoint = ""
     c.clinical.weight = 0.0  # lambda of lambda * CE(classifier(G(z, c)), c); 0 = plain StyleGAN2-ADA
     c.clinical.eval_per_class = 32  # generated images per class for the classifier accuracy
 
@@ -98,6 +102,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 100  # steps
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
+
+    # DP-SGD on D's real-data term (see configs/stylegan2_ada_spine_dp.py and trainers/stylegan2.py):
+    # the project's shared privacy section, off here.
+    c.privacy = dcgan_liver.get_config().privacy
+    c.privacy.enabled = False
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 100  # steps

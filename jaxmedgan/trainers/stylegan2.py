@@ -19,12 +19,29 @@ are the real batch's labels, shuffled per phase (StyleGAN2-ADA draws them from t
 label distribution). The mapping network's tracked w_avg (G's 'stats', in `state.g_stats`) is
 updated by every G forward of a phase, as in training mode of the original, and shared by the EMA
 generator. State extras: g_ema_params, ada_p, ada_sign_sum, ada_sign_count, pl_mean.
+
+Differential privacy (`config.privacy.enabled`, DP-SGD of `jaxmedgan.privacy.dp_sgd`). Only D
+reads real images, so only D's real-data term is privatised: per real example i of a Poisson
+batch (padded, with a mask), loss_i = softplus(-D(aug_i(x_i), c_i)) [+ r1_interval * gamma/2 *
+||grad_x D(aug_i(x_i), c_i)||^2 on R1 steps], each example's gradient clipped to C, summed, ONE
+Gaussian draw N(0, sigma^2 C^2) added, divided by the expected batch q*N (`d_private_grads`).
+The fake term softplus(D(aug(G(z)))) sees no real data and gets no noise (clipped per example
+to the same C when `privacy.clip_fake`, as the DCGAN trainer does). G is private by
+post-processing; its fake labels are drawn uniformly (never from the real batch's labels).
+Accounting: on R1 steps the R1 term is folded into the same clipped loss as the main term
+(StyleGAN2-ADA's 'Dboth' phase) instead of a second D update on the same batch, so every training
+step is exactly one DP-SGD step of D on one Poisson sample -- the count `privacy.plan` and the
+accountant use (`dp/epsilon` after T steps = epsilon(q, sigma, T)). D therefore takes one Adam
+step per training step and its Adam is not rescaled for lazy R1 (the x r1_interval weight stays).
+Minibatch-stddev must be off or per example (group size 0 or 1); ADA's adaptive p is refused
+(its r_t = E[sign(D(real))] is a data-dependent release the accountant does not count): use
+`ada.mode='fixed'` (augmentation is per example, so a fixed p is fine) or 'none'.
 """
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +60,7 @@ from jaxmedgan.trainers import common
 
 log = logging.getLogger(__name__)
 
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg", "Dboth")  # Dboth: DP only, Dmain + R1 in one clipped loss
 _PHASE_IDS = {name: i for i, name in enumerate(PHASES)}
 
 
@@ -66,17 +83,21 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[sg.Generator, sg.Di
     return g, disc
 
 
-def _adam(config: ml_collections.ConfigDict, reg_interval: int) -> optax.GradientTransformation:
-    """Adam with StyleGAN2's lazy-regularisation rescaling: lr * r, betas ** r, r = k / (k + 1)."""
+def _adam(config: ml_collections.ConfigDict, reg_interval: int | None) -> optax.GradientTransformation:
+    """Adam with StyleGAN2's lazy-regularisation rescaling: lr * r, betas ** r, r = k / (k + 1).
+
+    reg_interval None: the regulariser shares the main step (no extra optimiser steps), r = 1.
+    """
     o = config.optim
-    r = reg_interval / (reg_interval + 1)
+    r = 1.0 if reg_interval is None else reg_interval / (reg_interval + 1)
     # Flattened: one fused update over all parameters compiles much faster than one per leaf.
     return optax.flatten(optax.adam(o.lr * r, b1=o.b1**r, b2=o.b2**r, eps=o.eps))
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
-    """(G Adam, D Adam), rescaled for the path-length and R1 intervals."""
-    return _adam(config, config.loss.pl_interval), _adam(config, config.loss.r1_interval)
+    """(G Adam, D Adam), rescaled for the path-length and R1 intervals (D not under DP: R1 is folded)."""
+    d_interval = None if checks.dp_enabled(config) else config.loss.r1_interval
+    return _adam(config, config.loss.pl_interval), _adam(config, d_interval)
 
 
 def ada_settings(config: ml_collections.ConfigDict) -> ada_controller.AdaSettings:
@@ -126,13 +147,27 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                          f"{config.loss.pl_batch_shrink}.")
     ada_settings(config)
     augment_config(config)
+    common.compute_dtype(config)
     if checks.dp_enabled(config):
-        # D is per-example when mbstd_group_size is 0 or 1 (checked here first, with its own message)
-        # and R1 has a per-example form (losses.stylegan2.r1_penalty_per_example), but the DP-SGD
-        # D phases are not wired into this trainer yet.
-        checks.check_dp_compatible(config, {})
-        raise NotImplementedError("config.privacy.enabled=True: DP-SGD is not implemented for the "
-                                  "stylegan2 trainer yet; train it without DP or use trainer 'gan'.")
+        _check_dp(config)
+
+
+def _check_dp(config: ml_collections.ConfigDict) -> None:
+    """Refuses DP configs whose D mixes examples or whose training releases unaccounted statistics."""
+    checks.check_dp_compatible(config, {})  # mbstd group > 1 (and BatchNorm) with its own message
+    m = config.model
+    if m.mbstd_group_size is None and m.mbstd_num_channels > 0:
+        raise ValueError("DP-SGD is enabled (config.privacy.enabled=True) but the discriminator's "
+                         "minibatch-stddev layer (DiscriminatorEpilogue) mixes the whole batch "
+                         "(config.model.mbstd_group_size=None); set it to 0 (off) or 1 (per-example).")
+    if ada_settings(config).mode == "adaptive":
+        raise ValueError("DP-SGD is enabled (config.privacy.enabled=True) with config.ada.mode='adaptive': "
+                         "ADA's p heuristic r_t = E[sign(D(real))] is a data-dependent release the privacy "
+                         "accountant does not count. Use --config.ada.mode=fixed with --config.ada.p=P "
+                         "(augmentation itself is per example and DP-safe) or --config.ada.mode=none.")
+    if config.privacy.get("sampling", "poisson") != "poisson":
+        raise ValueError(f"config.privacy.sampling={config.privacy.sampling!r}: the stylegan2 trainer "
+                         "implements Poisson sampling (what the accountant analyses); use 'poisson'.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,11 +179,19 @@ def _phase_keys(state: GANState, phase: str, n: int) -> list[jax.Array]:
     return list(jax.random.split(key, n))
 
 
-def _fake_labels(config, key: jax.Array, labels: jax.Array) -> jax.Array | None:
-    """Real batch labels in a random order (the data's label distribution); None if unconditional."""
+def _fake_labels(config, key: jax.Array, labels: jax.Array, n: int | None = None) -> jax.Array | None:
+    """Fake labels [n]: real batch labels in a random order (the data's label distribution), or,
+    under DP, uniform classes (the real labels are private); None if unconditional."""
     if not config.model.num_classes:
         return None
-    return jax.random.permutation(key, labels)
+    if checks.dp_enabled(config):
+        return jax.random.randint(key, (labels.shape[0] if n is None else n,), 0, config.model.num_classes)
+    return jax.random.permutation(key, labels)[:n]
+
+
+def _num_fakes(config, batch: dict) -> int:
+    """Fakes per phase: the batch size (under DP the expected batch, not the padded Poisson one)."""
+    return config.train.batch_size if checks.dp_enabled(config) else batch["image"].shape[0]
 
 
 def _run_mapping(config, g: sg.Generator, g_params, g_stats, z, c, key: jax.Array, update: bool):
@@ -181,9 +224,37 @@ def _augment(config, images: jax.Array, key: jax.Array, p: jax.Array) -> jax.Arr
     return ada.augment(images, key, p, augment_config(config))
 
 
+def _augment_branchless(config, images: jax.Array, key: jax.Array, p: jax.Array) -> jax.Array:
+    """`ada.augment` without its skip-when-all-identity `lax.cond` (same values; for [1,H,W,C] examples
+    under the DP vmap, where that cond trips jax 0.10.2's shard_map varying-axes check)."""
+    if not ada_settings(config).augments:
+        return images
+    cfg = augment_config(config)
+    n, h, w, ch = images.shape
+    k_geom, k_color = jax.random.split(key)
+    x = images
+    if any(getattr(cfg, op) > 0 for op in ada._GEOMETRIC):
+        g_inv = ada.sample_geometric(k_geom, n, h, w, p, cfg)
+        x = jnp.where(ada._is_identity(g_inv)[:, None, None, None], x, ada.apply_geometric(x, g_inv))
+    if any(getattr(cfg, op) > 0 for op in ada._COLOR):
+        c = ada.sample_color(k_color, n, ch, p, cfg)
+        x = jnp.where(ada._is_identity(c)[:, None, None, None], x, ada.apply_color(x, c))
+    return x
+
+
 def _d_logits(config, d: sg.Discriminator, d_params, images, c, key: jax.Array, p: jax.Array) -> jax.Array:
-    """D(augment(images), c) [N]: every image D sees goes through ADA."""
-    return d.apply({"params": d_params}, _augment(config, images, key, p), c)
+    """D(augment(images), c) f32 [N]: every image D sees goes through ADA."""
+    return d.apply({"params": d_params}, _augment(config, images, key, p), c).astype(jnp.float32)
+
+
+def _d_fakes(config, g: sg.Generator, state: GANState, batch: dict, n: int, key: jax.Array):
+    """(fakes f32 [n,H,W,C] without gradient, their labels [n] or None, new g_stats) for a D phase."""
+    k_z, k_c, k_mix, k_noise = jax.random.split(key, 4)
+    z = jax.random.normal(k_z, (n, config.model.latent_dim))
+    c = _fake_labels(config, k_c, batch["label"], n)
+    ws, g_stats = _run_mapping(config, g, state.g_params, state.g_stats, z, c, k_mix, update=True)
+    fake = jax.lax.stop_gradient(_synthesize(g, state.g_params, g_stats, ws, k_noise)).astype(jnp.float32)
+    return fake, c, g_stats
 
 
 def _apply_updates(tx, grads, opt_state, params):
@@ -201,9 +272,9 @@ def g_main_step(config: ml_collections.ConfigDict, state: GANState, batch: dict,
     g, d = build_models(config)
     g_tx, _ = build_optimizers(config)
     k_z, k_c, k_mix, k_noise, k_aug = _phase_keys(state, "Gmain", 5)
-    n = batch["image"].shape[0]
+    n = _num_fakes(config, batch)
     z = jax.random.normal(k_z, (n, config.model.latent_dim))
-    c = _fake_labels(config, k_c, batch["label"])
+    c = _fake_labels(config, k_c, batch["label"], n)
     weight = float(config.clinical.weight) if config.get("clinical") is not None else 0.0
     clf = _frozen_classifier(config)
     if weight > 0 and clf is None:
@@ -240,9 +311,10 @@ def g_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     g_tx, _ = build_optimizers(config)
     lc = config.loss
     k_z, k_c, k_mix, k_noise, k_pl = _phase_keys(state, "Greg", 5)
-    n = batch["image"].shape[0] // lc.pl_batch_shrink
+    full = _num_fakes(config, batch)
+    n = full // lc.pl_batch_shrink
     z = jax.random.normal(k_z, (n, config.model.latent_dim))
-    c = _fake_labels(config, k_c, batch["label"])
+    c = _fake_labels(config, k_c, batch["label"], full)
     c = None if c is None else c[:n]
 
     def loss_fn(g_params):
@@ -265,21 +337,18 @@ def d_main_step(config: ml_collections.ConfigDict, state: GANState, batch: dict)
     """Dmain: softplus(D(aug(G(z)))) + softplus(-D(aug(x))); one Adam step of D; accumulates sign(D(x))."""
     g, d = build_models(config)
     _, d_tx = build_optimizers(config)
-    k_z, k_c, k_mix, k_noise, k_aug_fake = _phase_keys(state, "Dmain", 5)
+    k_fake, k_aug_fake = _phase_keys(state, "Dmain", 2)
     real, real_c = batch["image"], batch["label"] if config.model.num_classes else None
     n = real.shape[0]
-    z = jax.random.normal(k_z, (n, config.model.latent_dim))
-    c = _fake_labels(config, k_c, batch["label"])
-    ws, g_stats = _run_mapping(config, g, state.g_params, state.g_stats, z, c, k_mix, update=True)
-    fake = jax.lax.stop_gradient(_synthesize(g, state.g_params, g_stats, ws, k_noise))
+    fake, c, g_stats = _d_fakes(config, g, state, batch, n, k_fake)
     # D's parameters do not reach the images, so both batches are augmented once, outside the
     # gradient, in one pipeline call (half the compiled code of two calls); D still sees them apart.
     both = _augment(config, jnp.concatenate([fake, real]), k_aug_fake, state.extra["ada_p"])
     fake_aug, real_aug = both[:n], both[n:]
 
     def loss_fn(d_params):
-        fake_logits = d.apply({"params": d_params}, fake_aug, c)
-        real_logits = d.apply({"params": d_params}, real_aug, real_c)
+        fake_logits = d.apply({"params": d_params}, fake_aug, c).astype(jnp.float32)
+        real_logits = d.apply({"params": d_params}, real_aug, real_c).astype(jnp.float32)
         loss_fake, loss_real = jax.nn.softplus(fake_logits), jax.nn.softplus(-real_logits)
         return jnp.mean(loss_fake + loss_real), (loss_fake, loss_real, fake_logits, real_logits)
 
@@ -316,6 +385,102 @@ def d_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, extra=extra), metrics
 
 
+def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dict, fake_aug: jax.Array,
+                    fake_c: jax.Array | None, p: jax.Array, aug_keys: jax.Array, noise_key: jax.Array, *,
+                    with_r1: bool, mesh: Any = None) -> tuple[Any, dict]:
+    """DP-SGD gradient of D's loss (like d_params) and metrics.
+
+    batch: image f32 [B,H,W,C] (a padded Poisson batch), label i32 [B], mask f32 [B] (1 = real).
+    fake_aug: augmented fakes f32 [M,H,W,C], labels fake_c [M]. aug_keys: one ADA key per real
+    example [B]; noise_key: the one noise draw (same on every device). Real term per example i,
+    clipped to C = privacy.l2_clip, summed, noised once, / expected batch (train.batch_size = q*N):
+        softplus(-D(aug_i(x_i), c_i)) [+ r1_interval * gamma/2 * ||d D(aug_i(x_i), c_i) / d x_i||^2]
+    (R1 through the augmentation, as StyleGAN2-ADA). Fake term: mean over M of softplus(D(fake)),
+    not noised (clipped per example to C when privacy.clip_fake). `mesh`: clip per shard of the
+    batch in shard_map, psum, one noise draw.
+    """
+    from jaxmedgan.privacy import dp_sgd
+
+    _, d = build_models(config)
+    pc, lc = config.privacy, config.loss
+    conditional = bool(config.model.num_classes)
+    real, mask = batch["image"], batch["mask"]
+    # p rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
+    examples = {"image": real, "label": batch["label"], "key": aug_keys,
+                "p": jnp.broadcast_to(jnp.asarray(p, jnp.float32), mask.shape)}
+    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.get("microbatch_size", 0) or None, has_aux=True,
+                       mesh=mesh, method=pc.get("clip_method", "vmap"))
+
+    def real_loss(d_params, ex):
+        c = ex["label"][None] if conditional else None
+        d_fn = lambda x: d.apply({"params": d_params}, _augment_branchless(config, x, ex["key"], ex["p"]),
+                                 c).astype(jnp.float32)
+        if with_r1:
+            penalty, logits = sg_losses.r1_penalty_and_logits(d_fn, ex["image"][None], lc.r1_gamma)
+            r1 = penalty[0]
+        else:
+            logits, r1 = d_fn(ex["image"][None]), jnp.zeros((), jnp.float32)
+        loss = jax.nn.softplus(-logits[0]) + lc.r1_interval * r1
+        return loss, {"logit": logits[0], "r1": r1}
+
+    real_grads, dp_metrics = dp_sgd.dp_gradient(
+        real_loss, d_params, examples, mask, noise_key, noise_multiplier=pc.noise_multiplier,
+        expected_batch_size=config.train.batch_size, **clip_kwargs)
+
+    def fake_loss(d_params, ex):
+        c = ex["label"][None] if conditional else None
+        logit = d.apply({"params": d_params}, ex["image"][None], c)[0].astype(jnp.float32)
+        return jax.nn.softplus(logit), logit
+
+    m = fake_aug.shape[0]
+    fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
+    if pc.get("clip_fake", True):
+        # No noise (no private data), but clipped to the same C: unclipped, the fake gradient is
+        # orders of magnitude above the clipped real one and D learns to call everything fake.
+        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
+            fake_loss, d_params, fakes, jnp.ones((m,), jnp.float32), **clip_kwargs)
+        fake_grads = jax.tree_util.tree_map(lambda g: g / m, fake_sum)
+        loss_fake, fake_logits = fake_aux["loss_mean"], fake_aux["loss_aux"]
+    else:
+        def mean_fake_loss(d_params):
+            logits = d.apply({"params": d_params}, fakes["image"], fake_c).astype(jnp.float32)
+            return jnp.mean(jax.nn.softplus(logits)), logits
+
+        (loss_fake, fake_logits), fake_grads = jax.value_and_grad(mean_fake_loss, has_aux=True)(d_params)
+    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
+    per_ex = dp_metrics.pop("dp_loss_aux")
+    real_mask = mask > 0
+    count = jnp.maximum(jnp.sum(real_mask), 1).astype(jnp.float32)
+    masked_mean = lambda v: jnp.sum(jnp.where(real_mask, v, 0.0)) / count  # monitoring, not private
+    loss_real = masked_mean(jax.nn.softplus(-per_ex["logit"]))
+    metrics = {"d_loss": loss_real + loss_fake, "d_loss_real": loss_real, "d_loss_fake": loss_fake,
+               "d_real_logit": masked_mean(per_ex["logit"]), "d_fake_logit": jnp.mean(fake_logits),
+               "d_grad_norm": optax.tree.norm(grads), **dp_metrics}
+    if with_r1:
+        metrics["r1_penalty"] = masked_mean(per_ex["r1"])
+    return grads, metrics
+
+
+def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *, with_r1: bool,
+                   mesh: Any = None) -> tuple[GANState, dict]:
+    """Dmain (with_r1=False) or Dboth (Dmain + lazy R1 in one clipped loss) under DP-SGD; one Adam step of D.
+
+    batch carries `mask` f32 [B] (Poisson padding). ADA p is fixed under DP, so no sign statistics
+    are accumulated.
+    """
+    g, _ = build_models(config)
+    _, d_tx = build_optimizers(config)
+    k_fake, k_aug_fake, k_aug_real, k_noise = _phase_keys(state, "Dboth" if with_r1 else "Dmain", 4)
+    p = state.extra["ada_p"]
+    fake, c, g_stats = _d_fakes(config, g, state, batch, _num_fakes(config, batch), k_fake)
+    fake_aug = _augment(config, fake, k_aug_fake, p)
+    aug_keys = jax.random.split(k_aug_real, batch["image"].shape[0])
+    grads, metrics = d_private_grads(config, state.d_params, batch, fake_aug, c, p, aug_keys, k_noise,
+                                     with_r1=with_r1, mesh=mesh)
+    d_params, d_opt_state = _apply_updates(d_tx, grads, state.d_opt_state, state.d_params)
+    return state.replace(d_params=d_params, d_opt_state=d_opt_state, g_stats=g_stats), metrics
+
+
 def ema_beta(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     """G EMA decay at `step`: 0.5 ** (batch / half-life in images), half-life ramped up by images seen."""
     batch = config.train.batch_size
@@ -336,14 +501,19 @@ def finish_step(config: ml_collections.ConfigDict, state: GANState) -> tuple[GAN
 
 
 def phases_at(config: ml_collections.ConfigDict, step: int) -> tuple[str, ...]:
-    """Host-side lazy-regularisation schedule: the phases that run at 0-based step `step`."""
+    """Host-side lazy-regularisation schedule: the phases that run at 0-based step `step`.
+
+    Under DP, D runs 'Dmain' or, on R1 steps, 'Dboth' (one clipped loss), never 'Dreg'.
+    """
     lc = config.loss
     out = ["Gmain"]
     if lc.pl_weight > 0 and step % lc.pl_interval == 0:
         out.append("Greg")
-    out.append("Dmain")
-    if lc.r1_gamma > 0 and step % lc.r1_interval == 0:
-        out.append("Dreg")
+    r1_due = lc.r1_gamma > 0 and step % lc.r1_interval == 0
+    if checks.dp_enabled(config):  # one DP step of D per training step: R1 folded into Dmain
+        out.append("Dboth" if r1_due else "Dmain")
+    else:
+        out.extend(("Dmain", "Dreg") if r1_due else ("Dmain",))
     return tuple(out)
 
 
@@ -352,13 +522,15 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict,
     """All four phases and the EMA in one pure function (what a step divisible by both intervals runs).
 
     `common.fit` uses `make_step` instead, which runs the lazy schedule with one jit per phase.
-    `mesh` is accepted for the Family protocol and unused (GSPMD shards from the inputs).
+    `mesh`: the device mesh; under DP, D's per-example clipping runs per shard of it (else GSPMD
+    shards from the inputs). Under DP, batch has `mask` and D runs 'Dboth'.
     """
-    del mesh
     metrics = {}
     state, m = g_main_step(config, state, batch, clf_variables)
     metrics.update(m)
-    for fn in (g_reg_step, d_main_step, d_reg_step):
+    d_steps = ((functools.partial(d_private_step, with_r1=True, mesh=mesh),) if checks.dp_enabled(config)
+               else (d_main_step, d_reg_step))
+    for fn in (g_reg_step, *d_steps):
         state, m = fn(config, state, batch)
         metrics.update(m)
     state, m = finish_step(config, state)
@@ -374,16 +546,47 @@ def _load_classifier(path: str) -> clinical.FrozenClassifier:
     return clinical.load_frozen_classifier(path)
 
 
-def _frozen_classifier(config: ml_collections.ConfigDict) -> clinical.FrozenClassifier | None:
+def _frozen_classifier(config: ml_collections.ConfigDict) -> Any:
+    """The clinical classifier of `config.clinical.checkpoint` (None if unset), checked against the GAN.
+
+    The path is a `losses.clinical.save_classifier` directory or a classifier-trainer workdir
+    (`trainers.classifier.load_classifier`: 'cnn' or 'resnet' arch); both give
+    `logits(variables, images)`. Its class count, image size and channels must match the GAN.
+    """
     section = config.get("clinical")
     path = section.get("checkpoint", "") if section is not None else ""
     if not path:
         return None
     clf = _load_classifier(path)
-    if config.model.num_classes and clf.num_classes != config.model.num_classes:
-        raise ValueError(f"The clinical classifier in {path} has {clf.num_classes} classes but "
-                         f"config.model.num_classes={config.model.num_classes}.")
+    k = config.model.num_classes
+    if k and clf.num_classes != k:
+        names = f" {list(clf.class_names)}" if clf.class_names else ""
+        raise ValueError(f"The clinical classifier in {path} has {clf.num_classes} classes{names} but the GAN "
+                         f"has config.model.num_classes={k} conditions; train the classifier on the GAN's "
+                         "classes (same names, same order).")
+    if getattr(clf, "multi_label", False):
+        raise ValueError(f"The clinical classifier in {path} is multi-label; the clinical loss is a softmax "
+                         "cross-entropy over single-label classes (the GAN's conditions).")
+    size, ch = config.data.image_size, config.data.channels
+    if (clf.image_size, clf.channels) != (size, ch):
+        raise ValueError(f"The clinical classifier in {path} takes {clf.image_size}x{clf.image_size}x{clf.channels} "
+                         f"images but the GAN makes {size}x{size}x{ch} (config.data.image_size/channels); train it "
+                         "at the GAN's resolution.")
     return clf
+
+
+def check_clinical_classes(config: ml_collections.ConfigDict, class_names: Sequence[str] | None) -> None:
+    """Refuses a clinical classifier whose class names differ (in name or order) from the GAN's
+    conditions `class_names` (the training data's classes; None = unnamed, e.g. StyleGAN datasets,
+    whose labels are indices: only the count is checked)."""
+    clf = _frozen_classifier(config)
+    if clf is None or not class_names or not clf.class_names or not config.model.num_classes:
+        return
+    if tuple(clf.class_names) != tuple(class_names):
+        raise ValueError(f"The clinical classifier in {config.clinical.checkpoint} has classes "
+                         f"{list(clf.class_names)} but the GAN's conditions (config.data.source="
+                         f"{config.data.source!r}) are {list(class_names)}; label c of the GAN must be "
+                         "class c of the classifier.")
 
 
 def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sharding: Any,
@@ -406,8 +609,13 @@ def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sha
         return jax.jit(functools.partial(fn, config), in_shardings=in_sh, out_shardings=state_out,
                        donate_argnums=(0,), compiler_options=options)
 
-    phase_fns = {"Gmain": jit_phase(g_main_step, with_clf=True), "Greg": jit_phase(g_reg_step),
-                 "Dmain": jit_phase(d_main_step), "Dreg": jit_phase(d_reg_step)}
+    phase_fns = {"Gmain": jit_phase(g_main_step, with_clf=True), "Greg": jit_phase(g_reg_step)}
+    if checks.dp_enabled(config):
+        mesh = batch_sharding.mesh  # per-example clipping runs in shard_map over its data axis
+        phase_fns["Dmain"] = jit_phase(functools.partial(d_private_step, with_r1=False, mesh=mesh))
+        phase_fns["Dboth"] = jit_phase(functools.partial(d_private_step, with_r1=True, mesh=mesh))
+    else:
+        phase_fns.update(Dmain=jit_phase(d_main_step), Dreg=jit_phase(d_reg_step))
     finish = jax.jit(functools.partial(finish_step, config), in_shardings=(state_shardings,),
                      out_shardings=state_out, donate_argnums=(0,), compiler_options=options)
     settings = ada_settings(config)
@@ -481,6 +689,42 @@ FAMILY = common.Family(
 )
 
 
+def load_data(config: ml_collections.ConfigDict) -> tuple[Any, Any, tuple[str, ...] | None]:
+    """(train source, held-out (images, labels) or None, class names or None) for `config.data`.
+
+    source 'stylegan-folder': `config.data.image_dir` is a folder or .zip in StyleGAN2-ADA's dataset
+    format (`data.stylegan_dataset`); no held-out split, classes unnamed (integer labels). Other
+    sources: `data.datasets.load` and the TFDS dataset's class names.
+    """
+    d = config.data
+    k = config.model.num_classes
+    if d.source == "stylegan-folder":
+        from jaxmedgan.data import stylegan_dataset
+
+        if not d.image_dir:
+            raise ValueError("config.data.source='stylegan-folder' needs config.data.image_dir: a folder or .zip "
+                             "of images with dataset.json (StyleGAN2-ADA's dataset_tool.py format).")
+        ds = stylegan_dataset.StyleGANImageDataset(d.image_dir, channels=d.channels, use_labels=bool(k))
+        if ds.image_shape != (d.image_size, d.image_size, d.channels):
+            raise ValueError(f"StyleGAN dataset {d.image_dir} holds images {ds.image_shape} (H, W, C) but "
+                             f"config.data.image_size={d.image_size}, channels={d.channels}; set them to match.")
+        if k and not ds.has_labels:
+            raise ValueError(f"config.model.num_classes={k} but StyleGAN dataset {d.image_dir} has no labels "
+                             f"(no {stylegan_dataset.LABELS_FILE} or \"labels\": null); set num_classes=0.")
+        if k and ds.class_count != k:
+            raise ValueError(f"config.model.num_classes={k} but the labels of StyleGAN dataset {d.image_dir} "
+                             f"span {ds.class_count} classes (0..{ds.class_count - 1}); set "
+                             f"--config.model.num_classes={ds.class_count}.")
+        return ds, None, None
+    from jaxmedgan.data import datasets, tfds_builders  # heavy; import on use
+
+    train, eval_arrays = datasets.load(config)
+    names = tfds_builders.class_names(datasets.prepare(config), d.source) if k else None
+    return train, eval_arrays, names
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     """Trains conditional StyleGAN2-ADA as configured, writing checkpoints, metrics and samples."""
-    return common.fit(config, workdir, FAMILY)
+    train, eval_arrays, names = load_data(config)
+    check_clinical_classes(config, names)
+    return common.fit(config, workdir, FAMILY, data=(train, eval_arrays))
