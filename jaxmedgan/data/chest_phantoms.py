@@ -12,7 +12,7 @@ as on a PA film. Appearance rules of every image (lengths in these units; 1 unit
 * Body: soft tissue (D 0.58 +- low-frequency texture) between the lateral body walls
   (|x - x0| < chest half-width + 0.09), air outside. Spine (D + 0.12) down the midline, a lucent
   trachea (D - 0.2, 0.035 wide) above the carina (y < -0.25), clavicles rising laterally from y -0.72.
-* Lungs: two dark fields (D 0.16 + vessel markings that fade from the hila towards the periphery)
+* Lungs: two dark fields (D 0.20 + vessel markings that fade from the hila towards the periphery)
   from the mediastinum (|x - x0| > 0.09-0.13) to the inner chest wall (half-width W 0.78-0.88,
   narrowing towards the apex at y -0.78); each bounded below by a diaphragm dome whose top is at
   y 0.36-0.46 (patient's right) and 0.03-0.08 lower on the left, falling laterally into a sharp,
@@ -20,7 +20,7 @@ as on a PA film. Appearance rules of every image (lengths in these units; 1 unit
 * Heart: an ellipse of soft tissue (D 0.6) sitting on the domes, shifted 0.05-0.10 to the patient's
   left; its half-width is CTR * W, so the cardiothoracic ratio (heart width / inner thoracic
   width) is CTR, 0.38-0.47 in a normal image.
-* Ribs: 10 posterior ribs a side as curved bright bands (D + 0.12 over the lungs, + 0.05 through the
+* Ribs: 10 posterior ribs a side as curved bright bands (D + 0.10 over the lungs, + 0.05 through the
   heart and mediastinum; half-thickness 0.035) descending laterally, 0.13 apart.
 
 Findings (each drawn independently with its own prevalence, so they co-occur; geometry is drawn for
@@ -30,10 +30,10 @@ every image and applied only when the finding is present):
 * effusion: on the right, left or both sides (40/40/20 %), the dependent lung fills with fluid
   (D 0.58) up to 0.30-0.50 above the costophrenic angle, the fluid level rising laterally as a
   meniscus (0.08-0.16 higher at the chest wall): costophrenic angle blunted, dome hidden.
-* nodule: a round opacity (radius 0.05-0.09, D + 0.32, soft edge) in the lateral lung field.
+* nodule: a round opacity (radius 0.07-0.11, D + 0.38, soft edge) in the lateral lung field.
 * consolidation: a patchy opacity (an ellipse of radius 0.14-0.26 modulated 40-100 % by
   thresholded smooth noise, D up to + 0.35) inside one lung.
-* pneumothorax: on one side the lung collapses away from the chest wall and apex by 0.10-0.18: a
+* pneumothorax: on one side the lung collapses away from the chest wall and apex by 0.12-0.22: a
   lucent rim (D 0.03, no lung markings) between the chest wall and a thin bright visceral pleural
   line, the collapsed lung slightly denser.
 
@@ -58,7 +58,7 @@ A_WINDOW = 2.9  # attenuation mapped to the display range [-1, 1]: 0 -> -1, A_WI
 CHUNK = 64  # images per generator; image i depends only on (seed, i)
 
 _REF_SIZE = 64  # px; blur and noise lengths are given at this size
-_SOFT, _LUNG, _RIM = 0.58, 0.16, 0.03  # densities
+_SOFT, _LUNG, _RIM = 0.58, 0.20, 0.03  # densities
 
 
 def check_size(size: int) -> int:
@@ -155,9 +155,9 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, prevalence: np.nd
     eff_side = np.where(side_draw < 0.4, -1, np.where(side_draw < 0.8, 1, 0))
     eff_height, eff_meniscus = u(0.30, 0.50), u(0.08, 0.16)
     ptx_side = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, -1, 1)
-    ptx_rim = u(0.10, 0.18)
+    ptx_rim = u(0.12, 0.22)
     nod_side = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, -1, 1)
-    nod_t, nod_y, nod_r = u(0.50, 0.80), u(-0.55, 0.05), u(0.05, 0.09)
+    nod_t, nod_y, nod_r = u(0.50, 0.78), u(-0.55, 0.05), u(0.07, 0.11)
     con_side = np.where(rng.uniform(size=(n, 1, 1)) < 0.5, -1, 1)
     con_t, con_y, con_rx, con_ry = u(0.40, 0.65), u(-0.45, 0.05), u(0.14, 0.26), u(0.14, 0.26)
     con_noise = _smooth_noise(rng, n, size, 2.0 * f)
@@ -180,7 +180,7 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, prevalence: np.nd
 
     # Lung: markings fade from the hila (t ~ 0.2, y ~ -0.05) to the periphery.
     hilum = np.exp(-(((t - 0.22) / 0.35) ** 2 + ((y + 0.05) / 0.45) ** 2))
-    marking = 0.03 + 0.05 * hilum
+    marking = 0.02 + 0.04 * hilum
     lung_density = _LUNG + marking * vessels + 0.08 * hilum
     lung_density = np.where(ptx_here, lung_density + 0.03, lung_density)  # collapsed lung
     density = density * (1.0 - aerated - rim) + aerated * lung_density + rim * _RIM
@@ -197,7 +197,7 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, prevalence: np.nd
         centre = apex + 0.02 + 0.13 * j + 0.45 * tr**2 + 0.04 * tr
         ribs = ribs + np.exp(-(((y - centre) / 0.035) ** 2))
     thorax = _sig((lateral + 0.05 - t) / e) * _sig((bottom + 0.05 - y) / e) * _sig((t - 0.06) / e)
-    rib_weight = 0.05 + 0.07 * lung * (1.0 - heart)  # faint through the mediastinum and heart
+    rib_weight = 0.05 + 0.05 * lung * (1.0 - heart)  # faint through the mediastinum and heart
     density = density + rib_weight * np.clip(ribs, 0.0, 1.0) * thorax
     clavicle = np.exp(-(((y - (-0.72 - 0.22 * np.maximum(t - 0.1, 0.0))) / 0.03) ** 2))
     density = density + 0.14 * clavicle * _sig((0.75 - t) / e) * _sig((t - 0.08) / e)
@@ -206,7 +206,7 @@ def _render_chunk(rng: np.random.Generator, n: int, size: int, prevalence: np.nd
     nod_cx = x0 + nod_side * nod_t * wall
     nodule = _sig((nod_r - np.hypot(x - nod_cx, y - nod_y)) / e)
     nodule = np.where(has["nodule"], nodule, 0.0)
-    density = density + 0.32 * nodule
+    density = density + 0.38 * nodule
     con_cx = x0 + con_side * con_t * wall
     blob = _sig((1.0 - np.hypot((x - con_cx) / con_rx, (y - con_y) / con_ry)) / 0.15)
     patchy = blob * (0.4 + 0.6 * _sig((con_noise + 0.2) / 0.3)) * aerated

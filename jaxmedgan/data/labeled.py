@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import os
 from typing import Sequence
 
@@ -209,6 +210,9 @@ def load(config: ml_collections.ConfigDict, split: str = "train", *, apply_relab
     ('chexpert', 'chestxray14') come back multi-label with patient groups and U-Ignore masks.
     """
     data = _load(config, split)
+    if data.mask is not None:
+        logging.warning("%s: %d labels are uncertain and masked (U-Ignore); a consumer that does not read "
+                        "LabeledSet.mask treats them as negatives (U-Zeros).", data.source, int((data.mask == 0).sum()))
     return relabel(data, config.data.get("relabel", "")) if apply_relabel else data
 
 
