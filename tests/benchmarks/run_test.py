@@ -1,0 +1,84 @@
+"""benchmarks.run --quick end to end (subprocesses per device count, JSON fields, PNG) and the
+measurement helpers of benchmarks/common.py against hand-computed values. Figures are never asserted."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from benchmarks import common, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_quick_sweep_writes_every_field_for_each_device_count_and_a_png(tmp_path):
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", "off",
+                           "--devices", "1,2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["family"], r["devices"], r["dp"]) for r in rows] == [("gan", 1, False), ("gan", 2, False)]
+    for r in rows:
+        assert set(run.FIELDS) <= set(r), set(run.FIELDS) - set(r)
+        assert r["batch"] == r["padded_batch"] == 8 and r["resolution"] == 16 and r["platform"] == "cpu"
+        assert 0 < r["step_s_p10"] <= r["step_s_median"] <= r["step_s_p90"]
+        assert r["images_per_s"] == pytest.approx(8 / r["step_s_median"])
+        assert r["sec_per_kimg"] == pytest.approx(1000 / r["images_per_s"])
+        assert r["compile_s"] > 0 and r["compile_s_method"] == "lower+compile"
+        assert r["peak_memory_bytes"] > 10 * 2**20 and r["peak_memory_source"].startswith("process_peak_rss")
+        assert r["xla_memory_bytes"] > 0 and r["flops_per_step"] > 0
+        assert r["flops_per_s"] == pytest.approx(r["flops_per_step"] / r["step_s_median"])
+        assert r["mfu"] is None and r["peak_flops_per_s"] is None  # no known peak for a CPU
+    # Same global step on 1 and 2 devices: XLA's per-device count x devices agrees (halo-free
+    # batch sharding), within what partitioning adds.
+    assert rows[1]["flops_per_step"] == pytest.approx(rows[0]["flops_per_step"], rel=0.05)
+    assert result["meta"]["fields"] == list(run.FIELDS)
+    png = result["meta"]["plot"]
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "gan" in proc.stdout and "img/s" in proc.stdout  # the printed table
+
+
+def test_compiled_flops_count_a_matmul_globally_on_sharded_devices():
+    m, k, n = 64, 32, 16  # XLA counts a [m,k] x [k,n] matmul as 2 m k n FLOPs
+    x, w = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+    f = jax.jit(lambda x, w: x @ w)
+    assert common.compiled_flops(f.lower(x, w).compile(), 1) == 2 * m * k * n
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    ws = jax.device_put(w, NamedSharding(mesh, P()))
+    compiled = f.lower(xs, ws).compile()
+    assert common.compiled_flops(compiled, 4) == 2 * m * k * n  # per device x 4
+    assert common.lowered_flops(f.lower(xs, ws)) == 2 * m * k * n
+    # XLA memory: the sharded x and replicated w per device, plus the output shard.
+    assert common.xla_memory_bytes(compiled) == 4 * (m // 4 * k + k * n + m // 4 * n)
+
+
+def test_spread_and_mfu_arithmetic():
+    s = common.spread([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert s["step_s_median"] == 3.0
+    assert s["step_s_p10"] == pytest.approx(1.4) and s["step_s_p90"] == pytest.approx(4.6)  # linear interpolation
+    assert s["step_s_iqr"] == pytest.approx(2.0)
+    t = common.throughput(1e12, 0.5, "NVIDIA H100 80GB HBM3", 8, "bfloat16")
+    assert t["flops_per_s"] == 2e12 and t["peak_flops_per_s"] == 8 * 989e12
+    assert t["mfu"] == pytest.approx(2e12 / (8 * 989e12))
+    assert common.peak_flops("NVIDIA H100 PCIe", "float32") == 378e12
+    assert common.peak_flops("TPU v5 lite") == 197e12 and common.peak_flops("TPU v5p") == 459e12
+    assert common.throughput(1e9, 0.1, "cpu", 1)["mfu"] is None
+
+
+def test_peak_memory_sees_a_large_host_allocation():
+    peak = common.PeakMemory(jax.devices("cpu")[:1])
+    peak.reset()
+    before, _ = peak.read()
+    a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    a += 1
+    after, source = peak.read()
+    del a
+    assert after - before >= 60 * 2**20, (before, after, source)

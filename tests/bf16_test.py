@@ -1,0 +1,105 @@
+"""Mixed precision (`config.train.dtype='bfloat16'`): each family computes in bf16 while its
+parameters and optimiser state stay float32, and one training step gives finite losses.
+
+Families and the trainers' step functions: gan (DCGAN/ACGAN), pix2pix, classifier, and StyleGAN2's
+main phases (Gmain, Dmain; the regularisation phases reuse the same networks). bf16 needs no
+loss scaling: it has float32's exponent range, so gradients do not underflow as in fp16.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.trainers import classifier_test, gan_step_test, pix2pix_test, stylegan2_test
+
+
+def _float_dtypes(tree) -> set:
+    return {str(x.dtype) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+
+
+def _check_state(state, before, fields):
+    for name in fields:
+        dtypes = _float_dtypes(getattr(state, name))
+        assert dtypes == {"float32"}, f"{name} holds {dtypes} after a bf16 step"
+        same = jax.tree_util.tree_map(lambda a, b: a.dtype == b.dtype and a.shape == b.shape,
+                                      getattr(state, name), getattr(before, name))
+        assert all(jax.tree_util.tree_leaves(same)), f"{name} changed structure, shape or dtype"
+
+
+def _step_in_bf16(fn, state, *args):
+    """Runs jit(fn)(state, *args); returns (new state, metrics, whether the HLO computes in bf16)."""
+    jitted = jax.jit(fn)
+    hlo = jitted.lower(state, *args).as_text()
+    new_state, metrics = jitted(state, *args)
+    return new_state, metrics, "bf16" in hlo
+
+
+def _finite(metrics, keys):
+    for k in keys:
+        assert np.isfinite(float(metrics[k])), f"{k} = {metrics[k]}"
+
+
+def test_gan_bf16_keeps_fp32_params_and_finite_losses():
+    from jaxmedgan.trainers import gan
+
+    c = gan_step_test.tiny_config()
+    c.train.dtype = "bfloat16"
+    state = gan.init_state(c, jax.random.PRNGKey(0))
+    new, metrics, uses_bf16 = _step_in_bf16(functools.partial(gan.train_step, c), state,
+                                            gan_step_test._batch(c))
+    assert uses_bf16
+    _check_state(new, state, ("g_params", "d_params", "g_opt_state", "d_opt_state", "g_stats"))
+    _finite(metrics, ("d_loss", "g_loss"))
+
+
+def test_pix2pix_bf16_keeps_fp32_params_and_finite_losses():
+    from jaxmedgan.trainers import pix2pix
+
+    c = pix2pix_test.tiny_config()
+    c.train.dtype = "bfloat16"
+    state = pix2pix.init_state(c, jax.random.PRNGKey(0))
+    new, metrics, uses_bf16 = _step_in_bf16(functools.partial(pix2pix.train_step, c), state,
+                                            pix2pix_test._batch(c))
+    assert uses_bf16
+    _check_state(new, state, ("g_params", "d_params", "g_opt_state", "d_opt_state"))
+    _finite(metrics, ("d_loss", "g_loss", "g_l1"))
+
+
+def test_classifier_bf16_keeps_fp32_params_and_finite_loss():
+    from jaxmedgan.trainers import classifier
+
+    c = classifier_test.tiny_config()
+    c.train.dtype = "bfloat16"
+    state = classifier.init_state(c, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    s, k = c.data.image_size, c.model.num_classes
+    labels = rng.integers(0, k, 8).astype(np.int32)
+    batch = {"image": rng.uniform(-1, 1, (8, s, s, c.data.channels)).astype(np.float32), "label": labels,
+             "targets": np.eye(k, dtype=np.float32)[labels]}
+    new, metrics, uses_bf16 = _step_in_bf16(functools.partial(classifier.train_step, c), state, batch)
+    assert uses_bf16
+    _check_state(new, state, ("params", "opt_state"))
+    _finite(metrics, ("loss",))
+
+
+def test_stylegan2_bf16_main_phases_keep_fp32_params_and_finite_losses():
+    from jaxmedgan.trainers import stylegan2 as tr
+
+    c = stylegan2_test.tiny_config()
+    c.train.dtype = "bfloat16"
+    state = tr.init_state(c, jax.random.PRNGKey(0))
+    batch = stylegan2_test._batch()
+    opts = {"xla_backend_optimization_level": 0}
+    jitted = {name: jax.jit(functools.partial(fn, c), compiler_options=opts)
+              for name, fn in (("G", tr.g_main_step), ("D", tr.d_main_step))}
+    assert "bf16" in jitted["D"].lower(state, batch).as_text()
+    s1, mg = jitted["G"](state, batch)
+    s2, md = jitted["D"](s1, batch)
+    _check_state(s2, state, ("g_params", "d_params", "g_opt_state", "d_opt_state"))
+    assert _float_dtypes(s2.extra["g_ema_params"]) == {"float32"}
+    losses = {k: v for k, v in {**mg, **md}.items() if "loss" in k}
+    assert losses, f"no loss metrics in {sorted({**mg, **md})}"
+    _finite(losses, losses)
+
