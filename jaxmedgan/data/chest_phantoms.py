@@ -11,7 +11,7 @@ as on a PA film. Appearance rules of every image (lengths in these units; 1 unit
 
 * Body: soft tissue (D 0.58 +- low-frequency texture) between the lateral body walls
   (|x - x0| < chest half-width + 0.09), air outside. Spine (D + 0.12) down the midline, a lucent
-  trachea (D - 0.2, 0.035 wide) above the carina (y < -0.25), clavicles rising laterally from y -0.72.
+  trachea (D - 0.2, 0.07 wide) above the carina (y < -0.25), clavicles rising laterally from y -0.72.
 * Lungs: two dark fields (D 0.20 + vessel markings that fade from the hila towards the periphery)
   from the mediastinum (|x - x0| > 0.09-0.13) to the inner chest wall (half-width W 0.78-0.88,
   narrowing towards the apex at y -0.78); each bounded below by a diaphragm dome whose top is at
