@@ -128,18 +128,47 @@ def validate(reference: np.ndarray, test: np.ndarray, embed: Callable[[np.ndarra
             "num_test": int(len(test)), "feature_dim": int(f_ref.shape[1])}
 
 
+def aggregate(runs: Sequence[dict]) -> dict:
+    """Mean and sd over repeated `validate` results (same corruptions and strengths, new data/seeds).
+
+    "monotonic" is judged on the mean FID; "monotonic_runs" counts the repeats that were monotonic.
+    """
+    first = runs[0]
+    rows = []
+    for i, r in enumerate(first["rows"]):
+        fids = np.array([run["rows"][i]["fid"] for run in runs])
+        kids = np.array([run["rows"][i]["kid"] for run in runs])
+        rows.append({"corruption": r["corruption"], "strength": r["strength"], "fid": float(fids.mean()),
+                     "fid_sd": float(fids.std(ddof=1)) if len(runs) > 1 else 0.0, "fids": fids.tolist(),
+                     "kid": float(kids.mean()), "kid_sd": float(kids.std(ddof=1)) if len(runs) > 1 else 0.0})
+    monotonic = {}
+    for name in first["monotonic"]:
+        means = [r["fid"] for r in rows if r["corruption"] == name]
+        monotonic[name] = bool(all(b > a for a, b in zip(means, means[1:])))
+    return {"rows": rows, "monotonic": monotonic,
+            "monotonic_runs": {k: int(sum(run["monotonic"][k] for run in runs)) for k in first["monotonic"]},
+            "repeats": len(runs), "num_reference": first["num_reference"], "num_test": first["num_test"],
+            "feature_dim": first["feature_dim"]}
+
+
 def render_markdown(result: dict, title: str = "FID-domain under corruptions") -> str:
-    """The table of `validate`'s result: one row per corruption and strength."""
+    """The table of a `validate` (or `aggregate`) result: one row per corruption and strength."""
     units = {"noise": "std", "blur": "sigma px@64", "swirl": "rad", "mix": "fraction"}
+    repeats = result.get("repeats", 1)
+    sd = (lambda r, k: f" ± {r[k + '_sd']:.2g}") if repeats > 1 else (lambda r, k: "")
+    head = (f"mean ± sd over {repeats} repeats (new real sets and corruption seeds)" if repeats > 1 else "one run")
     lines = [f"### {title}", "",
-             f"{result['num_reference']} reference vs {result['num_test']} test images; "
+             f"{result['num_reference']} reference vs {result['num_test']} test images per run, {head}; "
              f"{result['feature_dim']}-d features. {result.get('description', '')}".strip(), "",
              "| corruption | strength | FID-domain | KID-domain (x10^3) |", "|---|---:|---:|---:|"]
     for r in result["rows"]:
+        kid_sd = f" ± {1e3 * r['kid_sd']:.2g}" if repeats > 1 else ""
         lines.append(f"| {r['corruption']} | {r['strength']:g} {units.get(r['corruption'], '')} | "
-                     f"{r['fid']:.4g} | {1e3 * r['kid']:.3g} ± {1e3 * r['kid_std']:.2g} |")
-    lines += ["", "Monotonic (FID-domain strictly rises with strength): " +
-              ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["monotonic"].items()), ""]
+                     f"{r['fid']:.4g}{sd(r, 'fid')} | {1e3 * r['kid']:.3g}{kid_sd} |")
+    runs = result.get("monotonic_runs")
+    lines += ["", "Monotonic (mean FID-domain strictly rises with every strength step): " +
+              ", ".join(f"{k} {'yes' if v else 'NO'}" + (f" ({runs[k]}/{repeats} runs)" if runs else "")
+                        for k, v in result["monotonic"].items()), ""]
     return "\n".join(lines)
 
 
@@ -167,25 +196,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mix-source", default="spine", help="'chest' | 'spine' phantoms, or a GAN workdir to mix in")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="independent runs (new real sets and seeds)")
     args = p.parse_args(argv)
+
+    from jaxmedgan.data import chest_phantoms
 
     extractor = features.domain(args.classifier)
     size = extractor.image_size
-    from jaxmedgan.data import chest_phantoms
 
-    # Held-out seeds: the classifier was trained on the TRAIN_SEED images.
-    real = phantom_images(args.source, 2 * args.num, size, chest_phantoms.TEST_SEED + args.seed)
-    reference, test = real[:args.num], real[args.num:]
-    if args.mix_source in ("chest", "spine"):
-        other = phantom_images(args.mix_source, args.num, size, 777 + args.seed)
-        mix_desc = f"{args.mix_source} phantoms"
-    else:
-        from jaxmedgan.evaluators import quality_cli
+    embed = lambda x: features.extract(extractor, x)
+    runs = []
+    for r in range(args.repeats):
+        seed = args.seed + 1000 * r
+        # Held-out seeds: the classifier was trained on the TRAIN_SEED images.
+        real = phantom_images(args.source, 2 * args.num, size, chest_phantoms.TEST_SEED + seed)
+        if args.mix_source in ("chest", "spine"):
+            other = phantom_images(args.mix_source, args.num, size, 777 + seed)
+            mix_desc = f"{args.mix_source} phantoms"
+        else:
+            from jaxmedgan.evaluators import quality_cli
 
-        fake, step = quality_cli.draw_fakes(args.mix_source, args.num, args.seed)
-        other = fake.astype(np.float32) / 127.5 - 1.0
-        mix_desc = f"samples of {args.mix_source} (checkpoint {step})"
-    result = validate(reference, test, lambda x: features.extract(extractor, x), other=other, seed=args.seed)
+            fake, step = quality_cli.draw_fakes(args.mix_source, args.num, seed)
+            other = fake.astype(np.float32) / 127.5 - 1.0
+            mix_desc = f"samples of {args.mix_source} (checkpoint {step})"
+        runs.append(validate(real[:args.num], real[args.num:], embed, other=other, seed=seed))
+    result = aggregate(runs)
     result["description"] = (f"Real {args.source} phantoms at {size} px (held-out seed); features: "
                              f"{extractor.description}; mix source: {mix_desc}.")
     os.makedirs(args.out, exist_ok=True)

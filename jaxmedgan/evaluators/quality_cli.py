@@ -97,8 +97,11 @@ def _write_json_atomic(path: str, obj: dict) -> None:
 
 def evaluate(workdir: str, *, metrics: str | Sequence[str] = "fid,kid,pr", num: int = 1000,
              extractor: features.Extractor, reals: str = "train", seed: int = 0, batch_size: int = 64,
-             kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5) -> dict:
-    """Computes, writes (W/eval/metrics.json, TensorBoard) and returns {"metrics": {...}, ...}."""
+             kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5, save_samples: bool = False) -> dict:
+    """Computes, writes (W/eval/metrics.json, TensorBoard) and returns {"metrics": {...}, ...}.
+
+    save_samples: also writes the scored samples to W/eval/samples.npz (images uint8 [N,H,W,C], step).
+    """
     names = quality.parse_metrics(metrics)
     if num < 2:
         raise ValueError(f"--num must be >= 2 (covariances, KID), got {num}.")
@@ -112,6 +115,10 @@ def evaluate(workdir: str, *, metrics: str | Sequence[str] = "fid,kid,pr", num: 
     if real.shape[1:] != fake.shape[1:]:
         raise ValueError(f"Real images {real.shape[1:]} and samples {fake.shape[1:]} differ in shape "
                          f"(H, W, C); check --reals {reals}.")
+    if save_samples:
+        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+        np.savez_compressed(os.path.join(workdir, "eval", "samples.npz"), images=fake,
+                            step=np.asarray(step if not isinstance(step, dict) else max(step.values())))
     f_real = features.extract(extractor, real, batch_size)
     f_fake = features.extract(extractor, fake, batch_size)
     values = quality.compute(f_real, f_fake, names, suffix=extractor.suffix, kid_subset_size=kid_subset_size,
@@ -201,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--k", type=int, default=5, help="nearest neighbours for precision/recall/density/coverage")
+    p.add_argument("--save-samples", action="store_true", help="also write the scored samples to W/eval/samples.npz")
     return p
 
 
@@ -210,7 +218,7 @@ def quality_command(argv: Sequence[str]) -> int:
     extractor = features.make(args.features, classifier=args.classifier, inception_weights=args.inception_weights)
     report = evaluate(args.workdir, metrics=args.metrics, num=args.num, extractor=extractor, reals=args.reals,
                       seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
-                      kid_subsets=args.kid_subsets, k=args.k)
+                      kid_subsets=args.kid_subsets, k=args.k, save_samples=args.save_samples)
     run = report["runs"][extractor.kind]
     print(f"{args.workdir} (checkpoint step {report['checkpoint_step']}), {run['num_fake']} samples vs "
           f"{run['num_real']} real ({args.reals}), features: {run['feature_description']}")

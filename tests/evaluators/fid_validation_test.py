@@ -53,3 +53,8 @@ def test_validate_table_on_phantoms_with_pixel_features():
     assert result["monotonic"] == {"noise": True, "mix": True}
     md = fv.render_markdown(result)
     assert "| noise | 0.6 std |" in md and "noise yes, mix yes" in md
+    # Repeats: mean and sd per cell; two identical runs have sd 0 and are both monotonic.
+    twice = fv.aggregate([result, result])
+    assert twice["rows"][2]["fid"] == rows[2]["fid"] and twice["rows"][2]["fid_sd"] == 0
+    assert twice["monotonic_runs"] == {"noise": 2, "mix": 2}
+    assert "mean ± sd over 2 repeats" in fv.render_markdown(twice)

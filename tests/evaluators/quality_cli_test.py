@@ -30,12 +30,23 @@ def tiny_gan_config(data_dir):
     return c
 
 
-def checkpoint_init(workdir, config, step=2):
-    """A workdir holding the initial state as checkpoint `step`: what training writes, without the
-    minutes of compiling train steps on a busy CPU (the metrics' wiring does not need trained nets)."""
+def checkpoint_random(workdir, config, step=2):
+    """A workdir holding checkpoint `step` of a random state of the trainer's state structure (from
+    `eval_shape` of its init): what training writes, without compiling init or train steps (a minute
+    each on a busy 2-core CPU); the metrics' wiring does not need trained networks."""
     module = trainers.get(config.trainer)
     init = module.FAMILY.init_state if hasattr(module, "FAMILY") else module.init_state
-    state = jax.jit(functools.partial(init, config))(jax.random.PRNGKey(config.seed))
+    abstract = jax.eval_shape(functools.partial(init, config), jax.random.PRNGKey(config.seed))
+    rng = np.random.default_rng(0)
+
+    def fill(path, leaf):
+        if not np.issubdtype(leaf.dtype, np.floating):
+            return np.zeros(leaf.shape, leaf.dtype)
+        if "var" in jax.tree_util.keystr(path):  # BatchNorm running variances stay positive
+            return np.ones(leaf.shape, leaf.dtype)
+        return (0.2 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    state = jax.tree_util.tree_map_with_path(fill, abstract)
     checkpointing.write_config(str(workdir), config)
     mngr = checkpointing.manager(str(workdir), async_save=False)
     checkpointing.save(mngr, step, state, config)
@@ -46,17 +57,32 @@ def checkpoint_init(workdir, config, step=2):
 def workdirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
     gan_wd, clf_wd = root / "gan", root / "clf"
-    checkpoint_init(gan_wd, tiny_gan_config(root / "data"))
+    checkpoint_random(gan_wd, tiny_gan_config(root / "data"))
     clf_config = tiny_classifier_config()
-    checkpoint_init(clf_wd, clf_config)
+    checkpoint_random(clf_wd, clf_config)
     classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
     return gan_wd, clf_wd
 
 
-def test_quality_command_writes_domain_metrics(workdirs, capsys):
+@pytest.fixture
+def shared_extractors(monkeypatch):
+    """features.make memoised, so the test's recomputation reuses the command's compiled extractor."""
+    made, real_make = {}, features.make
+
+    def make(kind, **kwargs):
+        key = (kind, tuple(sorted(kwargs.items())))
+        if key not in made:
+            made[key] = real_make(kind, **kwargs)
+        return made[key]
+
+    monkeypatch.setattr(features, "make", make)
+    return make
+
+
+def test_quality_command_writes_domain_metrics(workdirs, shared_extractors, capsys):
     gan_wd, clf_wd = workdirs
     argv = ["--workdir", str(gan_wd), "--metrics", "fid,kid,pr", "--num", "20", "--classifier", str(clf_wd),
-            "--kid-subset-size", "10", "--kid-subsets", "4", "--k", "3", "--seed", "1"]
+            "--kid-subset-size", "10", "--kid-subsets", "4", "--k", "3", "--seed", "1", "--save-samples"]
     assert quality_cli.quality_command(argv) == 0
     report = json.load(open(gan_wd / "eval" / "metrics.json"))
     assert report["checkpoint_step"] == 2
@@ -68,10 +94,12 @@ def test_quality_command_writes_domain_metrics(workdirs, capsys):
     assert run["num_fake"] == 20 and run["num_real"] == 20 and run["reals"] == "train"
 
     # Recompute from the same samples and real images through the library functions.
-    config, state, _ = sampling.restore_state(str(gan_wd))
-    fake, _ = sampling.generate(config, state, trainers.get("gan"), 20, None, 1)
-    real = quality_cli.real_images(config, 20, "train", 2)
-    ex = features.domain(str(clf_wd))
+    saved = np.load(gan_wd / "eval" / "samples.npz")
+    fake = saved["images"]
+    assert fake.shape == (20, 16, 16, 1) and fake.dtype == np.uint8 and int(saved["step"]) == 2
+    assert len(np.unique(fake.reshape(20, -1), axis=0)) == 20  # 20 different samples were scored
+    real = quality_cli.real_images(checkpointing.read_config(str(gan_wd)), 20, "train", 2)
+    ex = shared_extractors("domain", classifier=str(clf_wd), inception_weights=None)
     want = quality.compute(features.extract(ex, real), features.extract(ex, fake), "fid,kid,pr",
                            suffix="_domain", kid_subset_size=10, kid_subsets=4, k=3, seed=1)
     for name in names:
