@@ -106,3 +106,24 @@ def test_short_run_lowers_held_out_l1_on_mni_slices(tmp_path):
     l1_end = [r["eval/l1"] for r in records if "eval/l1" in r][-1]
     assert l1_end < 0.6 * l1_init, (l1_init, l1_end)
     assert os.path.exists(tmp_path / "samples" / "step_0000060.png")  # rows map | fake | real
+
+
+def test_short_dp_run_completes_and_logs_epsilon(tmp_path):
+    from jaxmedgan import checkpointing
+
+    c = tiny_config()
+    c.privacy.enabled, c.privacy.noise_multiplier, c.privacy.l2_clip = True, 1.0, 1.0
+    c.train.steps, c.train.log_every, c.train.eval_every = 3, 1, 3
+    c.checkpoint.every, c.samples.every, c.samples.per_row, c.train.quiet = 3, 3, 2, True
+    rng = np.random.default_rng(0)
+    maps = rng.integers(0, 3, (32, 16, 16)).astype(np.uint8)
+    imgs = np.tanh(rng.normal(size=(32, 16, 16, 1))).astype(np.float32)
+    source = paired.PairSource(imgs, maps, 3)
+    test = {"image": imgs[:4], "map": maps[:4]}
+    pix2pix.train_and_evaluate(c, str(tmp_path), data=(source, test))
+    eps = [json.loads(l)["dp/epsilon"] for l in open(tmp_path / "metrics.jsonl") if "dp/epsilon" in l]
+    assert len(eps) == 3 and 0 < eps[0] < eps[1] < eps[2] and np.isfinite(eps[2])
+    mngr = checkpointing.manager(str(tmp_path), async_save=False)
+    assert checkpointing.read_meta(mngr, 3)["dp_epsilon"] == pytest.approx(eps[2])
+    cfg = checkpointing.read_config(str(tmp_path))
+    assert cfg.privacy.sampling_rate == pytest.approx(4 / 32)  # q = expected batch / N, recorded
