@@ -10,6 +10,14 @@ class k weigh N / (K n_k) (sklearn's 'balanced'; mean weight 1 over the training
 multi-label finding k gets positive weight n_neg_k / n_pos_k in its BCE term. The weights are
 computed from the training set on the host and live in the state, so a step stays pure.
 
+Unknown multi-label targets (`LabeledSet.mask`, e.g. CheXpert's uncertain labels under U-Ignore):
+the batch carries `target_mask` f32 [B,K] (1 = label known; not `mask`, which is the DP padding
+mask of a batch), and a masked entry takes no part anywhere: an example's loss is
+sum_k m_k bce_k / max(sum_k m_k, 1) (an all-masked example contributes 0), the class weights count
+positives and negatives only where m = 1, and evaluation scores each finding on its known labels
+only (`multi_label_metrics`). With no mask (all ones) every number is bit-identical to the plain
+mean over findings.
+
 `config.model.arch` picks the network: 'resnet' (`models/resnet_classifier.py`, default) or 'cnn'
 (the plain CNN of `models/classifier.py`). `load_classifier(workdir)` returns a frozen
 `LoadedClassifier` (callable: images -> logits, plus `features` and the `logits(variables,
@@ -143,24 +151,32 @@ def class_weights(config: ml_collections.ConfigDict, data: labeled.LabeledSet) -
     k = data.num_classes
     if kind == "none":
         return np.ones(k, np.float32)
-    counts = data.class_counts().astype(np.float64)
     if data.multi_label:
-        neg = len(data) - counts
+        known = data.target_mask() > 0  # U-Ignore: an unknown label is neither positive nor negative
+        positive = data.targets > 0.5
+        counts = (positive & known).sum(0).astype(np.float64)
+        neg = (~positive & known).sum(0).astype(np.float64)
         return np.where(counts > 0, neg / np.maximum(counts, 1), 1.0).astype(np.float32)
+    counts = data.class_counts().astype(np.float64)
     present = counts > 0  # an absent class never appears in a batch, its weight is never used
     return np.where(present, len(data) / (present.sum() * np.maximum(counts, 1)), 1.0).astype(np.float32)
 
 
 def per_example_loss(config: ml_collections.ConfigDict, logits: jax.Array, batch: dict,
                      weights: jax.Array) -> jax.Array:
-    """Weighted loss f32 [B]: softmax CE * w[label] (single-label) or mean pos-weighted BCE (multi)."""
+    """Weighted loss f32 [B]: softmax CE * w[label] (single-label) or pos-weighted BCE (multi-label)
+    averaged over the findings whose `batch["target_mask"]` (f32 [B,K], optional) is 1."""
     logits = logits.astype(jnp.float32)
     smoothing = float(config.loss.get("label_smoothing", 0.0))
     if is_multi_label(config):
         y = batch["targets"]
         y_s = y * (1 - smoothing) + 0.5 * smoothing
         bce = -(weights * y_s * jax.nn.log_sigmoid(logits) + (1 - y_s) * jax.nn.log_sigmoid(-logits))
-        return jnp.mean(bce, axis=-1)
+        if "target_mask" not in batch:
+            return jnp.mean(bce, axis=-1)
+        m = batch["target_mask"].astype(jnp.float32)
+        # where(): a masked entry's bce (even inf/nan from an extreme logit) never reaches the sum.
+        return jnp.sum(jnp.where(m > 0, bce * m, 0.0), -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
     k = logits.shape[-1]
     onehot = jax.nn.one_hot(batch["label"], k) * (1 - smoothing) + smoothing / k
     return optax.softmax_cross_entropy(logits, onehot) * weights[batch["label"]]
@@ -168,13 +184,18 @@ def per_example_loss(config: ml_collections.ConfigDict, logits: jax.Array, batch
 
 def _accuracy(config, logits: jax.Array, batch: dict) -> jax.Array:
     if is_multi_label(config):
-        return jnp.mean((logits > 0) == (batch["targets"] > 0.5))
+        right = (logits > 0) == (batch["targets"] > 0.5)
+        if "target_mask" not in batch:
+            return jnp.mean(right)
+        m = batch["target_mask"].astype(jnp.float32)  # element accuracy over known labels only
+        return jnp.sum(right * m) / jnp.maximum(jnp.sum(m), 1.0)
     return jnp.mean(jnp.argmax(logits, -1) == batch["label"])
 
 
 def train_step(config: ml_collections.ConfigDict, state: ClassifierState, batch: dict, *,
                mesh=None) -> tuple[ClassifierState, dict]:
-    """One AdamW step. batch: image f32 [B,H,W,C] in [-1,1], label i32 [B], targets f32 [B,K]."""
+    """One AdamW step. batch: image f32 [B,H,W,C] in [-1,1], label i32 [B], targets f32 [B,K] and,
+    multi-label, target_mask f32 [B,K] (1 = label known)."""
     del mesh  # the batch mean is a plain reduction; GSPMD inserts the cross-device sum
     model = build_model(config)
     tx = build_optimizer(config)
@@ -199,18 +220,23 @@ def train_step(config: ml_collections.ConfigDict, state: ClassifierState, batch:
 
 
 class _Source:
-    """Random-access source over a LabeledSet: {"image": f32 [H,W,C], "label": i32, "targets": f32 [K]}."""
+    """Random-access source over a LabeledSet: {"image": f32 [H,W,C], "label": i32, "targets": f32 [K]}
+    plus, for multi-label sets, "target_mask": f32 [K] (`LabeledSet.target_mask`, 1 = label known)."""
 
     def __init__(self, data: labeled.LabeledSet):
         self._images = np.asarray(data.images, np.float32)
         self._labels = data.labels()
         self._targets = data.one_hot()
+        self._mask = data.target_mask() if data.multi_label else None
 
     def __len__(self) -> int:
         return len(self._images)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self._images[i], "label": self._labels[i], "targets": self._targets[i]}
+        item = {"image": self._images[i], "label": self._labels[i], "targets": self._targets[i]}
+        if self._mask is not None:
+            item["target_mask"] = self._mask[i]
+        return item
 
 
 def make_augment(config: ml_collections.ConfigDict) -> transforms.Augment:
@@ -285,11 +311,52 @@ def evaluate(config: ml_collections.ConfigDict, state: ClassifierState, data: la
 
     probs = predict(config, state, data.images)
     if data.multi_label:
-        m = metrics.multi_label_metrics(data.targets, probs, data.class_names)
+        m = multi_label_metrics(data.targets, probs, data.class_names, data.mask)
     else:
         m = metrics.single_label_metrics(data.targets, probs, data.class_names)
     out = {f"eval/{k}": m[k] for k in ("accuracy", "macro_sensitivity", "macro_specificity", "macro_auc")}
     out.update({f"eval/auc_{name}": v for name, v in m["auc"].items()})
+    return out
+
+
+def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                        mask: np.ndarray | None = None, threshold: float = 0.5) -> dict:
+    """`evaluators.metrics.multi_label_metrics` scoring only known labels (mask f32 [N,K], 1 = known).
+
+    Finding k's sensitivity / specificity / AUC / confusion matrix use the images where
+    mask[:, k] = 1; exact-match accuracy asks every known label of an image to be right (an image
+    with none known counts as right); element accuracy averages over known labels. mask None or
+    all ones: exactly `metrics.multi_label_metrics`.
+    """
+    from jaxmedgan.evaluators import metrics
+
+    if mask is None or np.all(np.asarray(mask) > 0):
+        return metrics.multi_label_metrics(targets, probs, class_names, threshold)
+    targets, probs, known = np.asarray(targets), np.asarray(probs), np.asarray(mask) > 0
+    if known.shape != targets.shape:
+        raise ValueError(f"Label mask {known.shape} must match the targets {targets.shape} ([N, K]).")
+    out = metrics.multi_label_metrics(targets, probs, class_names, threshold)  # checks shapes
+    sens, spec, aucs = [], [], []
+    for c, name in enumerate(class_names):
+        rows = known[:, c]
+        m = metrics.multi_label_metrics(targets[rows, c:c + 1], probs[rows, c:c + 1], (name,), threshold)
+        out["sensitivity"][name], out["specificity"][name] = m["sensitivity"][name], m["specificity"][name]
+        out["auc"][name], out["confusion_matrix"][name] = m["auc"][name], m["confusion_matrix"][name]
+        sens.append(m["sensitivity"][name])
+        spec.append(m["specificity"][name])
+        aucs.append(m["auc"][name])
+    right = ((probs >= threshold) == (targets > 0.5)) | ~known
+    n = len(targets)
+
+    def nanmean(x: list[float]) -> float:  # the mean of the defined values, as metrics' macro means
+        x = np.asarray(x, np.float64)
+        return float(np.mean(x[~np.isnan(x)])) if np.any(~np.isnan(x)) else float("nan")
+
+    out.update({
+        "accuracy": float(np.mean(np.all(right, axis=1))) if n else float("nan"),
+        "element_accuracy": float(np.sum(right & known) / known.sum()) if known.any() else float("nan"),
+        "macro_sensitivity": nanmean(sens), "macro_specificity": nanmean(spec), "macro_auc": nanmean(aucs), "num_unknown_labels": int((~known).sum()),
+    })
     return out
 
 
