@@ -25,7 +25,6 @@ All functions are host-side numpy (float64) on features [N, D] from any extracto
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 # Rows of the real set processed at once in the k-NN code: bounds memory at CHUNK x N float64.
 _CHUNK = 1024
@@ -75,6 +74,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         w = np.linalg.eigvalsh((m + m.T) / 2)
         tr_covmean = float(np.sqrt(np.clip(w, 0.0, None)).sum())
     elif method == "sqrtm":
+        from scipy import linalg
+
         covmean = linalg.sqrtm(sigma1 @ sigma2)
         if not np.isfinite(covmean).all():
             offset = np.eye(d) * eps  # singular product: regularise both covariances

@@ -1,13 +1,10 @@
 """The Flax FID Inception-v3 against pytorch-fid's network (vendored in tests/reference/) with the
 same random weights, plus the weight converter. Needs torch (test-only extra); skipped without it."""
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmedgan.evaluators import inception_convert
+from jaxmedgan.evaluators import features, inception_convert
 from jaxmedgan.models import inception
 
 torch = pytest.importorskip("torch")
@@ -41,19 +38,25 @@ def _random_reference(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def reference():
-    return _random_reference()
+def reference(tmp_path_factory):
+    """(torch reference net, its state dict, the .pth file, the npz the converter CLI wrote)."""
+    net, sd = _random_reference()
+    root = tmp_path_factory.mktemp("inception")
+    pth, npz = root / "weights.pth", root / "inception_fid.npz"
+    torch.save(sd, pth)
+    assert inception_convert.main(["--pth", str(pth), "--out", str(npz)]) == 0
+    return net, sd, pth, npz
 
 
 def test_pool_features_match_pytorch_fid(reference):
-    net, sd = reference
-    variables = inception.variables_from_flat(inception_convert.convert_state_dict(sd))
+    # Through the user path: .pth -> inception_convert -> npz -> features.inception -> extract.
+    net, _, _, npz = reference
     rng = np.random.default_rng(0)
     x01 = rng.uniform(size=(2, SIZE, SIZE, 3)).astype(np.float32)  # pytorch-fid's input range
     with torch.no_grad():
         want = net(torch.from_numpy(x01.transpose(0, 3, 1, 2)))[0][:, :, 0, 0].numpy()
-    model = inception.InceptionV3FID(resize_to=None)
-    got = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(2 * x01 - 1)))
+    extractor = features.inception(str(npz), resize_to=None)
+    got = features.extract(extractor, 2 * x01 - 1)  # our convention: [-1, 1]
     assert got.shape == (2, inception.FEATURE_DIM) == want.shape
     assert 0.05 < np.abs(want).mean() < 50  # activations neither vanished nor exploded
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -70,12 +73,8 @@ def test_resize_matches_torch_bilinear(src, dst):
 
 
 def test_convert_file_roundtrip_and_checks(reference, tmp_path):
-    _, sd = reference
-    pth = tmp_path / "weights.pth"
-    torch.save(sd, pth)
-    out = tmp_path / "inception_fid.npz"
-    assert inception_convert.main(["--pth", str(pth), "--out", str(out)]) == 0
-    variables = inception.load_variables(str(out))
+    _, sd, pth, npz = reference
+    variables = inception.load_variables(str(npz))
     kernel = np.asarray(variables["params"]["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"])
     torch_w = sd["Mixed_6b.branch7x7_2.conv.weight"].numpy()  # [O, I, 1, 7]
     assert kernel.shape == (1, 7, 128, 128)
@@ -90,7 +89,7 @@ def test_convert_file_roundtrip_and_checks(reference, tmp_path):
 
 
 def test_convert_names_missing_and_unexpected_entries(reference):
-    _, sd = reference
+    _, sd, _, _ = reference
     broken = {k: v for k, v in sd.items() if k != "Mixed_7c.branch_pool.conv.weight"}
     with pytest.raises(ValueError, match="Mixed_7c/branch_pool/conv/kernel"):
         inception_convert.convert_state_dict(broken)
