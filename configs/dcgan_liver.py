@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.g_norm = "batch"  # G never sees real data, so BatchNorm there is DP-safe
     c.model.d_norm = "layer"  # per-example norm: keeps D's loss per example (DP-compatible)
     c.model.d_dropout = 0.0
+    c.model.mbstd_group_size = 0  # >0: minibatch-stddev in D (fights mode collapse; refused under DP if > 1)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.aux_weight = 1.0  # ACGAN auxiliary cross-entropy weight

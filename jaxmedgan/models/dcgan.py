@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmedgan.models import layers
+from jaxmedgan.ops import misc
 
 
 def _num_blocks(image_size: int) -> int:
@@ -67,6 +68,7 @@ class Discriminator(nn.Module):
     num_classes: int = 0  # >0 adds the ACGAN auxiliary classifier head
     norm: str = "layer"  # per-example norms keep D usable under DP; "batch" is the DCGAN original
     dropout: float = 0.0
+    mbstd_group_size: int = 0  # >0: minibatch-stddev channel before the head (against mode collapse; not under DP)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -83,6 +85,8 @@ class Discriminator(nn.Module):
                                  dtype=self.dtype, name=f"down{i}")(h, train=train)
             if self.dropout:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        if self.mbstd_group_size:
+            h = misc.minibatch_stddev(h, self.mbstd_group_size)
         h = h.reshape(h.shape[0], -1)
         adv = nn.Dense(1, kernel_init=nn.initializers.normal(0.02), dtype=self.dtype, name="adv")(h)
         cls = None

@@ -30,7 +30,8 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dc
                         max_features=m.max_features, norm=m.g_norm, dtype=dtype)
     disc = dcgan.Discriminator(image_size=d.image_size, base_features=m.d_features,
                                max_features=m.max_features, num_classes=m.num_classes,
-                               norm=m.d_norm, dropout=m.d_dropout, dtype=dtype)
+                               norm=m.d_norm, dropout=m.d_dropout,
+                               mbstd_group_size=m.get("mbstd_group_size", 0), dtype=dtype)
     return g, disc
 
 

@@ -74,3 +74,20 @@ def test_discriminator_per_example_independence_without_batchnorm():
     off_diag = jac[0, 1:]
     assert float(jnp.max(jnp.abs(off_diag))) == 0.0
     assert float(jnp.max(jnp.abs(jac[0, 0]))) > 0.0
+
+
+def test_minibatch_stddev_couples_examples_adds_one_head_input_and_is_refused_under_dp():
+    from configs import dcgan_liver
+    from jaxmedgan.privacy import checks
+
+    d = dcgan.Discriminator(image_size=8, base_features=4, norm="layer", mbstd_group_size=3)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+    v = d.init(jax.random.PRNGKey(1), x, train=False)
+    plain = dcgan.Discriminator(image_size=8, base_features=4, norm="layer").init(jax.random.PRNGKey(1), x, train=False)
+    assert _count(v["params"]) - _count(plain["params"]) == 4 * 4  # one extra 4x4 channel into the dense head
+    jac = jax.jacobian(lambda x: d.apply(v, x, train=False)[0])(x)
+    assert float(jnp.max(jnp.abs(jac[0, 1:]))) > 0.0  # example 0's logit now sees examples 1 and 2
+    c = dcgan_liver.get_config()
+    c.privacy.enabled, c.model.mbstd_group_size = True, 3
+    with pytest.raises(ValueError, match="mbstd_group_size=3"):
+        checks.check_dp_compatible(c, plain)
