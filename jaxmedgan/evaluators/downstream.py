@@ -17,6 +17,14 @@ their seeds' predictions). The paired test of (b) - and (d) - against (a) is the
 on the seed-averaged out-of-fold predictions (one decision per image, primary), plus a paired
 sign-flip permutation test on the per-(seed, fold) accuracies (macro AUC for multi-label tasks).
 
+Multi-label tasks (chest findings, configs/downstream_chest.py): the report gives per-finding
+sensitivity / specificity / AUC and a finding x experiment AUC table; the synthetic source is a
+multi-hot `samples.npz` or a `labels.csv` folder (e.g. a latent class optimisation archive, see
+`evaluators.synthetic`), `synthetic_per_class` counting images per distinct label vector.
+Unknown real labels (`LabeledSet.mask`, CheXpert U-Ignore) are skipped by training
+(`trainers.classifier`) and by every metric and test here: a finding is scored on the images
+where its label is known, and an image is "correct" when every known finding is.
+
 A synthetic directory with sub-directories fold0 .. fold{k-1} gives one synthetic source per fold
 (GANs trained on that fold's training images only, as in the study); otherwise the one source is
 used for every fold, and if its GAN saw all real images, (b)-(d) may be optimistic (the report says so).
@@ -77,7 +85,8 @@ def _load_sources(paths: list[str] | None, real: labeled.LabeledSet, d) -> list[
     cache: dict[str, labeled.LabeledSet] = {}
     for p in paths:
         if p not in cache:
-            cache[p] = synthetic_lib.load(p, real, d.synthetic_per_class, d.synthetic_seed)
+            cache[p] = synthetic_lib.load(p, real, d.synthetic_per_class, d.synthetic_seed,
+                                          success_only=bool(d.get("synthetic_success_only", False)))
     return [cache[p] for p in paths]
 
 
@@ -92,14 +101,30 @@ def _run_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.
 def _score(data: labeled.LabeledSet, probs: np.ndarray) -> float:
     """Per-fold score for the permutation test: accuracy (single-label) or macro AUC (multi-label)."""
     if data.multi_label:
-        return metrics.multi_label_metrics(data.targets, probs, data.class_names)["macro_auc"]
+        return _metrics(data.targets, probs, data, data.mask)["macro_auc"]
     return float(np.mean(np.argmax(probs, -1) == data.targets))
 
 
-def _metrics(targets: np.ndarray, probs: np.ndarray, real: labeled.LabeledSet) -> dict:
+def _metrics(targets: np.ndarray, probs: np.ndarray, real: labeled.LabeledSet, mask: np.ndarray | None = None) -> dict:
+    """Metrics of probs [N,K]; multi-label entries where mask [N,K] is 0 (unknown labels) are skipped."""
+    from jaxmedgan.trainers import classifier
+
     if real.multi_label:
-        return metrics.multi_label_metrics(targets, probs, real.class_names)
+        return classifier.multi_label_metrics(targets, probs, real.class_names, mask)
     return metrics.single_label_metrics(targets, probs, real.class_names)
+
+
+def _tiled_mask(real: labeled.LabeledSet, s: int) -> np.ndarray | None:
+    """The real set's label mask repeated for s seeds' pooled predictions (None: every label known)."""
+    return None if real.mask is None else np.concatenate([real.target_mask()] * s)
+
+
+def _correct(real: labeled.LabeledSet, probs: np.ndarray) -> np.ndarray:
+    """bool [N]: the image's call is right (multi-label: every finding whose label is known)."""
+    if real.multi_label and real.mask is not None:
+        right = (np.asarray(probs) >= 0.5) == (real.targets > 0.5)
+        return np.all(right | (real.target_mask() == 0), axis=1)
+    return metrics.correct(real.targets, probs, real.multi_label)
 
 
 def _flat(m: dict) -> dict[str, float]:
@@ -116,11 +141,13 @@ def _summarise(name: str, probs: np.ndarray, fold_scores: np.ndarray, real: labe
     s, n, _ = probs.shape
     targets = np.concatenate([real.targets] * s)
     pooled = probs.reshape(s * n, -1)
+    mask = _tiled_mask(real, s)
     cluster = np.concatenate([real.group_ids()] * s)  # a group carries all its seeds' predictions
-    m = _metrics(targets, pooled, real)
-    ci = metrics.bootstrap_ci(lambda idx: _flat(_metrics(targets[idx], pooled[idx], real)), cluster,
-                              num_samples=d.bootstrap_samples, seed=d.bootstrap_seed)
-    per_seed = [_flat(_metrics(real.targets, probs[i], real)) for i in range(s)]
+    m = _metrics(targets, pooled, real, mask)
+    ci = metrics.bootstrap_ci(
+        lambda idx: _flat(_metrics(targets[idx], pooled[idx], real, None if mask is None else mask[idx])), cluster,
+        num_samples=d.bootstrap_samples, seed=d.bootstrap_seed)
+    per_seed = [_flat(_metrics(real.targets, probs[i], real, real.mask)) for i in range(s)]
     spread = {k: {"mean": float(np.nanmean([p[k] for p in per_seed])), "std": float(np.nanstd([p[k] for p in per_seed]))}
               for k in ("accuracy", "macro_sensitivity", "macro_specificity", "macro_auc")}
     return {"description": EXPERIMENTS[name], "metrics": m, "ci95": {k: list(v) for k, v in ci.items()},
@@ -130,8 +157,7 @@ def _summarise(name: str, probs: np.ndarray, fold_scores: np.ndarray, real: labe
 
 def _compare(a: str, b: str, probs: dict, fold_scores: dict, real: labeled.LabeledSet, results: dict) -> dict:
     ens_a, ens_b = probs[a].mean(0), probs[b].mean(0)
-    mc = metrics.mcnemar_exact(metrics.correct(real.targets, ens_a, real.multi_label),
-                               metrics.correct(real.targets, ens_b, real.multi_label))
+    mc = metrics.mcnemar_exact(_correct(real, ens_a), _correct(real, ens_b))
     mc["on"] = "seed-averaged out-of-fold predictions, one per real image"
     perm = metrics.paired_permutation_test(fold_scores[a].ravel(), fold_scores[b].ravel())
     perm["on"] = ("per-(seed, fold) macro AUC" if real.multi_label else "per-(seed, fold) accuracy")
@@ -233,11 +259,15 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
                    for e in ("real+synthetic", "real+synthetic_dp") if e in names}
     report = {
         "task": {"class_names": list(real.class_names), "multi_label": real.multi_label, "source": real.source,
+                 "num_unknown_labels": 0 if real.mask is None else int((real.mask == 0).sum()),
                  "num_real": len(real), "class_counts": real.class_counts().tolist(),
                  "num_groups": int(len(np.unique(real.group_ids()))), "image_shape": list(real.image_shape)},
         "design": {"num_folds": k, "seeds": seeds, "steps": int(config.train.steps),
                    "batch_size": int(config.train.batch_size), "class_weighting": config.loss.class_weighting,
-                   "synthetic_per_class": int(d.synthetic_per_class), "bootstrap_samples": int(d.bootstrap_samples),
+                   "synthetic_per_class": int(d.synthetic_per_class),
+                   "synthetic_per_class_means": ("images per distinct label vector" if real.multi_label
+                                                 else "images per class"),
+                   "bootstrap_samples": int(d.bootstrap_samples),
                    "test_sizes": [[len(t) for _, t in s] for s in splits_per_seed],
                    "primary_test": "exact McNemar on seed-averaged out-of-fold predictions"},
         "synthetic": _describe(synthetic, syn, per_fold["synthetic"]),
@@ -258,9 +288,12 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
 def _describe(path: str | None, sets: list[labeled.LabeledSet] | None, per_fold: bool) -> dict | None:
     if sets is None:
         return None
-    return {"path": path, "kind": synthetic_lib.kind(path if not per_fold else os.path.join(path, "fold0")),
-            "per_fold": per_fold, "num_images": [len(s) for s in sets] if per_fold else len(sets[0]),
-            "class_counts": sets[0].class_counts().tolist(), "from": sets[0].source}
+    out = {"path": path, "kind": synthetic_lib.kind(path if not per_fold else os.path.join(path, "fold0")),
+           "per_fold": per_fold, "num_images": [len(s) for s in sets] if per_fold else len(sets[0]),
+           "class_counts": sets[0].class_counts().tolist(), "from": sets[0].source}
+    if sets[0].multi_label:  # positives per finding above; images per requested finding vector here
+        out["label_vectors"] = synthetic_lib.label_vectors(sets[0])
+    return out
 
 
 def _reference(d, results: dict) -> dict | None:
@@ -285,10 +318,12 @@ def _write_figures(out_dir: str, probs: dict, results: dict, real: labeled.Label
         s, n, _ = p.shape
         targets = np.concatenate([real.targets] * s)
         pooled = p.reshape(s * n, -1)
+        mask = _tiled_mask(real, s)
         curves = []
         for c, name in enumerate(real.class_names):
             positive = targets[:, c] > 0.5 if real.multi_label else targets == c
-            fpr, tpr, _ = metrics.roc_curve(positive, pooled[:, c])
+            known = np.ones(len(pooled), bool) if mask is None else mask[:, c] > 0  # U-Ignore: skip unknown
+            fpr, tpr, _ = metrics.roc_curve(positive[known], pooled[known, c])
             curves.append((name, fpr, tpr, results[e]["metrics"]["auc"][name]))
         slug = e.replace("+", "_plus_")
         roc = f"roc_{slug}.png"
@@ -344,15 +379,21 @@ def render_markdown(report: dict) -> str:
               + f"; {task['num_groups']} groups, image {tuple(task['image_shape'])}.",
               f"Design: {design['num_folds']}-fold stratified group cross-validation x seeds {design['seeds']}; "
               f"{design['steps']} steps of batch {design['batch_size']} per classifier; class weighting "
-              f"{design['class_weighting']}; {design['synthetic_per_class']} synthetic images per class.",
+              f"{design['class_weighting']}; {design['synthetic_per_class']} synthetic images per "
+              f"{'distinct label vector (finding combination)' if task['multi_label'] else 'class'}.",
               f"Numbers are percentages on out-of-fold predictions pooled over folds and seeds; [95 % bootstrap "
               f"interval, {design['bootstrap_samples']} group resamples]. Sensitivity/specificity are one-vs-rest, "
               "averaged over classes (macro).", ""]
     for key in ("synthetic", "synthetic_dp"):
         s = report.get(key)
         if s:
+            counts = "positives per finding" if task["multi_label"] else "class counts"
             lines.append(f"{'Synthetic' if key == 'synthetic' else 'DP synthetic'} source: {s['path']} ({s['kind']}"
-                         f"{', one per fold' if s['per_fold'] else ''}), class counts {s['class_counts']}.")
+                         f"{', one per fold' if s['per_fold'] else ''}), {counts} {s['class_counts']}"
+                         + (f"; images per label vector {s['label_vectors']}" if s.get("label_vectors") else "") + ".")
+    if task.get("num_unknown_labels"):
+        lines.append(f"{task['num_unknown_labels']} real labels are unknown (U-Ignore): skipped in training and "
+                     "in every metric.")
     lines += ["", "| experiment | accuracy | macro sensitivity | macro specificity | macro AUC | train images | minutes |",
               "|---|---|---|---|---|---|---|"]
     for e, r in report["experiments"].items():
@@ -365,6 +406,14 @@ def render_markdown(report: dict) -> str:
     for e, reason in report.get("skipped", {}).items():
         lines.append(f"| {EXPERIMENTS[e]} | skipped: {reason} | | | | | |")
     lines.append("")
+    if task["multi_label"]:
+        exps = list(report["experiments"].items())
+        lines += ["## Per-finding AUC", "", "| finding | " + " | ".join(r["description"] for _, r in exps) + " |",
+                  "|---" * (len(exps) + 1) + "|"]
+        for name in task["class_names"]:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_pct(r['metrics']['auc'][name])}{_ci(r['ci95'].get('auc/' + name))}" for _, r in exps) + " |")
+        lines.append("")
     for e, r in report["experiments"].items():
         m, ci = r["metrics"], r["ci95"]
         lines += [f"## {r['description']}", "", f"| {'finding' if task['multi_label'] else 'class'} | sensitivity | "
@@ -475,5 +524,7 @@ def downstream_command(argv: list[str]) -> int:
         print(f"{r['description']}: accuracy {_pct(m['accuracy'])}%, macro sensitivity "
               f"{_pct(m['macro_sensitivity'])}%, specificity {_pct(m['macro_specificity'])}%, "
               f"AUC {_pct(m['macro_auc'])}%")
+        if report["task"]["multi_label"]:
+            print("  per-finding AUC: " + ", ".join(f"{n} {_pct(v)}%" for n, v in m["auc"].items()))
     print(f"Report: {os.path.join(fv.out, 'report.md')}")
     return 0
