@@ -13,8 +13,11 @@ Measurements, and what each means:
                  `resource.getrusage` ru_maxrss (a running maximum) where that reset is refused
   XLA memory     `compiled.memory_analysis()`: arguments + outputs + temporaries - aliased
                  (donated) bytes of one device's executable; a static, per-row figure
-  FLOPs          `compiled.cost_analysis()['flops']` (XLA's count for one device's partition;
-                 times the device count = the global step's FLOPs)
+  FLOPs          `jax.jit(f).lower(...).cost_analysis()['flops']`: XLA's count for the whole,
+                 unpartitioned step (the model's FLOPs per global step; work that sharding
+                 replicates on every device, e.g. the optimiser update, is counted once).
+                 `compiled_flops` is the per-device count of the partitioned executable x devices:
+                 what the hardware executes, replicated work included
   MFU            achieved FLOP/s / (device count x the device's peak FLOP/s for the compute
                  dtype), only where `PEAK_FLOPS` knows the `device_kind`; null on CPU
 """
@@ -182,11 +185,18 @@ def time_round_robin(fns: dict, warmup: int, repeats: int) -> dict[Any, list[flo
     return times
 
 
+def lower_and_compile(jitted, *args, **kwargs) -> tuple[Any, Any, float]:
+    """(lowered, compiled executable, seconds spent in lower + compile) for a `jax.jit` object."""
+    t0 = time.perf_counter()
+    lowered = jitted.lower(*args, **kwargs)
+    compiled = lowered.compile()
+    return lowered, compiled, time.perf_counter() - t0
+
+
 def compile_timed(jitted, *args, **kwargs) -> tuple[Any, float]:
     """(compiled executable, seconds spent in lower + compile) for a `jax.jit` object."""
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args, **kwargs).compile()
-    return compiled, time.perf_counter() - t0
+    _, compiled, seconds = lower_and_compile(jitted, *args, **kwargs)
+    return compiled, seconds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +210,8 @@ def _cost_dict(cost) -> dict:
 
 
 def compiled_flops(compiled, num_devices: int) -> float | None:
-    """Global FLOPs of one call: XLA's per-device count x `num_devices`; None if XLA gives none."""
+    """Executed FLOPs of one call: XLA's per-device count x `num_devices` (replicated work counted on
+    every device); None if XLA gives none."""
     try:
         flops = _cost_dict(compiled.cost_analysis()).get("flops")
     except Exception:  # some backends do not implement cost analysis

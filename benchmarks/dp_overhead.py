@@ -214,6 +214,7 @@ def main(argv=None) -> list[dict]:
                    help="also time DP with the per-example computation chunked to this many examples")
     p.add_argument("--base-features", type=int, default=64, help="first conv width (64 = BASELINES.md)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/Opacus rows")
+    p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = p.parse_args(argv)
     devices = common.parse_ints(args.devices, "--devices")
     args.batch = common.parse_ints(args.batch, "--batch")
@@ -226,6 +227,10 @@ def main(argv=None) -> list[dict]:
         p.error(f"--method {sorted(unknown)}: expected some of {sorted(dp_sgd.CLIPPED_SUM_METHODS)}")
     variants = [(m, micro) for m in methods for micro in [None] + ([args.microbatch] if args.microbatch else [])]
     with_torch = not args.no_torch and have_torch()
+    if with_torch and args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if not args.no_torch and not with_torch:
         print("torch/opacus not installed (pip install -e '.[bench]'): PyTorch rows skipped")
     rows = _rows_one_process(args, devices[0], variants, with_torch)

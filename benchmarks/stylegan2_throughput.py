@@ -81,17 +81,18 @@ def main(argv=None) -> list[dict]:
                 bs, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
                 fns = {"Gmain": tr.g_main_step, "Greg": tr.g_reg_step, "Dmain": tr.d_main_step,
                        "Dreg": tr.d_reg_step}
-                compiled, compile_s = {}, {}
+                compiled, compile_s, phase_flops = {}, {}, {}
                 for name, fn in fns.items():
                     if not reg_on and name in ("Greg", "Dreg"):
                         continue
-                    compiled[name], compile_s[name] = common.compile_timed(
+                    lowered, compiled[name], compile_s[name] = common.lower_and_compile(
                         jax.jit(functools.partial(fn, c), in_shardings=(shard, bs), out_shardings=(shard, rep),
                                 donate_argnums=(0,), compiler_options=options), state, batch)
-                finish, compile_s["finish"] = common.compile_timed(
+                    phase_flops[name] = common.lowered_flops(lowered)
+                lowered, finish, compile_s["finish"] = common.lower_and_compile(
                     jax.jit(functools.partial(tr.finish_step, c), in_shardings=(shard,),
                             out_shardings=(shard, rep), donate_argnums=(0,), compiler_options=options), state)
-                phase_flops = {k: common.compiled_flops(v, n_dev) for k, v in {**compiled, "finish": finish}.items()}
+                phase_flops["finish"] = common.lowered_flops(lowered)
 
                 def run(state, step):
                     for name in tr.phases_at(c, step):

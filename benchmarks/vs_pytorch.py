@@ -170,12 +170,16 @@ def main(argv=None) -> dict:
     p.add_argument("--features", type=int, default=None, help="override G/D base widths")
     p.add_argument("--dp-batch", default="64", help="comma-separated batches of the DP-overhead comparison")
     p.add_argument("--dp-base-features", type=int, default=64, help="DP discriminator's first width")
-    p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="16 px, widths 4/8, batch 8, 1 warm-up, 2 repeats")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch.set_num_threads (0: torch's default, one per core; on a machine shared with "
+                        "other jobs its OpenMP barriers can cost 10-20x, so compare with 1 too)")
+    p.add_argument("--quick", action="store_true",
+                   help="16 px, widths 4/8, batch 8, 1 warm-up, 2 repeats, 1 torch thread")
     args = p.parse_args(argv)
     if args.quick:
         args.resolution, args.features, args.batch = 16, 4, 8
         args.dp_batch, args.dp_base_features, args.warmup, args.repeats = "4", 8, 1, 2
+        args.torch_threads = args.torch_threads or 1
     if not dp_overhead.have_torch():
         print("torch/opacus not installed (pip install -e '.[bench]'): nothing to compare.")
         return {}

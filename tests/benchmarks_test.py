@@ -15,7 +15,13 @@ def test_gan_step_benchmark_smoke(tmp_path):
 
 
 def test_dp_overhead_benchmark_smoke(tmp_path):
-    rows = dp_overhead.main(["--batch", "2", "--warmup", "0", "--repeats", "1", "--no-torch", "--base-features", "8",
-                             "--out", str(tmp_path / "dp.json")])
-    assert len(rows) == 1 and rows[0]["framework"] == "jax" and rows[0]["dp_over_nondp"] > 0
-    assert json.loads((tmp_path / "dp.json").read_text())[0]["batch"] == 2
+    rows = dp_overhead.main(["--batch", "4", "--warmup", "0", "--repeats", "1", "--no-torch", "--base-features", "8",
+                             "--microbatch-size", "2", "--out", str(tmp_path / "dp.json")])
+    assert [(r["framework"], r["microbatch"]) for r in rows] == [("jax", None), ("jax", 2)]
+    assert all(r["dp_over_nondp"] > 0 for r in rows)
+    for r in rows:  # memory per row: XLA's static figure and the process peak during one call
+        assert r["dp_xla_bytes"] > 0 and r["nondp_xla_bytes"] > 0
+        assert r["dp_peak_rss_bytes"] > 0 and r["peak_memory_source"]
+    # Chunking the per-example gradients 2 at a time holds fewer of them live than all 4 at once.
+    assert rows[1]["dp_xla_bytes"] < rows[0]["dp_xla_bytes"]
+    assert json.loads((tmp_path / "dp.json").read_text())[0]["batch"] == 4

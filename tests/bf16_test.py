@@ -2,7 +2,8 @@
 parameters and optimiser state stay float32, and one training step gives finite losses.
 
 Families and the trainers' step functions: gan (DCGAN/ACGAN), pix2pix, classifier, and StyleGAN2's
-main phases (Gmain, Dmain; the regularisation phases reuse the same networks). bf16 needs no
+main phases (Gmain, Dmain; the regularisation phases reuse the same networks), and PGGAN's
+full-resolution level step. bf16 needs no
 loss scaling: it has float32's exponent range, so gradients do not underflow as in fp16.
 """
 import functools
@@ -103,3 +104,22 @@ def test_stylegan2_bf16_main_phases_keep_fp32_params_and_finite_losses():
     assert losses, f"no loss metrics in {sorted({**mg, **md})}"
     _finite(losses, losses)
 
+
+
+def test_pggan_bf16_final_level_keeps_fp32_params_and_finite_losses():
+    from configs import pggan_chest
+    from jaxmedgan.trainers import pggan
+
+    c = pggan_chest.tiny()
+    c.train.dtype = "bfloat16"
+    state = pggan.init_state(c, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.uniform(-1, 1, (8, 16, 16, 1)).astype(np.float32), "label": np.zeros(8, np.int32)}
+    fn = functools.partial(pggan.train_step, c)  # the last (16 px) level, stabilised
+    jitted = jax.jit(fn, compiler_options={"xla_backend_optimization_level": 0})
+    assert "bf16" in jitted.lower(state, batch).as_text()
+    new, metrics = jitted(state, batch)
+    _check_state(new, state, ("g_params", "d_params", "g_opt_state", "d_opt_state"))
+    losses = {k: v for k, v in metrics.items() if "loss" in k}
+    assert losses, f"no loss metrics in {sorted(metrics)}"
+    _finite(losses, losses)
