@@ -1,4 +1,4 @@
-"""`jaxmedgan privacy epsilon|calibrate`: privacy budgeting from the command line (host only).
+"""`jaxmedgan privacy epsilon|calibrate|audit|curve`: privacy budgeting, audits and the privacy-utility curve.
 
   jaxmedgan privacy epsilon --sampling-rate 0.004267 --noise-multiplier 1.1 --steps 14063 --delta 1e-5
   jaxmedgan privacy calibrate --target-epsilon 3 --delta 1e-5 --sampling-rate 0.004267 --steps 14063
@@ -19,6 +19,9 @@ commands:
   epsilon    epsilon spent by DP-SGD:  --sampling-rate Q --noise-multiplier S --steps N --delta D
   calibrate  noise multiplier for a budget:  --target-epsilon E --delta D --sampling-rate Q --steps N
   audit      memorisation + membership-inference audit of a trained workdir:  --workdir W [--num N]
+  curve      privacy-utility curve: train CONFIG at each epsilon, FID-domain + downstream per run:
+             --config CONFIG.py --workdir DIR --epsilons 1,3,10,inf --classifier CLASSIFIER_WORKDIR
+             [--downstream-config configs/downstream_liver.py] [--num N] [--config.x.y=...]
 
 epsilon and calibrate take [--accountant rdp|pld] [--sampling poisson|shuffle]; `<command> --help` for details.
 """
@@ -130,11 +133,17 @@ def _audit(argv: list[str]) -> int:
     return audit.audit_command(argv)
 
 
-COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": _audit}
+def _curve(argv: list[str]) -> int:
+    from jaxmedgan.privacy import curve
+
+    return curve.curve_command(argv)
+
+
+COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": _audit, "curve": _curve}
 
 
 def main(argv: list[str]) -> int:
-    """Dispatches `argv[0]` (epsilon | calibrate | audit) with `argv[1:]`; returns the exit code."""
+    """Dispatches `argv[0]` (epsilon | calibrate | audit | curve) with `argv[1:]`; returns the exit code."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
