@@ -39,6 +39,7 @@ Minibatch-stddev must be off or per example (group size 0 or 1); ADA's adaptive 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import Any, Callable, Sequence
@@ -542,8 +543,12 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict,
 
 
 @functools.lru_cache(maxsize=4)
-def _load_classifier(path: str) -> clinical.FrozenClassifier:
-    return clinical.load_frozen_classifier(path)
+def _load_classifier(path: str) -> Any:
+    # Phases may first ask for the classifier while jit traces them: restore it eagerly (orbax
+    # cannot build arrays from tracers) and keep numpy variables (constants in any trace).
+    with jax.ensure_compile_time_eval():
+        clf = clinical.load_frozen_classifier(path)
+    return dataclasses.replace(clf, variables=jax.tree_util.tree_map(np.asarray, jax.device_get(clf.variables)))
 
 
 def _frozen_classifier(config: ml_collections.ConfigDict) -> Any:
