@@ -48,9 +48,10 @@ def trained(tmp_path_factory):
 
     c = classifier_liver.get_config()
     c.data.image_size, c.data.multi_label, c.model.num_classes = SIZE, True, 2
+    c.data.augment = False  # flips, 90-degree turns and 4 px shifts would hide effusion at 16 px
     c.model.arch, c.model.features, c.model.dropout = "cnn", (8, 16), 0.0
     c.optim.lr, c.optim.warmup_steps = 3e-3, 5
-    c.train.batch_size, c.train.steps, c.train.quiet = 16, 80, True
+    c.train.batch_size, c.train.steps, c.train.quiet = 16, 300, True  # AUC ~1.0 / 0.9 on held-out phantoms
     c.train.log_every = c.checkpoint.every = c.train.steps
     c.mesh.data, c.checkpoint.async_save = 1, False
     clf_wd = str(root / "classifier")
@@ -60,7 +61,7 @@ def trained(tmp_path_factory):
     g.data.image_size, g.model.latent_dim = SIZE, LATENT
     g.model.g_features = g.model.d_features = 8
     g.optim.g_lr = g.optim.d_lr = 1e-3
-    g.train.batch_size, g.train.steps, g.train.quiet = 16, 30, True
+    g.train.batch_size, g.train.steps, g.train.quiet = 16, 300, True  # ~15 ms a step: compiling dominates
     g.train.log_every = g.checkpoint.every = g.train.steps
     g.samples.every = g.train.eval_every = 10**6
     g.mesh.data, g.checkpoint.async_save = 1, False
@@ -205,8 +206,8 @@ def test_lco_agreement_well_above_random_sampling_on_chest_phantoms(archive):
     # The four targets partition the classifier's verdicts, so random sampling averages <= 0.25;
     # an optimiser that leaves z where it started scores the random rate.
     assert random_rate <= 0.25 + 1e-9
-    assert lco_rate >= random_rate + 0.3, table
-    assert sum(r["lco_success_rate"] > r["random_success_rate"] for r in rows) >= 2, table
+    assert lco_rate >= random_rate + 0.4, table  # measured 0.88-1.0 vs 0.25 over three LCO seeds
+    assert sum(r["lco_success_rate"] >= r["random_success_rate"] + 0.5 for r in rows) >= 2, table
     npz = np.load(out / "samples.npz")
     assert np.mean(npz["success"]) == pytest.approx(lco_rate)
     assert table in printed and f"success rate LCO {lco_rate:.3f} vs random + filter {random_rate:.3f}" in printed
