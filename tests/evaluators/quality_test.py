@@ -127,3 +127,16 @@ def test_prdc_chunking_matches_unchunked(monkeypatch):
     monkeypatch.setattr(quality, "_CHUNK", 7)
     assert quality.prdc(real, fake, k=3) == full
     assert 0 < full["precision"] < 1 and 0 < full["coverage"] < 1
+
+
+def test_compute_names_and_suffix():
+    rng = np.random.default_rng(6)
+    real, fake = rng.normal(size=(30, 4)), rng.normal(size=(25, 4)) + 0.3
+    got = quality.compute(real, fake, "fid,pr", suffix="_domain", k=3)
+    assert set(got) == {"fid_domain", "precision_domain", "recall_domain", "density_domain", "coverage_domain"}
+    assert got["fid_domain"] == quality.fid(real, fake)
+    assert got["coverage_domain"] == quality.prdc(real, fake, k=3)["coverage"]
+    kid = quality.compute(real, fake, ["kid"], kid_subset_size=10, kid_subsets=5, seed=2)
+    assert (kid["kid"], kid["kid_std"]) == quality.kid(real, fake, subset_size=10, num_subsets=5, seed=2)
+    with pytest.raises(ValueError, match="subset of"):
+        quality.parse_metrics("fid,is")
