@@ -14,6 +14,13 @@ No weights ship or download: users convert the FID weights file they have
 `python -m jaxmedgan.evaluators.inception_convert --pth FILE --out inception_fid.npz`, and
 `load_variables(npz)` reads it back here. Parameter names mirror the torch state dict
 (`Mixed_5b/branch1x1/conv/kernel` <- `Mixed_5b.branch1x1.conv.weight`).
+
+Measured on one H100 (jax 0.11.2; torch 2.11 + torchvision 0.26 there), same random weights:
+pool3 of this port (f32, precision HIGHEST) vs the genuine pytorch-fid 0.3.0 network in float64,
+inputs of 64 / 128 / 512 px resized to 299: max relative difference 5.9e-7 / 6.1e-7 / 1.3e-6 of
+the feature scale (the vendored test reference in tests/reference/ matched genuine pytorch-fid
+exactly). Throughput at batch 256 from 64 px grey: 1960 images/s (pytorch-fid in torch, with
+its default TF32 convolutions: 4460 images/s).
 """
 from __future__ import annotations
 
