@@ -20,7 +20,14 @@ The report (report.md/json) gives macro AUC, exact-match accuracy, per-finding s
 specificity / AUC with bootstrap intervals, a finding x experiment AUC table, and McNemar on
 "every finding right". Real data: --config.data.source=chexpert --config.data.image_dir=ROOT
 --config.data.uncertainty=u_ignore (unknown labels are skipped in training and metrics).
-Measured: see the bottom of this docstring.
+Cost: about 14 runs x 400 steps; a reduced run (5 runs x 220 steps) took 3 minutes on the shared,
+heavily loaded 2-core CPU, so expect roughly 15-20 minutes for the full study there.
+Measured (reduced: 300 real phantoms, 2 folds, seed 0, 220 steps, no GAN: the "synthetic" set was
+300 other phantom chests, seed 777, an ideal generator with exact labels): macro AUC (a) real 0.752,
+(b) real + synthetic 0.725, (c) synthetic only 0.729; per finding (a) cardiomegaly 0.987, effusion
+0.681, nodule 0.681, consolidation 0.725, pneumothorax 0.687. At 220 steps the classifiers are
+undertrained (classifier_chest reaches 0.903 with 800 steps on 2000 images), so these are a smoke
+measure of the pipeline, not of a GAN; the PGGAN + LCO study above has not been run yet.
 """
 import ml_collections
 

@@ -369,6 +369,15 @@ def _ci(pair) -> str:
     return f" [{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
 
 
+def _vectors_md(vectors: dict | None, most: int = 8) -> str:
+    """'; images per label vector {...}' (the `most` largest when there are more)."""
+    if not vectors:
+        return ""
+    top = sorted(vectors.items(), key=lambda kv: -kv[1])[:most]
+    more = f" and {len(vectors) - most} more" if len(vectors) > most else ""
+    return f"; images per label vector ({len(vectors)} distinct) " + ", ".join(f"{k} {v}" for k, v in top) + more
+
+
 def render_markdown(report: dict) -> str:
     """The human-readable report (report.md) of a `run` report dict."""
     task, design = report["task"], report["design"]
@@ -383,14 +392,16 @@ def render_markdown(report: dict) -> str:
               f"{'distinct label vector (finding combination)' if task['multi_label'] else 'class'}.",
               f"Numbers are percentages on out-of-fold predictions pooled over folds and seeds; [95 % bootstrap "
               f"interval, {design['bootstrap_samples']} group resamples]. Sensitivity/specificity are one-vs-rest, "
-              "averaged over classes (macro).", ""]
+              "averaged over classes (macro)."
+              + (" Accuracy is exact match (every finding of an image called right at p = 0.5)."
+                 if task["multi_label"] else ""), ""]
     for key in ("synthetic", "synthetic_dp"):
         s = report.get(key)
         if s:
             counts = "positives per finding" if task["multi_label"] else "class counts"
             lines.append(f"{'Synthetic' if key == 'synthetic' else 'DP synthetic'} source: {s['path']} ({s['kind']}"
                          f"{', one per fold' if s['per_fold'] else ''}), {counts} {s['class_counts']}"
-                         + (f"; images per label vector {s['label_vectors']}" if s.get("label_vectors") else "") + ".")
+                         + _vectors_md(s.get("label_vectors")) + ".")
     if task.get("num_unknown_labels"):
         lines.append(f"{task['num_unknown_labels']} real labels are unknown (U-Ignore): skipped in training and "
                      "in every metric.")
