@@ -283,7 +283,7 @@ def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sha
             host["seen"] = int(jax.device_get(state.extra["images_seen"]))
         phase = schedule(config, host["seen"])
         if host["phase"] is None or (phase.level, phase.name) != host["phase"]:
-            log.info("PGGAN step %d, %.1f kimg: level %d (%d px), %s phase.", step, host["seen"] / 1000,
+            log.info("PGGAN step %d, %.3f kimg: level %d (%d px), %s phase.", step, host["seen"] / 1000,
                      phase.level, pg.resolution_at(phase.level), phase.name)
             host["phase"] = (phase.level, phase.name)
         state, metrics = jitted(phase.level)(state, batch, np.float32(phase.alpha))
