@@ -57,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.dtype = "float32"  # compute dtype; params and optimiser state stay float32
     c.train.quiet = False  # True hides the progress bar
 
+    c.eval = ml_collections.ConfigDict()
+    c.eval.quality_every = 0  # >0: FID-domain (quality/fid_domain) every this many steps
+    c.eval.quality_classifier = ""  # classifier workdir for the domain features (configs/classifier_liver.py)
+    c.eval.quality_num = 256  # generated vs held-out real images per measurement
+    c.eval.quality_metrics = "fid"  # any of fid,kid,pr
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250  # steps
     c.checkpoint.keep = 3

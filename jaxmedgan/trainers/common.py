@@ -170,6 +170,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                          donate_argnums=(0,))
         step_fn = lambda state, batch, step: jitted(state, batch)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    quality_every = (config.get("eval") or {}).get("quality_every", 0)  # FID-domain during training
+    quality = None
+    if quality_every:
+        from jaxmedgan.evaluators import quality_cli
+
+        quality = quality_cli.periodic_metrics(config, eval_data, family)
     pending: list[dict] = []
     last_good = mngr.latest_step()
     t_last, steps_since = time.perf_counter(), 0
@@ -208,6 +214,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                     writer.write_image(done, "samples", grid)
             if family.evaluate is not None and (last or done % config.train.eval_every == 0):
                 writer.write_scalars(done, family.evaluate(config, state, eval_data))
+            if quality is not None and (last or done % quality_every == 0):
+                writer.write_scalars(done, quality(state))
             if save_now:
                 checkpointing.save(mngr, done, state, config,
                                    {"step": done, "dp_epsilon": plan.run_epsilon(config, done)})

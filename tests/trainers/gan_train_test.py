@@ -36,8 +36,16 @@ def train(workdir, data_dir, *extra, steps=6, every=3):
 
 
 def test_train_writes_everything_then_resumes_then_samples(tmp_path):
+    from tests.evaluators.quality_cli_test import checkpoint_random
+    from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
+
     wd, dd = tmp_path / "run", tmp_path / "data"
-    assert train(wd, dd) == 0
+    from jaxmedgan.trainers import classifier
+
+    checkpoint_random(tmp_path / "clf", tiny_classifier_config())  # domain features for FID-domain
+    classifier.write_classes(str(tmp_path / "clf"), ("cyst", "metastasis", "hemangioma"), False)
+    assert train(wd, dd, "--config.eval.quality_every=6", f"--config.eval.quality_classifier={tmp_path / 'clf'}",
+                 "--config.eval.quality_num=12") == 0
     assert sorted(os.listdir(wd / "checkpoints")) == ["3", "6"]
     records = metric_writers.read_jsonl(wd / "metrics.jsonl")
     train_steps = [r for r in records if "d_loss" in r]
@@ -46,6 +54,8 @@ def test_train_writes_everything_then_resumes_then_samples(tmp_path):
                 "steps_per_sec"):
         assert key in train_steps[-1], key
     assert any("eval/aux_accuracy" in r for r in records)
+    fid = [r for r in records if "quality/fid_domain" in r]  # periodic FID-domain (config.eval)
+    assert [r["step"] for r in fid] == [6] and np.isfinite(fid[0]["quality/fid_domain"])
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "tensorboard"))
     grid = np.asarray(Image.open(wd / "samples" / "step_0000006.png"))
     assert grid.shape == (3 * 66 + 2, 4 * 66 + 2)  # 3 class rows x 4 columns of 64 px + 2 px gaps
