@@ -12,8 +12,9 @@ defaults: stage II is good -- held-out L1 0.143, and on held-out real masks its 
 darker than the background by 0.060 (green channel, [-1, 1] units; real crops: 0.097); on the
 stage-I masks the gap is 0.085. Stage I is NOT: the DCGAN's discriminator wins (accuracy > 0.95
 from step ~700) and the generator collapses to one tiled pattern (runs/.../stage1/samples); D
-dropout, a 4x weaker D learning rate, layer-norm G, thicker (32 px) crops and softer masks did not
-fix it within 1500 steps. A stronger stage-I recipe (longer training, minibatch-stddev or R1 in D,
+dropout, a 4x weaker D learning rate, layer-norm G, thicker (32 px) crops, softer masks, R1
+(stage1.loss.r1_gamma=1, with 32/32 features) and R1 + minibatch-stddev (stage1.model.mbstd_group_size=4)
+did not fix it within 1000-1500 steps: the output stays one blob per 4x4 base cell. A stronger stage-I recipe (longer training, minibatch-stddev or R1 in D,
 or the project's StyleGAN2) is open work; `mask_threshold='fraction'` keeps a briefly trained
 stage I usable for tests.
 """
