@@ -3,13 +3,23 @@
 For each requested finding vector y_t in {0,1}^K (t = 1..T) and N latents z_tn in R^d, LCO runs
 Adam on z for a fixed number of steps on the per-latent objective
 
-    L(z) = BCE(f(G(z)), y_t) + lambda_prior * P(z),   BCE = mean over the K findings,
+    L(z) = mean_k a_k BCE(f_k(G(z)), y_tk) + lambda_prior * P(z),
 
 where G is the generator (images in [-1, 1]) and f the frozen classifier's logits. One step is
 `jax.vmap` over the targets of the value-and-grad of the sum of L over the target's N latents;
 the whole loop is a `lax.scan`, jitted once. Since L of one latent depends on that latent only
 (G and f run in inference mode: no batch statistics) and Adam is elementwise, every latent
 follows its own trajectory: batching targets (vmap) or latents (chunks) changes nothing.
+
+Confidence cap a_k (`confidence`, default 0.75): finding k's BCE counts only while the classifier
+is less sure than `confidence` in the requested direction (a_k = stop_gradient[p_k < c] for a
+requested finding, [1 - p_k < c] for an absent one); 1.0 keeps plain BCE. Plain BCE never stops
+pushing, so every latent of a target drifts to the classifier's most prototypical image; with
+the cap a latent stops once it is labelled confidently and stays near where it started, which
+keeps more of the random draw's diversity. Measured (16 px PGGAN + CNN classifier on the chest
+phantoms, 4 targets x 32 latents, 100 steps): success 1.0 for every target at confidence 1.0,
+0.9 and 0.75; mean pairwise feature distance of a target's samples 0.23-0.51 (plain BCE),
+0.33-0.82 (0.9), 0.47-0.77 (0.75), against 0.81-0.93 for random + filter.
 
 Prior P (`prior='shell'`, the default): (||z||^2 / d - 1)^2. A standard normal latent in d
 dimensions lies near the sphere ||z||^2 = d (||z||^2 / d has mean 1 and std sqrt(2/d)), so that
@@ -42,7 +52,7 @@ NO_FINDING = ("", "none")  # --labels spellings of the all-zero (no finding) vec
 THRESHOLD = 0.5
 # Defaults of `run_lco` (and of a generator config's optional `lco` section: steps, lr,
 # prior_weight, prior; plus classifier_workdir for `jaxmedgan sample --labels`).
-DEFAULTS = {"steps": 100, "lr": 0.1, "prior_weight": 1.0, "prior": "shell"}
+DEFAULTS = {"steps": 100, "lr": 0.1, "prior_weight": 1.0, "prior": "shell", "confidence": 0.75}
 
 # generate(g_params, z [N,d]) -> images f32 [N,H,W,C] in [-1, 1]
 GenerateFn = Callable[[Any, jax.Array], jax.Array]
@@ -76,18 +86,29 @@ def agrees(probs: np.ndarray | jax.Array, targets: np.ndarray | jax.Array,
     return np.all((np.asarray(probs) > threshold) == (np.asarray(targets) > 0.5), axis=-1)
 
 
+def confidence_mask(logits: jax.Array, targets: jax.Array, confidence: float) -> jax.Array:
+    """f32 [..., K]: 1 where the classifier is not yet `confidence`-sure of the requested value (no gradient)."""
+    signed = jnp.where(targets > 0.5, logits, -logits).astype(jnp.float32)  # > 0: agrees
+    if confidence >= 1.0:
+        return jnp.ones_like(signed)
+    return jax.lax.stop_gradient((signed < jnp.log(confidence / (1.0 - confidence))).astype(jnp.float32))
+
+
 def latent_objective(generate_fn: GenerateFn, logits_fn: LogitsFn, g_params: Any, c_params: Any,
-                     z: jax.Array, target: jax.Array, prior_weight: float,
-                     prior: str = "shell") -> tuple[jax.Array, jax.Array]:
+                     z: jax.Array, target: jax.Array, prior_weight: float, prior: str = "shell",
+                     confidence: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """(sum over latents of L, per-latent L f32 [N]) for z [N,d] and one target [K]."""
-    logits = logits_fn(c_params, generate_fn(g_params, z))
-    per_latent = bce(logits, target[None, :]) + prior_weight * prior_penalty(z, prior)
+    logits = logits_fn(c_params, generate_fn(g_params, z)).astype(jnp.float32)
+    y = jnp.broadcast_to(target[None, :], logits.shape)
+    mask = confidence_mask(logits, y, confidence)
+    per_finding = -(y * jax.nn.log_sigmoid(logits) + (1 - y) * jax.nn.log_sigmoid(-logits))
+    per_latent = jnp.mean(mask * per_finding, axis=-1) + prior_weight * prior_penalty(z, prior)
     return jnp.sum(per_latent), per_latent
 
 
 def optimise_latents(generate_fn: GenerateFn, logits_fn: LogitsFn, g_params: Any, c_params: Any,
                      z0: jax.Array, targets: jax.Array, *, steps: int, lr: float, prior_weight: float,
-                     prior: str = "shell") -> tuple[jax.Array, jax.Array]:
+                     prior: str = "shell", confidence: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """Adam on latents z0 [T,N,d] towards targets [T,K]; returns (z [T,N,d], mean L per step f32 [steps+1, T]).
 
     Row s of the loss history is the mean per-latent objective before step s (row `steps`: after
@@ -99,7 +120,7 @@ def optimise_latents(generate_fn: GenerateFn, logits_fn: LogitsFn, g_params: Any
                          f"and {targets.shape}.")
     tx = optax.adam(lr)
     objective = functools.partial(latent_objective, generate_fn, logits_fn, g_params, c_params,
-                                  prior_weight=prior_weight, prior=prior)
+                                  prior_weight=prior_weight, prior=prior, confidence=confidence)
     # vmap over targets: each target's N latents go through G and f as one batch.
     value_and_grad = jax.vmap(jax.value_and_grad(objective, has_aux=True))
 
@@ -116,14 +137,16 @@ def optimise_latents(generate_fn: GenerateFn, logits_fn: LogitsFn, g_params: Any
 
 
 def make_optimiser(generate_fn: GenerateFn, logits_fn: LogitsFn, *, steps: int, lr: float,
-                   prior_weight: float, prior: str = "shell") -> Callable:
+                   prior_weight: float, prior: str = "shell", confidence: float = 1.0) -> Callable:
     """`optimise_latents` jitted once: (g_params, c_params, z0 [T,N,d], targets [T,K]) -> (z, losses)."""
     if steps < 0:
         raise ValueError(f"LCO steps must be >= 0, got {steps}.")
     if prior not in PRIORS:
         raise ValueError(f"LCO prior={prior!r}; expected one of {PRIORS}.")
+    if not 0.5 < confidence <= 1.0:
+        raise ValueError(f"LCO confidence={confidence} must be in (0.5, 1] (1 = plain BCE).")
     return jax.jit(functools.partial(optimise_latents, generate_fn, logits_fn, steps=steps, lr=lr,
-                                     prior_weight=prior_weight, prior=prior))
+                                     prior_weight=prior_weight, prior=prior, confidence=confidence))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +248,8 @@ def _generate_uint8(generate_fn: GenerateFn, g_params: Any, z: np.ndarray, batch
 
 def run_lco(generate_fn: GenerateFn, g_params: Any, classifier: Any, targets: np.ndarray, num: int,
             rng: jax.Array, *, latent_dim: int, steps: int = DEFAULTS["steps"], lr: float = DEFAULTS["lr"],
-            prior_weight: float = DEFAULTS["prior_weight"], prior: str = DEFAULTS["prior"], chunk: int = 32) -> LCOResult:
+            prior_weight: float = DEFAULTS["prior_weight"], prior: str = DEFAULTS["prior"],
+            confidence: float = DEFAULTS["confidence"], chunk: int = 32) -> LCOResult:
     """LCO for targets [T,K] with `num` latents each, drawn N(0, I) from `rng`.
 
     Latents are optimised `chunk` per target at a time (a fixed shape: one compile); since each
@@ -241,7 +265,7 @@ def run_lco(generate_fn: GenerateFn, g_params: Any, classifier: Any, targets: np
     z0 = np.asarray(jax.random.normal(rng, (t, num, latent_dim)), np.float32)
     chunk = min(chunk, num)
     optimise = make_optimiser(generate_fn, classifier_logits_fn(classifier), steps=steps, lr=lr,
-                              prior_weight=prior_weight, prior=prior)
+                              prior_weight=prior_weight, prior=prior, confidence=confidence)
     zs, losses = [], None
     for i in range(0, num, chunk):
         part = z0[:, i:i + chunk]

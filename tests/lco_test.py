@@ -129,8 +129,9 @@ def _toy(seed=0):
     return generate, logits, jnp.asarray(a), {"b": jnp.asarray(b), "c": jnp.asarray(c)}
 
 
-def _numpy_lco(a, b, c, z, y, steps, lr, lam):
+def _numpy_lco(a, b, c, z, y, steps, lr, lam, confidence=1.0):
     """Adam (optax defaults) on one latent z [D] towards y [K]; returns (z, objective before each step + after)."""
+    cap = np.inf if confidence >= 1 else np.log(confidence / (1 - confidence))
     a, b, c, z, y = (np.asarray(v, np.float64) for v in (a, b, c, z, y))
     m, v, history = np.zeros(D), np.zeros(D), []
     for t in range(steps + 1):
@@ -138,31 +139,36 @@ def _numpy_lco(a, b, c, z, y, steps, lr, lam):
         l = x @ b + c
         p = 1 / (1 + np.exp(-l))
         s = z @ z / D
-        history.append(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) + lam * (s - 1) ** 2)
+        active = np.where(y > 0.5, l, -l) < cap  # findings not yet confidently right
+        history.append(-np.mean(active * (y * np.log(p) + (1 - y) * np.log(1 - p))) + lam * (s - 1) ** 2)
         if t == steps:
             break
-        grad = (((p - y) / K) @ b.T * (1 - x ** 2)) @ a.T + lam * 2 * (s - 1) * 2 * z / D
+        grad = (((p - y) * active / K) @ b.T * (1 - x ** 2)) @ a.T + lam * 2 * (s - 1) * 2 * z / D
         m = 0.9 * m + 0.1 * grad
         v = 0.999 * v + 0.001 * grad ** 2
         z = z - lr * (m / (1 - 0.9 ** (t + 1))) / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
     return z, np.asarray(history)
 
 
-def test_lco_matches_numpy_reference_and_vmap_over_targets_equals_per_target_loop():
+@pytest.mark.parametrize("confidence", [1.0, 0.75])
+def test_lco_matches_numpy_reference_and_vmap_over_targets_equals_per_target_loop(confidence):
     generate, logits, g, cp = _toy()
     targets = np.array([[0, 0, 0], [1, 0, 1], [1, 1, 1]], np.float32)
     z0 = np.random.default_rng(1).normal(size=(3, 2, D)).astype(np.float32)
-    fn = lco.make_optimiser(generate, logits, steps=25, lr=0.05, prior_weight=0.5)
+    fn = lco.make_optimiser(generate, logits, steps=25, lr=0.05, prior_weight=0.5, confidence=confidence)
     z, losses = fn(g, cp, z0, targets)
     for t in range(3):  # per-target loop through the same jitted optimiser (T = 1)
         z_t, losses_t = fn(g, cp, z0[t:t + 1], targets[t:t + 1])
         np.testing.assert_allclose(np.asarray(z_t[0]), np.asarray(z[t]), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(np.asarray(losses_t[:, 0]), np.asarray(losses[:, t]), rtol=1e-5, atol=1e-6)
-        ref = [_numpy_lco(g, cp["b"], cp["c"], z0[t, n], targets[t], 25, 0.05, 0.5) for n in range(2)]
+        ref = [_numpy_lco(g, cp["b"], cp["c"], z0[t, n], targets[t], 25, 0.05, 0.5, confidence) for n in range(2)]
         for n in range(2):  # each latent on its own, in float64: batching changes nothing
             np.testing.assert_allclose(np.asarray(z[t, n]), ref[n][0], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(losses[:, t]), np.mean([r[1] for r in ref], 0), rtol=1e-4, atol=1e-5)
     assert np.all(np.asarray(losses)[-1] < np.asarray(losses)[0])
+    mask = lco.confidence_mask(logits(cp, generate(g, jnp.asarray(z0.reshape(6, D)))), np.repeat(targets, 2, 0),
+                               confidence)
+    assert (np.asarray(mask).min() == 0) == (confidence < 1)  # the cap already silences some findings at the start
 
 
 # ----------------------------------------------------------------------------------------------
