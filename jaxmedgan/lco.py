@@ -51,7 +51,7 @@ PRIORS = ("shell", "gaussian")
 NO_FINDING = ("", "none")  # --labels spellings of the all-zero (no finding) vector
 THRESHOLD = 0.5
 # Defaults of `run_lco` (and of a generator config's optional `lco` section: steps, lr,
-# prior_weight, prior; plus classifier_workdir for `jaxmedgan sample --labels`).
+# prior_weight, prior, confidence; plus classifier_workdir for `jaxmedgan sample --labels`).
 DEFAULTS = {"steps": 100, "lr": 0.1, "prior_weight": 1.0, "prior": "shell", "confidence": 0.75}
 
 # generate(g_params, z [N,d]) -> images f32 [N,H,W,C] in [-1, 1]
@@ -316,7 +316,8 @@ def compare(lco: LCOResult, baseline: BaselineResult, names: Sequence[str]) -> l
 
 def format_table(rows: Sequence[dict]) -> str:
     """The `compare` rows as a plain-text table (what `jaxmedgan sample --labels` prints)."""
-    head = f"{'target':<28} {'LCO success':>12} {'random+filter':>14} {'LCO div.':>9} {'random div.':>12} {'all div.':>9}"
+    head = (f"{'target':<28} {'LCO success':>12} {'random+filter':>14} {'LCO div.':>9} {'random div.':>12} "
+            f"{'all div.':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['target'][:28]:<28} {r['lco_success_rate']:>12.3f} {r['random_success_rate']:>14.3f} "
