@@ -74,3 +74,13 @@ def test_main_dispatch_and_usage(capsys):
     assert "unknown command 'epsilom'" in capsys.readouterr().err
     assert cli.main(["epsilon", "--help"]) == 0
     assert "--noise-multiplier" in capsys.readouterr().out
+
+
+def test_curve_is_listed_and_dispatched(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "curve      privacy-utility curve" in capsys.readouterr().out
+    assert cli.main(["curve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: jaxmedgan privacy curve --config CONFIG.py") and "--epsilons" in out
+    assert cli.main(["curve", "--epsilons", "1"]) == 2  # no --config / --workdir / --classifier
+    assert "--config, --workdir and --classifier are required" in capsys.readouterr().err
