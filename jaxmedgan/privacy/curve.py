@@ -18,9 +18,10 @@ Outputs: DIR/curve.json, DIR/curve.md (table) and DIR/curve.png (epsilon vs FID-
 downstream accuracy / macro AUC; log-x with inf drawn at the right).
 
 Resumable: a run that finished is reused (DIR/eps_*/curve_run.json records the fingerprint of the
-config it was trained with and its final checkpoint step), an interrupted one resumes from its
-last checkpoint (`trainers.common.fit`), and a run's scores are reused while the checkpoint and the
-evaluation settings are unchanged (DIR/eps_*/curve_point.json).
+config it was trained with, written before training starts, and its final checkpoint step), an
+interrupted one resumes from its last checkpoint (`trainers.common.fit`), a changed config under
+the same DIR is refused, and a run's scores are reused while the checkpoint and the evaluation
+settings are unchanged (DIR/eps_*/curve_point.json).
 """
 from __future__ import annotations
 
@@ -130,10 +131,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = _latest_step(workdir) if os.path.isdir(workdir) else None
     if marker is not None and marker.get("fingerprint") == fingerprint and step == marker.get("step"):
         return {**marker, "reused": True}
-    if marker is not None and marker.get("fingerprint") != fingerprint:
+    if marker is not None and marker.get("fingerprint") != fingerprint:  # also an unfinished run's claim
         raise ValueError(f"{workdir} was trained by the curve with another config (fingerprint "
                          f"{marker.get('fingerprint')} != {fingerprint}): the --config or its overrides changed. "
                          "Use a new --workdir, or delete that run to retrain it.")
+    os.makedirs(workdir, exist_ok=True)  # claim the run for this config before training (see above)
+    _write_atomic(marker_path, json.dumps({"fingerprint": fingerprint, "step": None}, indent=2))
     t = time.perf_counter()
     trainers.get(config.trainer).train_and_evaluate(copy.deepcopy(config), workdir)
     seconds = time.perf_counter() - t
@@ -206,6 +209,9 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
                                 "one with `jaxmedgan train --config configs/classifier_liver.py --workdir DIR`.")
     if num < 2:
         raise ValueError(f"--num must be >= 2 (FID needs covariances), got {num}.")
+    if downstream_config is not None and not config.model.get("num_classes", 0):
+        raise ValueError("--downstream-config needs a class-conditional GAN (config.model.num_classes > 0) to draw "
+                         "labelled synthetic images; use an ACGAN config or leave out --downstream-config.")
     extractor = features.domain(classifier)
     os.makedirs(workdir, exist_ok=True)
     rows = []
@@ -227,7 +233,8 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
     finally:
         bar.close()
     report = {"config": {"trainer": config.trainer, "train_steps": int(config.train.steps),
-                         "batch_size": int(config.train.batch_size), "data": config.data.get("source")},
+                         "batch_size": int(config.train.batch_size), "data": config.data.get("source"),
+                         "image_size": config.data.get("image_size"), "accountant": config.privacy.get("accountant")},
               "classifier": extractor.description, "num": num, "seed": seed,
               "downstream": None if downstream_config is None else {
                   "experiment": downstream_config.downstream.experiments[1],
@@ -250,7 +257,7 @@ def render_markdown(report: dict) -> str:
     rows, ds = report["rows"], report["downstream"]
     c = report["config"]
     lines = [f"# Privacy-utility curve ({c['trainer']}, {c['train_steps']} steps of batch {c['batch_size']}, "
-             f"data {c['data']})", "",
+             f"data {c['data']} at {c.get('image_size')} px)", "",
              f"FID-domain: {rows[0]['num_fake'] if rows else report['num']} samples vs "
              f"{rows[0]['num_real'] if rows else '?'} held-out real images, features of the "
              f"{report['classifier']}."]
@@ -271,8 +278,9 @@ def render_markdown(report: dict) -> str:
     if base:
         lines += ["", f"Real-data baseline of the same study (experiment 'real'): accuracy "
                       f"{_fmt(base[0]['real_accuracy'])}, macro AUC {_fmt(base[0]['real_macro_auc'])}."]
-    lines += ["", "σ is calibrated per run so that its steps spend the target ε (RDP/PLD accountant of the "
-                  "config); only D's updates on real images are privatised (G is private by post-processing).", ""]
+    lines += ["", f"σ is calibrated per run so that its steps spend the target ε ({c.get('accountant')} accountant, "
+                  "Poisson sampling); only D's updates on real images are privatised (G is private by "
+                  "post-processing).", ""]
     return "\n".join(lines)
 
 

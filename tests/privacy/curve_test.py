@@ -176,3 +176,19 @@ def test_command_errors_name_the_problem(tmp_path, classifier_workdir, capsys):
                             "--downstream-experiment", "real"]) == 2
     assert "--downstream-experiment must be one of" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "c")  # nothing was started
+
+
+def test_downstream_needs_a_class_conditional_gan(tmp_path, classifier_workdir):
+    from configs import dcgan_liver
+
+    config = dcgan_liver.get_config()  # unconditional: no labels for the downstream classifier
+    with pytest.raises(ValueError, match="class-conditional GAN"):
+        curve.curve(config, str(tmp_path / "c"), [1.0], classifier=classifier_workdir,
+                    downstream_config=curve.downstream_for(downstream_liver_config(), "synthetic"))
+    assert not os.path.exists(tmp_path / "c")
+
+
+def downstream_liver_config():
+    from configs import downstream_liver
+
+    return downstream_liver.get_config()
