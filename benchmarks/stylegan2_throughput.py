@@ -125,10 +125,14 @@ def main(argv=None) -> list[dict]:
                 print(f"devices {n_dev} ada {'on ' if ada_on else 'off'} reg {'on ' if reg_on else 'off'}: "
                       f"{step_s * 1e3:8.1f} ms/step {img_s:8.1f} img/s {1000 / img_s:8.1f} s/kimg "
                       f"compile {row['compile_s']:6.1f} s", flush=True)
-    print(f"\n{'dev':>3} {'ada':>4} {'reg':>4} {'img/s':>9} {'s/kimg':>9} {'compile s':>10}")
-    for r in rows:
-        print(f"{r['devices']:>3} {('on' if r['ada'] else 'off'):>4} {('on' if r['reg'] else 'off'):>4} "
-              f"{r['images_per_s']:9.1f} {r['sec_per_kimg']:9.1f} {r['compile_s']:10.1f}")
+    print()
+    on_off = lambda v: "on" if v else "off"
+    common.print_table(rows, (("dev", "devices", str), ("ada", "ada", on_off), ("reg", "reg", on_off),
+                              ("img/s", "images_per_s", lambda v: f"{v:.1f}"),
+                              ("s/kimg", "sec_per_kimg", lambda v: f"{v:.1f}"),
+                              ("compile s", "compile_s", lambda v: f"{v:.1f}"),
+                              ("peak mem", "peak_memory_bytes", common.fmt_bytes),
+                              ("GFLOP/step", "flops_per_step", lambda v: "-" if v is None else f"{v / 1e9:.2f}")))
     common.write_json(args.out, rows)
     return rows
 

@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.quick:
         args.resolution, args.features, args.batch = 16, 4, 8
-        args.dp_batch, args.dp_base_features, args.warmup, args.repeats = "4", 8, 1, 2
+        args.dp_batch, args.dp_base_features, args.warmup, args.repeats = "2", 8, 1, 2
         args.torch_threads = args.torch_threads or 1
     if not dp_overhead.have_torch():
         print("torch/opacus not installed (pip install -e '.[bench]'): nothing to compare.")

@@ -18,7 +18,7 @@ def test_quick_comparison_writes_ratios(tmp_path):
     assert row["model"] == "acgan" and row["batch"] == 8 and row["resolution"] == 16
     assert row["jax_over_torch"] == pytest.approx(row["jax_step_s"] / row["torch_step_s"])
     (dp,) = saved["dp_overhead"]
-    assert dp["batch"] == 4
+    assert dp["batch"] == 2
     assert dp["jax_ratio_over_opacus_ratio"] == pytest.approx(dp["jax_dp_over_nondp"] / dp["opacus_dp_over_nondp"])
     assert {r["framework"] for r in saved["dp_rows"]} == {"jax", "torch+opacus"}
     assert result["gan_step"] == row
