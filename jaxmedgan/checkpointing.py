@@ -17,6 +17,13 @@ from etils import epath
 
 CONFIG_FILE = "config.json"
 
+# Orbax's default jax.Array handler splits each replicated array among its replicas and compiles a
+# slicing function per array shape for that (~0.25 s per shape on a 2-core CPU: 46 s for PGGAN's
+# first save). Saving each replicated array from its primary replica instead writes the same
+# bytes; sharded arrays are unaffected.
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
 
 def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
     """A CheckpointManager over `workdir/checkpoints` with items `state` and `config`."""
