@@ -285,7 +285,10 @@ def render_markdown(report: dict) -> str:
 
 
 def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> np.ndarray:
-    """uint8 [height, width, 3]: epsilon (log x, inf at the right) vs FID-domain; vs accuracy / macro AUC."""
+    """uint8 [height, width, 3]: epsilon (log x, inf at the right) vs FID-domain; vs accuracy / macro AUC.
+
+    Text is ASCII ('epsilon', 'inf'): Pillow's default font has no Greek or infinity glyph.
+    """
     from PIL import Image, ImageDraw
 
     from jaxmedgan.evaluators import plots
@@ -302,7 +305,7 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
 
     def panel(x0: int, title: str, ylabel: str, series: list[tuple[str, list, tuple]], ylim=None,
               hline: tuple[str, float] | None = None) -> None:
-        left, top, right, bottom = x0 + 64, 40, x0 + panel_w - 20, height - 60
+        left, top, right, bottom = x0 + 90, 40, x0 + panel_w - 20, height - 60
         span_right = right - (50 if has_inf else 10)  # finite epsilons; inf sits in the gap at the right
 
         def fx(eps):
@@ -325,10 +328,10 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
         draw.rectangle([left, top, right, bottom], outline="black")
         for t in np.linspace(y0, y1, 5):
             draw.line([(left, fy(t)), (right, fy(t))], fill=(235, 235, 235))
-            draw.text((left - 52, fy(t) - 7), f"{t:.3g}", fill="black", font=small)
+            draw.text((left - 62, fy(t) - 7), f"{t:.3g}", fill="black", font=small)
         for r in rows:
             e = r["target_epsilon"]
-            draw.text((fx(e) - 8, bottom + 6), "∞" if e is None else f"{e:g}", fill="black", font=small)
+            draw.text((fx(e) - 8, bottom + 6), "inf" if e is None else f"{e:g}", fill="black", font=small)
         if has_inf and finite:  # axis break between the finite epsilons and inf
             xb = span_right + 10
             draw.line([(xb - 4, bottom + 4), (xb + 4, bottom - 4)], fill="black")
@@ -336,9 +339,11 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
             for xs in range(left, right, 10):
                 draw.line([(xs, fy(hline[1])), (xs + 5, fy(hline[1]))], fill=(120, 120, 120))
         for i, (name, ys, colour) in enumerate(series):
-            pts = [(fx(r["target_epsilon"]), fy(v)) for r, v in zip(rows, ys) if v is not None and math.isfinite(v)]
-            if len(pts) > 1:
-                draw.line(pts, fill=colour, width=2)
+            ok = [(r["target_epsilon"], v) for r, v in zip(rows, ys) if v is not None and math.isfinite(v)]
+            pts = [(fx(e), fy(v)) for e, v in ok]
+            joined = [(fx(e), fy(v)) for e, v in ok if e is not None]  # inf stands apart, past the axis break
+            if len(joined) > 1:
+                draw.line(joined, fill=colour, width=2)
             for x, y in pts:
                 draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
             draw.rectangle([left + 8, top + 8 + 18 * i, left + 20, top + 20 + 18 * i], fill=colour)
@@ -346,16 +351,17 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
         if hline is not None:
             draw.text((left + 26, top + 6 + 18 * len(series)), f"- - {hline[0]}", fill=(90, 90, 90), font=small)
         draw.text((left, 12), title, fill="black", font=font)
-        draw.text((left + (right - left) / 2 - 70, height - 30), "ε (log scale; ∞ = no DP)", fill="black", font=small)
+        draw.text((left + (right - left) / 2 - 80, height - 30), "epsilon (log scale; inf = no DP)", fill="black",
+                  font=small)
         label = Image.new("RGB", (bottom - top, 16), "white")
         ImageDraw.Draw(label).text(((bottom - top) / 2 - 40, 0), ylabel, fill="black", font=small)
         img.paste(label.rotate(90, expand=True), (x0 + 2, top))
 
-    panel(0, "ε vs FID-domain (lower is better)", "FID-domain",
+    panel(0, "epsilon vs FID-domain (lower is better)", "FID-domain",
           [("FID-domain", [r["fid_domain"] for r in rows], plots.COLOURS[0])])
     ds = [r["downstream"] or {} for r in rows]
     base = next((d["real_accuracy"] for d in ds if d.get("real_accuracy") is not None), None)
-    panel(panel_w, "ε vs downstream (real test images)", "accuracy / macro AUC",
+    panel(panel_w, "epsilon vs downstream (tested on real images)", "accuracy / macro AUC",
           [("accuracy", [d.get("accuracy") for d in ds], plots.COLOURS[1]),
            ("macro AUC", [d.get("macro_auc") for d in ds], plots.COLOURS[2])], ylim=(0.0, 1.0),
           hline=None if base is None else ("real-data accuracy", base))
