@@ -305,7 +305,7 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
 
     def panel(x0: int, title: str, ylabel: str, series: list[tuple[str, list, tuple]], ylim=None,
               hline: tuple[str, float] | None = None) -> None:
-        left, top, right, bottom = x0 + 90, 40, x0 + panel_w - 20, height - 60
+        left, top, right, bottom = x0 + 90, 60, x0 + panel_w - 20, height - 60
         span_right = right - (50 if has_inf else 10)  # finite epsilons; inf sits in the gap at the right
 
         def fx(eps):
@@ -346,10 +346,11 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
                 draw.line(joined, fill=colour, width=2)
             for x, y in pts:
                 draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-            draw.rectangle([left + 8, top + 8 + 18 * i, left + 20, top + 20 + 18 * i], fill=colour)
-            draw.text((left + 26, top + 6 + 18 * i), name, fill="black", font=small)
+            lx = left + 110 * i  # legend: one row between the title and the frame, clear of the data
+            draw.rectangle([lx, 38, lx + 12, 50], fill=colour)
+            draw.text((lx + 18, 36), name, fill="black", font=small)
         if hline is not None:
-            draw.text((left + 26, top + 6 + 18 * len(series)), f"- - {hline[0]}", fill=(90, 90, 90), font=small)
+            draw.text((left + 110 * len(series), 36), f"- - {hline[0]}", fill=(90, 90, 90), font=small)
         draw.text((left, 12), title, fill="black", font=font)
         draw.text((left + (right - left) / 2 - 80, height - 30), "epsilon (log scale; inf = no DP)", fill="black",
                   font=small)
