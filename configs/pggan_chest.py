@@ -89,6 +89,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.samples.every = 100  # steps
     c.samples.per_row = 8
     c.samples.seed = 1234  # fixed latents for comparable grids across steps
+
+    # `jaxmedgan sample --labels ...`: latent class optimisation (jaxmedgan/lco.py) via a classifier.
+    c.lco = ml_collections.ConfigDict()
+    c.lco.classifier_workdir = ""  # multi-label classifier workdir (configs/classifier_chest.py)
+    c.lco.steps = 100  # Adam steps on the latents
+    c.lco.lr = 0.1
+    c.lco.prior_weight = 1.0  # shell prior (||z||^2/d - 1)^2 keeps z on the Gaussian's typical shell
+    c.lco.prior = "shell"  # shell | gaussian
+    c.lco.confidence = 0.75  # a finding's BCE stops once the classifier is this sure (1.0 = plain BCE)
     return c
 
 

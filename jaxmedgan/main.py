@@ -13,11 +13,15 @@ commands:
   sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class K]
             labelled by latent class optimisation:  jaxmedgan sample --workdir W --labels "cardiomegaly,effusion"
             --num N --out DIR [--classifier CLASSIFIER_WORKDIR] [--lco-steps S]
-  dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|image-folder --out DIR
+  dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|phantom-spine|phantom-chest|
+            image-folder|chexpert|chestxray14 --out DIR [--image-dir ROOT]
   privacy   DP accounting:  jaxmedgan privacy epsilon --sampling-rate Q --noise-multiplier S --steps N --delta D
             jaxmedgan privacy calibrate --target-epsilon E --delta D --sampling-rate Q --steps N
+            jaxmedgan privacy audit --workdir W;  jaxmedgan privacy curve --config C --workdir DIR --epsilons 1,3,10,inf
   export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR
-  evaluate  downstream classifier / segmentation studies:
+  evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr --num N [--classifier C]
+            [--features domain|inception --inception-weights F]
+            downstream classifier / segmentation studies:
             jaxmedgan evaluate downstream --config configs/downstream_liver.py --synthetic W_OR_DIR --out DIR
             jaxmedgan evaluate segmentation --config configs/segmentation_brain.py ...
   reader-study  real-vs-synthetic reader study:  jaxmedgan reader-study create|serve|report ...
@@ -133,24 +137,47 @@ def _sample(argv: list[str]) -> None:
           f"{sum(r['random_success_rate'] for r in rows) / len(rows):.3f} (mean over targets).")
 
 
+SOURCES = ["phantom-liver", "phantom-spine", "phantom-chest", "image-folder", "chexpert", "chestxray14"]
+NEEDS_IMAGE_DIR = ("image-folder", "chexpert", "chestxray14")
+
+
 def _dataset(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
-    p.add_argument("--source", required=True, choices=["phantom-liver", "phantom-spine", "image-folder"])
+    p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument("--out", required=True, help="TFDS data directory to write")
-    p.add_argument("--image-dir", default=None, help="image-folder source: DIR/<class_name>/*.png|*.dcm")
+    p.add_argument("--image-dir", default=None, help="image-folder: DIR/<class_name>/*.png|*.dcm; "
+                   "chexpert / chestxray14: the dataset root (train.csv / Data_Entry_2017.csv)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"), default=None,
                    help="DICOM window in HU (default: the file's WindowCenter/WindowWidth)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout-fraction", type=float, default=0.0,
+                   help="image-folder / chestxray14 without test_list.txt: fraction held out as 'test'")
+    p.add_argument("--findings", default=None, help="chest sources: comma-separated finding columns to keep")
+    p.add_argument("--uncertainty", default="u_ones", choices=["u_ones", "u_zeros", "u_ignore"],
+                   help="chexpert: how uncertain (-1) labels are read")
+    p.add_argument("--frontal-only", action="store_true", help="chexpert: keep frontal views only")
+    p.add_argument("--num-train", type=int, default=None, help="phantom-chest: training images")
+    p.add_argument("--num-test", type=int, default=None, help="phantom-chest: held-out images")
     args = p.parse_args(argv[1:])
-    if args.source == "image-folder" and not args.image_dir:
-        raise UsageError("--source image-folder needs --image-dir DIR (DIR/<class_name>/*.png|*.dcm).")
+    if args.source in NEEDS_IMAGE_DIR and not args.image_dir:
+        raise UsageError(f"--source {args.source} needs --image-dir (the images / dataset root).")
+    if (args.num_train is None) != (args.num_test is None):
+        raise UsageError("--num-train and --num-test go together.")
     from jaxmedgan.data import tfds_builders
 
+    extra = {}
+    if args.findings:
+        extra["findings"] = tuple(f.strip() for f in args.findings.split(",") if f.strip())
+    if args.num_train is not None:
+        extra["num_examples"] = (args.num_train, args.num_test)
+    if args.source == "chexpert":
+        extra.update(uncertainty=args.uncertainty, frontal_only=args.frontal_only)
     path = tfds_builders.build_dataset(args.source, args.out, image_dir=args.image_dir,
                                        image_size=args.image_size, channels=args.channels,
-                                       window=tuple(args.window) if args.window else None, seed=args.seed)
+                                       window=tuple(args.window) if args.window else None, seed=args.seed,
+                                       holdout_fraction=args.holdout_fraction, **extra)
     print(f"Dataset ready in {path}")
 
 
@@ -173,12 +200,15 @@ def _export(argv: list[str]) -> int:
 
 
 EVALUATORS = {"downstream": "jaxmedgan.evaluators.downstream:downstream_command",
-              "segmentation": "jaxmedgan.evaluators.segmentation:segmentation_command"}
+              "segmentation": "jaxmedgan.evaluators.segmentation:segmentation_command",
+              "quality": "jaxmedgan.evaluators.quality_cli:quality_command"}
 
 
 def _evaluate(argv: list[str]) -> int:
     import importlib
 
+    if len(argv) > 1 and argv[1].startswith("--"):  # `jaxmedgan evaluate --workdir W --metrics ...`
+        argv = [argv[0], "quality", *argv[1:]]
     if len(argv) < 2 or argv[1] not in EVALUATORS:
         raise UsageError(f"usage: jaxmedgan evaluate {{{'|'.join(EVALUATORS)}}} ... (got "
                          f"{argv[1] if len(argv) > 1 else 'nothing'!r})")

@@ -66,7 +66,24 @@ def test_privacy_and_reader_study_commands_are_wired(capsys):
 
 def test_export_and_evaluate_commands_are_wired(capsys):
     assert cli.main(["jaxmedgan", "evaluate"]) == 2
-    assert "downstream|segmentation" in capsys.readouterr().err
+    assert "downstream|segmentation|quality" in capsys.readouterr().err
     assert cli.main(["jaxmedgan", "evaluate", "frechet"]) == 2
     assert cli.main(["jaxmedgan", "export", "--workdir", "/nonexistent", "--num", "1", "--out", "/tmp/x-none"]) != 0
     assert cli.main(["jaxmedgan", "evaluate", "downstream", "--config", "/nonexistent.py", "--out", "/tmp/x"]) != 0
+
+    # `evaluate --workdir ...` (no subcommand) is the image-quality command.
+    assert cli.main(["jaxmedgan", "evaluate", "--workdir", "/nonexistent-gan", "--metrics", "fid", "--num", "2"]) == 1
+    assert "--classifier CLASSIFIER_WORKDIR" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_dataset_command_builds_chest_phantoms_and_checks_chest_flags(tmp_path, capsys):
+    assert cli.main(["jaxmedgan", "dataset", "--source", "phantom-chest", "--out", str(tmp_path), "--image-size",
+                     "16", "--num-train", "6", "--num-test", "3"]) == 0
+    path = capsys.readouterr().out.strip().split()[-1]
+    images, labels = tfds_builders.load_arrays(path, "phantom-chest", "train")
+    assert images.shape == (6, 16, 16, 1) and labels.shape == (6, 5)  # multi-hot findings
+    assert set(np.unique(labels)) <= {0, 1}
+    assert cli.main(["jaxmedgan", "dataset", "--source", "chexpert", "--out", str(tmp_path)]) == 2
+    assert "--image-dir" in capsys.readouterr().err
+    assert cli.main(["jaxmedgan", "dataset", "--source", "phantom-chest", "--out", str(tmp_path),
+                     "--num-train", "6"]) == 2
