@@ -21,8 +21,19 @@ CONFIG_FILE = "config.json"
 # slicing function per array shape for that (~0.25 s per shape on a 2-core CPU: 46 s for PGGAN's
 # first save). Saving each replicated array from its primary replica instead writes the same
 # bytes; sharded arrays are unaffected.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+def _register_array_handler() -> None:
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about any override
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+_register_array_handler()
 
 
 def manager(workdir: str, *, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
