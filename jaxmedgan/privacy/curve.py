@@ -264,16 +264,21 @@ def render_markdown(report: dict) -> str:
     if ds is not None:
         lines.append(f"Downstream: experiment '{ds['experiment']}' (classifier trained on this run's synthetic "
                      f"images{' only' if ds['experiment'] == 'synthetic' else ' plus real'}, tested on real), "
-                     f"{ds['num_folds']}-fold CV x seeds {ds['seeds']}, {ds['steps']} classifier steps.")
+                     f"{ds['num_folds']}-fold CV x seeds {ds['seeds']}, {ds['steps']} classifier steps; "
+                     "[95 % bootstrap interval].")
     lines += ["", "| ε (target) | σ | steps | ε spent (δ) | FID-domain | accuracy | macro AUC |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
+    def with_ci(d: dict, key: str) -> str:
+        lo, hi = (d.get("ci95") or {}).get(key) or (None, None)
+        return _fmt(d.get(key)) + ("" if lo is None or hi is None else f" [{lo:.3g}, {hi:.3g}]")
+
     for r in rows:
         d = r["downstream"] or {}
         spent = "–" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3g} ({r['delta']:.2g})"
         lines.append(f"| {'∞' if r['target_epsilon'] is None else format(r['target_epsilon'], 'g')} | "
                      f"{_fmt(r['noise_multiplier'], '.4g') if r['noise_multiplier'] is not None else '0 (no DP)'} | "
-                     f"{r['steps']} | {spent} | {_fmt(r['fid_domain'], '.4g')} | {_fmt(d.get('accuracy'))} | "
-                     f"{_fmt(d.get('macro_auc'))} |")
+                     f"{r['steps']} | {spent} | {_fmt(r['fid_domain'], '.4g')} | {with_ci(d, 'accuracy')} | "
+                     f"{with_ci(d, 'macro_auc')} |")
     base = [r["downstream"] for r in rows if r["downstream"]]
     if base:
         lines += ["", f"Real-data baseline of the same study (experiment 'real'): accuracy "
