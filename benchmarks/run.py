@@ -177,16 +177,17 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     peak.reset()
     mesh = sharding.make_mesh(None, devices)
     batch = c.train.batch_size
+    init = functools.partial(fam.init_state, c)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))  # trainers refuse what they cannot run here
     rows = batch
     if dp:
         if hasattr(module, "check_private_generator"):
             module.check_private_generator(c)
         q = min(batch / dataset_size, 1.0)  # padded Poisson batch, as common.fit pads it
-        rows = sampling.max_batch_size_for(dataset_size, q, c.privacy.overflow_prob, multiple_of=n_dev)
+        rows = sampling.max_batch_size_for(dataset_size, q, c.privacy.get("overflow_prob", 1e-9),
+                                           multiple_of=n_dev)
     elif batch % n_dev:
         raise ValueError(f"batch {batch} is not divisible by {n_dev} devices.")
-    init = functools.partial(fam.init_state, c)
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     shard = sharding.tree_shardings(abstract, mesh)
     state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
     if dp:
