@@ -34,10 +34,9 @@ FAST = {"xla_backend_optimization_level": 0}  # these tests are compile-bound
 
 def _step_in_bf16(fn, state, *args):
     """Runs jit(fn)(state, *args); returns (new state, metrics, whether the HLO computes in bf16)."""
-    jitted = jax.jit(fn, compiler_options=FAST)
-    hlo = jitted.lower(state, *args).as_text()
-    new_state, metrics = jitted(state, *args)
-    return new_state, metrics, "bf16" in hlo
+    lowered = jax.jit(fn, compiler_options=FAST).lower(state, *args)  # traced and lowered once
+    new_state, metrics = lowered.compile()(state, *args)
+    return new_state, metrics, "bf16" in lowered.as_text()
 
 
 def _finite(metrics, keys):
@@ -88,6 +87,7 @@ def test_classifier_bf16_keeps_fp32_params_and_finite_loss():
     _finite(metrics, ("loss",))
 
 
+@pytest.mark.slow  # ~27 s on 2 idle cores: compile-bound
 def test_stylegan2_bf16_generator_phase_keeps_fp32_params_and_finite_loss():
     """Gmain runs G and D forward and G backward in bf16, and updates G's params and Adam state."""
     from jaxmedgan.trainers import stylegan2 as tr

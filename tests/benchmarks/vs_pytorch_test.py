@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 pytest.importorskip("opacus")
 
 
+@pytest.mark.slow  # ~33 s on 2 idle cores: three compiles and Opacus
 def test_quick_comparison_writes_ratios(tmp_path):
     out = tmp_path / "vs.json"
     result = vs_pytorch.main(["--quick", "--out", str(out)])
