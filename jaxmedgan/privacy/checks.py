@@ -44,10 +44,11 @@ def check_dp_compatible(config: Any, d_variables: Mapping[str, Any]) -> None:
             "which mixes examples through batch statistics; set config.model.d_norm to a "
             "per-example norm such as 'layer', 'group', 'instance' or 'none'")
     group = _field(model, "mbstd_group_size", 0)
-    if group and group > 1:
+    whole_batch = group is None and _field(model, "mbstd_num_channels", 1) > 0  # None = the whole batch
+    if whole_batch or (group and group > 1):
         problems.append(
-            f"minibatch-stddev mixes examples across a group (config.model.mbstd_group_size={group}); "
-            "set it to 0 (off) or 1 (per-example) under DP")
+            f"minibatch-stddev mixes examples across a group (config.model.mbstd_group_size={group}"
+            f"{' = the whole batch' if whole_batch else ''}); set it to 0 (off) or 1 (per-example) under DP")
     if problems:
         raise ValueError("DP-SGD is enabled (config.privacy.enabled=True) but per-example gradient "
                          "clipping needs a discriminator whose output for one example does not "

@@ -42,6 +42,12 @@ def test_minibatch_stddev_group_is_refused():
         checks.check_dp_compatible(_config(mbstd_group_size=4), _d_variables("layer"))
 
 
+def test_whole_batch_minibatch_stddev_is_refused_unless_it_adds_no_channel():
+    with pytest.raises(ValueError, match=r"mbstd_group_size=None = the whole batch"):
+        checks.check_dp_compatible(_config(mbstd_group_size=None), _d_variables("layer"))
+    checks.check_dp_compatible(_config(mbstd_group_size=None, mbstd_num_channels=0), _d_variables("layer"))
+
+
 def test_both_problems_are_reported_together():
     with pytest.raises(ValueError, match="BatchNorm_0.*; and minibatch-stddev"):
         checks.check_dp_compatible(_config("batch", mbstd_group_size=2), _d_variables("batch"))
