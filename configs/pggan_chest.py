@@ -78,15 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 100  # steps; level, alpha and images seen are in the checkpointed state
-    c.checkpoint.keep = 3
+    c.checkpoint.every = 125  # steps = one phase (2 kimg / batch 16): a checkpoint at every phase end
+    c.checkpoint.keep = 10  # all phase ends (FID-domain ranks them: python -m jaxmedgan.evaluators.fid_validation --rank-workdir)
     c.checkpoint.async_save = True
 
     c.privacy = ml_collections.ConfigDict()
     c.privacy.enabled = False  # DP-SGD is refused by the pggan trainer for now
 
     c.samples = ml_collections.ConfigDict()
-    c.samples.every = 100  # steps
+    c.samples.every = 125  # steps = one phase at these defaults: one sample grid per phase end
     c.samples.per_row = 8
     c.samples.seed = 1234  # fixed latents for comparable grids across steps
 

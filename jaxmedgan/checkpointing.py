@@ -65,8 +65,15 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[An
     step = mngr.latest_step()
     if step is None:
         return None
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"], step
+    return restore_step(mngr, abstract_state, step), step
+
+
+def restore_step(mngr: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
+    """Restores the state saved at `step` onto the shardings of `abstract_state`."""
+    if step not in mngr.all_steps():
+        raise FileNotFoundError(f"No checkpoint for step {step} in {mngr.directory}; saved steps: "
+                                f"{sorted(mngr.all_steps())}.")
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
 
 
 def abstract_like(state: Any) -> Any:

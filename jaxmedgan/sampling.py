@@ -19,14 +19,16 @@ import numpy as np
 from jaxmedgan import checkpointing, images, trainers
 
 
-def restore_state(workdir: str) -> tuple[Any, Any, int]:
-    """Loads (config, state, step) from the latest checkpoint in `workdir`, on one device."""
+def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]:
+    """Loads (config, state, step) from checkpoint `step` (default: the latest) in `workdir`, on one device."""
     config = checkpointing.read_config(workdir)
     trainer = trainers.get(config.trainer)
     abstract = jax.eval_shape(functools.partial(trainer.FAMILY.init_state, config), jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
     mngr = checkpointing.manager(workdir, async_save=False)
+    if step is not None:
+        return config, checkpointing.restore_step(mngr, abstract, step), step
     restored = checkpointing.restore_latest(mngr, abstract)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train first (or wait for the "

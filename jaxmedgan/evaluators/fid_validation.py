@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from jaxmedgan import checkpointing
 from jaxmedgan.evaluators import features, quality
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,56 @@ def phantom_images(source: str, num: int, size: int, seed: int) -> np.ndarray:
     raise ValueError(f"Unknown phantom source {source!r}; expected 'chest' or 'spine'.")
 
 
+def rank_checkpoints(workdir: str, extractor: features.Extractor, *, num: int, reals: str = "test",
+                     seed: int = 0) -> dict:
+    """FID-domain of every saved checkpoint of a GAN workdir against the same real images.
+
+    Returns {"rows": [{"step", "fid_domain", + "level"/"alpha"/"kimg" for PGGAN}], "spearman_step_fid",
+    "monotone_decreasing"}: FID-domain should fall as training proceeds (Segal et al.'s check that
+    FID ranks checkpoints in training order). Samples use the same seed at every checkpoint.
+    """
+    from scipy import stats
+
+    from jaxmedgan import sampling, trainers
+    from jaxmedgan.evaluators import quality_cli
+
+    config = checkpointing.read_config(workdir)
+    trainer = trainers.get(config.trainer)
+    steps = sorted(checkpointing.manager(workdir, async_save=False).all_steps())
+    if len(steps) < 2:
+        raise ValueError(f"{workdir} holds {len(steps)} checkpoint(s); ranking needs at least 2 "
+                         "(raise config.checkpoint.keep).")
+    f_real = features.extract(extractor, quality_cli.real_images(config, num, reals, seed + 1))
+    rows = []
+    for step in steps:
+        config, state, _ = sampling.restore_state(workdir, step)
+        fake, _ = sampling.generate(config, state, trainer, num, None, seed)
+        row = {"step": int(step), "fid_domain": quality.fid(f_real, features.extract(extractor, fake))}
+        extra = getattr(state, "extra", None)
+        if isinstance(extra, dict):  # PGGAN: where in the growing schedule this checkpoint is
+            for key in ("level", "alpha", "images_seen"):
+                if key in extra:
+                    row[key] = float(np.asarray(extra[key]))
+        rows.append(row)
+    fids = [r["fid_domain"] for r in rows]
+    rho = float(stats.spearmanr(steps, fids).statistic)
+    return {"workdir": workdir, "features": extractor.description, "num": num, "reals": reals, "rows": rows,
+            "spearman_step_fid": rho, "monotone_decreasing": bool(all(b < a for a, b in zip(fids, fids[1:])))}
+
+
+def render_ranking(result: dict) -> str:
+    """Markdown table of `rank_checkpoints`."""
+    extra = [k for k in ("level", "alpha", "images_seen") if k in result["rows"][0]]
+    lines = [f"FID-domain of the checkpoints of {result['workdir']} ({result['num']} samples vs "
+             f"{result['reals']} reals; {result['features']})", "",
+             "| step | " + " | ".join(extra + ["FID-domain"]) + " |", "|---:|" + "---:|" * (len(extra) + 1)]
+    for r in result["rows"]:
+        lines.append(f"| {r['step']} | " + " | ".join([f"{r[k]:g}" for k in extra] + [f"{r['fid_domain']:.4g}"]) + " |")
+    lines += ["", f"Spearman(step, FID-domain) = {result['spearman_step_fid']:.3f}; strictly decreasing: "
+              f"{'yes' if result['monotone_decreasing'] else 'no'}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxmedgan.evaluators.fid_validation", description=__doc__.split("\n")[0])
     p.add_argument("--classifier", required=True, help="domain classifier workdir (trained on the source's train split)")
@@ -197,7 +248,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="independent runs (new real sets and seeds)")
+    p.add_argument("--rank-workdir", default=None,
+                   help="instead of corruptions: FID-domain of every checkpoint of this GAN workdir")
+    p.add_argument("--reals", default="test", help="--rank-workdir: train | test | FILE.npz")
     args = p.parse_args(argv)
+    if args.rank_workdir:
+        result = rank_checkpoints(args.rank_workdir, features.domain(args.classifier), num=args.num,
+                                  reals=args.reals, seed=args.seed)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "checkpoint_ranking.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        md = render_ranking(result)
+        with open(os.path.join(args.out, "checkpoint_ranking.md"), "w") as f:
+            f.write(md)
+        print(md)
+        return 0
 
     from jaxmedgan.data import chest_phantoms
 

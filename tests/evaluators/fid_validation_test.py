@@ -58,3 +58,37 @@ def test_validate_table_on_phantoms_with_pixel_features():
     assert twice["rows"][2]["fid"] == rows[2]["fid"] and twice["rows"][2]["fid_sd"] == 0
     assert twice["monotonic_runs"] == {"noise": 2, "mix": 2}
     assert "mean ± sd over 2 repeats" in fv.render_markdown(twice)
+
+
+def test_rank_checkpoints_scores_every_saved_step_like_the_evaluate_command(tmp_path):
+    import jax
+
+    from jaxmedgan import checkpointing, sampling
+    from jaxmedgan.evaluators import features, quality_cli
+    from jaxmedgan.trainers import classifier
+    from tests.evaluators.quality_cli_test import checkpoint_random, tiny_gan_config
+    from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
+
+    gan_wd, clf_wd = tmp_path / "gan", tmp_path / "clf"
+    config = tiny_gan_config(tmp_path / "data")
+    config.checkpoint.keep = 5
+    checkpoint_random(gan_wd, config, step=2)
+    checkpoint_random(clf_wd, tiny_classifier_config())
+    classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
+    extractor = features.domain(str(clf_wd))
+    with pytest.raises(ValueError, match="at least 2"):
+        fv.rank_checkpoints(str(gan_wd), extractor, num=12)
+    _, state, _ = sampling.restore_state(str(gan_wd))
+    later = state.replace(g_params=jax.tree_util.tree_map(lambda p: 0.5 * p, state.g_params))
+    mngr = checkpointing.manager(str(gan_wd), max_to_keep=5, async_save=False)
+    checkpointing.save(mngr, 4, later, config)
+    mngr.wait_until_finished()
+
+    result = fv.rank_checkpoints(str(gan_wd), extractor, num=12, reals="train", seed=3)
+    assert [r["step"] for r in result["rows"]] == [2, 4]
+    assert result["rows"][0]["fid_domain"] != result["rows"][1]["fid_domain"]
+    # The latest checkpoint's value equals what `jaxmedgan evaluate` computes on the same seeds.
+    report = quality_cli.evaluate(str(gan_wd), metrics="fid", num=12, extractor=extractor, reals="train", seed=3)
+    assert result["rows"][1]["fid_domain"] == pytest.approx(report["metrics"]["fid_domain"], rel=1e-6)
+    assert abs(result["spearman_step_fid"]) == pytest.approx(1.0)
+    assert "| 4 | " in fv.render_ranking(result)
