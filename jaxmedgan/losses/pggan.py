@@ -8,6 +8,9 @@ For example i with real x_i, fake x~_i and eps_i ~ U[0, 1]:
 
 Everything is returned per example so DP-SGD can clip it (vmapped over single examples), and the
 batched forms equal the per-example ones whenever D itself treats examples independently.
+Under DP the loss splits into the part that touches real x_i (`d_wgan_gp_real`: -D(x_i), the
+drift on D(x_i) and the penalty on x^_i, which blends x_i in) -- clipped per example and noised --
+and the pure-fake part D(x~_i), which sees no private data: d_wgan_gp = d_wgan_gp_real + D(x~).
 """
 from __future__ import annotations
 
@@ -41,24 +44,42 @@ def gradient_penalty(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array
     return weight * jnp.square(norms - target) / target**2, norms
 
 
+def d_wgan_gp_real(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array, *,
+                   gp_weight: float = GP_WEIGHT, drift_weight: float = DRIFT_WEIGHT) -> tuple[jax.Array, dict]:
+    """The terms of D's loss that touch real x_i, f32 [N]: -D(x_i) + gp(x^_i) + drift * D(x_i)^2,
+    and their parts {real_score, gp, grad_norm, drift} [N]. DP-SGD clips this per example."""
+    real_score = d_fn(real).astype(jnp.float32)
+    gp, norms = gradient_penalty(d_fn, real, fake, eps, gp_weight)
+    drift = drift_weight * jnp.square(real_score)
+    loss = gp + drift - real_score
+    return loss, {"real_score": real_score, "gp": gp, "grad_norm": norms, "drift": drift}
+
+
 def d_wgan_gp(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array, *,
               gp_weight: float = GP_WEIGHT, drift_weight: float = DRIFT_WEIGHT) -> tuple[jax.Array, dict]:
     """D's per-example loss f32 [N] and its parts {real_score, fake_score, gp, grad_norm, drift} [N]."""
-    real_score = d_fn(real).astype(jnp.float32)
+    real_loss, parts = d_wgan_gp_real(d_fn, real, fake, eps, gp_weight=gp_weight, drift_weight=drift_weight)
     fake_score = d_fn(fake).astype(jnp.float32)
-    gp, norms = gradient_penalty(d_fn, real, fake, eps, gp_weight)
-    drift = drift_weight * jnp.square(real_score)
-    loss = fake_score - real_score + gp + drift
-    return loss, {"real_score": real_score, "fake_score": fake_score, "gp": gp, "grad_norm": norms,
-                  "drift": drift}
+    return fake_score + real_loss, {**parts, "fake_score": fake_score}
+
+
+def _single(batched: Callable, d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array,
+            **kwargs) -> tuple[jax.Array, dict]:
+    loss, parts = batched(d_fn, real[None], fake[None], jnp.reshape(eps, (1,)), **kwargs)
+    return loss[0], jax.tree_util.tree_map(lambda v: v[0], parts)
 
 
 def d_wgan_gp_single(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array,
                      **kwargs) -> tuple[jax.Array, dict]:
-    """`d_wgan_gp` for ONE example (real, fake [H,W,C], eps scalar) -> (loss scalar, parts):
-    the form DP-SGD vmaps to get per-example gradients."""
-    loss, parts = d_wgan_gp(d_fn, real[None], fake[None], jnp.reshape(eps, (1,)), **kwargs)
-    return loss[0], jax.tree_util.tree_map(lambda v: v[0], parts)
+    """`d_wgan_gp` for ONE example (real, fake [H,W,C], eps scalar) -> (loss scalar, parts)."""
+    return _single(d_wgan_gp, d_fn, real, fake, eps, **kwargs)
+
+
+def d_wgan_gp_real_single(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array,
+                          **kwargs) -> tuple[jax.Array, dict]:
+    """`d_wgan_gp_real` for ONE example (real, fake [H,W,C], eps scalar) -> (loss scalar, parts):
+    the form DP-SGD vmaps to get per-example gradients of the real-touching terms."""
+    return _single(d_wgan_gp_real, d_fn, real, fake, eps, **kwargs)
 
 
 def g_wgan(fake_score: jax.Array) -> jax.Array:

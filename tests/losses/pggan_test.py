@@ -57,3 +57,26 @@ def test_penalty_is_zero_for_a_unit_gradient_critic():
     gp, norms = jax.jit(lambda x: L.gradient_penalty(lin, x, -x, jnp.full((4,), 0.3)))(x)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
     np.testing.assert_allclose(gp, 0.0, atol=1e-8)
+
+
+def test_real_part_is_the_loss_minus_the_fake_score_and_vmaps_per_example():
+    """DP's split: the real-touching terms -D(x) + gp + drift D(x)^2 (explicit formula) alone."""
+    real = RNG.normal(size=(3, 4, 4, 1)).astype(np.float32)
+    fake = RNG.normal(size=(3, 4, 4, 1)).astype(np.float32)
+    eps = RNG.uniform(size=(3,)).astype(np.float32)
+    x_hat = eps[:, None, None, None] * real + (1 - eps[:, None, None, None]) * fake
+    gp = 10.0 * (np.sqrt(np.sum((2 * W * x_hat + C) ** 2, axis=(1, 2, 3))) - 1.0) ** 2
+    d = lambda x: np.sum(W * x**2 + C * x, axis=(1, 2, 3))
+    expected = -d(real) + gp + 0.001 * d(real) ** 2
+
+    @jax.jit
+    def compute(real, fake, eps):
+        loss, parts = L.d_wgan_gp_real(toy_d, real, fake, eps)
+        single, _ = jax.vmap(lambda r, f, e: L.d_wgan_gp_real_single(toy_d, r, f, e))(real, fake, eps)
+        return loss, parts, single
+
+    loss, parts, single = jax.device_get(compute(real, fake, eps))
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    np.testing.assert_allclose(single, expected, rtol=1e-4)
+    assert "fake_score" not in parts
+    np.testing.assert_allclose(parts["real_score"], d(real), rtol=1e-5)
