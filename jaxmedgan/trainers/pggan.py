@@ -15,6 +15,19 @@ states restart when a new level begins (PGGAN's reset_opt_for_new_lod): the new 
 second-moment estimates would otherwise start at zero under an old bias correction and take
 ~10x steps. `generate` renders at the level and alpha stored in the state, upsampled (nearest)
 to `data.image_size`, from the EMA generator.
+
+Differential privacy (`config.privacy.enabled`, see `d_private_grads`): only D's update touches
+real images, so only it is privatised; G is private by post-processing (it draws its own
+train.batch_size latents and sees reals only through D). The whole padded Poisson batch is used
+(with `batch["mask"]`); per real example i the terms that touch x_i -- -D(x_i), the drift
+eps_drift * D(x_i)^2 and the gradient penalty on x^_i = eps_i x_i + (1 - eps_i) x~_i -- form one
+loss that is clipped to C = privacy.l2_clip, summed, noised once (N(0, sigma^2 C^2)) and divided by
+the expected batch train.batch_size. The pure-fake term +D(x~) is not noised (clipped per example
+to C when privacy.clip_fake, as trainers/gan.py). One D step per training step, so the accountant's
+step count (`privacy.plan.run_epsilon`) is the training step. Refused under DP: minibatch-stddev
+groups > 1 (`model.mbstd_group_size` must be 0 or 1), and per-level batch sizes other than
+train.batch_size (taking the first b of a Poisson sample would change the sampling the accountant
+analyses).
 """
 from __future__ import annotations
 
@@ -113,6 +126,21 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     levels = pg.num_levels(size)
     big = config.train.batch_size
     group = config.model.mbstd_group_size
+    if checks.dp_enabled(config):
+        checks.check_dp_compatible(config, {})  # names minibatch stddev (group > 1)
+        unequal = [f"config.train.batch_sizes.r{pg.resolution_at(level)}={batch_size_at(config, level)}"
+                   for level in range(levels) if batch_size_at(config, level) != big]
+        if unequal:
+            raise ValueError(
+                f"config.privacy.enabled=True needs every level's batch size equal to config.train.batch_size="
+                f"{big} (the expected Poisson batch): taking the first b images of a Poisson sample is not "
+                f"the sampling the accountant analyses. Got {', '.join(unequal)}; set them to {big} or "
+                "remove config.train.batch_sizes.")
+        method = config.privacy.get("clip_method", "vmap")
+        if method != "vmap":
+            raise ValueError(f"config.privacy.clip_method={method!r}: the pggan trainer clips per-example "
+                             "gradients of a loss holding the gradient penalty (a gradient of D's input "
+                             "gradient), which only 'vmap' handles; set it to 'vmap'.")
     for level in range(levels):
         b = batch_size_at(config, level)
         if not 1 <= b <= big:
@@ -125,10 +153,6 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if config.schedule.stable_kimg <= 0 or config.schedule.fade_kimg < 0:
         raise ValueError(f"config.schedule needs stable_kimg > 0 and fade_kimg >= 0; got "
                          f"{config.schedule.stable_kimg}, {config.schedule.fade_kimg}.")
-    if checks.dp_enabled(config):
-        checks.check_dp_compatible(config, {})  # names minibatch stddev first, with its own message
-        raise NotImplementedError("config.privacy.enabled=True: DP-SGD is not implemented for the pggan "
-                                  "trainer yet; train it without DP or use trainer 'gan'.")
 
 
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
@@ -159,21 +183,87 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda f, o: jnp.where(flag, f, o), fresh, old)
 
 
+def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.Array, fake: jax.Array,
+                    eps: jax.Array, mask: jax.Array, noise_key: jax.Array, alpha: jax.Array, *, level: int,
+                    mesh: Any = None) -> tuple[Any, dict]:
+    """DP-SGD gradient of D's WGAN-GP loss at `level` (like d_params) and metrics.
+
+    real: faded reals f32 [B,r,r,C] (a padded Poisson batch, r = 4 * 2**level), mask f32 [B]
+    (1 = real example), fake: G's images f32 [B,r,r,C], eps: interpolation weights f32 [B],
+    alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip, summed, noised
+    once with `noise_key` (same on every device), / train.batch_size (the expected batch q*N):
+        -D(x_i) + gp_weight * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2
+    Fake term: mean over B of D(x~_j), not noised (clipped per example to C when
+    privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum, one noise draw.
+    """
+    from jaxmedgan.privacy import dp_sgd
+
+    _, d = build_models(config)
+    pc, lc = config.privacy, config.loss
+    n = real.shape[0]
+    # alpha rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
+    alphas = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
+    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.get("microbatch_size", 0) or None, has_aux=True,
+                       mesh=mesh, method=pc.get("clip_method", "vmap"))
+
+    def real_loss(params, ex):
+        d_fn = lambda x: d.apply({"params": params}, x, level, ex["alpha"])
+        return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"], gp_weight=lc.gp_weight,
+                                               drift_weight=lc.drift_weight)
+
+    examples = {"real": real, "fake": fake, "eps": eps, "alpha": alphas}
+    real_grads, dp_metrics = dp_sgd.dp_gradient(
+        real_loss, d_params, examples, mask, noise_key, noise_multiplier=pc.noise_multiplier,
+        expected_batch_size=config.train.batch_size, **clip_kwargs)
+
+    def fake_loss(params, ex):
+        score = d.apply({"params": params}, ex["image"][None], level, ex["alpha"])[0].astype(jnp.float32)
+        return score, score
+
+    if pc.get("clip_fake", True):
+        # No noise (no private data), but clipped to the same C: unclipped, the fake gradient
+        # swamps the clipped real one (see trainers/gan.py).
+        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
+            fake_loss, d_params, {"image": fake, "alpha": alphas}, jnp.ones((n,), jnp.float32), **clip_kwargs)
+        fake_grads = jax.tree_util.tree_map(lambda g: g / n, fake_sum)
+        fake_score = fake_aux["loss_aux"]
+    else:
+        def mean_fake(params):
+            score = d.apply({"params": params}, fake, level, alpha).astype(jnp.float32)
+            return jnp.mean(score), score
+
+        (_, fake_score), fake_grads = jax.value_and_grad(mean_fake, has_aux=True)(d_params)
+    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
+    parts = dp_metrics.pop("dp_loss_aux")
+    is_real = mask > 0
+    count = jnp.maximum(jnp.sum(is_real), 1).astype(jnp.float32)
+    masked_mean = lambda v: jnp.sum(jnp.where(is_real, v, 0.0)) / count  # monitoring, not private
+    real_mean, fake_mean = masked_mean(parts["real_score"]), jnp.mean(fake_score)
+    metrics = {"d_loss": fake_mean + masked_mean(-parts["real_score"] + parts["gp"] + parts["drift"]),
+               "wasserstein": real_mean - fake_mean, "d_real_score": real_mean, "d_fake_score": fake_mean,
+               "gp": masked_mean(parts["gp"]), "gp_grad_norm": masked_mean(parts["grad_norm"]),
+               "drift": masked_mean(parts["drift"]), **dp_metrics}
+    return grads, metrics
+
+
 def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, alpha: jax.Array, *,
                level: int, mesh: Any = None) -> tuple[GANState, dict]:
     """One WGAN-GP D update then one G update at `level` (static) with fade-in weight `alpha` f32 [].
 
     batch: image f32 [B,R,R,C] in [-1,1] at data.image_size, B = train.batch_size >= the level's
-    batch size b (the first b are used). `mesh` is accepted for the Family protocol and unused.
+    batch size b (the first b are used). Under DP: a padded Poisson batch with mask f32 [B], all
+    used (`d_private_grads`); `mesh` (the device mesh) then makes the clipping run per shard.
     """
-    del mesh
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
-    b = batch_size_at(config, level)
+    b = batch_size_at(config, level)  # = train.batch_size under DP (_check_config)
+    private = checks.dp_enabled(config)
     alpha = jnp.asarray(alpha, jnp.float32)
     rng = jax.random.fold_in(state.rng, state.step)
     k_dz, k_eps, k_gz = jax.random.split(rng, 3)
-    real = pg.fade_reals(batch["image"][:b].astype(jnp.float32), level, alpha)
+    images = batch["image"] if private else batch["image"][:b]
+    real = pg.fade_reals(images.astype(jnp.float32), level, alpha)
+    n = real.shape[0]
 
     # A new level starts from fresh Adam moments (both nets), as PGGAN's reset_opt_for_new_lod.
     g_opt_state, d_opt_state = state.g_opt_state, state.d_opt_state
@@ -183,18 +273,27 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_opt_state = _reset_if(new_level, d_tx.init(state.d_params), d_opt_state)
 
     gen = lambda params, z: g.apply({"params": params}, z, level, alpha)
-    z = jax.random.normal(k_dz, (b, config.model.latent_dim))
+    z = jax.random.normal(k_dz, (n, config.model.latent_dim))
     fake = jax.lax.stop_gradient(gen(state.g_params, z))
-    eps = jax.random.uniform(k_eps, (b,))
+    eps = jax.random.uniform(k_eps, (n,))
     lc = config.loss
 
-    def d_loss_fn(d_params):
-        d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
-        per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=lc.gp_weight,
-                                            drift_weight=lc.drift_weight)
-        return jnp.mean(per_ex), parts
+    if private:
+        noise_key = jax.random.fold_in(rng, 0x0D9)  # replicated: one noise draw on every device
+        d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], noise_key,
+                                             alpha, level=level, mesh=mesh)
+    else:
+        def d_loss_fn(d_params):
+            d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
+            per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=lc.gp_weight,
+                                                drift_weight=lc.drift_weight)
+            return jnp.mean(per_ex), parts
 
-    (d_loss, parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+        (d_loss, parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+        mean = lambda k: jnp.mean(parts[k])
+        d_metrics = {"d_loss": d_loss, "wasserstein": mean("real_score") - mean("fake_score"),
+                     "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
+                     "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift")}
     d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
@@ -215,11 +314,8 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
              "level": jnp.asarray(level, jnp.int32), "alpha": alpha}
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state, extra=extra)
-    mean = lambda k: jnp.mean(parts[k])
-    metrics = {"d_loss": d_loss, "g_loss": g_loss, "wasserstein": mean("real_score") - mean("fake_score"),
-               "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
-               "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift"),
-               "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": optax.tree.norm(g_grads),
+    metrics = {**d_metrics, "g_loss": g_loss, "d_grad_norm": optax.tree.norm(d_grads),
+               "g_grad_norm": optax.tree.norm(g_grads),
                "level": jnp.float32(level), "alpha": alpha, "kimg": seen.astype(jnp.float32) / 1000}
     return new_state, metrics
 
@@ -236,7 +332,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 # Host side: per-level jits, cached across fit calls (a resumed run in the same process, tests).
 
 
-_STEP_SECTIONS = ("model", "loss", "optim", "schedule", "ema")
+_STEP_SECTIONS = ("model", "loss", "optim", "schedule", "ema", "privacy")  # privacy: sigma, C, clip_fake
 _JIT_CACHE: dict[Any, Callable] = {}
 
 
@@ -272,7 +368,7 @@ def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sha
 
     def jitted(level: int) -> Callable:
         return _cached_jit(("step", level) + base_key, lambda: jax.jit(
-            functools.partial(level_step, config, level=level),
+            functools.partial(level_step, config, level=level, mesh=getattr(batch_sharding, "mesh", None)),
             in_shardings=(state_shardings, batch_sharding, replicated),
             out_shardings=(state_shardings, replicated), donate_argnums=(0,), compiler_options=options))
 
