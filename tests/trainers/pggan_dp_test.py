@@ -1,5 +1,5 @@
 """PGGAN under DP-SGD: the private D gradient (no noise, no clipping) equals the plain WGAN-GP one,
-sharded or not; a short DP run grows a level and logs the accountant's epsilon; bad configs refused."""
+on 8 devices; a short DP run grows a level and logs the accountant's epsilon; bad configs refused."""
 import functools
 import os
 
@@ -43,28 +43,23 @@ def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(
         d_real = score(real)
         return jnp.mean(score(fake) - d_real + 10.0 * (norm - 1.0) ** 2 + 0.001 * d_real**2)
 
-    expected = jax.device_get(jax.jit(jax.grad(reference_loss))(state.d_params))
+    expected_loss, expected = jax.device_get(jax.jit(jax.value_and_grad(reference_loss))(state.d_params))
 
-    def private(params, real, fake, eps, mask, mesh=None):
+    def private(params, real, fake, eps, mask, mesh):
         return tr.d_private_grads(c, params, real, fake, eps, mask, jax.random.PRNGKey(1), jnp.float32(ALPHA),
                                   level=LEVEL, mesh=mesh)
 
-    got, metrics = jax.device_get(jax.jit(private)(state.d_params, real, fake, eps, mask))
-    # On 8 devices: each device clips its own example inside shard_map, then one psum.
+    # On 8 devices: each device clips its own example inside shard_map, then one psum and one noise draw.
     mesh = sharding.make_mesh(None, jax.devices())
     assert mesh.size == 8
     shard = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
-    got8, metrics8 = jax.device_get(jax.jit(functools.partial(private, mesh=mesh))(
+    got, metrics = jax.device_get(jax.jit(functools.partial(private, mesh=mesh))(
         state.d_params, shard(real), shard(fake), shard(eps), shard(mask)))
-    for (path, e), a, b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(got),
-                               jax.tree_util.tree_leaves(got8)):
+    for (path, e), a in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(got)):
         scale = np.max(np.abs(e)) + 1e-6
         np.testing.assert_allclose(a / scale, e / scale, atol=1e-4, err_msg=jax.tree_util.keystr(path))
-        np.testing.assert_allclose(b / scale, e / scale, atol=1e-4, err_msg=jax.tree_util.keystr(path))
-    assert metrics["dp_num_examples"] == 8 and metrics8["dp_num_examples"] == 8
-    assert metrics["dp_clip_fraction"] == 0.0
-    np.testing.assert_allclose(metrics8["d_loss"], metrics["d_loss"], rtol=1e-5)
-    np.testing.assert_allclose(metrics["d_loss"], reference_loss(state.d_params), rtol=1e-4)
+    assert metrics["dp_num_examples"] == 8 and metrics["dp_clip_fraction"] == 0.0
+    np.testing.assert_allclose(metrics["d_loss"], expected_loss, rtol=1e-4)
 
 
 def test_dp_run_grows_a_level_and_logs_the_accountants_epsilon(tmp_path):
