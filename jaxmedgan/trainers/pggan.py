@@ -412,6 +412,17 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
     return jax.lax.switch(level, branches, params, z, alpha)
 
 
+def discriminate(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
+    """D's critic score f32 [N] for images f32 [N, image_size, image_size, C] in [-1, 1], at the
+    state's level and alpha with the reals faded as in training (membership-inference audits)."""
+    _, d = build_models(config)
+    branches = [functools.partial(lambda lvl, p, x, a: d.apply(
+        {"params": p}, pg.fade_reals(x, lvl, a), lvl, a).astype(jnp.float32), lvl)
+        for lvl in range(pg.num_levels(config.data.image_size))]
+    level = jnp.clip(state.extra["level"], 0, len(branches) - 1)
+    return jax.lax.switch(level, branches, state.d_params, images.astype(jnp.float32), state.extra["alpha"])
+
+
 def sample_grid(config: ml_collections.ConfigDict, state: GANState, eval_data: Any) -> np.ndarray:
     """uint8 grid (4 rows x samples.per_row) from fixed latents, with a generate jit cached per config."""
     del eval_data

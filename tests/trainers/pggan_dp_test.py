@@ -81,6 +81,11 @@ def test_dp_run_grows_a_level_and_logs_the_accountants_epsilon(tmp_path):
     assert records[-1]["dp/epsilon"] < 10.0 + 1e-6  # within the target
     assert int(state.step) == 3 and int(state.extra["images_seen"]) == 24
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(state.d_params))
+    # The audit's D score: D at the state's level 1 and alpha on reals faded as in training.
+    alpha = float(state.extra["alpha"])
+    _, d = tr.build_models(c)
+    expected = d.apply({"params": state.d_params}, tr.pg.fade_reals(jnp.asarray(x[:4]), 1, alpha), 1, alpha)
+    np.testing.assert_allclose(tr.discriminate(c, state, jnp.asarray(x[:4])), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_minibatch_stddev_and_unequal_level_batches_are_refused_under_dp():
