@@ -83,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.async_save = True
 
     c.privacy = ml_collections.ConfigDict()
-    c.privacy.enabled = False  # DP-SGD is refused by the pggan trainer for now
+    c.privacy.enabled = False  # DP-SGD on D: see configs/pggan_chest_dp.py
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 125  # steps = one phase at these defaults: one sample grid per phase end

@@ -1,9 +1,11 @@
 """Benchmark scripts run end to end at tiny settings (their figures are never asserted)."""
+import pytest
 import json
 
 from benchmarks import dp_overhead, gan_step
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_gan_step_benchmark_smoke(tmp_path):
     out = tmp_path / "r.json"
     rows = gan_step.main(["--devices", "1", "--batch", "8", "--dp", "both", "--image-size", "16", "--features", "2",
@@ -14,6 +16,7 @@ def test_gan_step_benchmark_smoke(tmp_path):
     assert all(r["step_s_median"] > 0 and "dp_over_nondp_time" in r for r in saved if r["dp"])
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_dp_overhead_benchmark_smoke(tmp_path):
     rows = dp_overhead.main(["--batch", "4", "--warmup", "0", "--repeats", "1", "--no-torch", "--base-features", "8",
                              "--microbatch-size", "2", "--out", str(tmp_path / "dp.json")])

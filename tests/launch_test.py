@@ -11,6 +11,7 @@ from jaxmedgan import distributed, sampling
 from tests.trainers.gan_train_test import CONFIG, REPO, tiny_overrides
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path):
     args = ["train", "--config", CONFIG, *tiny_overrides(tmp_path / "data", steps=4, every=2),
             "--config.samples.every=1000", "--config.train.eval_every=1000"]

@@ -15,6 +15,7 @@ from benchmarks import common, run
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_quick_sweep_writes_every_field_for_each_device_count_and_a_png(tmp_path):
     out = tmp_path / "run.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", "off",

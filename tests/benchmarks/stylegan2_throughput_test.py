@@ -1,9 +1,11 @@
 """StyleGAN2-ADA throughput benchmark runs end to end at 16 px for 2 steps (figures never asserted)."""
+import pytest
 import json
 
 from benchmarks import stylegan2_throughput
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_stylegan2_throughput_smoke(tmp_path):
     out = tmp_path / "sg2.json"
     rows = stylegan2_throughput.main(["--resolution", "16", "--batch", "8", "--devices", "1", "--ada", "off",

@@ -42,6 +42,7 @@ def test_a_copying_generator_is_flagged_and_a_fresh_one_is_not():
     assert 0.3 < audit.membership_inference(train, heldout, fresh)["distance_attack_auc"] < 0.7
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_audit_command_on_a_trained_workdir(tmp_path, capsys):
     wd = tmp_path / "run"
     assert train(wd, tmp_path / "data", steps=2, every=2) == 0

@@ -86,6 +86,7 @@ def test_batchnorm_discriminator_is_refused_under_dp(tmp_path):
         common.fit(config, str(tmp_path / "run"), gan.FAMILY)
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_dp_training_logs_the_accountants_epsilon(tmp_path):
     dp_config = os.path.join(os.path.dirname(CONFIG), "acgan_liver_dp.py")
     args = ["jaxmedgan", "train", "--config", dp_config, "--workdir", str(tmp_path / "run"),
@@ -106,6 +107,7 @@ def _dp_args(tmp_path, workdir, *extra, steps=4):
             *tiny_overrides(tmp_path / "data", steps=steps, every=2), *extra]
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_target_epsilon_calibrates_sigma_and_is_recorded(tmp_path):
     import json
 
@@ -129,6 +131,7 @@ def test_target_epsilon_calibrates_sigma_and_is_recorded(tmp_path):
     assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0")) == 0
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_epsilon_budget_stops_training_before_it_is_exceeded(tmp_path, caplog):
     q, delta = 8 / 182, 1 / 1820
     budget = accounting.epsilon(q, 1.0, 3, delta) * 1.001  # allows exactly 3 of the 6 steps

@@ -147,6 +147,7 @@ def _final_state(workdir):
     return step, jax.device_get(state)
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_sigkill_mid_run_then_rerun_matches_uninterrupted_run(tmp_path):
     dd = tmp_path / "data"
     steps = 40
@@ -183,6 +184,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_acgan_aux_classifier_beats_chance_on_held_out_real_rois(tmp_path):
     # The liver-lesion default (16/16 features, batch 32) for 200 steps, on 1 device.
     config = acgan_liver.get_config()

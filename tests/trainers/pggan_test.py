@@ -49,7 +49,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match="minibatch-stddev mixes examples"):
         tr._check_config(dp)
     dp.model.mbstd_group_size = 0
-    with pytest.raises(NotImplementedError, match="DP-SGD is not implemented for the pggan trainer"):
+    with pytest.raises(ValueError, match=r"config.train.batch_sizes.r16=4"):
         tr._check_config(dp)
 
 

@@ -90,6 +90,7 @@ def test_dp_refuses_batch_norm_in_either_net():
         pix2pix.train_and_evaluate(c, "/nonexistent")
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_short_run_lowers_held_out_l1_on_mni_slices(tmp_path):
     c = tiny_config(size=32, num_labels=6)
     c.data.variants = 1
@@ -108,6 +109,7 @@ def test_short_run_lowers_held_out_l1_on_mni_slices(tmp_path):
     assert os.path.exists(tmp_path / "samples" / "step_0000060.png")  # rows map | fake | real
 
 
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_short_dp_run_completes_and_logs_epsilon(tmp_path):
     from jaxmedgan import checkpointing
 
