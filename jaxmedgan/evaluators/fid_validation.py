@@ -255,13 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rank_workdir:
         result = rank_checkpoints(args.rank_workdir, features.domain(args.classifier), num=args.num,
                                   reals=args.reals, seed=args.seed)
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "checkpoint_ranking.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        md = render_ranking(result)
-        with open(os.path.join(args.out, "checkpoint_ranking.md"), "w") as f:
-            f.write(md)
-        print(md)
+        _write_report(args.out, "checkpoint_ranking", result, render_ranking(result))
         return 0
 
     from jaxmedgan.data import chest_phantoms
@@ -288,14 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = aggregate(runs)
     result["description"] = (f"Real {args.source} phantoms at {size} px (held-out seed); features: "
                              f"{extractor.description}; mix source: {mix_desc}.")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "fid_validation.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    md = render_markdown(result)
-    with open(os.path.join(args.out, "fid_validation.md"), "w") as f:
-        f.write(md)
-    print(md)
+    _write_report(args.out, "fid_validation", result, render_markdown(result))
     return 0
+
+
+def _write_report(out: str, stem: str, result: dict, markdown: str) -> None:
+    """Writes out/<stem>.json and out/<stem>.md and prints the markdown."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
 
 
 if __name__ == "__main__":
