@@ -20,11 +20,51 @@ stage I usable for tests.
 """
 import ml_collections
 
-from configs import dcgan_liver, pix2pix_brain
+from configs import dcgan_liver, pix2pix_brain, stylegan2_ada_spine
 from jaxmedgan.data import retina
 
+STAGE1_FAMILIES = ("gan", "stylegan2")  # jaxmedgan.trainers registry keys a stage I may use
+DEFAULT_STAGE1_FAMILY = "gan"
 
-def get_config() -> ml_collections.ConfigDict:
+
+def stage1_gan() -> ml_collections.ConfigDict:
+    """Stage I as the project's unconditional DCGAN (trainers/gan.py)."""
+    s1 = dcgan_liver.get_config()
+    s1.train.steps = 1500
+    s1.train.batch_size = 32
+    s1.model.g_features = 16
+    s1.model.d_features = 16
+    s1.checkpoint.every = 500
+    s1.samples.every = 500
+    return s1
+
+
+def stage1_stylegan2() -> ml_collections.ConfigDict:
+    """Stage I as unconditional StyleGAN2-ADA (trainers/stylegan2.py), 32 channels, 'auto' R1."""
+    s1 = stylegan2_ada_spine.get_config()
+    s1.data.source = "dual_gan"  # unused: trainers/dual_gan.py feeds the mask arrays
+    s1.model.num_classes = 0
+    s1.model.channel_base = 1024  # 32 channels at every resolution up to 32 px
+    s1.model.channel_max = 32
+    s1.model.latent_dim = 64
+    s1.model.w_dim = 64
+    s1.model.mbstd_group_size = 4
+    s1.loss.r1_gamma = -1.0  # -1: StyleGAN2-ADA 'auto', 0.0002 * res^2 / batch (set by trainers/dual_gan.py)
+    s1.ada.mode = "adaptive"
+    s1.ada.kimg = 100.0  # p may move by 1 per 100 kimg (500 in long runs): lets p react in a short run
+    s1.train.steps = 1000
+    s1.train.batch_size = 16
+    s1.checkpoint.every = 250
+    s1.samples.every = 250
+    return s1
+
+
+def get_config(stage1_family: str = DEFAULT_STAGE1_FAMILY) -> ml_collections.ConfigDict:
+    """`stage1_family` ('gan' | 'stylegan2') picks stage I: `--config configs/dual_gan_retina.py:stylegan2`."""
+    stage1_family = stage1_family or DEFAULT_STAGE1_FAMILY
+    if stage1_family not in STAGE1_FAMILIES:
+        raise ValueError(f"configs/dual_gan_retina.py: stage-I family must be one of {STAGE1_FAMILIES} "
+                         f"(--config configs/dual_gan_retina.py:FAMILY), got {stage1_family!r}.")
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.trainer = "dual_gan"
@@ -42,14 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
     retina.retina_data_config(c)
     c.mask_threshold = "zero"  # binarise stage-I output: 'zero' (> 0) | 'fraction' (training vessel fraction)
 
-    s1 = dcgan_liver.get_config()  # stage I: unconditional DCGAN on vessel masks
-    s1.train.steps = 1500
-    s1.train.batch_size = 32
-    s1.model.g_features = 16
-    s1.model.d_features = 16
-    s1.checkpoint.every = 500
-    s1.samples.every = 500
-    c.stage1 = s1
+    # Stage I: unconditional GAN on vessel masks. Its trainer key (c.stage1.trainer) must equal
+    # stage1_family; a workdir's config.json without stage1_family is a DCGAN one.
+    c.stage1_family = stage1_family
+    c.stage1 = stage1_gan() if stage1_family == "gan" else stage1_stylegan2()
 
     s2 = pix2pix_brain.get_config()  # stage II: pix2pix mask -> fundus; data comes from c.data
     s2.train.steps = 1500

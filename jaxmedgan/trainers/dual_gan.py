@@ -1,16 +1,19 @@
 """Dual GAN for retinal images (Guibas et al. 2017): stage I geometry, stage II appearance.
 
-Stage I  = the project's DCGAN (`trainers/gan.py`, num_classes 0, 1 channel) trained on the vessel
-           masks of the real crops (mask {0, 1} -> image {-1, 1}); it generates vessel trees.
+Stage I  = an unconditional 1-channel GAN trained on the vessel masks of the real crops (mask
+           {0, 1} -> image {-1, 1}); it generates vessel trees. `config.stage1_family` picks it:
+           'gan' (the project's DCGAN, `trainers/gan.py`; also what a config without the key
+           means) or 'stylegan2' (StyleGAN2-ADA, `trainers/stylegan2.py`). `config.stage1` is that
+           trainer's config (its `trainer` key must name the same family).
 Stage II = pix2pix (`trainers/pix2pix.py`) trained on (mask, fundus crop) pairs; it paints a
            fundus image (3 channels) onto a mask.
-Sampling chains them: DCGAN sample -> binary mask -> one-hot -> pix2pix -> image. The DCGAN is
-trained on masks softened by a Gaussian of `data.mask_blur_px` (0.7 px): exactly binary reals let
-D win by spotting any non-binary pixel (measured: D accuracy ~0.95 and an all-background G after
-300 steps), soft ones do not. Its output is binarised by `mask_threshold`: 'zero' (> 0, the tanh
-midpoint) or 'fraction' (per image, the brightest pixels up to the training masks' vessel
-fraction, stored in W/mask_stats.json -- for briefly trained stage-I models whose output has not
-yet crossed 0).
+Sampling chains them: stage-I sample -> binary mask -> one-hot -> pix2pix -> image. Stage I (either
+family) is trained on masks softened by a Gaussian of `data.mask_blur_px` (0.7 px): exactly
+binary reals let the DCGAN's D win by spotting any non-binary pixel (measured: D accuracy ~0.95
+and an all-background G after 300 steps), soft ones do not. Its output is binarised by
+`mask_threshold`: 'zero' (> 0, the midpoint of [-1, 1]) or 'fraction' (per image, the brightest
+pixels up to the training masks' vessel fraction, stored in W/mask_stats.json -- for briefly
+trained stage-I models whose output has not yet crossed 0).
 
 Workdir layout: W/config.json (this config), W/stage1/ and W/stage2/ (ordinary `common.fit`
 workdirs with their own checkpoints, metrics and sample grids). Stages run in order and each
@@ -28,12 +31,27 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxmedgan import checkpointing, images
+from jaxmedgan import checkpointing, images, trainers
 
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2")
 MASK_STATS = "mask_stats.json"  # vessel fraction of the training masks (for mask_threshold='fraction')
+STAGE1_FAMILIES = ("gan", "stylegan2")  # trainer registry keys a stage I may use
+
+
+def stage1_family(config: ml_collections.ConfigDict) -> str:
+    """The stage-I trainer key of a dual-GAN config: `config.stage1_family`, 'gan' when absent
+    (configs written before StyleGAN2 stage I existed); checked against `config.stage1.trainer`."""
+    family = config.get("stage1_family", "gan")
+    if family not in STAGE1_FAMILIES:
+        raise ValueError(f"config.stage1_family must be one of {STAGE1_FAMILIES}, got {family!r}.")
+    trainer = config.stage1.get("trainer", "gan")
+    if trainer != family:
+        raise ValueError(f"config.stage1_family={family!r} but config.stage1 is a {trainer!r} config "
+                         f"(config.stage1.trainer); pick the family with --config "
+                         f"configs/dual_gan_retina.py:{family}, which builds the matching stage1 section.")
+    return family
 
 
 def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
@@ -45,8 +63,11 @@ def stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collection
     c.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
     size = config.data.image_size
     if stage == "stage1":
+        family = stage1_family(config)
         c.data.image_size, c.data.channels, c.data.augment = size, 1, False
         c.model.num_classes = 0
+        if family == "stylegan2" and c.loss.r1_gamma < 0:  # StyleGAN2-ADA 'auto' gamma
+            c.loss.r1_gamma = 0.0002 * size**2 / c.train.batch_size
     else:
         c.data = ml_collections.ConfigDict(config.data.to_dict())
     return c
@@ -78,7 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     `data` optionally gives the (train, held-out) dicts {"image", "map"} (default: config.data).
     """
     from jaxmedgan.data import paired, pipeline
-    from jaxmedgan.trainers import common, gan, pix2pix
+    from jaxmedgan.trainers import common, pix2pix
 
     checkpointing.write_config(workdir, config)
     train, test = paired.load_arrays(config) if data is None else data
@@ -92,7 +113,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     cfg1 = stage_config(config, "stage1")
     masks = pipeline.ArraySource(masks_to_images(train["map"], config.data.get("mask_blur_px", 0.0)),
                                  np.zeros(len(train["map"]), np.int32))
-    state1 = common.fit(cfg1, os.path.join(workdir, "stage1"), gan.FAMILY, data=(masks, None))
+    log.info("dual GAN: stage I is %s.", cfg1.trainer)
+    state1 = common.fit(cfg1, os.path.join(workdir, "stage1"), trainers.get(cfg1.trainer).FAMILY,
+                        data=(masks, None))
     source = paired.PairSource(train["image"], train["map"], cfg2.data.num_labels)
     state2 = pix2pix.train_and_evaluate(cfg2, os.path.join(workdir, "stage2"), data=(source, test))
     return {"stage1": state1, "stage2": state2}
@@ -100,12 +123,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
 
 def generate_masks(config: ml_collections.ConfigDict, state, num: int, seed: int, *,
                    threshold: str = "zero", fraction: float = 0.0, batch_size: int = 64) -> np.ndarray:
-    """Stage-I vessel masks uint8 {0,1} [num,H,W]: DCGAN output > 0 ('zero'), or its top
-    `fraction` of pixels per image ('fraction')."""
+    """Stage-I vessel masks uint8 {0,1} [num,H,W] from the stage-I `config` (its `trainer` picks
+    the family: 'gan' or 'stylegan2') and `state`: output > 0 ('zero'), or its top `fraction` of
+    pixels per image ('fraction')."""
     from jaxmedgan import sampling
-    from jaxmedgan.trainers import gan
 
-    imgs, _ = sampling.generate(config, state, gan, num, None, seed, batch_size=batch_size)
+    if config.trainer not in STAGE1_FAMILIES:
+        raise ValueError(f"The stage-I config has trainer {config.trainer!r}; expected one of {STAGE1_FAMILIES}.")
+    imgs, _ = sampling.generate(config, state, trainers.get(config.trainer), num, None, seed,
+                                batch_size=batch_size)
     x = imgs[..., 0].astype(np.float32)
     if threshold == "zero":
         return (x > 127.5).astype(np.uint8)  # uint8 127.5 <-> 0.0 in [-1, 1]
@@ -128,6 +154,9 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
 
     config = checkpointing.read_config(workdir)
     cfg1, state1, step1 = sampling.restore_state(os.path.join(workdir, "stage1"))
+    if cfg1.trainer != stage1_family(config):
+        raise ValueError(f"{workdir}/config.json names stage-I family {stage1_family(config)!r} but "
+                         f"{workdir}/stage1/config.json holds a {cfg1.trainer!r} model.")
     cfg2, state2, step2 = sampling.restore_state(os.path.join(workdir, "stage2"))
     with open(os.path.join(workdir, MASK_STATS)) as f:
         fraction = json.load(f)["vessel_fraction"]
