@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import os
@@ -37,6 +38,31 @@ def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]
     return config, state, step
 
 
+class _GeneratorKey:
+    """Hashable (generate function, config) pair; configs compare by their JSON."""
+
+    def __init__(self, fn: Callable, config):
+        self.fn, self.config = fn, copy.deepcopy(config)  # a copy: later edits by the caller cannot leak in
+        self.json = config.to_json_best_effort(sort_keys=True)
+
+    def __hash__(self) -> int:
+        return hash((self.fn, self.json))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _GeneratorKey) and (self.fn, self.json) == (other.fn, other.json)
+
+
+@functools.lru_cache(maxsize=16)
+def _jit_generator(key: _GeneratorKey) -> Callable:
+    return jax.jit(functools.partial(key.fn, key.config))
+
+
+def jitted_generator(fn: Callable, config) -> Callable:
+    """`jax.jit(partial(fn, config))`, one per (fn, config contents), so drawing from many
+    checkpoints of one run (fid_validation.rank_checkpoints) compiles once."""
+    return _jit_generator(_GeneratorKey(fn, config))
+
+
 def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
              batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [num,H,W,C] and int labels [num] (-1 when unconditional)."""
@@ -48,7 +74,7 @@ def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
             raise ValueError("--class was given but this model is unconditional (model.num_classes = 0).")
         if not 0 <= class_id < num_classes:
             raise ValueError(f"--class {class_id} is out of range: this model has classes 0..{num_classes - 1}.")
-    fn = jax.jit(functools.partial(trainer.FAMILY.generate, config))
+    fn = jitted_generator(trainer.FAMILY.generate, config)
     rng = jax.random.PRNGKey(seed)
     out_images, out_labels = [], []
     for start in range(0, num, batch_size):

@@ -68,3 +68,19 @@ def test_flag_combinations_are_usage_errors(tmp_path, capsys):
     code = cli.main(["jaxmedgan", "sample", "--workdir", str(wd), "--num", "2", "--out", str(tmp_path / "o"),
                      "--labels", "none", "--class", "1"])
     assert code == 2 and "exclude each other" in capsys.readouterr().err
+
+
+def test_jitted_generator_is_shared_by_equal_configs_and_immune_to_later_edits():
+    from configs import dcgan_liver
+    from jaxmedgan import sampling
+
+    def fn(config, scale):
+        return scale * config.model.g_features
+
+    a, b = dcgan_liver.get_config(), dcgan_liver.get_config()
+    first = sampling.jitted_generator(fn, a)
+    assert sampling.jitted_generator(fn, b) is first  # equal contents, different objects: one compile
+    a.model.g_features = 3  # the caller edits its config afterwards
+    assert float(first(2.0)) == 2.0 * b.model.g_features  # the cached copy kept the old value
+    other = sampling.jitted_generator(fn, a)
+    assert other is not first and float(other(2.0)) == 6.0
