@@ -32,6 +32,7 @@ def _parse(argv):
     p.add_argument("--channel-base", type=int, default=None)
     p.add_argument("--channel-max", type=int, default=None)
     p.add_argument("--latent", type=int, default=None, help="z and w dims")
+    p.add_argument("--num-classes", type=int, default=None, help="conditions (c_dim); 0 = unconditional")
     p.add_argument("--cycles", type=int, default=1, help="timed 16-step lazy-regularisation cycles")
     p.add_argument("--steps", type=int, default=None, help="timed steps (overrides --cycles)")
     p.add_argument("--fast-compile", action="store_true", help="XLA opt level 0 (as train.fast_compile)")
@@ -66,6 +67,8 @@ def main(argv=None) -> list[dict]:
                     c.model.channel_max = args.channel_max
                 if args.latent:
                     c.model.latent_dim = c.model.w_dim = args.latent
+                if args.num_classes is not None:
+                    c.model.num_classes = args.num_classes
                 c.ada.mode, c.ada.p = ("fixed", args.ada_p) if ada_on else ("none", 0.0)
                 if not reg_on:
                     c.loss.pl_weight, c.loss.r1_gamma = 0.0, 0.0
@@ -77,6 +80,7 @@ def main(argv=None) -> list[dict]:
                 state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
                 x, y = spine_phantoms.generate([-(-args.batch // 4)] * 4, spine_phantoms.TRAIN_SEED,
                                                args.resolution)
+                y = y % max(c.model.num_classes, 1)  # labels within the configured conditions
                 batch = sharding.shard_batch({"image": x[:args.batch], "label": y[:args.batch]}, mesh)
                 bs, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
                 fns = {"Gmain": tr.g_main_step, "Greg": tr.g_reg_step, "Dmain": tr.d_main_step,
