@@ -94,12 +94,14 @@ def main(argv=None) -> int:
     ap.add_argument("--num", type=int, default=256, help="generated masks for the statistics")
     ap.add_argument("--cols", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mask_threshold", default=None, choices=("zero", "fraction"),
+                    help="override the workdir's mask_threshold for the generated masks")
     args = ap.parse_args(argv)
     from jaxmedgan.data import paired
 
     config = checkpointing.read_config(args.workdir)
     train, test = paired.load_arrays(dual_gan.stage_config(config, "stage2"))
-    drawn = dual_gan.draw(args.workdir, args.num, args.seed)
+    drawn = dual_gan.draw(args.workdir, args.num, args.seed, threshold=args.mask_threshold)
     gen_masks, gen_images = drawn["masks"], drawn["images"]
     cfg2, state2, _ = sampling.restore_state(os.path.join(args.workdir, "stage2"))
     real_fake = pix2pix.generate_batched(cfg2, state2, test["map"])
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
     train_sub = train["map"][rng.choice(len(train["map"]), min(args.num, len(train["map"])), replace=False)]
     stats = {
         "workdir": os.path.abspath(args.workdir), "stage1_family": dual_gan.stage1_family(config),
-        "step": drawn["step"], "mask_threshold": config.get("mask_threshold", "zero"),
+        "step": drawn["step"], "mask_threshold": args.mask_threshold or config.get("mask_threshold", "zero"),
         "generated": {**mask_stats(gen_masks, train["map"]), "gap": green_gap(gen_fake, gen_masks)},
         "heldout_real": {**mask_stats(test["map"], train["map"]), "gap": green_gap(real_fake, test["map"]),
                          "heldout_l1": float(np.abs(real_fake - test["image"]).mean()),

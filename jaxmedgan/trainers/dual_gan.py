@@ -143,10 +143,10 @@ def generate_masks(config: ml_collections.ConfigDict, state, num: int, seed: int
     raise ValueError(f"config.mask_threshold must be 'zero' or 'fraction', got {threshold!r}.")
 
 
-def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
+def draw(workdir: str, num: int, seed: int, threshold: str | None = None) -> dict[str, Any]:
     """Mask + image pairs from a dual-GAN workdir: {"images" uint8 [N,H,W,3], "masks" uint8
     {0,1} [N,H,W], "labels" int [N] (1 if the mask holds vessels), "label_names", "step", "config",
-    "class_names"}."""
+    "class_names"}. `threshold` overrides the workdir's `mask_threshold` ('zero' | 'fraction')."""
     from jaxmedgan import sampling
     from jaxmedgan.trainers import pix2pix
 
@@ -160,7 +160,7 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     cfg2, state2, step2 = sampling.restore_state(os.path.join(workdir, "stage2"))
     with open(os.path.join(workdir, MASK_STATS)) as f:
         fraction = json.load(f)["vessel_fraction"]
-    masks = generate_masks(cfg1, state1, num, seed, threshold=config.get("mask_threshold", "zero"),
+    masks = generate_masks(cfg1, state1, num, seed, threshold=threshold or config.get("mask_threshold", "zero"),
                            fraction=fraction)
     fake = pix2pix.generate_batched(cfg2, state2, masks)
     return {"images": images.to_uint8(fake), "masks": masks,
