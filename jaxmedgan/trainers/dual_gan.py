@@ -27,7 +27,6 @@ import logging
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
