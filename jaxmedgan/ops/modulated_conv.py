@@ -26,6 +26,58 @@ __all__ = ["conv2d_resample", "modulated_conv2d"]
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
+def _phase_taps(k: int, up: int, lo: int, length: int, out_len: int, r: int) -> tuple[slice, int, int, int]:
+    """Output phase r of a 1-D correlation with a kernel of k taps over the input zero-stuffed by
+    `up` and padded by `lo` (negative crops): y[up*i + r] = sum_m w[t0 + m*up] x[i + base + m].
+
+    Returns (kernel slice t0::up, base, number of outputs n_r of this phase, taps M in the slice).
+    """
+    t0 = (lo - r) % up
+    taps = len(range(t0, k, up))
+    base = (r + t0 - lo) // up
+    n_r = max(0, -(-(out_len - r) // up))
+    return slice(t0, None, up), base, n_r, taps
+
+
+def _dilated_conv_polyphase(x: jax.Array, w: jax.Array, up: int, padding: tuple[tuple[int, int], tuple[int, int]],
+                            groups: int) -> jax.Array:
+    """`conv_general_dilated(x, w, padding, lhs_dilation=(up, up))` (a transposed conv) as up**2
+    ordinary stride-1 convolutions of the undilated x, one per output phase, interleaved.
+
+    x [N,H,W,G*Cin], w [kh,kw,Cin,G*Cout] -> [N,H',W',G*Cout] with H' = (H-1)*up+1 + y0 + y1 - kh + 1.
+    Same numbers, up**2 fewer multiplications by inserted zeros, and a gradient that is an ordinary
+    convolution: XLA's weight gradient of the input-dilated form ran ~70x slower on CPU (22 s vs
+    0.3 s at 512 channels, 16 -> 32 px, batch 16) and warns about negative padding on GPU.
+    """
+    kh, kw = w.shape[:2]
+    (y0, y1), (x0, x1) = padding
+    n, h, wd, _ = x.shape
+    out_h, out_w = (h - 1) * up + 1 + y0 + y1 - kh + 1, (wd - 1) * up + 1 + x0 + x1 - kw + 1
+    rows = [_phase_taps(kh, up, y0, h, out_h, r) for r in range(up)]
+    cols = [_phase_taps(kw, up, x0, wd, out_w, r) for r in range(up)]
+    n_h, n_w = -(-out_h // up), -(-out_w // up)  # outputs of phase 0, the longest
+    phases = []
+    for sl_y, base_y, nr_y, my in rows:
+        line = []
+        for sl_x, base_x, nr_x, mx in cols:
+            if my == 0 or mx == 0:  # no tap lands on a sample: this phase is all zeros
+                y = jnp.zeros((n, n_h, n_w, w.shape[-1]), x.dtype)
+            else:
+                # Valid correlation of x[base + i + m] for i < n_r: pad (or crop) x to exactly that window,
+                # then pad the phase to the common length n_h x n_w (trimmed after interleaving).
+                xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                                 [(0, 0, 0), (-base_y, nr_y + my - 1 - h + base_y, 0),
+                                  (-base_x, nr_x + mx - 1 - wd + base_x, 0), (0, 0, 0)])
+                y = jax.lax.conv_general_dilated(xp, w[sl_y, sl_x], (1, 1), "VALID", dimension_numbers=_DN,
+                                                 feature_group_count=groups)
+                y = jnp.pad(y, ((0, 0), (0, n_h - nr_y), (0, n_w - nr_x), (0, 0)))
+            line.append(y)
+        phases.append(jnp.stack(line, axis=3))  # [N, n_h, n_w, up(x phase), C]
+    y = jnp.stack(phases, axis=2)  # [N, n_h, up(y phase), n_w, up(x phase), C]
+    y = y.reshape(n, n_h * up, n_w * up, w.shape[-1])
+    return y[:, :out_h, :out_w]
+
+
 def conv2d_resample(
     x: jax.Array,
     w: jax.Array,
@@ -91,7 +143,7 @@ def conv2d_resample(
         # Transposed conv = correlation over the zero-stuffed input (lhs_dilation), with the pads that
         # the generic path would apply before the FIR; the FIR then runs unpadded. The (up-1) extra
         # trailing zeros turn lhs_dilation's (H-1)*up+1 samples into StyleGAN2's H*up.
-        y = conv(x, (px0, px1 + up - 1, py0, py1 + up - 1), dilation=up)
+        y = _dilated_conv_polyphase(x, w, up, ((py0, py1 + up - 1), (px0, px1 + up - 1)), groups)
         y = upfirdn2d_lib.upfirdn2d(y, f, gain=up**2, flip_filter=flip_filter)
         if down > 1:
             y = upfirdn2d_lib.upfirdn2d(y, f, down=down, flip_filter=flip_filter)

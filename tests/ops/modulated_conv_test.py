@@ -173,9 +173,11 @@ def test_fused_lowers_to_single_grouped_convolution():
     hlo = jax.jit(functools.partial(modulated_conv2d, padding=1)).lower(x, weight, styles).as_text()
     assert hlo.count("stablehlo.convolution") == 1
     assert "feature_group_count = 4" in hlo  # batch folded into the groups
-    # Resampling adds exactly one depthwise FIR convolution; the unfused path has no grouped conv.
+    # up=2: the transposed conv runs as 2x2 = 4 phase convolutions of the undilated input (none
+    # input-dilated); the FIR filter is slices, not a convolution.
     up = functools.partial(modulated_conv2d, up=2, padding=1, resample_filter=_F, flip_weight=False)
-    assert _count_convs(up, x, weight, styles) == 2
+    hlo = jax.jit(up).lower(x, weight, styles).as_text()
+    assert hlo.count("stablehlo.convolution") == 4 and "lhs_dilate = [2, 2]" not in hlo
     unfused = functools.partial(modulated_conv2d, padding=1, fused_modconv=False)
     assert _count_convs(unfused, x, weight, styles) == 1
 
@@ -215,4 +217,26 @@ def test_fused_and_unfused_gradients_agree(up, down):
     g_fused = jax.grad(functools.partial(loss, True), argnums=(0, 1, 2))(x, weight, styles)
     g_unfused = jax.grad(functools.partial(loss, False), argnums=(0, 1, 2))(x, weight, styles)
     for a, b in zip(g_fused, g_unfused):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("up,k,pads,groups", [
+    (2, 3, ((3, 3), (3, 3)), 1), (2, 4, ((-1, 2), (2, -1)), 2), (3, 3, ((1, 4), (0, 1)), 1),
+    (2, 1, ((0, 1), (1, 0)), 1), (3, 2, ((-2, -2), (5, 0)), 2)])
+def test_polyphase_transposed_conv_equals_input_dilated_conv_and_its_gradients(up, k, pads, groups):
+    from jaxmedgan.ops.modulated_conv import _dilated_conv_polyphase
+
+    rng = np.random.default_rng(up * 7 + k)
+    x = jnp.asarray(rng.standard_normal((2, 5, 6, 2 * groups)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, 2, 3 * groups)), jnp.float32)
+    ref = lambda x_, w_: jax.lax.conv_general_dilated(x_, w_, (1, 1), pads, lhs_dilation=(up, up),
+                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                                        feature_group_count=groups)
+    got = lambda x_, w_: _dilated_conv_polyphase(x_, w_, up, pads, groups)
+    want = ref(x, w)
+    np.testing.assert_allclose(np.asarray(got(x, w)), np.asarray(want), rtol=1e-5, atol=1e-5)
+    cot = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+    g_ref = jax.grad(lambda a, b: jnp.sum(ref(a, b) * cot), argnums=(0, 1))(x, w)
+    g_got = jax.grad(lambda a, b: jnp.sum(got(a, b) * cot), argnums=(0, 1))(x, w)
+    for a, b in zip(g_got, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

@@ -63,13 +63,16 @@ def test_setup_filter_options():
         (2, 1, 1, False, 1.0, [1, 3, 3, 1]),  # int padding
     ],
 )
-def test_upfirdn2d_matches_scipy(up, down, padding, flip_filter, gain, taps):
+@pytest.mark.parametrize("path", ["slices", "conv"])
+def test_upfirdn2d_matches_scipy(up, down, padding, flip_filter, gain, taps, path):
     x = _rand((2, 7, 8, 3), seed=up * 10 + down)
     # A non-symmetric 2-D filter so flips and axis order matter.
     f = np.outer(np.asarray(taps, np.float32), np.arange(1, len(taps) + 2, dtype=np.float32))
     pad4 = ufd.parse_padding(padding)
     want = _reference_upfirdn2d(x, f, up, down, pad4, flip_filter, gain)
-    got = ufd.upfirdn2d(jnp.asarray(x), f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    run = lambda x_, f_: ufd.upfirdn2d(x_, f_, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+    # A concrete (numpy) filter takes the slice path; a traced one the depthwise convolution.
+    got = run(jnp.asarray(x), f) if path == "slices" else jax.jit(run)(jnp.asarray(x), jnp.asarray(f))
     assert got.shape == want.shape
     assert got.shape == (
         2,
@@ -157,11 +160,25 @@ def test_filter2d_matches_scipy_same(taps):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_upfirdn2d_jits_to_one_convolution():
+def test_concrete_filters_lower_to_slices_and_traced_ones_to_one_convolution():
     f = ufd.setup_filter([1, 3, 3, 1])
-    fn = jax.jit(lambda x: ufd.upfirdn2d(x, f, up=2, down=2, padding=(2, 1, -1, 3)))
-    hlo = fn.lower(jnp.zeros((2, 8, 8, 4))).as_text()
-    assert hlo.count("stablehlo.convolution") == 1
+    fn = lambda x, f_: ufd.upfirdn2d(x, f_, up=2, down=2, padding=(2, 1, -1, 3))
+    x = jnp.zeros((2, 8, 8, 4))
+    concrete = jax.jit(lambda x: fn(x, f)).lower(x).as_text()
+    assert "stablehlo.convolution" not in concrete and "stablehlo.slice" in concrete
+    assert jax.jit(fn).lower(x, jnp.asarray(f)).as_text().count("stablehlo.convolution") == 1
+
+
+@pytest.mark.parametrize("taps", [[1, 3, 3, 1], np.arange(1.0, 10.0).reshape(3, 3)])  # rank 1 and rank 2
+def test_slice_and_convolution_paths_have_equal_gradients(taps):
+    f = ufd.setup_filter(taps) if np.ndim(taps) == 1 else np.asarray(taps, np.float32)
+    x = jnp.asarray(_rand((2, 6, 5, 3), seed=11))
+    run = lambda x_, f_: ufd.upfirdn2d(x_, f_, up=2, down=2, padding=(1, 2, 2, 1), gain=3.0)
+    cot = jnp.asarray(_rand(run(x, f).shape, seed=12))
+    loss = lambda x_, f_: jnp.sum(run(x_, f_) * cot)
+    want = jax.jit(jax.grad(loss))(x, jnp.asarray(f))  # traced filter: convolution path
+    got = jax.grad(lambda x_: loss(x_, f))(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_upfirdn2d_gradients():
