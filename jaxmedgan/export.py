@@ -39,7 +39,7 @@ LABELS_CSV = "labels.csv"
 def _num_train_examples(config, workdir: str) -> int:
     """N, the size of the private training set the accountant's q = batch_size / N refers to."""
     stats = os.path.join(os.path.dirname(os.path.abspath(workdir)), "mask_stats.json")
-    if config.trainer == "gan" and os.path.basename(os.path.abspath(workdir)) == "stage1" and os.path.exists(stats):
+    if config.trainer in ("gan", "stylegan2") and os.path.basename(os.path.abspath(workdir)) == "stage1" and os.path.exists(stats):
         with open(stats) as f:  # dual-GAN stage I: trained on the stage's mask crops
             return int(json.load(f)["num_train"])
     if config.trainer == "pix2pix":
