@@ -226,6 +226,29 @@ def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree,
     return clipped_sum, aux
 
 
+def public_grad_mean(loss_fn: LossFn, params: PyTree, batch: PyTree, *, clip: bool, l2_clip: float,
+                     microbatch_size: int | None = None, method: str = "vmap", mesh: Mesh | None = None,
+                     data_axis: str = DATA_AXIS) -> tuple[PyTree, jax.Array, Any]:
+    """Mean gradient over the B examples of a term that holds no private data (a GAN's generated
+    images): no noise. With `clip`, each example's gradient is first clipped to `l2_clip`, so the
+    public term cannot swamp a clipped private one. `loss_fn(params, example) -> (loss, aux)` on one
+    example, as `per_example_clipped_grad_sum(has_aux=True)`. Returns (grads like params, the mean
+    loss f32 [], aux stacked per example [B, ...])."""
+    n = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    if clip:
+        clipped_sum, aux = per_example_clipped_grad_sum(
+            loss_fn, params, batch, jnp.ones((n,), jnp.float32), l2_clip=l2_clip, microbatch_size=microbatch_size,
+            method=method, has_aux=True, mesh=mesh, data_axis=data_axis)
+        return jax.tree_util.tree_map(lambda g: g / n, clipped_sum), aux["loss_mean"], aux["loss_aux"]
+
+    def mean_loss(p: PyTree) -> tuple[jax.Array, Any]:
+        losses, aux = jax.vmap(loss_fn, in_axes=(None, 0))(p, batch)
+        return jnp.mean(losses), aux
+
+    (loss, aux), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+    return grads, loss, aux
+
+
 def _clipped_sum_sharded(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
                          mesh: Mesh, data_axis: str, has_aux: bool,
                          **kwargs) -> tuple[PyTree, dict[str, Any]]:

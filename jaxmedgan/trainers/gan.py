@@ -136,18 +136,9 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     # the clipped real one, swamps the real term and D just learns to call everything fake.
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
              "key": jax.random.split(k_drop_fake, n)}
-    if p.clip_fake:
-        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
-            fake_loss, state.d_params, fakes, jnp.ones((n,), jnp.float32), l2_clip=p.l2_clip,
-            microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh, method=p.get("clip_method", "vmap"))
-        fake_grads = jax.tree_util.tree_map(lambda g: g / n, fake_sum)
-        fake_total, fake_logit = fake_aux["loss_mean"], fake_aux["loss_aux"]
-    else:
-        def mean_fake_loss(d_params):
-            losses, logits = jax.vmap(fake_loss, in_axes=(None, 0))(d_params, fakes)
-            return jnp.mean(losses), logits
-
-        (fake_total, fake_logit), fake_grads = jax.value_and_grad(mean_fake_loss, has_aux=True)(state.d_params)
+    fake_grads, fake_total, fake_logit = dp_sgd.public_grad_mean(
+        fake_loss, state.d_params, fakes, clip=p.clip_fake, l2_clip=p.l2_clip,
+        microbatch_size=p.microbatch_size or None, mesh=mesh, method=p.get("clip_method", "vmap"))
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     per_ex = dp_metrics.pop("dp_loss_aux")
     count = jnp.maximum(jnp.sum(mask), 1.0)

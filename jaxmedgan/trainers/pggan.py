@@ -220,19 +220,11 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
         score = d.apply({"params": params}, ex["image"][None], level, ex["alpha"])[0].astype(jnp.float32)
         return score, score
 
-    if pc.get("clip_fake", True):
-        # No noise (no private data), but clipped to the same C: unclipped, the fake gradient
-        # swamps the clipped real one (see trainers/gan.py).
-        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
-            fake_loss, d_params, {"image": fake, "alpha": alphas}, jnp.ones((n,), jnp.float32), **clip_kwargs)
-        fake_grads = jax.tree_util.tree_map(lambda g: g / n, fake_sum)
-        fake_score = fake_aux["loss_aux"]
-    else:
-        def mean_fake(params):
-            score = d.apply({"params": params}, fake, level, alpha).astype(jnp.float32)
-            return jnp.mean(score), score
-
-        (_, fake_score), fake_grads = jax.value_and_grad(mean_fake, has_aux=True)(d_params)
+    # No noise (no private data), but clipped to the same C when privacy.clip_fake: unclipped, the
+    # fake gradient swamps the clipped real one (see trainers/gan.py).
+    public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
+    fake_grads, _, fake_score = dp_sgd.public_grad_mean(
+        fake_loss, d_params, {"image": fake, "alpha": alphas}, clip=pc.get("clip_fake", True), **public_kwargs)
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     parts = dp_metrics.pop("dp_loss_aux")
     is_real = mask > 0

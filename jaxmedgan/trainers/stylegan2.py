@@ -435,19 +435,11 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
 
     m = fake_aug.shape[0]
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
-    if pc.get("clip_fake", True):
-        # No noise (no private data), but clipped to the same C: unclipped, the fake gradient is
-        # orders of magnitude above the clipped real one and D learns to call everything fake.
-        fake_sum, fake_aux = dp_sgd.per_example_clipped_grad_sum(
-            fake_loss, d_params, fakes, jnp.ones((m,), jnp.float32), **clip_kwargs)
-        fake_grads = jax.tree_util.tree_map(lambda g: g / m, fake_sum)
-        loss_fake, fake_logits = fake_aux["loss_mean"], fake_aux["loss_aux"]
-    else:
-        def mean_fake_loss(d_params):
-            logits = d.apply({"params": d_params}, fakes["image"], fake_c).astype(jnp.float32)
-            return jnp.mean(jax.nn.softplus(logits)), logits
-
-        (loss_fake, fake_logits), fake_grads = jax.value_and_grad(mean_fake_loss, has_aux=True)(d_params)
+    # No noise (no private data), but clipped to the same C when privacy.clip_fake: unclipped, the
+    # fake gradient is orders of magnitude above the clipped real one and D calls everything fake.
+    public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
+    fake_grads, loss_fake, fake_logits = dp_sgd.public_grad_mean(
+        fake_loss, d_params, fakes, clip=pc.get("clip_fake", True), **public_kwargs)
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     per_ex = dp_metrics.pop("dp_loss_aux")
     real_mask = mask > 0

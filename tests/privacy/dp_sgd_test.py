@@ -345,3 +345,21 @@ def test_errors_name_the_bad_value():
         dp_sgd.add_noise(params, jax.random.PRNGKey(0), l2_clip=1.0, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="expected_batch_size must be > 0"):
         dp_sgd.private_mean(params, 0)
+
+
+def test_public_grad_mean_is_the_plain_or_clipped_mean_gradient():
+    # loss(w, x) = <w, x>: the per-example gradient is x itself, so both forms are hand-computable.
+    from jaxmedgan.privacy.dp_sgd import public_grad_mean
+
+    x = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, -2.0]], np.float32)  # norms 5, 0.5, 2
+    w = jnp.asarray([0.5, -1.0])
+    loss = lambda params, ex: (jnp.dot(params, ex["x"]), ex["x"][0])
+    grads, mean_loss, aux = public_grad_mean(loss, w, {"x": jnp.asarray(x)}, clip=False, l2_clip=1.0)
+    np.testing.assert_allclose(grads, x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(mean_loss, (x @ np.asarray(w)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(aux, x[:, 0])
+    clipped = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1.0)
+    grads, mean_loss, aux = public_grad_mean(loss, w, {"x": jnp.asarray(x)}, clip=True, l2_clip=1.0)
+    np.testing.assert_allclose(grads, clipped.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(mean_loss, (x @ np.asarray(w)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(aux, x[:, 0])
