@@ -37,8 +37,8 @@ import ml_collections
 
 from configs import dcgan_liver, pix2pix_brain, stylegan2_ada_spine
 from jaxmedgan.data import retina
+from jaxmedgan.trainers.dual_gan import STAGE1_FAMILIES  # trainer registry keys a stage I may use
 
-STAGE1_FAMILIES = ("gan", "stylegan2")  # jaxmedgan.trainers registry keys a stage I may use
 DEFAULT_STAGE1_FAMILY = "stylegan2"
 
 
