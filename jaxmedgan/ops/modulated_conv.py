@@ -26,7 +26,7 @@ __all__ = ["conv2d_resample", "modulated_conv2d"]
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _phase_taps(k: int, up: int, lo: int, length: int, out_len: int, r: int) -> tuple[slice, int, int, int]:
+def _phase_taps(k: int, up: int, lo: int, out_len: int, r: int) -> tuple[slice, int, int, int]:
     """Output phase r of a 1-D correlation with a kernel of k taps over the input zero-stuffed by
     `up` and padded by `lo` (negative crops): y[up*i + r] = sum_m w[t0 + m*up] x[i + base + m].
 
@@ -53,8 +53,8 @@ def _dilated_conv_polyphase(x: jax.Array, w: jax.Array, up: int, padding: tuple[
     (y0, y1), (x0, x1) = padding
     n, h, wd, _ = x.shape
     out_h, out_w = (h - 1) * up + 1 + y0 + y1 - kh + 1, (wd - 1) * up + 1 + x0 + x1 - kw + 1
-    rows = [_phase_taps(kh, up, y0, h, out_h, r) for r in range(up)]
-    cols = [_phase_taps(kw, up, x0, wd, out_w, r) for r in range(up)]
+    rows = [_phase_taps(kh, up, y0, out_h, r) for r in range(up)]
+    cols = [_phase_taps(kw, up, x0, out_w, r) for r in range(up)]
     n_h, n_w = -(-out_h // up), -(-out_w // up)  # outputs of phase 0, the longest
     phases = []
     for sl_y, base_y, nr_y, my in rows:

@@ -164,9 +164,10 @@ def _upfirdn2d_slices(x: jax.Array, f2: np.ndarray, up: tuple[int, int], down: t
     if split is not None:
         col, row = split
         return _correlate_axis(_correlate_axis(y, 1, col.tolist(), downy), 2, row.tolist(), downx)
-    out = None  # a non-separable filter: one strided slice per 2-D tap
+    out = None  # a non-separable filter: per filter row, the input rows it meets, filtered along W
+    n_h = (y.shape[1] - kernel.shape[0]) // downy + 1
     for ty in range(kernel.shape[0]):
-        rows = _correlate_axis(y[:, ty:], 1, [1.0], downy)[:, : (y.shape[1] - kernel.shape[0]) // downy + 1]
+        rows = jax.lax.slice_in_dim(y, ty, ty + (n_h - 1) * downy + 1, stride=downy, axis=1)
         term = _correlate_axis(rows, 2, kernel[ty].tolist(), downx)
         out = term if out is None else out + term
     return out
