@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import sys
 
@@ -40,7 +41,7 @@ def _train(argv: list[str]) -> None:
 
     # absl spells flags with underscores; accept the dashed spellings the docs use.
     argv = [a.replace("--num-processes", "--num_processes").replace("--process-id", "--process_id")
-            for a in argv]
+            .replace("--allow-config-change", "--allow_config_change") for a in argv]
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                     flag_values=fv, lock_config=True, sys_argv=argv)
@@ -48,8 +49,11 @@ def _train(argv: list[str]) -> None:
     flags.DEFINE_string("coordinator", None, "Multi-process: coordinator host:port (process 0's).", flag_values=fv)
     flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.", flag_values=fv)
     flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.", flag_values=fv)
+    flags.DEFINE_list("allow_config_change", [], "Resume: config fields allowed to differ from the workdir's "
+                      "config.json (recorded in config_history.jsonl).", flag_values=fv)
     if any(a in ("-h", "--help") for a in argv[1:]):
         print("usage: jaxmedgan train --config CONFIG.py --workdir DIR [--config.section.key=value ...]\n"
+              "       [--allow-config-change=optim.d_lr,...]  (resume with those fields changed)\n"
               "       [--coordinator HOST:PORT --num-processes N --process-id I]  (multi-process; or set\n"
               "       JAXMEDGAN_COORDINATOR_ADDRESS/NUM_PROCESSES/PROCESS_ID, or JAXMEDGAN_DISTRIBUTED=auto\n"
               "       on TPU pods and SLURM)")
@@ -64,22 +68,52 @@ def _train(argv: list[str]) -> None:
                          "use `jaxmedgan train --help`.") from None
     except flags.IllegalFlagValueError as e:
         raise UsageError(str(e)) from None
-    except AttributeError as e:  # ml_collections: unknown key inside the config
-        raise UsageError(f"Unknown config key in override: {e.args[0] if e.args else e}") from None
+    except (AttributeError, KeyError) as e:  # ml_collections: unknown key in an override, or no get_config()
+        text = str(e.args[0]) if e.args else str(e)
+        if "get_config" in text:
+            raise UsageError(f"--config {_config_path(argv)} defines no get_config() function; a config file "
+                             "must define `def get_config() -> ml_collections.ConfigDict`.") from None
+        try:  # ml_collections wraps a KeyError's repr: "'\\'stepz\\'\\nDid you mean...'"
+            text = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            pass
+        key, _, hint = str(text).partition("\n")
+        raise UsageError(f"Unknown config key {key.strip(chr(39))!r} in an override" + (f". {hint}" if hint else ".")
+                         + " Run `jaxmedgan train --help`.") from None
     except Exception as e:  # config file missing or failing to load
         raise UsageError(f"Could not load --config: {e}") from None
     if config is None or fv.workdir is None:
         raise UsageError("train needs --config and --workdir.")
+    from jaxmedgan import config_validation
+
+    try:  # before anything is written or compiled
+        config_validation.validate(config, fv.workdir)
+    except config_validation.ConfigError as e:
+        raise UsageError(str(e).replace("\n", "\njaxmedgan train: error: ")) from None
 
     import jax
-    from jaxmedgan import distributed, trainers
+    from jaxmedgan import config_drift, distributed, trainers, workdir_lock
 
     distributed.initialize(fv.coordinator, fv.num_processes, fv.process_id)
     log = _setup_logging()
     log.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count(), jax.devices()[0].platform)
-    trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
+    is_main = jax.process_index() == 0
+    with workdir_lock.hold(fv.workdir, enabled=is_main):
+        if is_main:
+            config_drift.accept_on_resume(fv.workdir, config, fv.allow_config_change)
+        trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
+
+
+def _config_path(argv: list[str]) -> str:
+    """The --config file named in `argv` (for messages)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "?"
 
 
 def _setup_logging():
@@ -231,13 +265,22 @@ def main(argv: list[str]) -> int:
         print(f"jaxmedgan: unknown command {cmd!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
               + "\n\n" + USAGE, file=sys.stderr)
         return 2
+    from jaxmedgan.config_validation import ConfigError
+    from jaxmedgan.preemption import Preempted
     from jaxmedgan.trainers.common import NonFiniteLossError
+    from jaxmedgan.workdir_lock import WorkdirLockedError
 
     try:
         code = COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])
-    except UsageError as e:
+    except (UsageError, ConfigError) as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # SIGTERM / SIGINT: checkpoint saved
+        print(f"jaxmedgan {cmd}: {e}", file=sys.stderr)
+        return e.exit_code
+    except WorkdirLockedError as e:
+        print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
+        return 1
     except (NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 1

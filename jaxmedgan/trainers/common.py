@@ -18,10 +18,14 @@ import ml_collections
 import numpy as np
 import logging
 from clu import parameter_overview
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from jaxmedgan import checkpointing, images, metric_writers, sharding
-from jaxmedgan.privacy import checks, plan
+from jaxmedgan import (checkpointing, config_drift, config_validation, images, metric_writers, preemption,
+                       sharding, workdir_lock)
+from jaxmedgan.privacy import checks, monitoring, plan
+from jaxmedgan.privacy import secret as dp_secret
+from jaxmedgan.privacy.config import DPConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,9 @@ class Family:
     evaluate: Callable[..., dict] | None = None
     make_step: Callable[..., Callable[[Any, Any, int], tuple[Any, dict]]] | None = None
     sample_grid: Callable[..., np.ndarray] | None = None
+    # Metric names that stay public under DP (computed from noised gradients, generated images or
+    # G alone); every other metric of a DP run is private (privacy/monitoring.py).
+    dp_public_metrics: tuple[str, ...] = ()
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,9 +96,11 @@ def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any) -
     return images.grid(images.to_uint8(np.asarray(x)), rows=rows)
 
 
-def _check_finite(step: int, metrics: dict[str, float], workdir: str, last_good: int | None) -> None:
+def _check_finite(step: int, metrics: dict[str, float], workdir: str,
+                  newest_verified: Callable[[], int | None]) -> None:
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
     if bad:
+        last_good = newest_verified()  # only asked on failure: it waits for pending saves and hashes files
         where = (f"the last good checkpoint is step {last_good} in {workdir}/checkpoints" if last_good
                  is not None else "no checkpoint had been saved yet")
         raise NonFiniteLossError(
@@ -103,8 +112,19 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     """Trains `family` per `config`, resuming from `workdir` if it holds a checkpoint.
 
     `data` optionally supplies `(train_source, eval_arrays)`; by default both come from
-    `config.data` through `jaxmedgan.data.datasets`.
+    `config.data` through `jaxmedgan.data.datasets`. Holds the workdir lock, refuses config drift
+    on resume (`config_drift`), and stops cleanly on SIGTERM/SIGINT (`preemption.Preempted`).
     """
+    is_main = jax.process_index() == 0
+    with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
+        changes = config_drift.check_resume(workdir, config)
+        if is_main:
+            config_drift.record(workdir, changes, "mutable on resume")
+        return _fit(config, workdir, family, data, stop)
+
+
+def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
+         stop: preemption.StopOnSignal) -> Any:
     from jaxmedgan.data import datasets, pipeline  # data stack is heavy; import on use
 
     is_main = jax.process_index() == 0
@@ -115,6 +135,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     sharding.local_batch_size(global_batch, mesh)  # validates divisibility early
 
     train_source, eval_data = data if data is not None else datasets.load(config)
+    if not checks.dp_enabled(config):  # DP batches are Poisson; plan.prepare checks q <= 1
+        config_validation.check_batch_fits(config, len(train_source))
 
     # State, born sharded.
     rng = jax.random.PRNGKey(config.seed)
@@ -133,12 +155,20 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         state, start = restored
         log.info("Resumed from checkpoint step %d in %s.", start, workdir)
     total = config.train.steps
-    dp = None
-    if checks.dp_enabled(config):
+    dp = secret = None
+    dp_config = DPConfig.from_config(config)
+    if dp_config.enabled:
         multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
         dp = plan.prepare(config, state.d_variables(), len(train_source), multiple)
-        if start > 0:
-            plan.check_resume(checkpointing.read_config(workdir), config)
+    if start > 0:  # also refuses switching DP off on resume
+        plan.check_resume(checkpointing.read_config(workdir), config)
+    if dp is not None:
+        secret = dp_secret.load_or_create(
+            workdir, secure=dp_config.secure_rng, seed=config.seed, resuming=start > 0, is_main=is_main,
+            broadcast=multihost_utils.broadcast_one_to_all if jax.process_count() > 1 else None)
+        if secret.public:
+            log.warning("config.privacy.secure_rng=False: batch membership and noise follow from config.seed, "
+                        "so anyone holding the config can recompute them; this run is NOT private.")
         if dp.max_steps < total:
             log.warning("The epsilon budget %g allows %d of the %d configured steps; training will stop "
                         "there.", config.privacy.epsilon_budget or config.privacy.target_epsilon,
@@ -151,8 +181,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     num_dropped = 0
     if dp is not None:
         ds = pipeline.poisson_train_dataset(
-            train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, seed=config.seed,
-            augment=config.data.augment, process_index=jax.process_index(),
+            train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, secret=secret,
+            seed=config.seed, augment=config.data.augment, process_index=jax.process_index(),
             process_count=jax.process_count())
     else:
         ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,
@@ -170,6 +200,20 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                          donate_argnums=(0,))
         step_fn = lambda state, batch, step: jitted(state, batch)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    private_log = monitoring.PrivateLog(workdir, enabled=is_main and dp is not None and dp_config.log_private_metrics)
+
+    def publish(step: int, scalars: dict) -> dict:
+        """Writes `scalars`, under DP only the public ones (the rest to the private log, if enabled)."""
+        if dp is not None:
+            scalars, private = monitoring.split(scalars, family.dp_public_metrics)
+            private_log.write(step, private)
+        writer.write_scalars(step, scalars)
+        return scalars
+
+    def checkpoint_meta(step: int) -> dict:
+        guarantee = plan.run_guarantee(config, step)
+        return {"step": step, "dp_epsilon": None if guarantee is None else guarantee[0],
+                "dp_delta_prime": None if guarantee is None else guarantee[1]}
     quality_every = (config.get("eval") or {}).get("quality_every", 0)  # FID-domain during training
     quality = None
     if quality_every:
@@ -177,7 +221,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
 
         quality = quality_cli.periodic_metrics(config, eval_data, family)
     pending: list[dict] = []
-    last_good = mngr.latest_step()
+    stopped_by = None
     t_last, steps_since = time.perf_counter(), 0
     bar = tqdm(total=total, initial=start, desc=f"train {family.name}", unit="step",
                disable=not is_main or config.train.get("quiet", False), dynamic_ncols=True)
@@ -191,20 +235,25 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
             done = step + 1
             bar.update(1)
             last = done == total
-            save_now = last or done % config.checkpoint.every == 0
+            stopped_by = None if last else stop.stop_now()  # SIGTERM/SIGINT: save and leave after this step
+            save_now = last or stopped_by is not None or done % config.checkpoint.every == 0
             log_now = last or save_now or done % config.train.log_every == 0
             if log_now:
                 scalars = _mean_metrics(jax.device_get(pending))
                 pending.clear()
-                _check_finite(done, scalars, workdir, last_good)
+                _check_finite(done, scalars, workdir, lambda: checkpointing.newest_verified_step(mngr))
                 elapsed = time.perf_counter() - t_last
                 scalars["steps_per_sec"] = steps_since / elapsed
                 scalars["images_per_sec"] = steps_since * global_batch / elapsed
                 if dp is not None:
-                    scalars["dp/epsilon"] = plan.run_epsilon(config, done)
-                    scalars["dp/num_dropped"] = num_dropped
-                writer.write_scalars(done, scalars)
+                    scalars["dp/epsilon"], scalars["dp/delta_prime"] = plan.run_guarantee(config, done)
+                    scalars["dp/num_dropped"] = num_dropped  # private: reveals the realised batch sizes
+                scalars = publish(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
+            if stopped_by is not None:
+                checkpointing.save(mngr, done, state, config,
+                                   checkpoint_meta(done))
+                break
             if last or done % config.samples.every == 0:
                 # Every process computes (the state spans all of them); process 0 writes.
                 grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
@@ -213,19 +262,23 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
                     images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
                     writer.write_image(done, "samples", grid)
             if family.evaluate is not None and (last or done % config.train.eval_every == 0):
-                writer.write_scalars(done, family.evaluate(config, state, eval_data))
+                publish(done, family.evaluate(config, state, eval_data))
             if quality is not None and (last or done % quality_every == 0):
-                writer.write_scalars(done, quality(state))
+                publish(done, quality(state))
             if save_now:
                 checkpointing.save(mngr, done, state, config,
-                                   {"step": done, "dp_epsilon": plan.run_epsilon(config, done)})
-                last_good = done
+                                   checkpoint_meta(done))
             if log_now:  # restart the throughput clock after eval/sample/save host work
                 t_last, steps_since = time.perf_counter(), 0
     finally:
         bar.close()
-        mngr.wait_until_finished()
+        checkpointing.finalize(mngr)
         writer.close()
+        private_log.close()
+    if stopped_by is not None:
+        raise preemption.Preempted(
+            f"Stopped by {preemption.signal_name(stopped_by)} after step {done}: checkpoint saved in "
+            f"{workdir}/checkpoints/{done}; rerun the same command to resume.", stopped_by)
     return state
 
 
