@@ -17,7 +17,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxmedgan import checkpointing, images, trainers
+from jaxmedgan import checkpointing, images, trainers, workdir_lock
 
 
 def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]:
@@ -30,7 +30,8 @@ def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]
     mngr = checkpointing.manager(workdir, async_save=False)
     if step is not None:
         return config, checkpointing.restore_step(mngr, abstract, step), step
-    restored = checkpointing.restore_latest(mngr, abstract)
+    # A corrupt checkpoint is moved aside unless a live training holds the workdir (then only skipped).
+    restored = checkpointing.restore_latest(mngr, abstract, may_move=lambda: workdir_lock.holder(workdir) is None)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train first (or wait for the "
                                 "first checkpoint).")

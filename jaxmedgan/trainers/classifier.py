@@ -45,7 +45,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from jaxmedgan import checkpointing, metric_writers, sharding
+from jaxmedgan import checkpointing, config_drift, config_validation, metric_writers, preemption, sharding, workdir_lock
 from jaxmedgan.data import labeled, pipeline, transforms
 from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.models import layers, resnet_classifier
@@ -376,10 +376,27 @@ def _check_data(config: ml_collections.ConfigDict, data: labeled.LabeledSet, wha
 
 def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.LabeledSet,
         eval_data: labeled.LabeledSet | None = None, *, mesh=None) -> ClassifierState:
-    """Trains on `train`, resuming from `workdir` (checkpoints + metrics) or in memory if workdir is None."""
+    """Trains on `train`, resuming from `workdir` (checkpoints + metrics) or in memory if workdir is None.
+
+    With a workdir: holds its lock, refuses config drift on resume and stops cleanly on SIGTERM/SIGINT
+    (as `trainers.common.fit`).
+    """
+    if workdir is None:
+        return _fit(config, None, train, eval_data, mesh, None)
+    is_main = jax.process_index() == 0
+    with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
+        changes = config_drift.check_resume(workdir, config)
+        if is_main:
+            config_drift.record(workdir, changes, "mutable on resume")
+        return _fit(config, workdir, train, eval_data, mesh, stop)
+
+
+def _fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.LabeledSet,
+         eval_data: labeled.LabeledSet | None, mesh, stop: preemption.StopOnSignal | None) -> ClassifierState:
     is_main = jax.process_index() == 0
     mesh = sharding.make_mesh(config.get("mesh")) if mesh is None else mesh
     _check_data(config, train, "training set")
+    config_validation.check_batch_fits(config, len(train.images))
     if eval_data is not None:
         _check_data(config, eval_data, "evaluation set")
     global_batch = config.train.batch_size
@@ -416,6 +433,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.L
     writer = metric_writers.MetricWriter(workdir or "", enabled=is_main and workdir is not None)
     total = config.train.steps
     pending: list[dict] = []
+    stopped_by = None
     t_last, since = time.perf_counter(), 0
     bar = tqdm(total=total, initial=start, desc="train classifier", unit="step", dynamic_ncols=True,
                disable=not is_main or config.train.get("quiet", False))
@@ -427,7 +445,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.L
             done = step + 1
             bar.update(1)
             last = done == total
-            save_now = mngr is not None and (last or done % config.checkpoint.every == 0)
+            stopped_by = None if last or stop is None else stop.stop_now()  # SIGTERM/SIGINT: save, leave
+            save_now = mngr is not None and (last or stopped_by is not None or done % config.checkpoint.every == 0)
             if last or save_now or done % config.train.log_every == 0:
                 history = jax.device_get(pending)
                 scalars = {k: float(np.mean([np.asarray(m[k]) for m in history])) for k in history[0]}
@@ -441,15 +460,22 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.L
                 writer.write_scalars(done, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}")
                 t_last, since = time.perf_counter(), 0
-            if eval_data is not None and workdir is not None and (last or done % config.train.eval_every == 0):
+            if stopped_by is None and eval_data is not None and workdir is not None and (
+                    last or done % config.train.eval_every == 0):
                 writer.write_scalars(done, evaluate(config, state, eval_data))
             if save_now:
                 checkpointing.save(mngr, done, state, config)
+            if stopped_by is not None:
+                break
     finally:
         bar.close()
         if mngr is not None:
-            mngr.wait_until_finished()
+            checkpointing.finalize(mngr)
         writer.close()
+    if stopped_by is not None:
+        raise preemption.Preempted(
+            f"Stopped by {preemption.signal_name(stopped_by)} after step {done}: checkpoint saved in "
+            f"{workdir}/checkpoints/{done}; rerun the same command to resume.", stopped_by)
     return state
 
 
@@ -537,7 +563,8 @@ def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
     abstract = jax.eval_shape(functools.partial(init_state, config), jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-    restored = checkpointing.restore_latest(checkpointing.manager(workdir, async_save=False), abstract)
+    restored = checkpointing.restore_latest(checkpointing.manager(workdir, async_save=False), abstract,
+                                            may_move=lambda: workdir_lock.holder(workdir) is None)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train the classifier first.")
     state, step = restored
