@@ -87,8 +87,9 @@ def hold(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_FILE)
     me = _me()
-    # The guard serialises the read-check-replace of a stale lock between racing processes.
-    with open(path + ".guard", "a") as guard:
+    # flock on the directory serialises the read-check-replace of a stale lock between racing processes.
+    guard = os.open(workdir, os.O_RDONLY)
+    try:
         fcntl.flock(guard, fcntl.LOCK_EX)
         rec = _read(path)
         if rec is not None and (rec.get("host"), rec.get("pid")) == (me["host"], me["pid"]):
@@ -110,7 +111,8 @@ def hold(workdir: str, *, enabled: bool = True) -> Iterator[None]:
                 json.dump(me, f)
             os.replace(tmp, path)
             owned = True
-        fcntl.flock(guard, fcntl.LOCK_UN)
+    finally:
+        os.close(guard)  # releases the flock
     try:
         yield
     finally:
