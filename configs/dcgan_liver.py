@@ -8,6 +8,8 @@ This file is also the base every liver-lesion GAN config overrides.
 """
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -68,20 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
 
-    c.privacy = ml_collections.ConfigDict()
-    c.privacy.enabled = False  # DP-SGD on the discriminator (see configs/acgan_liver_dp.py)
-    c.privacy.noise_multiplier = 1.0  # sigma: noise std = sigma * l2_clip on the clipped sum
-    c.privacy.target_epsilon = 0.0  # >0: calibrate sigma so train.steps spend exactly this epsilon
-    c.privacy.epsilon_budget = 0.0  # >0: stop before epsilon would exceed it (default: target_epsilon)
-    c.privacy.l2_clip = 1.0  # C: per-example gradient L2 bound
-    c.privacy.delta = 0.0  # 0 = 1 / (10 N); filled in at start
-    c.privacy.sampling_rate = 0.0  # derived at start: q = batch_size / N (recorded in config.json)
-    c.privacy.sampling = "poisson"  # each example joins a batch with prob q = batch_size / N
-    c.privacy.accountant = "rdp"  # rdp | pld
-    c.privacy.microbatch_size = 0  # >0 chunks the per-example vmap to cap memory
-    c.privacy.clip_method = "vmap"  # vmap | ghost (ghost clipping, Bu et al. 2022: Conv/Dense/norm layers only)
-    c.privacy.overflow_prob = 1e-9  # P[Poisson batch > padded size] per step
-    c.privacy.clip_fake = True  # clip D's per-example gradient on generated images too (no noise)
+    # DP-SGD on the discriminator (see configs/acgan_liver_dp.py); fields: jaxmedgan/privacy/config.py.
+    c.privacy = common.privacy()
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 250  # steps

@@ -19,6 +19,8 @@ Paper-scale settings (Karras et al. 2018, on accelerators): --config.schedule.fa
 """
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -86,8 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 10  # all phase ends (FID-domain ranks them: python -m jaxmedgan.evaluators.fid_validation --rank-workdir)
     c.checkpoint.async_save = True
 
-    c.privacy = ml_collections.ConfigDict()
-    c.privacy.enabled = False  # DP-SGD on D: see configs/pggan_chest_dp.py
+    c.privacy = common.privacy()  # DP-SGD on D: see configs/pggan_chest_dp.py
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 125  # steps = one phase at these defaults: one sample grid per phase end

@@ -31,20 +31,10 @@ def _make_private(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.batch_sizes = ml_collections.ConfigDict(
         {key: c.train.batch_size for key in c.train.batch_sizes})
 
-    p = c.privacy
+    p = c.privacy  # fields: jaxmedgan/privacy/config.py
     p.enabled = True  # DP-SGD on the discriminator
-    p.noise_multiplier = 1.0  # sigma: noise std = sigma * l2_clip on the clipped sum (unless target_epsilon)
     p.target_epsilon = 10.0  # >0: calibrate sigma so train.steps spend exactly this epsilon
-    p.epsilon_budget = 0.0  # >0: stop before epsilon would exceed it (default: target_epsilon)
-    p.l2_clip = 1.0  # C: per-example gradient L2 bound
-    p.delta = 0.0  # 0 = 1 / (10 N); filled in at start
-    p.sampling_rate = 0.0  # derived at start: q = batch_size / N (recorded in config.json)
-    p.sampling = "poisson"  # each example joins a batch with prob q = batch_size / N
-    p.accountant = "rdp"  # rdp | pld
-    p.microbatch_size = 0  # >0 chunks the per-example vmap to cap memory
     p.clip_method = "vmap"  # the gradient penalty's double backward needs the vmap method
-    p.overflow_prob = 1e-9  # P[Poisson batch > padded size] per step
-    p.clip_fake = True  # clip D's per-example gradient on generated images too (no noise)
     return c
 
 

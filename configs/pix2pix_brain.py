@@ -9,7 +9,7 @@ configs (configs/dual_gan_retina.py's stage II, configs/segmentation_brain.py).
 """
 import ml_collections
 
-from configs import dcgan_liver
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -67,11 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
 
-    # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py); the fields and their
-    # meaning are the DCGAN's (configs/dcgan_liver.py), so both stay in step. clip_fake is unused
+    # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py); the fields are every GAN's
+    # (jaxmedgan/privacy/config.py). clip_fake is unused
     # here (pix2pix's fake term is inside the clipped loss) and clip_method must be 'vmap'.
-    c.privacy = dcgan_liver.get_config().privacy
-    c.privacy.enabled = False
+    c.privacy = common.privacy()
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 500

@@ -21,7 +21,7 @@ report its per-class accuracy on generated images.
 """
 import ml_collections
 
-from configs import dcgan_liver
+from configs import common
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     # classes in the same order) or a losses.clinical.save_classifier directory; "" = no classifier.
     c.clinical.checkpoint = ""
     c.clinical.weight = 0.0  # lambda of lambda * CE(classifier(G(z, c)), c); 0 = plain StyleGAN2-ADA
+    # True only if the classifier never saw the private training images (e.g. trained on a public
+    # dataset): under DP a non-public classifier's term is refused (it bypasses the clipped D update).
+    c.clinical.public_data = False
     c.clinical.eval_per_class = 32  # generated images per class for the classifier accuracy
 
     c.train = ml_collections.ConfigDict()
@@ -105,8 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # DP-SGD on D's real-data term (see configs/stylegan2_ada_spine_dp.py and trainers/stylegan2.py):
     # the project's shared privacy section, off here.
-    c.privacy = dcgan_liver.get_config().privacy
-    c.privacy.enabled = False
+    c.privacy = common.privacy()
 
     c.samples = ml_collections.ConfigDict()
     c.samples.every = 100  # steps

@@ -21,6 +21,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from jaxmedgan.privacy import secret as dp_secret
+
 from jaxmedgan.data import transforms
 
 
@@ -125,20 +127,21 @@ def iterate(
 class _PoissonBatch:
     """Element k of a Poisson-sampled dataset (picklable callable for grain's map)."""
 
-    def __init__(self, data_source, sampling_rate, max_batch_size, seed, augmentation,
+    def __init__(self, data_source, sampling_rate, max_batch_size, secret, seed, augmentation,
                  process_index, process_count):
         self.source = data_source
         self.q = sampling_rate
         self.max_batch_size = max_batch_size
-        self.sample_seed, self.augment_seed = _derived_seeds(seed)
+        self.secret = secret
+        _, self.augment_seed = _derived_seeds(seed)
         self.augmentation = augmentation
         self.process_index, self.process_count = process_index, process_count
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         from jaxmedgan.privacy import sampling  # privacy owns the sampling rule and its accounting
 
-        drawn = sampling.poisson_batch(np.random.default_rng([self.sample_seed, step]), len(self.source),
-                                       self.q, self.max_batch_size)
+        drawn = sampling.poisson_batch(self.secret.sampling_rng(step), len(self.source), self.q,
+                                       self.max_batch_size)
         positions = range(self.process_index, self.max_batch_size, self.process_count)
         examples = []
         for pos in positions:
@@ -152,7 +155,13 @@ class _PoissonBatch:
                              "Poisson batch; rename the field (e.g. 'cond' for a condition map).")
         batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}  # + extra fields
         batch["label"] = batch["label"].astype(np.int32)
-        return {**batch, "mask": drawn.mask[list(positions)], "num_dropped": np.int32(drawn.num_dropped)}
+        if dp_secret.NOISE_KEY_FIELD in batch:
+            raise ValueError(f"Data source field {dp_secret.NOISE_KEY_FIELD!r} collides with the DP-SGD noise "
+                             "key; rename it.")
+        # The step's noise key rides along on every row (the batch is sharded by rows); a step uses row 0.
+        noise_key = np.broadcast_to(self.secret.noise_key(step), (len(positions), 2)).copy()
+        return {**batch, "mask": drawn.mask[list(positions)], dp_secret.NOISE_KEY_FIELD: noise_key,
+                "num_dropped": np.int32(drawn.num_dropped)}
 
 
 def poisson_train_dataset(
@@ -160,6 +169,7 @@ def poisson_train_dataset(
     *,
     sampling_rate: float,
     max_batch_size: int,
+    secret: Any,
     seed: int,
     augment: bool,
     process_index: int,
@@ -172,7 +182,9 @@ def poisson_train_dataset(
     sampling the privacy accountant analyses); the global batch is padded to `max_batch_size`
     with `mask` 0 and this process holds positions [process_index::process_count]:
     {"image": f32 [M_local,H,W,C], "label": i32 [M_local], "mask": f32 [M_local],
-    "num_dropped": i32 []} with M_local = max_batch_size / process_count.
+    "dp_noise_key": u32 [M_local, 2] (step k's noise key, the same on every row), "num_dropped": i32 []}
+    with M_local = max_batch_size / process_count. Membership and noise key come from `secret`
+    (`privacy.secret.Secret`: the run's private streams); `seed` only seeds the augmentation.
     """
     _check_process(process_index, process_count)
     if max_batch_size % process_count:
@@ -181,6 +193,6 @@ def poisson_train_dataset(
         raise ValueError("data source is empty; expected at least one example")
     if augment and augmentation is None:
         augmentation = transforms.Augment()
-    fn = _PoissonBatch(data_source, sampling_rate, max_batch_size, seed,
+    fn = _PoissonBatch(data_source, sampling_rate, max_batch_size, secret, seed,
                        augmentation if augment else None, process_index, process_count)
     return grain.MapDataset.range(2**62).map(fn)

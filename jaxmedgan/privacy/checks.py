@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from jaxmedgan.models.layers import BATCH_MIXING_NORMS, modules_using
+from jaxmedgan.privacy.config import dp_enabled  # noqa: F401  (re-exported: "is DP on" has one spelling)
 
 
 def _field(section: Any, key: str, default: Any) -> Any:
@@ -18,11 +19,6 @@ def _field(section: Any, key: str, default: Any) -> Any:
     if section is None:
         return default
     return section.get(key, default) if hasattr(section, "get") else getattr(section, key, default)
-
-
-def dp_enabled(config: Any) -> bool:
-    """True when `config.privacy.enabled` is set (a missing `privacy` section means DP is off)."""
-    return bool(_field(_field(config, "privacy", None), "enabled", False))
 
 
 def check_dp_compatible(config: Any, d_variables: Mapping[str, Any]) -> None:

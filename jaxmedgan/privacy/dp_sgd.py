@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxmedgan.privacy import ghost
+from jaxmedgan.privacy import ghost, secret
 from jaxmedgan.sharding import DATA_AXIS
 
 PyTree = Any
@@ -268,6 +268,16 @@ def _clipped_sum_sharded(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: j
     fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis)),
                        out_specs=(P(), metric_specs))
     return fn(params, batch, mask)
+
+
+def batch_noise_key(batch: dict) -> jax.Array:
+    """The step's noise key (uint32 [2]) that a DP batch carries on every row (the pipeline draws it
+    from the run's secret, `secret.py`; never from the public config seed)."""
+    if secret.NOISE_KEY_FIELD not in batch:
+        raise ValueError(f"A DP-SGD batch must carry {secret.NOISE_KEY_FIELD!r} (u32 [B, 2], the step's secret "
+                         "noise key, added by data.pipeline.poisson_train_dataset); got fields "
+                         f"{sorted(batch)}.")
+    return batch[secret.NOISE_KEY_FIELD][0]
 
 
 def add_noise(clipped_sum: PyTree, key: jax.Array, *, l2_clip: float, noise_multiplier: float) -> PyTree:

@@ -1,24 +1,34 @@
 """A DP training run's privacy plan: sampling rate, delta, noise, padded batch and step budget.
 
 Fixed once at start (host-side) and written back into `config.privacy` (`sampling_rate`,
-`delta`, `noise_multiplier`) so `config.json` and every checkpoint record the parameters the
-accountant needs: epsilon after any step follows from the config alone (`run_epsilon`).
-Only the discriminator reads real data, so only its updates are privatised and the accountant
-counts D steps (one per training step); G is private by post-processing.
+`delta`, `noise_multiplier`, `overflow_prob`) so `config.json` and every checkpoint record the
+parameters the accountant needs: (epsilon, delta') after any step follows from the config alone
+(`run_guarantee`). Only the discriminator reads real data, so only its updates are privatised and
+the accountant counts D steps (one per training step); G is private by post-processing.
+
+delta'. A Poisson batch is padded to a fixed size m for jit; a draw of more than m examples is
+truncated, which the analysed mechanism never does. On that event (probability p per step) the
+guarantee can fail, so T steps are (epsilon, delta + T * p * (1 + e^epsilon))-DP (`sampling.py`).
+By default (`privacy.overflow_prob = 0`) m is chosen so that delta' <= 1.01 * delta; the exact
+per-step p of the chosen m is recorded, and delta' is reported wherever epsilon is.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any, Mapping
 
 from jaxmedgan.privacy import accounting, checks, sampling
+from jaxmedgan.privacy.config import DPConfig, dp_enabled
 
 log = logging.getLogger(__name__)
 
-# Fields that fix the privacy guarantee of a run; changing one on resume is refused.
-LOCKED_FIELDS = ("privacy.noise_multiplier", "privacy.l2_clip", "privacy.sampling_rate", "privacy.delta",
-                 "privacy.target_epsilon", "privacy.epsilon_budget", "privacy.accountant", "train.batch_size", "train.steps")
+# What fixes the privacy guarantee of a run; changing any of it on resume is refused (prefixes end
+# in '.'). privacy.log_private_metrics only says where monitoring goes, so it may change.
+LOCKED_FIELDS = ("privacy.", "seed", "data.", "train.batch_size", "train.steps")
+UNLOCKED_FIELDS = ("privacy.log_private_metrics",)
+DELTA_SLACK = 0.01  # default padding: delta' <= (1 + DELTA_SLACK) * delta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +41,15 @@ class Plan:
     max_batch_size: int  # padded Poisson batch (a multiple of the data-parallel device count)
     max_steps: int  # steps allowed within the epsilon budget (= train.steps without a budget)
     epsilon_at_end: float  # epsilon after max_steps
+    overflow_prob: float  # exact P[Poisson draw > max_batch_size] per step
+    delta_prime: float  # delta + max_steps * overflow_prob * (1 + e^epsilon_at_end)
 
 
 def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batch_multiple: int) -> Plan:
-    """Validates the DP config, calibrates sigma for `privacy.target_epsilon` if set, fills in
-    `config.privacy.{sampling_rate, delta, noise_multiplier}` and returns the run's plan."""
-    p = config.privacy
+    """Validates the DP config, calibrates sigma for `privacy.target_epsilon` if set, picks the padded
+    batch for delta' <= 1.01 delta (unless `privacy.overflow_prob` > 0), fills in
+    `config.privacy.{sampling_rate, delta, noise_multiplier, overflow_prob}` and returns the plan."""
+    p = DPConfig.from_config(config)
     checks.check_dp_compatible(config, d_variables)
     if p.sampling != "poisson":
         raise ValueError(f"config.privacy.sampling={p.sampling!r}: the GAN trainers implement Poisson "
@@ -54,16 +67,40 @@ def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batc
         sigma = accounting.calibrate_noise(p.target_epsilon, delta, q, steps, accountant=p.accountant)
     budget = p.epsilon_budget or p.target_epsilon  # hard stop; 0 = none
     max_steps = steps if budget <= 0 else _steps_within(budget, q, sigma, delta, steps, p.accountant)
-    max_batch = sampling.max_batch_size_for(num_examples, q, p.overflow_prob, multiple_of=batch_multiple)
-    eps = accounting.epsilon(q, sigma, max_steps, delta, accountant=p.accountant)
-    p.sampling_rate, p.delta, p.noise_multiplier = q, delta, sigma
-    log.info("DP-SGD on D: Poisson sampling q=%.4g (expected batch %d, padded to %d), noise multiplier "
-             "%.4g%s, clip %.3g; epsilon=%.3g at delta=%.2g after %d steps (%s accountant).", q,
-             config.train.batch_size, max_batch, sigma,
+    eps = accounting.epsilon(q, sigma, max_steps, delta, accountant=p.accountant) if max_steps else 0.0
+    target = p.overflow_prob or _overflow_target(delta, max_steps, eps)
+    max_batch = sampling.max_batch_size_for(num_examples, q, target, multiple_of=batch_multiple)
+    overflow = sampling.overflow_probability(num_examples, q, max_batch)
+    section = config.privacy
+    section.sampling_rate, section.delta, section.noise_multiplier = q, delta, sigma
+    section.overflow_prob = float(overflow)
+    d_prime = delta_prime(delta, overflow, max_steps, eps)
+    log.info("DP-SGD on D: Poisson sampling q=%.4g (expected batch %d, padded to %d: overflow %.2g per "
+             "step), noise multiplier %.4g%s, clip %.3g; epsilon=%.3g at delta'=%.3g (delta %.2g) after "
+             "%d steps (%s accountant).", q, config.train.batch_size, max_batch, overflow, sigma,
              f" (calibrated for epsilon {p.target_epsilon:g})" if p.target_epsilon > 0 else "", p.l2_clip,
-             eps, delta,
-             max_steps, p.accountant)
-    return Plan(q, delta, sigma, max_batch, max_steps, eps)
+             eps, d_prime, delta, max_steps, p.accountant)
+    return Plan(q, delta, sigma, max_batch, max_steps, eps, overflow, d_prime)
+
+
+def delta_prime(delta: float, overflow_prob: float, steps: int, epsilon: float) -> float:
+    """delta + steps * overflow_prob * (1 + e^epsilon): the delta that holds with truncated padding."""
+    if overflow_prob == 0 or steps == 0:
+        return float(delta)
+    log_extra = math.log(steps) + math.log(overflow_prob) + _log1p_exp(epsilon)
+    return float(delta + math.exp(min(log_extra, 0.0)))  # capped at delta + 1 (vacuous anyway)
+
+
+def _log1p_exp(x: float) -> float:
+    return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))
+
+
+def _overflow_target(delta: float, steps: int, epsilon: float) -> float:
+    """Per-step overflow probability p with steps * p * (1 + e^eps) = DELTA_SLACK * delta (0: pad to N)."""
+    if steps == 0:
+        return 0.5 - 1e-9
+    log_p = math.log(DELTA_SLACK * delta) - math.log(steps) - _log1p_exp(epsilon)
+    return math.exp(log_p) if log_p > -690 else 0.0  # below float range: pad to the whole dataset
 
 
 def _steps_within(budget: float, q: float, sigma: float, delta: float, steps: int, accountant: str) -> int:
@@ -81,23 +118,52 @@ def _steps_within(budget: float, q: float, sigma: float, delta: float, steps: in
 def run_epsilon(config: Any, step: int) -> float | None:
     """Epsilon spent after `step` D steps of a run whose config.json was filled in by `prepare`;
     None for a non-private run."""
-    if not checks.dp_enabled(config) or step <= 0:
-        return None if not checks.dp_enabled(config) else 0.0
-    p = config.privacy
-    if not p.get("sampling_rate"):
+    guarantee = run_guarantee(config, step)
+    return None if guarantee is None else guarantee[0]
+
+
+def run_guarantee(config: Any, step: int) -> tuple[float, float] | None:
+    """(epsilon, delta') after `step` D steps of a run whose config.json was filled in by `prepare`;
+    None for a non-private run."""
+    p = DPConfig.from_config(config)
+    if not p.enabled:
+        return None
+    if step <= 0:
+        return 0.0, p.delta
+    if not p.sampling_rate:
         raise ValueError("config.privacy.sampling_rate is not set: this config was not written by a DP run.")
-    return accounting.epsilon(p.sampling_rate, p.noise_multiplier, step, p.delta, accountant=p.accountant)
+    eps = accounting.epsilon(p.sampling_rate, p.noise_multiplier, step, p.delta, accountant=p.accountant)
+    return eps, delta_prime(p.delta, p.overflow_prob, step, eps)
+
+
+def _flat(config: Any) -> dict[str, Any]:
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}{key}.", value)
+        else:
+            out[prefix[:-1]] = node
+
+    walk("", tree)
+    return out
 
 
 def check_resume(old: Any, new: Any) -> None:
-    """Refuses to resume a DP run with different privacy-relevant settings (the guarantee assumes
-    one sigma, q and step count throughout)."""
-    changed = []
-    for path in LOCKED_FIELDS:
-        section, key = path.split(".")
-        a, b = old[section].get(key), new[section].get(key)
-        if a != b:
-            changed.append(f"{path}: {a!r} -> {b!r}")
+    """Refuses to resume a run that was or would be differentially private with any change to the
+    privacy settings (DP switched off included), the seed, the dataset (`data.*`), the batch size
+    or the step count: the guarantee assumes one mechanism, one dataset and one sampling
+    throughout. `old`: the workdir's config.json; `new`: the config after `prepare`."""
+    if not (dp_enabled(old) or dp_enabled(new)):
+        return
+    a, b = _flat(old), _flat(new)
+    locked = lambda key: (key not in UNLOCKED_FIELDS and any(
+        key.startswith(f) if f.endswith(".") else key == f for f in LOCKED_FIELDS))
+    changed = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+               if locked(key) and a.get(key) != b.get(key)]
     if changed:
-        raise ValueError("Cannot resume this differentially private run with changed privacy settings ("
-                         + "; ".join(changed) + "). Start a new workdir.")
+        raise ValueError("Cannot resume this differentially private run with changed privacy settings, seed, "
+                         "dataset or sampling (" + "; ".join(changed) + "): the guarantee holds for one mechanism "
+                         "on one dataset. Start a new workdir.")

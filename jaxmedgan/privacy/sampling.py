@@ -10,9 +10,9 @@ Overflow policy: if a draw holds more than `max_batch_size` examples, a uniforml
 count these. Choose `max_batch_size = max_batch_size_for(N, q, overflow_prob)` so that this
 happens with probability <= overflow_prob per step. Truncation makes the mechanism differ from
 the analysed one only on that event, so over T steps the guarantee holds with
-delta' = delta + T * overflow_prob * (1 + e^epsilon) (a coupling argument); keep T * overflow_prob
-far below delta (the default 1e-6 is for T up to ~1e3 at delta = 1e-5 -- use 1e-9 or smaller
-for long runs: max_batch_size grows only like sqrt(log(1/p))).
+delta' = delta + T * overflow_prob * (1 + e^epsilon) (a coupling argument). `privacy.plan` picks
+the padded size so that delta' <= 1.01 delta by default and reports delta' wherever it reports
+epsilon (max_batch_size grows only like sqrt(log(1/p))).
 """
 from __future__ import annotations
 
@@ -80,15 +80,35 @@ def max_batch_size_for(num_examples: int, sampling_rate: float, overflow_prob: f
     _check_count("num_examples", num_examples)
     _check_rate(sampling_rate)
     _check_count("multiple_of", multiple_of)
-    if not 0 < overflow_prob < 0.5:
-        raise ValueError(f"overflow_prob must be in (0, 0.5), got {overflow_prob}.")
-    if sampling_rate == 1:
+    if not 0 <= overflow_prob < 0.5:
+        raise ValueError(f"overflow_prob must be in [0, 0.5) (0: pad to the whole dataset), got {overflow_prob}.")
+    if sampling_rate == 1 or overflow_prob == 0:  # only the whole dataset never overflows
         m = num_examples
     else:
         ks, log_sf = _binomial_log_sf(num_examples, sampling_rate)
         m = int(ks[np.argmax(log_sf <= math.log(overflow_prob))])
     m = max(m, 1)
     return -(-m // multiple_of) * multiple_of
+
+
+def overflow_probability(num_examples: int, sampling_rate: float, max_batch_size: int) -> float:
+    """P[Binomial(num_examples, q) > max_batch_size]: the per-step chance that a padded Poisson batch
+    truncates (exact binomial tail; 0 when max_batch_size >= num_examples)."""
+    _check_count("num_examples", num_examples)
+    _check_rate(sampling_rate)
+    _check_count("max_batch_size", max_batch_size)
+    if max_batch_size >= num_examples or sampling_rate == 1:
+        return 0.0
+    ks, log_sf = _binomial_log_sf(num_examples, sampling_rate)
+    if max_batch_size < ks[0]:  # below the mean: sum the pmf directly
+        k = np.arange(max_batch_size + 1, num_examples + 1)
+        log_pmf = np.array([math.lgamma(num_examples + 1) - math.lgamma(j + 1) - math.lgamma(num_examples - j + 1)
+                            + j * math.log(sampling_rate) + (num_examples - j) * math.log1p(-sampling_rate)
+                            for j in k])
+        return float(min(1.0, np.exp(np.logaddexp.reduce(log_pmf))))
+    if max_batch_size > ks[-1]:
+        return 0.0
+    return float(np.exp(log_sf[max_batch_size - ks[0]]))
 
 
 def shuffled_batches(rng: np.random.Generator, num_examples: int, batch_size: int) -> Iterator[np.ndarray]:

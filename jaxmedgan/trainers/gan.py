@@ -17,6 +17,8 @@ import optax
 
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan, layers
+from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
@@ -94,13 +96,12 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     Only D's loss on real example i (softplus(-D(x_i)) + aux CE) touches private data; it is
     clipped per example inside `dp_gradient`. Terms on generated images are added un-noised.
     """
-    from jaxmedgan.privacy import dp_sgd
-
     _, d = build_models(config)
-    p = config.privacy
+    p = DPConfig.from_config(config)
     aux_w = config.loss.aux_weight if config.model.num_classes else 0.0
     r1_gamma = config.loss.get("r1_gamma", 0.0)
-    k_noise, k_drop_real, k_drop_fake = jax.random.split(rng, 3)
+    k_drop_real, k_drop_fake = jax.random.split(rng)
+    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
     n = real.shape[0]
     examples = {"image": real, "label": real_labels, "key": jax.random.split(k_drop_real, n)}
@@ -121,7 +122,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     real_grads, dp_metrics = dp_sgd.dp_gradient(
         real_loss, state.d_params, examples, mask, k_noise, l2_clip=p.l2_clip,
         noise_multiplier=p.noise_multiplier, expected_batch_size=expected,
-        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh, method=p.get("clip_method", "vmap"))
+        microbatch_size=p.microbatch, has_aux=True, mesh=mesh, method=p.clip_method)
 
     def fake_loss(d_params, ex):
         (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
@@ -138,7 +139,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
              "key": jax.random.split(k_drop_fake, n)}
     fake_grads, fake_total, fake_logit = dp_sgd.public_grad_mean(
         fake_loss, state.d_params, fakes, clip=p.clip_fake, l2_clip=p.l2_clip,
-        microbatch_size=p.microbatch_size or None, mesh=mesh, method=p.get("clip_method", "vmap"))
+        microbatch_size=p.microbatch, mesh=mesh, method=p.clip_method)
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     per_ex = dp_metrics.pop("dp_loss_aux")
     count = jnp.maximum(jnp.sum(mask), 1.0)
@@ -205,7 +206,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     (+ mask f32 [B] under DP). `mesh` is the device mesh (DP clips per example per shard)."""
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
-    private = config.get("privacy") is not None and config.privacy.enabled
+    private = dp_enabled(config)
     conditional = config.model.num_classes > 0
     aux_w = config.loss.aux_weight if conditional else 0.0
     n = batch["image"].shape[0]
@@ -297,6 +298,8 @@ FAMILY = common.Family(
     train_step=train_step,
     generate=generate,
     evaluate=evaluate,
+    # Under DP: G's terms, D's terms on generated images and D's (noised) gradient norm.
+    dp_public_metrics=("g_loss", "g_total_loss", "g_grad_norm", "d_grad_norm", "d_fake_acc", "d_fake_logit"),
 )
 
 

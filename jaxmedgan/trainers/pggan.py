@@ -46,7 +46,8 @@ import optax
 from jaxmedgan import images as images_lib
 from jaxmedgan.losses import pggan as pg_losses
 from jaxmedgan.models import pggan as pg
-from jaxmedgan.privacy import checks
+from jaxmedgan.privacy import checks, dp_sgd
+from jaxmedgan.privacy.config import DPConfig
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
@@ -136,7 +137,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                 f"{big} (the expected Poisson batch): taking the first b images of a Poisson sample is not "
                 f"the sampling the accountant analyses. Got {', '.join(unequal)}; set them to {big} or "
                 "remove config.train.batch_sizes.")
-        method = config.privacy.get("clip_method", "vmap")
+        method = DPConfig.from_config(config).clip_method
         if method != "vmap":
             raise ValueError(f"config.privacy.clip_method={method!r}: the pggan trainer clips per-example "
                              "gradients of a loss holding the gradient penalty (a gradient of D's input "
@@ -196,15 +197,13 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     Fake term: mean over B of D(x~_j), not noised (clipped per example to C when
     privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum, one noise draw.
     """
-    from jaxmedgan.privacy import dp_sgd
-
     _, d = build_models(config)
-    pc, lc = config.privacy, config.loss
+    pc, lc = DPConfig.from_config(config), config.loss
     n = real.shape[0]
     # alpha rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
     alphas = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
-    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.get("microbatch_size", 0) or None, has_aux=True,
-                       mesh=mesh, method=pc.get("clip_method", "vmap"))
+    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.microbatch, has_aux=True, mesh=mesh,
+                       method=pc.clip_method)
 
     def real_loss(params, ex):
         d_fn = lambda x: d.apply({"params": params}, x, level, ex["alpha"])
@@ -224,7 +223,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     # fake gradient swamps the clipped real one (see trainers/gan.py).
     public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
     fake_grads, _, fake_score = dp_sgd.public_grad_mean(
-        fake_loss, d_params, {"image": fake, "alpha": alphas}, clip=pc.get("clip_fake", True), **public_kwargs)
+        fake_loss, d_params, {"image": fake, "alpha": alphas}, clip=pc.clip_fake, **public_kwargs)
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     parts = dp_metrics.pop("dp_loss_aux")
     is_real = mask > 0
@@ -271,7 +270,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     lc = config.loss
 
     if private:
-        noise_key = jax.random.fold_in(rng, 0x0D9)  # replicated: one noise draw on every device
+        noise_key = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline; one draw on every device
         d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], noise_key,
                                              alpha, level=level, mesh=mesh)
     else:
@@ -432,6 +431,8 @@ FAMILY = common.Family(
     generate=generate,
     make_step=make_step,
     sample_grid=sample_grid,
+    # Under DP: G's loss, D's score on generated images, the (noised) gradient norms, the schedule.
+    dp_public_metrics=("g_loss", "g_grad_norm", "d_grad_norm", "d_fake_score", "level", "alpha", "kimg"),
 )
 
 

@@ -30,6 +30,8 @@ import optax
 
 from jaxmedgan import images
 from jaxmedgan.models import layers, pix2pix
+from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
@@ -110,8 +112,7 @@ def g_loss(config, g_params, g_stats, d_variables: dict, batch: dict, rng: jax.A
 
 def check_private_generator(config: ml_collections.ConfigDict) -> None:
     """Under DP, G reads private maps/images per example: refuse a G norm that mixes examples."""
-    if config.get("privacy") is not None and config.privacy.enabled \
-            and config.model.g_norm in layers.BATCH_MIXING_NORMS:
+    if dp_enabled(config) and config.model.g_norm in layers.BATCH_MIXING_NORMS:
         raise ValueError(f"DP-SGD is enabled but config.model.g_norm={config.model.g_norm!r} mixes examples; "
                          "pix2pix's generator reads private maps and images, so set g_norm to a "
                          "per-example norm such as 'instance' or 'none'.")
@@ -119,15 +120,14 @@ def check_private_generator(config: ml_collections.ConfigDict) -> None:
 
 def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     """(D grads, G grads, metrics): one clipped + noised gradient of the joint per-example loss."""
-    from jaxmedgan.privacy import dp_sgd
-
     check_private_generator(config)
     g, d = build_models(config)
-    p, lam = config.privacy, config.loss.l1_weight
-    if p.get("clip_method", "vmap") != "vmap":
+    p, lam = DPConfig.from_config(config), config.loss.l1_weight
+    if p.clip_method != "vmap":
         raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
                          "per-example loss with 'vmap' only.")
-    k_noise, k_drop = jax.random.split(rng)
+    k_drop = rng
+    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     n = batch["image"].shape[0]
     examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(k_drop, n)}
 
@@ -147,7 +147,7 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     grads, dp_metrics = dp_sgd.dp_gradient(
         loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"], k_noise,
         l2_clip=p.l2_clip, noise_multiplier=p.noise_multiplier, expected_batch_size=config.train.batch_size,
-        microbatch_size=p.microbatch_size or None, has_aux=True, mesh=mesh)
+        microbatch_size=p.microbatch, has_aux=True, mesh=mesh)
     per_ex = dp_metrics.pop("dp_loss_aux")
     mask = batch["mask"]
     count = jnp.maximum(jnp.sum(mask), 1.0)
@@ -165,7 +165,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     cond f32 one-hot [B,H,W,K], label i32 [B] (+ mask f32 [B] under DP)."""
     g, _ = build_models(config)
     g_tx, d_tx = build_optimizers(config)
-    private = config.get("privacy") is not None and config.privacy.enabled
+    private = dp_enabled(config)
     rng = jax.random.fold_in(state.rng, state.step)
     k_fake, k_g, k_dp = jax.random.split(rng, 3)
 
@@ -286,6 +286,8 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     sample_grid=sample_grid,
+    # Under DP both nets' losses see private maps and images; only the noised gradients' norms are public.
+    dp_public_metrics=("d_grad_norm", "g_grad_norm"),
 )
 
 

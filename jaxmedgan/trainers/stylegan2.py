@@ -55,7 +55,8 @@ from jaxmedgan.augment import controller as ada_controller
 from jaxmedgan.losses import clinical
 from jaxmedgan.losses import stylegan2 as sg_losses
 from jaxmedgan.models import stylegan2 as sg
-from jaxmedgan.privacy import checks
+from jaxmedgan.privacy import checks, dp_sgd
+from jaxmedgan.privacy.config import DPConfig
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
@@ -166,9 +167,28 @@ def _check_dp(config: ml_collections.ConfigDict) -> None:
                          "ADA's p heuristic r_t = E[sign(D(real))] is a data-dependent release the privacy "
                          "accountant does not count. Use --config.ada.mode=fixed with --config.ada.p=P "
                          "(augmentation itself is per example and DP-safe) or --config.ada.mode=none.")
-    if config.privacy.get("sampling", "poisson") != "poisson":
-        raise ValueError(f"config.privacy.sampling={config.privacy.sampling!r}: the stylegan2 trainer "
+    sampling = DPConfig.from_config(config).sampling
+    if sampling != "poisson":
+        raise ValueError(f"config.privacy.sampling={sampling!r}: the stylegan2 trainer "
                          "implements Poisson sampling (what the accountant analyses); use 'poisson'.")
+    check_clinical_under_dp(config)
+
+
+def check_clinical_under_dp(config: ml_collections.ConfigDict) -> None:
+    """Under DP, G may backpropagate through a frozen clinical classifier only if that classifier is
+    marked as trained on public data (`clinical.public_data=True`, recorded in the export manifest):
+    a classifier fit without privacy to the same private images would carry them into G unclipped
+    and un-noised, and G would no longer be private by post-processing."""
+    section = config.get("clinical")
+    if section is None or not section.get("checkpoint", "") or not section.get("weight", 0.0):
+        return
+    if not section.get("public_data", False):
+        raise ValueError(
+            f"DP-SGD is enabled but the clinical loss (config.clinical.weight={section.weight}) backpropagates G "
+            f"through the classifier {section.checkpoint}, which was trained without privacy; if it saw the "
+            "private training images, G is no longer differentially private (it learns from them outside the "
+            "clipped, noised D update). Set --config.clinical.weight=0, or --config.clinical.public_data=True if "
+            "the classifier was trained only on public data (recorded in the export manifest).")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,17 +420,15 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
     not noised (clipped per example to C when privacy.clip_fake). `mesh`: clip per shard of the
     batch in shard_map, psum, one noise draw.
     """
-    from jaxmedgan.privacy import dp_sgd
-
     _, d = build_models(config)
-    pc, lc = config.privacy, config.loss
+    pc, lc = DPConfig.from_config(config), config.loss
     conditional = bool(config.model.num_classes)
     real, mask = batch["image"], batch["mask"]
     # p rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
     examples = {"image": real, "label": batch["label"], "key": aug_keys,
                 "p": jnp.broadcast_to(jnp.asarray(p, jnp.float32), mask.shape)}
-    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.get("microbatch_size", 0) or None, has_aux=True,
-                       mesh=mesh, method=pc.get("clip_method", "vmap"))
+    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.microbatch, has_aux=True, mesh=mesh,
+                       method=pc.clip_method)
 
     def real_loss(d_params, ex):
         c = ex["label"][None] if conditional else None
@@ -439,7 +457,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
     # fake gradient is orders of magnitude above the clipped real one and D calls everything fake.
     public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
     fake_grads, loss_fake, fake_logits = dp_sgd.public_grad_mean(
-        fake_loss, d_params, fakes, clip=pc.get("clip_fake", True), **public_kwargs)
+        fake_loss, d_params, fakes, clip=pc.clip_fake, **public_kwargs)
     grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
     per_ex = dp_metrics.pop("dp_loss_aux")
     real_mask = mask > 0
@@ -463,7 +481,8 @@ def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: di
     """
     g, _ = build_models(config)
     _, d_tx = build_optimizers(config)
-    k_fake, k_aug_fake, k_aug_real, k_noise = _phase_keys(state, "Dboth" if with_r1 else "Dmain", 4)
+    k_fake, k_aug_fake, k_aug_real = _phase_keys(state, "Dboth" if with_r1 else "Dmain", 3)
+    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     p = state.extra["ada_p"]
     fake, c, g_stats = _d_fakes(config, g, state, batch, _num_fakes(config, batch), k_fake)
     fake_aug = _augment(config, fake, k_aug_fake, p)
@@ -683,6 +702,11 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     make_step=make_step,
+    # Under DP: the G phases (G, the clinical classifier and D on generated images), D on generated
+    # images, D's noised gradient norm, and the EMA / fixed ADA p.
+    dp_public_metrics=("g_loss", "g_fake_logit", "clinical_ce", "clinical_acc", "pl_penalty", "pl_length",
+                       "pl_mean", "g_reg_loss", "d_loss_fake", "d_fake_logit", "d_grad_norm", "ada_p",
+                       "ema_beta"),
 )
 
 

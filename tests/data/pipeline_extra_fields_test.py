@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.data import pipeline
 
 
@@ -33,8 +34,8 @@ def test_extra_field_stays_paired_with_its_image_in_train_and_poisson_batches():
                                    process_count=1)[2]
     assert batch["cond"].shape == (4, 4, 4, 2)
     np.testing.assert_array_equal(batch["cond"][:, 0, 0, 0], batch["label"])
-    ds = pipeline.poisson_train_dataset(src, sampling_rate=0.5, max_batch_size=12, seed=0, augment=False,
-                                        process_index=0, process_count=1)
+    ds = pipeline.poisson_train_dataset(src, sampling_rate=0.5, max_batch_size=12, secret=dp_secret.from_seed(0),
+                                        seed=0, augment=False, process_index=0, process_count=1)
     b = ds[1]
     assert b["cond"].shape == (12, 4, 4, 2) and b["mask"].shape == (12,)
     np.testing.assert_array_equal(b["cond"][:, 0, 0, 0], b["label"])
@@ -43,6 +44,7 @@ def test_extra_field_stays_paired_with_its_image_in_train_and_poisson_batches():
 
 def test_a_mask_field_is_refused_under_poisson_sampling():
     ds = pipeline.poisson_train_dataset(_PairSource(cond_key="mask"), sampling_rate=0.5, max_batch_size=12,
-                                        seed=0, augment=False, process_index=0, process_count=1)
+                                        secret=dp_secret.from_seed(0), seed=0, augment=False, process_index=0,
+                                        process_count=1)
     with pytest.raises(ValueError, match="'mask' collides"):
         ds[0]

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import pipeline
 
@@ -167,7 +168,7 @@ def test_bad_sources_and_start_step_raise():
 def test_poisson_dataset_is_padded_masked_deterministic_and_split_over_hosts():
     images = np.arange(40, dtype=np.float32).reshape(40, 1, 1, 1) / 40
     src = pipeline.ArraySource(images, np.arange(40) % 3)
-    kw = dict(sampling_rate=0.25, max_batch_size=24, seed=3, augment=False)
+    kw = dict(sampling_rate=0.25, max_batch_size=24, secret=dp_secret.from_seed(3), seed=3, augment=False)
     ds = pipeline.poisson_train_dataset(src, process_index=0, process_count=1, **kw)
     sizes = []
     for k in range(200):

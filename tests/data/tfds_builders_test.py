@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.data import chest_phantoms
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
@@ -288,7 +289,8 @@ def test_multi_hot_labels_flow_through_the_gan_pipeline_and_step(tmp_path):
     state = jax.eval_shape(functools.partial(gan.init_state, c), jax.random.PRNGKey(0))
     new, metrics = jax.eval_shape(functools.partial(gan.train_step, c), state, batch)
     assert new.step.shape == () and metrics["d_loss"].shape == ()
-    dp = pipeline.poisson_train_dataset(train, sampling_rate=0.5, max_batch_size=4, seed=0, augment=False,
+    dp = pipeline.poisson_train_dataset(train, sampling_rate=0.5, max_batch_size=4, secret=dp_secret.from_seed(0),
+                                        seed=0, augment=False,
                                         process_index=0, process_count=1)
     assert dp[0]["label"].shape == (4, 5)
     c.model.num_classes = 5

@@ -93,7 +93,7 @@ def test_errors_name_the_bad_value():
         sampling.poisson_batch(rng, 10, 1.5, 4)
     with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1, got 0"):
         sampling.poisson_batch(rng, 10, 0.5, 0)
-    with pytest.raises(ValueError, match=r"overflow_prob must be in \(0, 0.5\), got 0.7"):
+    with pytest.raises(ValueError, match=r"overflow_prob must be in \[0, 0.5\) \(0: pad to the whole dataset\), got 0.7"):
         sampling.max_batch_size_for(10, 0.5, overflow_prob=0.7)
     with pytest.raises(ValueError, match="batch_size 11 exceeds num_examples 10"):
         next(sampling.shuffled_batches(rng, 10, 11))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import acgan_liver_dp
+from tests.dp_helpers import noise_key_rows
 from jaxmedgan import metric_writers, sharding
 from jaxmedgan.privacy import accounting
 from jaxmedgan.trainers import common, gan
@@ -29,7 +30,8 @@ def _batch(n=8, seed=0):
     mask = np.ones(n, np.float32)
     mask[-3:] = 0  # Poisson padding
     return {"image": rng.uniform(-1, 1, (n, 16, 16, 1)).astype(np.float32),
-            "label": rng.integers(0, 3, n).astype(np.int32), "mask": mask}
+            "label": rng.integers(0, 3, n).astype(np.int32), "mask": mask,
+            "dp_noise_key": noise_key_rows(n, seed)}
 
 
 def _steps(config, mesh, n=2):

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from configs import acgan_liver
+from tests.dp_helpers import noise_key_rows
 from jaxmedgan import sharding
 from jaxmedgan.trainers import gan
 
@@ -129,7 +130,7 @@ def test_r1_penalty_matches_a_per_example_loop_and_is_the_same_under_dp():
     # DP with no noise and no clipping: the per-example R1 inside the clipped loss gives the same gradient.
     config.privacy.enabled, config.privacy.noise_multiplier, config.privacy.l2_clip = True, 0.0, 1e9
     config.privacy.clip_fake = False
-    dp_batch = {**batch, "mask": np.ones(8, np.float32)}
+    dp_batch = {**batch, "mask": np.ones(8, np.float32), "dp_noise_key": noise_key_rows(8)}
     private = lambda c: jax.jit(lambda *a: gan._d_update_private(c, *a, None, jax.random.PRNGKey(3), None))
     dp_grads, _, _ = private(config)(state, dp_batch, fake)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(dp_grads)):

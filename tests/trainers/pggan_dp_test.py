@@ -65,6 +65,7 @@ def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(
 def test_dp_run_grows_a_level_and_logs_the_accountants_epsilon(tmp_path):
     c = pggan_chest_dp.tiny()  # batch 8 at every level; sigma calibrated for epsilon 10 over the run
     c.train.steps, c.train.log_every = 3, 1  # levels 0 (steps 1-2) and 1 (fading in at step 3)
+    c.privacy.log_private_metrics = True  # D's real-data metrics go to the private log
     x, _ = chest_phantoms.generate(32, chest_phantoms.TRAIN_SEED, 16)
     data = (pipeline.ArraySource(x, np.zeros((len(x),), np.int32)), None)
     workdir = str(tmp_path / "run")
@@ -72,12 +73,15 @@ def test_dp_run_grows_a_level_and_logs_the_accountants_epsilon(tmp_path):
     saved = checkpointing.read_config(workdir).privacy  # filled in at start by privacy.plan
     assert saved.sampling_rate == pytest.approx(8 / 32) and saved.delta == pytest.approx(1 / 320)
     assert 0.1 < saved.noise_multiplier < 5  # calibrated, not the default 1.0 left as is
-    records = [r for r in metric_writers.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "d_loss" in r]
+    records = [r for r in metric_writers.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "g_loss" in r]
+    private = metric_writers.read_jsonl(os.path.join(workdir, "private", "metrics_private.jsonl"))
     assert [r["step"] for r in records] == [1, 2, 3] and [r["level"] for r in records] == [0, 0, 1]
-    for r in records:
+    assert [r["step"] for r in private] == [1, 2, 3]
+    for r, p in zip(records, private):
         expected = accounting.epsilon(8 / 32, saved.noise_multiplier, r["step"], 1 / 320, accountant="rdp")
         assert r["dp/epsilon"] == pytest.approx(expected, rel=1e-6)
-        assert 0 < r["dp_num_examples"] <= 32 and np.isfinite(r["d_loss"]) and np.isfinite(r["gp"])
+        assert not {"d_loss", "gp", "dp_num_examples", "d_real_score"} & set(r)  # private: not published
+        assert 0 < p["dp_num_examples"] <= 32 and np.isfinite(p["d_loss"]) and np.isfinite(p["gp"])
     assert records[-1]["dp/epsilon"] < 10.0 + 1e-6  # within the target
     assert int(state.step) == 3 and int(state.extra["images_seen"]) == 24
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(state.d_params))

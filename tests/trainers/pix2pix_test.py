@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import pix2pix_brain
+from tests.dp_helpers import noise_key_rows
 from jaxmedgan.data import paired
 from jaxmedgan.trainers import pix2pix
 
@@ -31,7 +32,8 @@ def _batch(c, n=4, seed=0):
     maps = jax.random.randint(k1, (n, s, s), 0, c.data.num_labels)
     return {"cond": jax.nn.one_hot(maps, c.data.num_labels),
             "image": jnp.tanh(jax.random.normal(k2, (n, s, s, c.data.channels))),
-            "label": jnp.zeros((n,), jnp.int32), "mask": jnp.ones((n,), jnp.float32)}
+            "label": jnp.zeros((n,), jnp.int32), "mask": jnp.ones((n,), jnp.float32),
+            "dp_noise_key": noise_key_rows(n)}
 
 
 def test_l1_weight_enters_the_generator_loss_exactly():

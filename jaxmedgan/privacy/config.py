@@ -1,0 +1,114 @@
+"""`config.privacy`, read in one place: `DPConfig.from_config(config)` owns defaults and validation.
+
+Every trainer, the privacy plan, the pipeline and `export` read the privacy section through this
+class, so "is DP on" and every default are spelled once. Fields (all optional in a config file; a
+missing `privacy` section means DP off):
+
+  enabled              DP-SGD on the discriminator's real-data term
+  noise_multiplier     sigma: noise std = sigma * l2_clip on the clipped per-example sum
+  target_epsilon       > 0: calibrate sigma so that train.steps spend exactly this epsilon
+  epsilon_budget       > 0: stop before epsilon would exceed it (0: target_epsilon, if set)
+  l2_clip              C: per-example gradient L2 bound
+  delta                0 = 1 / (10 N), filled in at start (`plan.prepare`)
+  sampling_rate        derived at start: q = batch_size / N (recorded in config.json)
+  sampling             'poisson' (what the accountant analyses) | 'shuffle'
+  accountant           'rdp' | 'pld'
+  microbatch_size      > 0 chunks the per-example gradients to cap memory
+  clip_method          'vmap' | 'ghost' (`dp_sgd.CLIPPED_SUM_METHODS`)
+  overflow_prob        P[Poisson batch > padded size] per step; 0 = chosen so that
+                       delta' = delta + T * p * (1 + e^eps) <= 1.01 * delta (`plan.prepare`)
+  clip_fake            clip D's per-example gradient on generated images too (no noise)
+  secure_rng           True: batch membership and noise from an OS-CSPRNG secret kept in the
+                       workdir's private/ folder (`secret.py`); False: derived from config.seed,
+                       i.e. public (debugging only; recorded as such in the export manifest)
+  log_private_metrics  True: metrics computed on private data without noise go to the private
+                       log private/metrics_private.jsonl (never metrics.jsonl / TensorBoard)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+SAMPLINGS = ("poisson", "shuffle")
+ACCOUNTANTS = ("rdp", "pld")
+CLIP_METHODS = ("vmap", "ghost")  # keys of dp_sgd.CLIPPED_SUM_METHODS (tested equal)
+
+
+@dataclasses.dataclass(frozen=True)
+class DPConfig:
+    """The validated privacy section of a config (see module docstring for each field)."""
+
+    enabled: bool = False
+    noise_multiplier: float = 1.0
+    target_epsilon: float = 0.0
+    epsilon_budget: float = 0.0
+    l2_clip: float = 1.0
+    delta: float = 0.0
+    sampling_rate: float = 0.0
+    sampling: str = "poisson"
+    accountant: str = "rdp"
+    microbatch_size: int = 0
+    clip_method: str = "vmap"
+    overflow_prob: float = 0.0
+    clip_fake: bool = True
+    secure_rng: bool = True
+    log_private_metrics: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> "DPConfig":
+        """The privacy section of `config` (ConfigDict or dict) with defaults filled in; ValueError
+        naming the key for an unknown key or a value out of range."""
+        section = _get(config, "privacy")
+        if section is None:
+            return cls()
+        values = dict(section.items()) if hasattr(section, "items") else dict(vars(section))
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"Unknown key(s) config.privacy.{', config.privacy.'.join(unknown)}; known keys: "
+                             f"{', '.join(known)}.")
+        kwargs = {}
+        for name, value in values.items():
+            default = known[name].default
+            try:
+                kwargs[name] = bool(value) if isinstance(default, bool) else type(default)(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"config.privacy.{name}={value!r} is not a {type(default).__name__}.") from None
+        dp = cls(**kwargs)
+        dp.validate()
+        return dp
+
+    def validate(self) -> None:
+        """One-line ValueError naming the first out-of-range field."""
+        checks = (
+            ("noise_multiplier", self.noise_multiplier >= 0, ">= 0"),
+            ("target_epsilon", self.target_epsilon >= 0, ">= 0 (0 = use noise_multiplier)"),
+            ("epsilon_budget", self.epsilon_budget >= 0, ">= 0 (0 = no budget stop)"),
+            ("l2_clip", self.l2_clip > 0, "> 0"),
+            ("delta", 0 <= self.delta < 1, "in [0, 1) (0 = 1 / (10 N))"),
+            ("sampling_rate", 0 <= self.sampling_rate <= 1, "in [0, 1] (filled in at start)"),
+            ("sampling", self.sampling in SAMPLINGS, f"one of {SAMPLINGS}"),
+            ("accountant", self.accountant in ACCOUNTANTS, f"one of {ACCOUNTANTS}"),
+            ("microbatch_size", self.microbatch_size >= 0, ">= 0 (0 = whole batch)"),
+            ("clip_method", self.clip_method in CLIP_METHODS, f"one of {CLIP_METHODS}"),
+            ("overflow_prob", 0 <= self.overflow_prob < 0.5, "in [0, 0.5) (0 = chosen for delta' <= 1.01 delta)"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"config.privacy.{name}={getattr(self, name)!r} must be {expected}.")
+
+    @property
+    def microbatch(self) -> int | None:
+        """`microbatch_size` as dp_sgd takes it (None = whole batch)."""
+        return self.microbatch_size or None
+
+
+def _get(section: Any, key: str) -> Any:
+    if section is None:
+        return None
+    return section.get(key) if hasattr(section, "get") else getattr(section, key, None)
+
+
+def dp_enabled(config: Any) -> bool:
+    """True when DP-SGD is on for `config` (a missing `privacy` section means off)."""
+    return DPConfig.from_config(config).enabled
