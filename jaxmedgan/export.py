@@ -52,24 +52,35 @@ def _num_train_examples(config, workdir: str) -> int:
 
 
 def privacy_report(config, step: int, num_examples: int | None) -> dict[str, Any] | None:
-    """{"epsilon", "delta", "sampling_rate", "noise_multiplier", "l2_clip", "steps", "accountant",
-    "sampling", "num_examples"} for a DP-trained config at `step`; None if trained without DP.
+    """{"epsilon", "delta", "delta_prime", "sampling_rate", "noise_multiplier", "l2_clip", "steps",
+    "accountant", "sampling", "num_examples", "randomness", "clinical_classifier"} for a DP-trained
+    config at `step`; None if trained without DP.
 
     q and delta are those `privacy.plan` recorded in the run's config.json; for a config without
-    them, q = batch_size / N and delta = 1 / (10 N) with N = `num_examples`."""
-    from jaxmedgan.privacy import accounting, checks
+    them, q = batch_size / N and delta = 1 / (10 N) with N = `num_examples`. delta' adds the chance
+    that a padded Poisson batch truncated (`plan.delta_prime`); read epsilon at delta'."""
+    from jaxmedgan.privacy import accounting, plan
+    from jaxmedgan.privacy.config import DPConfig
 
-    if not checks.dp_enabled(config):
+    p = DPConfig.from_config(config)
+    if not p.enabled:
         return None
-    p = config.privacy
-    q = p.get("sampling_rate") or config.train.batch_size / num_examples  # recorded by privacy.plan
+    q = p.sampling_rate or config.train.batch_size / num_examples  # recorded by privacy.plan
     delta = p.delta or 1.0 / (num_examples * 10)
     eps = accounting.epsilon(q, p.noise_multiplier, int(step), delta, accountant=p.accountant,
                              sampling=p.sampling)
-    return {"epsilon": float(eps), "delta": float(delta), "sampling_rate": float(q),
-            "noise_multiplier": float(p.noise_multiplier), "l2_clip": float(p.l2_clip), "steps": int(step),
-            "accountant": p.accountant, "sampling": p.sampling,
-            "num_examples": None if num_examples is None else int(num_examples)}
+    clinical = config.get("clinical")
+    uses_clinical = clinical is not None and clinical.get("checkpoint", "") and clinical.get("weight", 0.0)
+    return {"epsilon": float(eps), "delta": float(delta),
+            "delta_prime": plan.delta_prime(delta, p.overflow_prob, int(step), eps),
+            "sampling_rate": float(q), "noise_multiplier": float(p.noise_multiplier), "l2_clip": float(p.l2_clip),
+            "steps": int(step), "accountant": p.accountant, "sampling": p.sampling,
+            "num_examples": None if num_examples is None else int(num_examples),
+            "randomness": ("secret: batch membership and noise from the OS CSPRNG (kept in the workdir's "
+                           "private/ folder, not exported)" if p.secure_rng else
+                           "PUBLIC: noise derivable from the seed (privacy.secure_rng=False); not private"),
+            "clinical_classifier": ({"checkpoint": clinical.checkpoint, "public_data": bool(clinical.get(
+                "public_data", False))} if uses_clinical else None)}
 
 
 def _report(config, workdir: str, step: int) -> dict[str, Any] | None:
@@ -91,6 +102,7 @@ def _privacy(config, workdir: str, step) -> dict[str, Any] | None:
     private = all(s is not None for s in stages.values())
     total = sum(s["epsilon"] for s in stages.values()) if private else None
     return {"epsilon": total, "delta": sum(s["delta"] for s in stages.values()) if private else None,
+            "delta_prime": sum(s["delta_prime"] for s in stages.values()) if private else None,
             "composition": "sequential (sum over stages)", "stages": stages,
             "note": None if private else "one stage was trained without DP: the dataset is not private"}
 

@@ -177,7 +177,10 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     d = config.downstream
     # Synthetic labels live in the source classes (a GAN over the spine's 4 lesion types), so
     # both sets are read before `config.data.relabel` (e.g. abnormal vs normal) merges classes.
-    raw = labeled.load(config, "train", apply_relabel=False)
+    real_split = d.get("real_split", "train")
+    if real_split not in ("train", "test"):
+        raise ValueError(f"config.downstream.real_split={real_split!r} must be 'train' or 'test'.")
+    raw = labeled.load(config, real_split, apply_relabel=False)
     spec = config.data.get("relabel", "")
     real = labeled.relabel(raw, spec)
     classifier._check_data(config, real, "real set")
@@ -193,7 +196,7 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     per_fold = {name: paths is not None and len(set(paths)) > 1 for name, paths in
                 (("synthetic", syn_paths), ("synthetic_dp", dp_paths))}
     for name, src, path in (("synthetic", syn, synthetic), ("synthetic_dp", syn_dp, synthetic_dp)):
-        if src is not None and not per_fold[name]:
+        if src is not None and not per_fold[name] and real_split == "train":
             warnings.append(f"One {name} source ({path}) serves every fold: if its GAN was trained on all real "
                             "images, the test folds leaked into it and (b)-(d) may be optimistic. Give "
                             f"{path}/fold0..fold{k - 1} (a GAN per training fold) for a leak-free study.")
@@ -262,7 +265,8 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
                  "num_unknown_labels": 0 if real.mask is None else int((real.mask == 0).sum()),
                  "num_real": len(real), "class_counts": real.class_counts().tolist(),
                  "num_groups": int(len(np.unique(real.group_ids()))), "image_shape": list(real.image_shape)},
-        "design": {"num_folds": k, "seeds": seeds, "steps": int(config.train.steps),
+        "design": {"real_split": real_split, "leak_free": _leak_free(real_split, per_fold, syn, syn_dp),
+                   "num_folds": k, "seeds": seeds, "steps": int(config.train.steps),
                    "batch_size": int(config.train.batch_size), "class_weighting": config.loss.class_weighting,
                    "synthetic_per_class": int(d.synthetic_per_class),
                    "synthetic_per_class_means": ("images per distinct label vector" if real.multi_label
@@ -283,6 +287,17 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     report["seconds"] = time.perf_counter() - t_start
     write_report(out_dir, report)
     return report
+
+
+def _leak_free(real_split: str, per_fold: dict, syn, syn_dp) -> str:
+    """How (or whether) the study keeps the test folds away from the GANs that made the synthetic images."""
+    if real_split == "test":
+        return ("yes: the real images are the held-out test split, which no GAN trained on the 'train' split "
+                "saw; cross-validation runs within it")
+    used = [name for name, src in (("synthetic", syn), ("synthetic_dp", syn_dp)) if src is not None]
+    if all(per_fold[name] for name in used):
+        return "yes: one GAN per training fold (fold<f> sources)" if used else "yes: no synthetic source"
+    return "no: one synthetic source serves every fold; its GAN may have seen the test folds"
 
 
 def _describe(path: str | None, sets: list[labeled.LabeledSet] | None, per_fold: bool) -> dict | None:
@@ -390,6 +405,8 @@ def render_markdown(report: dict) -> str:
               f"{design['steps']} steps of batch {design['batch_size']} per classifier; class weighting "
               f"{design['class_weighting']}; {design['synthetic_per_class']} synthetic images per "
               f"{'distinct label vector (finding combination)' if task['multi_label'] else 'class'}.",
+              f"Real images from the '{design.get('real_split', 'train')}' split. Leak-free: "
+              f"{design.get('leak_free', 'not recorded')}.",
               f"Numbers are percentages on out-of-fold predictions pooled over folds and seeds; [95 % bootstrap "
               f"interval, {design['bootstrap_samples']} group resamples]. Sensitivity/specificity are one-vs-rest, "
               "averaged over classes (macro)."

@@ -123,7 +123,8 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     mia = membership_inference(train, heldout, synthetic, d_score, seed)
     ratio, nearest_train = mem.pop("_ratio"), mem.pop("_nearest_train")
     report = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "seed": seed,
-              "dp_epsilon": plan.run_epsilon(config, int(step)), "memorisation": mem,
+              "dp_epsilon": plan.run_epsilon(config, int(step)),
+              "dp_delta_prime": (plan.run_guarantee(config, int(step)) or (None, None))[1], "memorisation": mem,
               "membership_inference": mia}
     order = np.argsort(ratio)[:num_pairs]
     pairs = np.stack([np.concatenate([synth_u8[i], image_utils.to_uint8(train[nearest_train[i]])], axis=1)

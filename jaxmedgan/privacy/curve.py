@@ -13,7 +13,9 @@ Each run is then scored by
     held-out real images, embedded by the domain classifier of `--classifier`;
   * the downstream study (`evaluators.downstream.run`, default experiment `synthetic`: a classifier
     trained on the run's synthetic images only, tested on real images with k-fold CV; the study
-    needs its `real` baseline, which is reported once as the reference line).
+    needs its `real` baseline, which is reported once as the reference line). Leak-free: its real
+    images are the config's held-out 'test' split (`downstream.real_split`), which no run's GAN
+    saw (they train on 'train'); the report says so.
 Outputs: DIR/curve.json, DIR/curve.md (table) and DIR/curve.png (epsilon vs FID-domain; epsilon vs
 downstream accuracy / macro AUC; log-x with inf drawn at the right).
 
@@ -144,11 +146,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step is None:
         raise RuntimeError(f"Training {workdir} wrote no checkpoint.")
     trained = checkpointing.read_config(workdir)  # privacy.{noise_multiplier, delta} as filled by plan.prepare
-    private = bool(trained.get("privacy", {}).get("enabled", False))
+    guarantee = plan.run_guarantee(trained, int(step))  # None without DP
+    private = guarantee is not None
     marker = {"fingerprint": fingerprint, "step": int(step), "seconds": seconds,
               "noise_multiplier": float(trained.privacy.noise_multiplier) if private else None,
               "delta": float(trained.privacy.delta) if private else None,
-              "epsilon": plan.run_epsilon(trained, int(step)) if private else None}
+              "epsilon": guarantee[0] if private else None, "delta_prime": guarantee[1] if private else None}
     _write_atomic(marker_path, json.dumps(marker, indent=2))
     return {**marker, "reused": False}
 
@@ -191,6 +194,9 @@ def downstream_for(config: ml_collections.ConfigDict, experiment: str) -> ml_col
     c = copy.deepcopy(config)
     with c.unlocked():
         c.downstream.experiments = ("real", experiment)
+        # Leak-free: every run's GAN trains on the 'train' split, so the study's real images (CV folds,
+        # test folds included) come from the held-out 'test' split, which no GAN saw.
+        c.downstream.real_split = "test"
         c.train.quiet = True
     return c
 
@@ -226,7 +232,8 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
                               downstream_config=downstream_config, step=trained["step"])
             rows.append({"target_epsilon": None if math.isinf(eps) else eps, "run": name,
                          "noise_multiplier": trained["noise_multiplier"], "epsilon_spent": trained["epsilon"],
-                         "delta": trained["delta"], "steps": trained["step"], "reused": trained["reused"],
+                         "delta": trained["delta"], "delta_prime": trained.get("delta_prime"),
+                         "steps": trained["step"], "reused": trained["reused"],
                          "train_seconds": trained["seconds"], "fid_domain": point["fid_domain"],
                          "num_fake": point["num_fake"], "num_real": point["num_real"],
                          "downstream": point["downstream"]})
@@ -240,7 +247,9 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
                   "experiment": downstream_config.downstream.experiments[1],
                   "num_folds": int(downstream_config.downstream.num_folds),
                   "seeds": list(downstream_config.downstream.seeds),
-                  "steps": int(downstream_config.train.steps)},
+                  "steps": int(downstream_config.train.steps),
+                  "leak_free": ("yes: the study's real images are the held-out test split; every run's GAN trained "
+                                "on the train split only")},
               "rows": rows}
     _write_atomic(os.path.join(workdir, "curve.json"), json.dumps(report, indent=2, allow_nan=True))
     _write_atomic(os.path.join(workdir, "curve.md"), render_markdown(report))
@@ -265,8 +274,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"Downstream: experiment '{ds['experiment']}' (classifier trained on this run's synthetic "
                      f"images{' only' if ds['experiment'] == 'synthetic' else ' plus real'}, tested on real), "
                      f"{ds['num_folds']}-fold CV x seeds {ds['seeds']}, {ds['steps']} classifier steps; "
-                     "[95 % bootstrap interval].")
-    lines += ["", "| ε (target) | σ | steps | ε spent (δ) | FID-domain | accuracy | macro AUC |",
+                     "[95 % bootstrap interval]. Leak-free: " + ds.get("leak_free", "not recorded") + ".")
+    lines += ["", "| ε (target) | σ | steps | ε spent (δ′) | FID-domain | accuracy | macro AUC |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     def with_ci(d: dict, key: str) -> str:
         lo, hi = (d.get("ci95") or {}).get(key) or (None, None)
@@ -274,7 +283,8 @@ def render_markdown(report: dict) -> str:
 
     for r in rows:
         d = r["downstream"] or {}
-        spent = "–" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3g} ({r['delta']:.2g})"
+        d_prime = r.get("delta_prime") or r["delta"]  # delta' (padding truncation included)
+        spent = "–" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3g} ({d_prime:.2g})"
         lines.append(f"| {'∞' if r['target_epsilon'] is None else format(r['target_epsilon'], 'g')} | "
                      f"{_fmt(r['noise_multiplier'], '.4g') if r['noise_multiplier'] is not None else '0 (no DP)'} | "
                      f"{r['steps']} | {spent} | {_fmt(r['fid_domain'], '.4g')} | {with_ci(d, 'accuracy')} | "

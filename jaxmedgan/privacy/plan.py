@@ -84,11 +84,12 @@ def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batc
 
 
 def delta_prime(delta: float, overflow_prob: float, steps: int, epsilon: float) -> float:
-    """delta + steps * overflow_prob * (1 + e^epsilon): the delta that holds with truncated padding."""
+    """min(1, delta + steps * overflow_prob * (1 + e^epsilon)): the delta that holds with truncated
+    padding (1 = no guarantee)."""
     if overflow_prob == 0 or steps == 0:
         return float(delta)
     log_extra = math.log(steps) + math.log(overflow_prob) + _log1p_exp(epsilon)
-    return float(delta + math.exp(min(log_extra, 0.0)))  # capped at delta + 1 (vacuous anyway)
+    return float(min(1.0, delta + math.exp(min(log_extra, 0.0))))
 
 
 def _log1p_exp(x: float) -> float:

@@ -103,6 +103,9 @@ def test_curve_writes_table_and_plot_and_reuses_finished_runs(tmp_path, classifi
         assert d["experiment"] == "synthetic" and 0 <= d["accuracy"] <= 1 and 0 <= d["macro_auc"] <= 1
         ds = json.load(open(out / r["run"] / "downstream" / "report.json"))
         assert ds["experiments"]["synthetic"]["metrics"]["accuracy"] == pytest.approx(d["accuracy"])
+        # Leak-free: the study's real images are the held-out split no run's GAN trained on.
+        assert ds["design"]["real_split"] == "test" and ds["design"]["leak_free"].startswith("yes")
+        assert ds["task"]["num_real"] == 90  # the liver test split (30 per class), not the 12 training lesions
         metrics = json.load(open(out / r["run"] / "eval" / "metrics.json"))
         assert metrics["metrics"]["fid_domain"] == pytest.approx(r["fid_domain"])
     dp_section = json.load(open(out / "eps_1" / "config.json"))["privacy"]
@@ -110,6 +113,7 @@ def test_curve_writes_table_and_plot_and_reuses_finished_runs(tmp_path, classifi
     assert json.load(open(out / "eps_inf" / "config.json"))["privacy"]["enabled"] is False
 
     md = (out / "curve.md").read_text()
+    assert "Leak-free: yes: the study's real images are the held-out test split" in md
     table = [line for line in md.splitlines() if line.startswith("| ") and "σ" not in line]
     assert len(table) == 2 and table[0].startswith("| 1 |") and table[1].startswith("| ∞ | 0 (no DP) | 2 |")
     png = Image.open(out / "curve.png")
