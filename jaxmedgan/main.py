@@ -58,6 +58,9 @@ def _train(argv: list[str]) -> None:
               "       JAXMEDGAN_COORDINATOR_ADDRESS/NUM_PROCESSES/PROCESS_ID, or JAXMEDGAN_DISTRIBUTED=auto\n"
               "       on TPU pods and SLURM)")
         return
+    # ml_collections loads every config file as module `config_config` and re-executes into a cached one,
+    # so a file without get_config() would inherit the previous file's (callers running several commands).
+    sys.modules.pop("config_config", None)
     try:
         fv(argv)
         config = fv.config
