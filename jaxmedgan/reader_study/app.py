@@ -11,13 +11,17 @@ Routes (every reader route carries the reader's token; the admin routes the admi
 Answers are final. Re-posting the identical answer (double click, browser retry) is accepted
 and changes nothing (303 to the next image); a different answer for an answered item is 409.
 Unknown tokens and item ids are 404 (they reveal nothing), malformed forms 400, a cross-site
-POST (Origin header of another site) 403. Image files are looked up by id in the database,
+POST (Origin header of another site) 403, a request whose Host header is not the served host
+400 (a DNS-rebinding page would otherwise pass the Origin check: its origin is "our" host name).
+The access log shows reader and admin tokens as "<token>". Image files are looked up by id in the database,
 never built from the URL.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
 import sqlite3
 
 import flask
@@ -40,8 +44,19 @@ def _printable(text: str) -> bool:
     return all(ch.isprintable() or ch in "\n\t" for ch in text)
 
 
-def create_app(study_dir: str) -> flask.Flask:
-    """The Flask app serving the study in `study_dir` (made by `create_study`)."""
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _host_allowed(host_header: str, allowed: tuple[str, ...]) -> bool:
+    """`allowed` entries are "name" (any port) or "name:port"; names compare case-insensitively."""
+    host = host_header.strip().lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return any(host == a.lower() or name == a.lower() for a in allowed)
+
+
+def create_app(study_dir: str, allowed_hosts: tuple[str, ...] = LOCAL_HOSTS) -> flask.Flask:
+    """The Flask app serving the study in `study_dir` (made by `create_study`); requests must name one
+    of `allowed_hosts` in their Host header."""
     study_dir = os.path.abspath(study_dir)
     db_path = os.path.join(study_dir, db.DB_NAME)
     images_dir = os.path.join(study_dir, db.IMAGES_DIR)
@@ -63,6 +78,11 @@ def create_app(study_dir: str) -> flask.Flask:
         c = flask.g.pop("conn", None)
         if c is not None:
             c.close()
+
+    @app.before_request
+    def _served_host_only() -> None:
+        if not _host_allowed(flask.request.host, allowed_hosts):
+            flask.abort(400, "Unexpected Host header: this server answers only for the address it serves.")
 
     @app.before_request
     def _same_origin_posts() -> None:
@@ -176,18 +196,46 @@ def create_app(study_dir: str) -> flask.Flask:
     return app
 
 
-def serve(study_dir: str, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serves the study until Ctrl-C, printing the reader and admin URLs."""
-    from werkzeug.serving import make_server
+def redact_tokens(text: str) -> str:
+    """`/r/TOKEN...` and `/admin/TOKEN...` with the token replaced by `<token>` (for logs)."""
+    return re.sub(r"/(r|admin)/[^/\s?\"]+", r"/\1/<token>", text)
 
-    app = create_app(study_dir)
+
+def _served_hosts(host: str, port: int, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Host header values a browser sends for this server: the listen address, local names for a local
+    listener, this machine's names for a wildcard one, and `extra` (e.g. a proxy's name)."""
+    names = {host if ":" not in host else f"[{host}]"}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        names |= {"localhost", "127.0.0.1", "[::1]"}
+    if host in ("0.0.0.0", "::", ""):
+        names |= {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+        try:
+            names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+        except OSError:
+            pass
+    return tuple(f"{n}:{port}" for n in sorted(names)) + tuple(extra)
+
+
+def serve(study_dir: str, host: str = "127.0.0.1", port: int = 8000, allowed_hosts: tuple[str, ...] = ()) -> None:
+    """Serves the study until Ctrl-C, printing the reader and admin URLs."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class _RedactingHandler(WSGIRequestHandler):
+        def log(self, type: str, message: str, *args) -> None:  # every access / error line goes through here
+            super().log(type, redact_tokens(message), *[redact_tokens(a) if isinstance(a, str) else a for a in args])
+
+    if port == 0:  # the Host header carries the real port: find one now
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    app = create_app(study_dir, _served_hosts(host, port, allowed_hosts))
     conn = db.open_study(os.path.join(study_dir, db.DB_NAME))
     try:
         admin_token, n, readers = db.meta(conn)["admin_token"], db.num_items(conn), len(db.readers(conn))
     finally:
         conn.close()
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_server(host, port, app, threaded=True, request_handler=_RedactingHandler)
     except OSError as e:
         raise OSError(f"Cannot listen on {host}:{port}: {e.strerror or e}") from None
     except SystemExit:  # werkzeug prints the reason (e.g. port in use), then exits

@@ -16,7 +16,7 @@ USAGE = """usage: jaxmedgan reader-study <command> [options]
 
 commands:
   create  build a study:  --real DIR --synthetic DIR|WORKDIR --num N --out STUDY [--seed S] [--size PX]
-  serve   run the web page:  STUDY [--port 8000] [--host 127.0.0.1]
+  serve   run the web page:  STUDY [--port 8000] [--host 127.0.0.1] [--allowed-host NAME]
   report  accuracy, sensitivity, specificity, kappas:  STUDY [--out DIR]  (default STUDY/report)
 
 `<command> --help` for details.
@@ -84,6 +84,9 @@ def serve_command(argv: list[str]) -> int:
     p.add_argument("study", help="study folder made by `reader-study create`")
     p.add_argument("--port", type=_int_at_least(0), default=8000, help="TCP port (0 = any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--allowed-host", action="append", default=[],
+                   help="another Host header to answer, e.g. an HTTPS proxy's name 'study.example.org' (repeatable; "
+                        "requests naming any other host are refused: DNS-rebinding protection)")
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
@@ -93,7 +96,7 @@ def serve_command(argv: list[str]) -> int:
     from jaxmedgan.reader_study import app
 
     try:
-        app.serve(args.study, host=args.host, port=args.port)
+        app.serve(args.study, host=args.host, port=args.port, allowed_hosts=tuple(args.allowed_host))
     except _ERRORS as e:
         return _fail("serve", e)
     return 0

@@ -17,11 +17,13 @@ A kappa whose expected agreement is 1 (e.g. both readers always said "real") is 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import itertools
 import json
 import math
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -177,16 +179,21 @@ def _p(x: float) -> str:
     return f"{x:.3g}" if x >= 1e-4 else f"{x:.2e}"
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~:])")  # < > & become HTML entities instead
+
+
 def _md_cell(text: Any) -> str:
-    """A markdown table cell: no pipes or newlines from user input."""
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    """A markdown table cell from reader-supplied text: one line, HTML and markdown syntax (links,
+    images, emphasis, autolinks via ':') backslash-escaped so the text renders as typed."""
+    one_line = " ".join(str(text).replace("\r", " ").split("\n"))
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", one_line), quote=False)
 
 
 def _row(name: str, s: dict[str, Any]) -> str:
-    """One markdown table row of a `summarize` result."""
+    """One markdown table row of a `summarize` result (`name` is markdown: escape user text first)."""
     ci = s["accuracy_ci95"]
     ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return (f"| {_md_cell(name)} | {s['answered']} | {s['correct']} | {_fmt(s['accuracy'])}{ci_txt} | "
+    return (f"| {name} | {s['answered']} | {s['correct']} | {_fmt(s['accuracy'])}{ci_txt} | "
             f"{_fmt(s['sensitivity'])} | {_fmt(s['specificity'])} | {_p(s['p_value'])} |")
 
 
@@ -202,7 +209,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
         "specificity = real images recognised. p: two-sided exact binomial test of accuracy against 50%; "
         "the pooled test treats every answer as independent (descriptive only).", "",
         "## Accuracy per reader", "", head,
-        *[_row(f"{r['reader']} (#{r['reader_id']})", r) for r in rep["readers"]],
+        *[_row(f"{_md_cell(r['reader'])} (#{r['reader_id']})", r) for r in rep["readers"]],
         _row("**pooled**", rep["pooled"]), "",
         "## Agreement between readers", "",
     ]
@@ -219,7 +226,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
     for title, key in (("Accuracy by class / finding label", "by_label"), ("Accuracy by confidence", "by_confidence")):
         if rep[key]:
             lines += ["", f"## {title}", "", head.replace("| |", "| group |", 1),
-                      *[_row(k, v) for k, v in rep[key].items()]]
+                      *[_row(_md_cell(k), v) for k, v in rep[key].items()]]
     return "\n".join(lines) + "\n"
 
 

@@ -248,3 +248,17 @@ def test_a_missing_image_file_is_404_not_500(client, study_dir):
     os.remove(os.path.join(study_dir, "images", f"{item}.png"))
     resp = client.get(f"/r/{token}/image/{item}")
     assert resp.status_code == 404 and b"tell the study admin" in resp.data
+
+
+def test_requests_for_another_host_name_are_refused(study_dir):
+    # A DNS-rebinding page at http://evil.example:8000 resolves to 127.0.0.1: its requests (and their
+    # Origin) name evil.example, which the Origin check alone would accept as same-origin.
+    app = app_lib.create_app(study_dir, allowed_hosts=("127.0.0.1:8000", "localhost:8000"))
+    c = app.test_client()
+    assert c.get("/", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert c.get("/", headers={"Host": "LOCALHOST:8000"}).status_code == 200
+    assert c.get("/", headers={"Host": "evil.example:8000"}).status_code == 400
+    assert c.get("/", headers={"Host": "127.0.0.1:9999"}).status_code == 400
+    resp = c.post("/start", data={"name": "x"}, headers={"Host": "evil.example:8000",
+                                                         "Origin": "http://evil.example:8000"})
+    assert resp.status_code == 400 and db.readers(db.connect(os.path.join(study_dir, db.DB_NAME))) == []

@@ -4,6 +4,7 @@ import re
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 from jaxmedgan.reader_study import cli
@@ -61,3 +62,31 @@ def test_serve_errors_name_the_study_or_port(tmp_path, capsys):
         assert cli.main(["serve", study_dir, "--port", str(port)]) == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert cli.main(["serve", study_dir, "--port", "70000"]) == 2
+
+
+def test_serve_checks_the_host_header_and_keeps_tokens_out_of_the_log(tmp_path):
+    study_dir = make_study(tmp_path, num=4)
+    code = "import sys; from jaxmedgan.reader_study import cli; sys.exit(cli.main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", study_dir, "--port", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        admin = re.search(r"(http://127\.0\.0\.1:(\d+))/admin/(\S+)", lines[2])
+        assert admin, lines
+        base, port, admin_token = admin.group(1), admin.group(2), admin.group(3)
+        req = urllib.request.Request(base + "/start", data=b"name=Ann", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:  # follows the 303 to /r/TOKEN
+            reader_token = re.search(r"/r/([^/]+)$", resp.url).group(1)
+        with urllib.request.urlopen(f"{base}/admin/{admin_token}", timeout=10) as resp:
+            assert resp.status == 200
+        rebound = urllib.request.Request(base + "/", headers={"Host": f"evil.example:{port}"})
+        try:
+            urllib.request.urlopen(rebound, timeout=10)
+            raise AssertionError("a request for another host name was served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 400
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=10)[1]
+    assert "GET /r/<token> HTTP" in log and "GET /admin/<token> HTTP" in log, log
+    assert reader_token not in log and admin_token not in log

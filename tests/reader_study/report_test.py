@@ -165,3 +165,16 @@ def test_report_files_and_cli(tmp_path, capsys):
     assert os.path.isfile(os.path.join(out, "report", "report.md"))
     assert cli.main(["report", str(tmp_path / "missing")]) == 1
     assert "missing/study.sqlite' not found" in capsys.readouterr().err
+
+
+def test_reader_names_cannot_inject_html_or_links_into_report_md(tmp_path):
+    out = _labelled_study(tmp_path)
+    conn = db.connect(os.path.join(out, db.DB_NAME))
+    evil = '<img src=x onerror=alert(1)> [prize](http://evil.example) ![t](http://evil.example/t.png) *b* | x'
+    _answer_all(conn, evil, lambda t, k: t)
+    md = report.to_markdown(report.compute(conn))
+    conn.close()
+    row = next(l for l in md.splitlines() if "img src" in l)
+    assert "<img" not in md and "](http" not in md and "http://" not in md and " *b* " not in md
+    assert row.count(" | ") == 6  # the name's pipe is escaped: the table keeps its 7 columns
+    assert "&lt;img src=x onerror=alert\\(1\\)&gt; \\[prize\\]\\(http\\://evil.example\\)" in row
