@@ -11,15 +11,20 @@ Gaussian mechanism with noise multiplier sigma; `accounting.py` turns (q, sigma,
 (epsilon, delta) guarantee. With Poisson sampling, divide by the *expected* batch size q*N (a
 constant), never by the realised one, which depends on the data and would leak.
 
-Use it from a trainer as `grads, metrics = dp_gradient(loss_fn, params, batch, mask, key, ...)`,
-then feed `grads` to any optax optimiser. `loss_fn(params, example) -> scalar` is the loss of ONE
-example: put every term that sees that example's real data inside it and nothing that mixes
-examples (BatchNorm, minibatch-stddev: see `checks.py`).
+One private-gradient path. Every GAN family's DP step states its discriminator loss as two
+per-example terms -- one touching real example i, one on a generated image -- and calls
+`d_gradient(real_loss, params, real, mask, dp, fake_loss=..., fake=...)`. It returns the sum-scale
+gradient sum_i clip_C(g_i) + E[B] * (fake mean gradient); the noise is the first transformation of
+the family's optimiser (`noise.gaussian_noise`, keyed by the batch's secret `dp_noise_key`), which
+adds N(0, sigma^2 C^2) once and divides by E[B]. A real-term loss is the loss of ONE example: put
+every term that sees that example's real data inside it and nothing that mixes examples
+(BatchNorm, minibatch-stddev: see `checks.py`). `dp_gradient` is the same mechanism in one call
+(clipped sum through the same noise transformation), for tests and benchmarks.
 
 Sharding. Under `jax.jit` with the batch sharded over a mesh's `data` axis, pass `mesh=`: the
 clipping runs in `jax.shard_map` over that axis (each device clips its own examples), the clipped
-sums and metrics are `psum`-ed, and the noise is drawn outside it from one replicated key: ONE
-logical draw, identical on every device, added once. Already inside `shard_map`, pass
+sums and metrics are `psum`-ed, and the noise is drawn outside it (by the optimiser) from one
+replicated key: ONE logical draw, identical on every device, added once. Already inside `shard_map`, pass
 `axis_name='data'` instead (same psum; same key on every device -> the same single draw).
 Two traps this avoids, both reproduced in tests/privacy/dp_sgd_test.py:
   * jax 0.10.2 / XLA CPU: `vmap(grad)` of a convolution under jit with a batch-sharded input
@@ -45,7 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxmedgan.privacy import ghost, secret
+from jaxmedgan.privacy import ghost, noise, secret
 from jaxmedgan.sharding import DATA_AXIS
 
 PyTree = Any
@@ -249,6 +254,80 @@ def public_grad_mean(loss_fn: LossFn, params: PyTree, batch: PyTree, *, clip: bo
     return grads, loss, aux
 
 
+def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array, dp: Any, *,
+               fake_loss: LossFn | None = None, fake: PyTree | None = None, expected_batch_size: float = 1.0,
+               mesh: Mesh | None = None, data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+    """The one private-gradient path of every family's discriminator update (pix2pix: D and G jointly).
+
+    A family states its loss as two per-example terms:
+      real_loss(params, one real example) -> (loss, aux): every term that touches real example i;
+      fake_loss(params, one generated example) -> (loss, aux): terms on generated data (public).
+    real: pytree with leading axis B and mask f32 [B] (1 = real, 0 = Poisson padding); fake: leading M.
+
+    dp (a `DPConfig`) enabled: returns the *sum-scale* gradient
+        sum_i clip_C(grad real_loss_i) + E[B] * mean_j [clip_C](grad fake_loss_j)
+    (fake clipped when dp.clip_fake, never noised) for `noise.gaussian_noise`, the optimiser's first
+    transformation, to noise once and divide by E[B] = `expected_batch_size`. Disabled: the plain
+    gradient of sum_i mask_i real_loss_i / E[B] + mean_j fake_loss_j (same terms, no clipping), which the
+    DP path equals when sigma = 0 and C is large (tested per family).
+    Metrics: `dp_*` monitoring (private; see monitoring.py), `real_aux` [B, ...], `fake_aux` [M, ...],
+    `fake_loss` (mean over M).
+    """
+    if not dp.enabled:
+        n_real = jnp.asarray(expected_batch_size, jnp.float32)
+
+        def total(p):
+            real_losses, real_aux = jax.vmap(real_loss, in_axes=(None, 0))(p, real)
+            value = jnp.sum(jnp.where(mask > 0, real_losses, 0.0)) / n_real
+            fake_losses, fake_aux = (jax.vmap(fake_loss, in_axes=(None, 0))(p, fake) if fake_loss is not None
+                                     else (jnp.zeros((1,)), None))
+            return value + jnp.mean(fake_losses), (real_aux, fake_aux, jnp.mean(fake_losses))
+
+        (_, (real_aux, fake_aux, fake_mean)), grads = jax.value_and_grad(total, has_aux=True)(params)
+        return grads, {"real_aux": real_aux, "fake_aux": fake_aux, "fake_loss": fake_mean}
+    clip_kwargs = dict(l2_clip=dp.l2_clip, microbatch_size=dp.microbatch, method=dp.clip_method, mesh=mesh,
+                       data_axis=data_axis)
+    grads, aux = per_example_clipped_grad_sum(real_loss, params, real, mask, has_aux=True, **clip_kwargs)
+    metrics = {f"dp_{k}": v for k, v in aux.items() if k != "loss_aux"}
+    metrics["dp_noise_std"] = jnp.asarray(dp.noise_multiplier * dp.l2_clip / expected_batch_size, jnp.float32)
+    metrics.update(real_aux=aux["loss_aux"], fake_aux=None, fake_loss=jnp.zeros((), jnp.float32))
+    if fake_loss is not None:
+        fake_grads, fake_mean, fake_aux = public_grad_mean(fake_loss, params, fake, clip=dp.clip_fake, **clip_kwargs)
+        grads = jax.tree.map(lambda r, f: r + expected_batch_size * f, grads, fake_grads)
+        metrics.update(fake_aux=fake_aux, fake_loss=fake_mean)
+    return grads, metrics
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values` [B] over real examples (mask [B] > 0); padding's NaN/inf cannot leak in."""
+    real = mask > 0
+    return jnp.sum(jnp.where(real, values, 0.0)) / jnp.maximum(jnp.sum(real), 1).astype(jnp.float32)
+
+
+def dp_gradient(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, key: jax.Array, *,
+                l2_clip: float, noise_multiplier: float, expected_batch_size: float,
+                microbatch_size: int | None = None, method: str = "vmap", has_aux: bool = False,
+                axis_name: str | None = None, mesh: Mesh | None = None,
+                data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+    """Private mean gradient (like params) and metrics `dp_*` (f32 scalars; + `dp_loss_aux` [B]).
+
+    = (sum of per-example clipped grads + N(0, sigma^2 C^2)) / expected_batch_size, with
+    C = l2_clip, sigma = noise_multiplier: the clipped sum of `per_example_clipped_grad_sum` through
+    the noise transformation the trainers chain before their optimiser (`noise.gaussian_noise`), in
+    one call. `key` must be the same on every device (replicated); `mesh`/`axis_name` as in
+    `per_example_clipped_grad_sum`.
+    """
+    clipped_sum, aux = per_example_clipped_grad_sum(
+        loss_fn, params, batch, mask, l2_clip=l2_clip, microbatch_size=microbatch_size,
+        method=method, has_aux=has_aux, axis_name=axis_name, mesh=mesh, data_axis=data_axis)
+    tx = noise.gaussian_noise(noise_multiplier, l2_clip, expected_batch_size)
+    grads, _ = tx.update(clipped_sum, tx.init(params), noise_key=key)
+    metrics = {f"dp_{k}": v for k, v in aux.items()}
+    # Std of the noise on each coordinate of the mean gradient: compare with the signal's size.
+    metrics["dp_noise_std"] = jnp.asarray(noise_multiplier * l2_clip / expected_batch_size, jnp.float32)
+    return grads, metrics
+
+
 def _clipped_sum_sharded(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
                          mesh: Mesh, data_axis: str, has_aux: bool,
                          **kwargs) -> tuple[PyTree, dict[str, Any]]:
@@ -278,48 +357,3 @@ def batch_noise_key(batch: dict) -> jax.Array:
                          "noise key, added by data.pipeline.poisson_train_dataset); got fields "
                          f"{sorted(batch)}.")
     return batch[secret.NOISE_KEY_FIELD][0]
-
-
-def add_noise(clipped_sum: PyTree, key: jax.Array, *, l2_clip: float, noise_multiplier: float) -> PyTree:
-    """clipped_sum + N(0, (noise_multiplier * l2_clip)^2) i.i.d. per coordinate; same pytree/dtypes.
-
-    One draw per call: call it once per step with the SAME key on every device (see module doc).
-    """
-    _check_positive("l2_clip", l2_clip)
-    _check_positive("noise_multiplier", noise_multiplier, allow_zero=True)
-    if isinstance(noise_multiplier, numbers.Real) and noise_multiplier == 0:
-        return clipped_sum
-    std = noise_multiplier * l2_clip
-    leaves, treedef = jax.tree.flatten(clipped_sum)
-    keys = jax.random.split(key, len(leaves))  # independent noise for every leaf
-    noised = [x + (std * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
-              for x, k in zip(leaves, keys)]
-    return jax.tree.unflatten(treedef, noised)
-
-
-def private_mean(noised_sum: PyTree, expected_batch_size: float) -> PyTree:
-    """noised_sum / expected_batch_size (a data-independent constant, e.g. q * N)."""
-    _check_positive("expected_batch_size", expected_batch_size)
-    return jax.tree.map(lambda x: x / expected_batch_size, noised_sum)
-
-
-def dp_gradient(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, key: jax.Array, *,
-                l2_clip: float, noise_multiplier: float, expected_batch_size: float,
-                microbatch_size: int | None = None, method: str = "vmap", has_aux: bool = False,
-                axis_name: str | None = None, mesh: Mesh | None = None,
-                data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
-    """Private mean gradient (like params) and metrics `dp_*` (f32 scalars; + `dp_loss_aux` [B]).
-
-    = (sum of per-example clipped grads + N(0, sigma^2 C^2)) / expected_batch_size, with
-    C = l2_clip, sigma = noise_multiplier. Pass it to any optax optimiser's `update`. `key` must be
-    the same on every device (replicated); `mesh`/`axis_name` as in `per_example_clipped_grad_sum`.
-    """
-    clipped_sum, aux = per_example_clipped_grad_sum(
-        loss_fn, params, batch, mask, l2_clip=l2_clip, microbatch_size=microbatch_size,
-        method=method, has_aux=has_aux, axis_name=axis_name, mesh=mesh, data_axis=data_axis)
-    grads = private_mean(add_noise(clipped_sum, key, l2_clip=l2_clip, noise_multiplier=noise_multiplier),
-                         expected_batch_size)
-    metrics = {f"dp_{k}": v for k, v in aux.items()}
-    # Std of the noise on each coordinate of the mean gradient: compare with the signal's size.
-    metrics["dp_noise_std"] = jnp.asarray(noise_multiplier * l2_clip / expected_batch_size, jnp.float32)
-    return grads, metrics

@@ -142,6 +142,11 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
     rng = jax.random.PRNGKey(config.seed)
     init = functools.partial(family.init_state, config)
     abstract = jax.eval_shape(init, rng)
+    dp = secret = None
+    dp_config = DPConfig.from_config(config)
+    if dp_config.enabled:  # before init: sigma, calibrated here, is held by D's optimiser state
+        multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
+        dp = plan.prepare(config, abstract.d_variables(), len(train_source), multiple)
     state_shardings = sharding.tree_shardings(abstract, mesh)
     mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
                                  async_save=config.checkpoint.get("async_save", True))
@@ -155,11 +160,6 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
         state, start = restored
         log.info("Resumed from checkpoint step %d in %s.", start, workdir)
     total = config.train.steps
-    dp = secret = None
-    dp_config = DPConfig.from_config(config)
-    if dp_config.enabled:
-        multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
-        dp = plan.prepare(config, state.d_variables(), len(train_source), multiple)
     if start > 0:  # also refuses switching DP off on resume
         plan.check_resume(checkpointing.read_config(workdir), config)
     if dp is not None:

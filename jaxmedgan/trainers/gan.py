@@ -18,6 +18,7 @@ import optax
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan, layers
 from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
@@ -38,10 +39,11 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dc
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
-    """Adam for G and D (DCGAN's lr 2e-4, beta1 0.5 by default)."""
+    """Adam for G and D (DCGAN's lr 2e-4, beta1 0.5 by default); under DP, D's with the noise in front."""
     o = config.optim
     g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2)
-    d_tx = optax.adam(o.d_lr, b1=o.b1, b2=o.b2)
+    d_tx = dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), DPConfig.from_config(config),
+                            config.train.batch_size)
     return g_tx, d_tx
 
 
@@ -91,70 +93,59 @@ def _r1(d, d_vars: dict, real: jax.Array, rng: jax.Array, gamma: float) -> jax.A
 
 
 def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
-    """D update under DP-SGD: per-example clipped + noised gradient of the terms that see reals.
+    """D update under DP-SGD: (sum-scale gradient for the optimiser's noise transformation, metrics, stats).
 
-    Only D's loss on real example i (softplus(-D(x_i)) + aux CE) touches private data; it is
-    clipped per example inside `dp_gradient`. Terms on generated images are added un-noised.
+    Only D's loss on real example i (softplus(-D(x_i)) + aux CE [+ R1]) touches private data; it is
+    clipped per example in `dp_sgd.d_gradient`. Generated images carry no private information, so
+    their term gets no noise; it is still clipped per example to the same C (privacy.clip_fake),
+    otherwise its gradient, ~100x the clipped real one, swamps the real term and D just learns to
+    call everything fake.
     """
     _, d = build_models(config)
     p = DPConfig.from_config(config)
     aux_w = config.loss.aux_weight if config.model.num_classes else 0.0
     r1_gamma = config.loss.get("r1_gamma", 0.0)
     k_drop_real, k_drop_fake = jax.random.split(rng)
-    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
     n = real.shape[0]
     examples = {"image": real, "label": real_labels, "key": jax.random.split(k_drop_real, n)}
 
-    def real_loss(d_params, ex):
+    def logits(d_params, ex):
         (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
                                        rngs={"dropout": ex["key"]})
-        loss = jax.nn.softplus(-logit[0])
-        correct = jnp.zeros(())
-        if cls is not None:
-            loss = loss + aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0]
-            correct = (jnp.argmax(cls[0]) == ex["label"]).astype(jnp.float32)
+        aux = aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0] if cls is not None else 0.0
+        return logit[0], cls, aux
+
+    def real_loss(d_params, ex):
+        logit, cls, aux = logits(d_params, ex)
+        loss = jax.nn.softplus(-logit) + aux
+        correct = (jnp.argmax(cls[0]) == ex["label"]).astype(jnp.float32) if cls is not None else jnp.zeros(())
         if r1_gamma:  # R1 on this real example alone: inside the clipped per-example loss
             loss = loss + _r1(d, {"params": d_params}, ex["image"][None], ex["key"], r1_gamma)[0]
-        return loss, {"logit": logit[0], "aux_correct": correct}
-
-    expected = config.train.batch_size  # under DP the expected Poisson batch size, q * N
-    real_grads, dp_metrics = dp_sgd.dp_gradient(
-        real_loss, state.d_params, examples, mask, k_noise, l2_clip=p.l2_clip,
-        noise_multiplier=p.noise_multiplier, expected_batch_size=expected,
-        microbatch_size=p.microbatch, has_aux=True, mesh=mesh, method=p.clip_method)
+        return loss, {"logit": logit, "aux_correct": correct}
 
     def fake_loss(d_params, ex):
-        (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
-                                       rngs={"dropout": ex["key"]})
-        loss = jax.nn.softplus(logit[0])
-        if cls is not None:
-            loss = loss + aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0]
-        return loss, logit[0]
+        logit, _, aux = logits(d_params, ex)
+        return jax.nn.softplus(logit) + aux, logit
 
-    # Generated images carry no private information, so their term gets no noise. It is still
-    # clipped per example to the same C (when privacy.clip_fake): otherwise its gradient, ~100x
-    # the clipped real one, swamps the real term and D just learns to call everything fake.
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
              "key": jax.random.split(k_drop_fake, n)}
-    fake_grads, fake_total, fake_logit = dp_sgd.public_grad_mean(
-        fake_loss, state.d_params, fakes, clip=p.clip_fake, l2_clip=p.l2_clip,
-        microbatch_size=p.microbatch, mesh=mesh, method=p.clip_method)
-    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
-    per_ex = dp_metrics.pop("dp_loss_aux")
-    count = jnp.maximum(jnp.sum(mask), 1.0)
+    grads, out = dp_sgd.d_gradient(real_loss, state.d_params, examples, mask, p, fake_loss=fake_loss, fake=fakes,
+                                   expected_batch_size=config.train.batch_size, mesh=mesh)
+    per_ex, fake_logit, fake_total = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
     real_logit = per_ex["logit"]
+    mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
     metrics = {
-        "d_loss": jnp.sum(mask * jax.nn.softplus(-real_logit)) / count + jnp.mean(jax.nn.softplus(fake_logit)),
-        "d_real_acc": jnp.sum(mask * (real_logit > 0)) / count,
+        "d_loss": mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit)),
+        "d_real_acc": mean(real_logit > 0),
         "d_fake_acc": jnp.mean(fake_logit < 0),
-        "d_real_logit": jnp.sum(mask * real_logit) / count,
+        "d_real_logit": mean(real_logit),
         "d_fake_logit": jnp.mean(fake_logit),
-        "d_total_loss": dp_metrics["dp_loss_mean"] + fake_total,
-        **dp_metrics,
+        "d_total_loss": out["dp_loss_mean"] + fake_total,
+        **out,
     }
     if config.model.num_classes:
-        metrics["aux_real_acc"] = jnp.sum(mask * per_ex["aux_correct"]) / count
+        metrics["aux_real_acc"] = mean(per_ex["aux_correct"])
     return grads, metrics, state.d_stats
 
 
@@ -221,8 +212,11 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_grads, d_metrics, d_stats = _d_update_private(config, state, batch, fake, fake_labels, k_d, mesh)
     else:
         d_grads, d_metrics, d_stats = _d_update(config, state, batch, fake, fake_labels, k_d)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    noise = {"noise_key": dp_sgd.batch_noise_key(batch)} if private else {}  # the step's secret key
+    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
+    if private:  # report the pre-noise mean gradient (private), as without DP
+        d_grads = jax.tree_util.tree_map(lambda g: g / config.train.batch_size, d_grads)
 
     # --- G update against the updated D (D's running statistics are not changed here). G sees
     # real data only through D, so under DP it is private by post-processing.
@@ -298,8 +292,8 @@ FAMILY = common.Family(
     train_step=train_step,
     generate=generate,
     evaluate=evaluate,
-    # Under DP: G's terms, D's terms on generated images and D's (noised) gradient norm.
-    dp_public_metrics=("g_loss", "g_total_loss", "g_grad_norm", "d_grad_norm", "d_fake_acc", "d_fake_logit"),
+    # Under DP: G's terms and D's terms on generated images.
+    dp_public_metrics=("g_loss", "g_total_loss", "g_grad_norm", "d_fake_acc", "d_fake_logit"),
 )
 
 

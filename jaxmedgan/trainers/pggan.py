@@ -47,6 +47,7 @@ from jaxmedgan import images as images_lib
 from jaxmedgan.losses import pggan as pg_losses
 from jaxmedgan.models import pggan as pg
 from jaxmedgan.privacy import checks, dp_sgd
+from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
@@ -71,10 +72,11 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[pg.Generator, pg.Di
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
-    """(G Adam, D Adam): PGGAN's lr 1e-3, betas (0, 0.99), eps 1e-8; flattened (one fused update)."""
+    """(G Adam, D Adam): PGGAN's lr 1e-3, betas (0, 0.99), eps 1e-8; flattened (one fused update);
+    under DP, D's with the noise transformation in front."""
     o = config.optim
     tx = lambda lr: optax.flatten(optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps))
-    return tx(o.g_lr), tx(o.d_lr)
+    return tx(o.g_lr), dp_noise.private(tx(o.d_lr), DPConfig.from_config(config), config.train.batch_size)
 
 
 def batch_size_at(config: ml_collections.ConfigDict, level: int) -> int:
@@ -185,55 +187,45 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
 
 
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.Array, fake: jax.Array,
-                    eps: jax.Array, mask: jax.Array, noise_key: jax.Array, alpha: jax.Array, *, level: int,
+                    eps: jax.Array, mask: jax.Array, alpha: jax.Array, *, level: int,
                     mesh: Any = None) -> tuple[Any, dict]:
-    """DP-SGD gradient of D's WGAN-GP loss at `level` (like d_params) and metrics.
+    """DP-SGD sum-scale gradient of D's WGAN-GP loss at `level` (like d_params; the optimiser's noise
+    transformation noises it once and divides by E[B]) and metrics.
 
     real: faded reals f32 [B,r,r,C] (a padded Poisson batch, r = 4 * 2**level), mask f32 [B]
     (1 = real example), fake: G's images f32 [B,r,r,C], eps: interpolation weights f32 [B],
-    alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip, summed, noised
-    once with `noise_key` (same on every device), / train.batch_size (the expected batch q*N):
+    alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip and summed:
         -D(x_i) + gp_weight * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2
-    Fake term: mean over B of D(x~_j), not noised (clipped per example to C when
-    privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum, one noise draw.
+    Fake term: E[B] * mean over B of D(x~_j), not noised (clipped per example to C when
+    privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum (`dp_sgd.d_gradient`).
     """
     _, d = build_models(config)
-    pc, lc = DPConfig.from_config(config), config.loss
+    lc = config.loss
     n = real.shape[0]
     # alpha rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
     alphas = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
-    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.microbatch, has_aux=True, mesh=mesh,
-                       method=pc.clip_method)
 
     def real_loss(params, ex):
         d_fn = lambda x: d.apply({"params": params}, x, level, ex["alpha"])
         return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"], gp_weight=lc.gp_weight,
                                                drift_weight=lc.drift_weight)
 
-    examples = {"real": real, "fake": fake, "eps": eps, "alpha": alphas}
-    real_grads, dp_metrics = dp_sgd.dp_gradient(
-        real_loss, d_params, examples, mask, noise_key, noise_multiplier=pc.noise_multiplier,
-        expected_batch_size=config.train.batch_size, **clip_kwargs)
-
     def fake_loss(params, ex):
         score = d.apply({"params": params}, ex["image"][None], level, ex["alpha"])[0].astype(jnp.float32)
         return score, score
 
-    # No noise (no private data), but clipped to the same C when privacy.clip_fake: unclipped, the
-    # fake gradient swamps the clipped real one (see trainers/gan.py).
-    public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
-    fake_grads, _, fake_score = dp_sgd.public_grad_mean(
-        fake_loss, d_params, {"image": fake, "alpha": alphas}, clip=pc.clip_fake, **public_kwargs)
-    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
-    parts = dp_metrics.pop("dp_loss_aux")
-    is_real = mask > 0
-    count = jnp.maximum(jnp.sum(is_real), 1).astype(jnp.float32)
-    masked_mean = lambda v: jnp.sum(jnp.where(is_real, v, 0.0)) / count  # monitoring, not private
-    real_mean, fake_mean = masked_mean(parts["real_score"]), jnp.mean(fake_score)
-    metrics = {"d_loss": fake_mean + masked_mean(-parts["real_score"] + parts["gp"] + parts["drift"]),
+    grads, out = dp_sgd.d_gradient(
+        real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,
+        DPConfig.from_config(config), fake_loss=fake_loss, fake={"image": fake, "alpha": alphas},
+        expected_batch_size=config.train.batch_size, mesh=mesh)
+    parts, fake_score = out.pop("real_aux"), out.pop("fake_aux")
+    out.pop("fake_loss")
+    mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
+    real_mean, fake_mean = mean(parts["real_score"]), jnp.mean(fake_score)
+    metrics = {"d_loss": fake_mean + mean(-parts["real_score"] + parts["gp"] + parts["drift"]),
                "wasserstein": real_mean - fake_mean, "d_real_score": real_mean, "d_fake_score": fake_mean,
-               "gp": masked_mean(parts["gp"]), "gp_grad_norm": masked_mean(parts["grad_norm"]),
-               "drift": masked_mean(parts["drift"]), **dp_metrics}
+               "gp": mean(parts["gp"]), "gp_grad_norm": mean(parts["grad_norm"]),
+               "drift": mean(parts["drift"]), **out}
     return grads, metrics
 
 
@@ -270,9 +262,8 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     lc = config.loss
 
     if private:
-        noise_key = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline; one draw on every device
-        d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], noise_key,
-                                             alpha, level=level, mesh=mesh)
+        d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], alpha,
+                                             level=level, mesh=mesh)
     else:
         def d_loss_fn(d_params):
             d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
@@ -285,8 +276,11 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_metrics = {"d_loss": d_loss, "wasserstein": mean("real_score") - mean("fake_score"),
                      "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
                      "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift")}
-    d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params)
+    noise = {"noise_key": dp_sgd.batch_noise_key(batch)} if private else {}  # the step's secret key
+    d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
+    if private:  # report the pre-noise mean gradient (private), as without DP
+        d_grads = jax.tree_util.tree_map(lambda g: g / config.train.batch_size, d_grads)
 
     z = jax.random.normal(k_gz, (b, config.model.latent_dim))
 
@@ -431,8 +425,8 @@ FAMILY = common.Family(
     generate=generate,
     make_step=make_step,
     sample_grid=sample_grid,
-    # Under DP: G's loss, D's score on generated images, the (noised) gradient norms, the schedule.
-    dp_public_metrics=("g_loss", "g_grad_norm", "d_grad_norm", "d_fake_score", "level", "alpha", "kimg"),
+    # Under DP: G's loss and gradient norm, D's score on generated images, the schedule.
+    dp_public_metrics=("g_loss", "g_grad_norm", "d_fake_score", "level", "alpha", "kimg"),
 )
 
 

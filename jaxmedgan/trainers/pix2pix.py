@@ -11,7 +11,8 @@ data directly: the map m_i is an input and the L1 term compares with the real x_
 private by post-processing. Each example's losses of BOTH nets go into one clipped function,
     l_i(d, g) = L_D(d, sg(g); m_i, x_i) + L_G(sg(d), g; m_i, x_i)
 (sg = stop_gradient), whose gradient w.r.t. (d, g) is exactly (grad_d L_D, grad_g L_G). Its joint
-per-example gradient is clipped to C and noised once (`privacy.dp_sgd.dp_gradient`), so a step is
+per-example gradient is clipped to C (`privacy.dp_sgd.d_gradient`) and noised once by the two
+optimisers' noise transformations (independent draws on the two halves of one vector), so a step is
 ONE sampled Gaussian mechanism and `common.fit`'s accountant (one event per step) stays exact.
 D and G are thus updated simultaneously from the pre-step parameters under DP. Norm layers that
 mix examples are refused in D (`privacy.checks`) and in G (here).
@@ -31,6 +32,7 @@ import optax
 from jaxmedgan import images
 from jaxmedgan.models import layers, pix2pix
 from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
@@ -52,9 +54,12 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[pix2pix.UNetGenerat
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
-    """Adam for G and D (pix2pix: lr 2e-4, beta1 0.5)."""
+    """Adam for G and D (pix2pix: lr 2e-4, beta1 0.5); under DP both with the noise transformation in
+    front (G reads private maps and images, so its update is private too)."""
     o = config.optim
-    return optax.adam(o.g_lr, b1=o.b1, b2=o.b2), optax.adam(o.d_lr, b1=o.b1, b2=o.b2)
+    dp = DPConfig.from_config(config)
+    return (dp_noise.private(optax.adam(o.g_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size),
+            dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size))
 
 
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
@@ -119,17 +124,16 @@ def check_private_generator(config: ml_collections.ConfigDict) -> None:
 
 
 def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
-    """(D grads, G grads, metrics): one clipped + noised gradient of the joint per-example loss."""
+    """(D grads, G grads, metrics): the sum-scale clipped gradient of the joint per-example loss
+    (`dp_sgd.d_gradient`; both optimisers' noise transformations noise it and divide by E[B])."""
     check_private_generator(config)
     g, d = build_models(config)
     p, lam = DPConfig.from_config(config), config.loss.l1_weight
     if p.clip_method != "vmap":
         raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
                          "per-example loss with 'vmap' only.")
-    k_drop = rng
-    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     n = batch["image"].shape[0]
-    examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(k_drop, n)}
+    examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(rng, n)}
 
     def loss_one(params, ex):
         cond, real = ex["cond"][None], ex["image"][None]
@@ -144,18 +148,16 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
                "fake_logit": jnp.mean(fake_logit)}
         return loss_d + adv + lam * l1, aux
 
-    grads, dp_metrics = dp_sgd.dp_gradient(
-        loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"], k_noise,
-        l2_clip=p.l2_clip, noise_multiplier=p.noise_multiplier, expected_batch_size=config.train.batch_size,
-        microbatch_size=p.microbatch, has_aux=True, mesh=mesh)
-    per_ex = dp_metrics.pop("dp_loss_aux")
-    mask = batch["mask"]
-    count = jnp.maximum(jnp.sum(mask), 1.0)
-    mean = lambda v: jnp.sum(mask * v) / count  # monitoring only (not private)
+    # The generated image is made from example i's private map: every term is in the clipped loss.
+    grads, out = dp_sgd.d_gradient(loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"],
+                                   p, expected_batch_size=config.train.batch_size, mesh=mesh)
+    per_ex = out.pop("real_aux")
+    out.pop("fake_aux"), out.pop("fake_loss")
+    mean = functools.partial(dp_sgd.masked_mean, mask=batch["mask"])  # monitoring only: private metrics
     metrics = {"d_loss": mean(per_ex["d_loss"]), "g_loss": mean(per_ex["g_loss"]), "g_l1": mean(per_ex["g_l1"]),
                "d_real_logit": mean(per_ex["real_logit"]), "d_fake_logit": mean(per_ex["fake_logit"]),
                "d_real_acc": mean(per_ex["real_logit"] > 0), "d_fake_acc": mean(per_ex["fake_logit"] < 0),
-               **dp_metrics}
+               **out}
     return grads["d"], grads["g"], metrics
 
 
@@ -172,10 +174,15 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     if private:
         d_grads, g_grads, metrics = _private_update(config, state, batch, k_dp, mesh)
         d_stats, g_stats = state.d_stats, state.g_stats
-        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-        g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+        # One Gaussian draw over the joint (D, G) vector: independent keys for the two halves.
+        key = dp_sgd.batch_noise_key(batch)
+        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params,
+                                             noise_key=jax.random.fold_in(key, 0))
+        g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params,
+                                             noise_key=jax.random.fold_in(key, 1))
         d_params = optax.apply_updates(state.d_params, d_updates)
         g_params = optax.apply_updates(state.g_params, g_updates)
+        d_grads, g_grads = jax.tree_util.tree_map(lambda x: x / config.train.batch_size, (d_grads, g_grads))
         metrics["g_total_loss"] = metrics["g_loss"] + config.loss.l1_weight * metrics["g_l1"]
     else:
         fake, g_stats = layers.apply(g, state.g_variables(), batch["cond"], train=True,
@@ -286,8 +293,8 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     sample_grid=sample_grid,
-    # Under DP both nets' losses see private maps and images; only the noised gradients' norms are public.
-    dp_public_metrics=("d_grad_norm", "g_grad_norm"),
+    # Under DP both nets' losses see private maps and images: no training metric is public.
+    dp_public_metrics=(),
 )
 
 

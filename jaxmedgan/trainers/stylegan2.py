@@ -56,6 +56,7 @@ from jaxmedgan.losses import clinical
 from jaxmedgan.losses import stylegan2 as sg_losses
 from jaxmedgan.models import stylegan2 as sg
 from jaxmedgan.privacy import checks, dp_sgd
+from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
@@ -97,9 +98,12 @@ def _adam(config: ml_collections.ConfigDict, reg_interval: int | None) -> optax.
 
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
-    """(G Adam, D Adam), rescaled for the path-length and R1 intervals (D not under DP: R1 is folded)."""
-    d_interval = None if checks.dp_enabled(config) else config.loss.r1_interval
-    return _adam(config, config.loss.pl_interval), _adam(config, d_interval)
+    """(G Adam, D Adam), rescaled for the path-length and R1 intervals (D not under DP: R1 is folded);
+    under DP, D's with the noise transformation in front."""
+    dp = DPConfig.from_config(config)
+    d_interval = None if dp.enabled else config.loss.r1_interval
+    return (_adam(config, config.loss.pl_interval),
+            dp_noise.private(_adam(config, d_interval), dp, config.train.batch_size))
 
 
 def ada_settings(config: ml_collections.ConfigDict) -> ada_controller.AdaSettings:
@@ -407,28 +411,26 @@ def d_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
 
 
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dict, fake_aug: jax.Array,
-                    fake_c: jax.Array | None, p: jax.Array, aug_keys: jax.Array, noise_key: jax.Array, *,
-                    with_r1: bool, mesh: Any = None) -> tuple[Any, dict]:
-    """DP-SGD gradient of D's loss (like d_params) and metrics.
+                    fake_c: jax.Array | None, p: jax.Array, aug_keys: jax.Array, *, with_r1: bool,
+                    mesh: Any = None) -> tuple[Any, dict]:
+    """DP-SGD sum-scale gradient of D's loss (like d_params; the optimiser's noise transformation
+    noises it once and divides by E[B]) and metrics.
 
     batch: image f32 [B,H,W,C] (a padded Poisson batch), label i32 [B], mask f32 [B] (1 = real).
     fake_aug: augmented fakes f32 [M,H,W,C], labels fake_c [M]. aug_keys: one ADA key per real
-    example [B]; noise_key: the one noise draw (same on every device). Real term per example i,
-    clipped to C = privacy.l2_clip, summed, noised once, / expected batch (train.batch_size = q*N):
+    example [B]. Real term per example i, clipped to C = privacy.l2_clip and summed:
         softplus(-D(aug_i(x_i), c_i)) [+ r1_interval * gamma/2 * ||d D(aug_i(x_i), c_i) / d x_i||^2]
-    (R1 through the augmentation, as StyleGAN2-ADA). Fake term: mean over M of softplus(D(fake)),
+    (R1 through the augmentation, as StyleGAN2-ADA). Fake term: E[B] * mean over M of softplus(D(fake)),
     not noised (clipped per example to C when privacy.clip_fake). `mesh`: clip per shard of the
-    batch in shard_map, psum, one noise draw.
+    batch in shard_map, psum (`dp_sgd.d_gradient`).
     """
     _, d = build_models(config)
-    pc, lc = DPConfig.from_config(config), config.loss
+    lc = config.loss
     conditional = bool(config.model.num_classes)
     real, mask = batch["image"], batch["mask"]
     # p rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
     examples = {"image": real, "label": batch["label"], "key": aug_keys,
                 "p": jnp.broadcast_to(jnp.asarray(p, jnp.float32), mask.shape)}
-    clip_kwargs = dict(l2_clip=pc.l2_clip, microbatch_size=pc.microbatch, has_aux=True, mesh=mesh,
-                       method=pc.clip_method)
 
     def real_loss(d_params, ex):
         c = ex["label"][None] if conditional else None
@@ -442,10 +444,6 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
         loss = jax.nn.softplus(-logits[0]) + lc.r1_interval * r1
         return loss, {"logit": logits[0], "r1": r1}
 
-    real_grads, dp_metrics = dp_sgd.dp_gradient(
-        real_loss, d_params, examples, mask, noise_key, noise_multiplier=pc.noise_multiplier,
-        expected_batch_size=config.train.batch_size, **clip_kwargs)
-
     def fake_loss(d_params, ex):
         c = ex["label"][None] if conditional else None
         logit = d.apply({"params": d_params}, ex["image"][None], c)[0].astype(jnp.float32)
@@ -453,28 +451,24 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
 
     m = fake_aug.shape[0]
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
-    # No noise (no private data), but clipped to the same C when privacy.clip_fake: unclipped, the
-    # fake gradient is orders of magnitude above the clipped real one and D calls everything fake.
-    public_kwargs = {k: v for k, v in clip_kwargs.items() if k != "has_aux"}
-    fake_grads, loss_fake, fake_logits = dp_sgd.public_grad_mean(
-        fake_loss, d_params, fakes, clip=pc.clip_fake, **public_kwargs)
-    grads = jax.tree_util.tree_map(jnp.add, real_grads, fake_grads)
-    per_ex = dp_metrics.pop("dp_loss_aux")
-    real_mask = mask > 0
-    count = jnp.maximum(jnp.sum(real_mask), 1).astype(jnp.float32)
-    masked_mean = lambda v: jnp.sum(jnp.where(real_mask, v, 0.0)) / count  # monitoring, not private
-    loss_real = masked_mean(jax.nn.softplus(-per_ex["logit"]))
+    grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, DPConfig.from_config(config),
+                                   fake_loss=fake_loss, fake=fakes, expected_batch_size=config.train.batch_size,
+                                   mesh=mesh)
+    per_ex, fake_logits, loss_fake = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
+    mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
+    loss_real = mean(jax.nn.softplus(-per_ex["logit"]))
     metrics = {"d_loss": loss_real + loss_fake, "d_loss_real": loss_real, "d_loss_fake": loss_fake,
-               "d_real_logit": masked_mean(per_ex["logit"]), "d_fake_logit": jnp.mean(fake_logits),
-               "d_grad_norm": optax.tree.norm(grads), **dp_metrics}
+               "d_real_logit": mean(per_ex["logit"]), "d_fake_logit": jnp.mean(fake_logits),
+               "d_grad_norm": optax.tree.norm(grads) / config.train.batch_size, **out}
     if with_r1:
-        metrics["r1_penalty"] = masked_mean(per_ex["r1"])
+        metrics["r1_penalty"] = mean(per_ex["r1"])
     return grads, metrics
 
 
 def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *, with_r1: bool,
                    mesh: Any = None) -> tuple[GANState, dict]:
-    """Dmain (with_r1=False) or Dboth (Dmain + lazy R1 in one clipped loss) under DP-SGD; one Adam step of D.
+    """Dmain (with_r1=False) or Dboth (Dmain + lazy R1 in one clipped loss) under DP-SGD; one noised
+    Adam step of D (the noise key is the batch's, drawn from the run's secret).
 
     batch carries `mask` f32 [B] (Poisson padding). ADA p is fixed under DP, so no sign statistics
     are accumulated.
@@ -482,14 +476,15 @@ def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: di
     g, _ = build_models(config)
     _, d_tx = build_optimizers(config)
     k_fake, k_aug_fake, k_aug_real = _phase_keys(state, "Dboth" if with_r1 else "Dmain", 3)
-    k_noise = dp_sgd.batch_noise_key(batch)  # secret, from the pipeline
     p = state.extra["ada_p"]
     fake, c, g_stats = _d_fakes(config, g, state, batch, _num_fakes(config, batch), k_fake)
     fake_aug = _augment(config, fake, k_aug_fake, p)
     aug_keys = jax.random.split(k_aug_real, batch["image"].shape[0])
-    grads, metrics = d_private_grads(config, state.d_params, batch, fake_aug, c, p, aug_keys, k_noise,
+    grads, metrics = d_private_grads(config, state.d_params, batch, fake_aug, c, p, aug_keys,
                                      with_r1=with_r1, mesh=mesh)
-    d_params, d_opt_state = _apply_updates(d_tx, grads, state.d_opt_state, state.d_params)
+    updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params,
+                                       noise_key=dp_sgd.batch_noise_key(batch))
+    d_params = optax.apply_updates(state.d_params, updates)
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, g_stats=g_stats), metrics
 
 
@@ -703,10 +698,9 @@ FAMILY = common.Family(
     evaluate=evaluate,
     make_step=make_step,
     # Under DP: the G phases (G, the clinical classifier and D on generated images), D on generated
-    # images, D's noised gradient norm, and the EMA / fixed ADA p.
+    # images, and the EMA / fixed ADA p.
     dp_public_metrics=("g_loss", "g_fake_logit", "clinical_ce", "clinical_acc", "pl_penalty", "pl_length",
-                       "pl_mean", "g_reg_loss", "d_loss_fake", "d_fake_logit", "d_grad_norm", "ada_p",
-                       "ema_beta"),
+                       "pl_mean", "g_reg_loss", "d_loss_fake", "d_fake_logit", "ada_p", "ema_beta"),
 )
 
 

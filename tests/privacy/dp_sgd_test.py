@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 from jaxmedgan import sharding
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan
-from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy import dp_sgd, noise
 
 IMAGE = 16
 
@@ -316,9 +316,11 @@ def test_sharded_noise_has_variance_sigma2_c2_not_times_devices(mode):
     assert not np.allclose(samples[0], samples[1])  # different keys, different noise
 
 
-def test_add_noise_leaves_are_independent_and_keep_dtype():
+def test_noise_transformation_leaves_are_independent_and_keep_dtype():
     tree = {"a": jnp.zeros((100, 100)), "b": jnp.zeros((100, 100)), "h": jnp.zeros((10,), jnp.bfloat16)}
-    out = dp_sgd.add_noise(tree, jax.random.PRNGKey(0), l2_clip=2.0, noise_multiplier=0.5)
+    tx = noise.gaussian_noise(0.5, 2.0, 1.0)  # sigma C = 1, E[B] = 1
+    out, state = tx.update(tree, tx.init(tree), noise_key=jax.random.PRNGKey(0))
+    assert float(state.noise_multiplier) == 0.5 and float(state.expected_batch_size) == 1.0  # held by the state
     a, b = np.asarray(out["a"]).ravel(), np.asarray(out["b"]).ravel()
     assert abs(np.corrcoef(a, b)[0, 1]) < 0.05  # same shape, different keys
     np.testing.assert_allclose(a.std(), 1.0, rtol=0.05)
@@ -342,9 +344,9 @@ def test_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="either mesh .* or axis_name"):
         f(d_real_loss, params, batch, np.ones(4), l2_clip=1.0, mesh=_mesh(), axis_name="data")
     with pytest.raises(ValueError, match="noise_multiplier must be >= 0, got -1"):
-        dp_sgd.add_noise(params, jax.random.PRNGKey(0), l2_clip=1.0, noise_multiplier=-1.0)
+        noise.gaussian_noise(-1.0, 1.0, 8.0)
     with pytest.raises(ValueError, match="expected_batch_size must be > 0"):
-        dp_sgd.private_mean(params, 0)
+        noise.gaussian_noise(1.0, 1.0, 0.0)
 
 
 def test_public_grad_mean_is_the_plain_or_clipped_mean_gradient():

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from configs import acgan_liver_dp
-from tests.dp_helpers import noise_key_rows
 from jaxmedgan import metric_writers, sharding
 from jaxmedgan.privacy import accounting
 from jaxmedgan.trainers import common, gan
 
 from tests.trainers.gan_train_test import CONFIG, tiny_overrides
 from jaxmedgan import main as cli
+
+from tests.dp_helpers import noise_key_rows, through_noise
 
 
 def tiny_dp_config():
@@ -65,18 +66,29 @@ def test_private_step_on_8_devices_equals_1_device_noise_included(clip_fake):
 
 
 def test_private_d_gradient_is_noised_and_bounded():
-    # With a huge clip-normalised noise the D update differs between noise keys (seeds); without
-    # noise (sigma -> 0) the real part of the gradient norm is <= C * (#real) / E[B].
+    # Before noise, the mean D gradient is <= C * (#real) / E[B] + C (clipped real sum, clipped fake
+    # mean); the optimiser's noise transformation then moves D by a key-dependent amount.
     config = tiny_dp_config()
-    config.privacy.noise_multiplier = 1e-6
     config.privacy.clip_fake = True
-    state = gan.init_state(config, jax.random.PRNGKey(0))
-    _, m = jax.jit(functools.partial(gan.train_step, config))(state, _batch())
     bound = config.privacy.l2_clip * 5 / 8 + config.privacy.l2_clip  # real term + clipped fake mean
+
+    def step(sigma, key_seed):
+        config.privacy.noise_multiplier = sigma  # held by D's optimiser state: init after setting it
+        state = gan.init_state(config, jax.random.PRNGKey(0))
+        return jax.jit(functools.partial(gan.train_step, config))(state, _batch(seed=0) | {
+            "dp_noise_key": noise_key_rows(8, key_seed)})
+
+    (quiet_a, m), (quiet_b, _) = step(0.0, 1), step(0.0, 2)
     assert float(m["d_grad_norm"]) <= bound + 1e-4
+    same = jax.tree_util.tree_leaves(quiet_a.d_params), jax.tree_util.tree_leaves(quiet_b.d_params)
+    assert all(np.array_equal(x, y) for x, y in zip(*same))  # sigma 0: the key does nothing
+    (noisy_a, _), (noisy_b, _) = step(10.0, 1), step(10.0, 2)
+    moved = jax.tree_util.tree_leaves(noisy_a.d_params), jax.tree_util.tree_leaves(noisy_b.d_params)
+    assert any(not np.allclose(x, y) for x, y in zip(*moved))  # the noise follows the batch's secret key
+    sum_scale = {"w": np.zeros((1000,), np.float32)}
     config.privacy.noise_multiplier = 10.0
-    _, m_noisy = jax.jit(functools.partial(gan.train_step, config))(state, _batch())
-    assert float(m_noisy["d_grad_norm"]) > 10 * bound
+    noised = through_noise(sum_scale, config)["w"]
+    np.testing.assert_allclose(np.std(noised), 10.0 * config.privacy.l2_clip / 8, rtol=0.1)
 
 
 def test_batchnorm_discriminator_is_refused_under_dp(tmp_path):
@@ -92,15 +104,18 @@ def test_batchnorm_discriminator_is_refused_under_dp(tmp_path):
 def test_dp_training_logs_the_accountants_epsilon(tmp_path):
     dp_config = os.path.join(os.path.dirname(CONFIG), "acgan_liver_dp.py")
     args = ["jaxmedgan", "train", "--config", dp_config, "--workdir", str(tmp_path / "run"),
-            *tiny_overrides(tmp_path / "data", steps=4, every=2)]
+            *tiny_overrides(tmp_path / "data", steps=4, every=2), "--config.privacy.log_private_metrics=True"]
     assert cli.main(args) == 0
     records = [r for r in metric_writers.read_jsonl(tmp_path / "run" / "metrics.jsonl") if "dp/epsilon" in r]
     assert [r["step"] for r in records] == [2, 4]
     q = 8 / 182
     expected = accounting.epsilon(q, 1.0, 4, 1 / 1820, accountant="rdp")
     assert records[-1]["dp/epsilon"] == pytest.approx(expected)
-    assert records[-1]["dp/num_dropped"] == 0
-    assert 0 < records[-1]["dp_num_examples"] < 40
+    # Real-data monitoring is private: only in the private log, asked for above.
+    private = metric_writers.read_jsonl(tmp_path / "run" / "private" / "metrics_private.jsonl")
+    assert [r["step"] for r in private] == [2, 4] and not {"dp/num_dropped", "dp_num_examples"} & set(records[-1])
+    assert private[-1]["dp/num_dropped"] == 0
+    assert 0 < private[-1]["dp_num_examples"] < 40
 
 
 def _dp_args(tmp_path, workdir, *extra, steps=4):

@@ -14,6 +14,8 @@ from jaxmedgan.data import chest_phantoms, pipeline
 from jaxmedgan.privacy import accounting
 from jaxmedgan.trainers import pggan as tr
 
+from tests.dp_helpers import through_noise
+
 LEVEL, ALPHA = 1, 0.5  # 8 px, fading in: reals and D both blend two resolutions
 
 
@@ -46,8 +48,9 @@ def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(
     expected_loss, expected = jax.device_get(jax.jit(jax.value_and_grad(reference_loss))(state.d_params))
 
     def private(params, real, fake, eps, mask, mesh):
-        return tr.d_private_grads(c, params, real, fake, eps, mask, jax.random.PRNGKey(1), jnp.float32(ALPHA),
-                                  level=LEVEL, mesh=mesh)
+        grads, metrics = tr.d_private_grads(c, params, real, fake, eps, mask, jnp.float32(ALPHA), level=LEVEL,
+                                            mesh=mesh)
+        return through_noise(grads, c), metrics  # sigma = 0: / E[B]
 
     # On 8 devices: each device clips its own example inside shard_map, then one psum and one noise draw.
     mesh = sharding.make_mesh(None, jax.devices())

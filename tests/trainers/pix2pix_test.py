@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from configs import pix2pix_brain
-from tests.dp_helpers import noise_key_rows
 from jaxmedgan.data import paired
 from jaxmedgan.trainers import pix2pix
+
+from tests.dp_helpers import noise_key_rows, through_noise
 
 
 def tiny_config(size=16, num_labels=3, channels=1, **model):
@@ -64,6 +65,7 @@ def test_private_update_equals_plain_gradients_without_noise_or_clipping():
     batch = _batch(c)
     d_grads, g_grads, metrics = jax.jit(
         lambda s, b: pix2pix._private_update(c, s, b, jax.random.PRNGKey(5), None))(state, batch)
+    d_grads, g_grads = through_noise((d_grads, g_grads), c)  # the optimisers' noise (sigma = 0): / E[B]
     g, _ = pix2pix.build_models(c)
     fake = g.apply(state.g_variables(), batch["cond"], train=True)
     want_d = jax.grad(lambda p: pix2pix.d_loss(c, p, {}, batch, fake)[0])(state.d_params)

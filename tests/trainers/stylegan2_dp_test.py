@@ -15,6 +15,8 @@ from jaxmedgan.privacy import accounting
 from jaxmedgan.trainers import common
 from jaxmedgan.trainers import stylegan2 as tr
 
+from tests.dp_helpers import through_noise
+
 from tests.trainers.stylegan2_test import tiny_config
 
 
@@ -68,7 +70,8 @@ def test_private_d_gradient_without_clipping_or_noise_equals_the_plain_gradient(
     mesh = sharding.make_mesh(None, jax.devices())
     assert mesh.size == 8
     fn = jax.jit(functools.partial(tr.d_private_grads, c, with_r1=True, mesh=mesh))
-    grads, m = fn(state.d_params, sharding.shard_batch(batch, mesh), fake, fake_c, p, keys, jax.random.PRNGKey(2))
+    grads, m = fn(state.d_params, sharding.shard_batch(batch, mesh), fake, fake_c, p, keys)
+    grads = through_noise(grads, c)  # the optimiser's noise transformation (sigma = 0): / E[B]
 
     cfg = ada.pipeline(c.ada.pipeline)
     aug = jax.vmap(lambda xi, k: ada.augment(xi[None], k, p, cfg)[0])  # example i with its own key
@@ -94,15 +97,17 @@ def test_private_run_on_8_devices_logs_the_accountants_epsilon(tmp_path):
     c = tiny_dp_config(**{"train.steps": 2, "train.log_every": 2, "checkpoint.every": 2, "samples.every": 2,
                           "samples.per_row": 1, "loss.pl_weight": 0.0, "loss.r1_interval": 1,
                           "loss.style_mixing_prob": 0.0, "ada.mode": "none"})
-    c.privacy.clip_fake = False
+    c.privacy.clip_fake, c.privacy.log_private_metrics = False, True
     x, y = spine_phantoms.generate((8, 8, 8, 8), spine_phantoms.TRAIN_SEED, 16)
     state = common.fit(c, str(tmp_path), tr.FAMILY, data=(pipeline.ArraySource(x, y), None))
     assert int(state.step) == 2
-    records = [r for r in metric_writers.read_jsonl(tmp_path / "metrics.jsonl") if "d_loss" in r]
-    assert [r["step"] for r in records] == [2]
+    records = [r for r in metric_writers.read_jsonl(tmp_path / "metrics.jsonl") if "g_loss" in r]
+    private = metric_writers.read_jsonl(tmp_path / "private" / "metrics_private.jsonl")
+    assert [r["step"] for r in records] == [2] and [r["step"] for r in private] == [2]
     q, delta = 8 / 32, 1 / 320
     expected = accounting.epsilon(q, c.privacy.noise_multiplier, 2, delta, accountant="rdp")
     assert records[0]["dp/epsilon"] == pytest.approx(expected)
-    assert "r1_penalty" in records[0] and records[0]["dp_noise_std"] == pytest.approx(1.0 / 8)
-    assert np.isfinite(records[0]["d_loss"]) and np.isfinite(records[0]["g_loss"])
-    assert 0 < records[0]["dp_num_examples"] <= 32
+    assert records[0]["dp_noise_std"] == pytest.approx(1.0 / 8) and np.isfinite(records[0]["g_loss"])
+    assert not {"d_loss", "r1_penalty", "d_real_logit", "dp_num_examples"} & set(records[0])  # private
+    assert "r1_penalty" in private[0] and np.isfinite(private[0]["d_loss"])
+    assert 0 < private[0]["dp_num_examples"] <= 32
