@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from jaxmedgan.privacy import plan
+
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "config_history.jsonl"
 MUTABLE_ON_RESUME = frozenset({  # how long and how often: none changes the trained weights
@@ -78,6 +80,12 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, allow: Sequenc
     changes = diff(old, new)
     if _dp(old) or _dp(new):  # DP fills privacy.* at start; plan.check_resume owns those fields
         changes = {k: v for k, v in changes.items() if not k.startswith("privacy.") or k == "privacy.enabled"}
+        pinned = {k: v for k, v in changes.items() if k in set(allow) and plan.is_locked(k)}
+        if pinned:  # --allow-config-change cannot unlock what the guarantee rests on
+            lines = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in pinned.items())
+            raise ConfigDriftError(f"Resuming differentially private run {workdir}: {lines} cannot change, even "
+                                   "with --allow-config-change (the guarantee holds for one mechanism on one "
+                                   "dataset). Start a new workdir.")
     refused = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME and k not in set(allow)}
     if refused:
         lines = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from configs import acgan_liver
+from configs import acgan_liver, acgan_liver_dp
 from jaxmedgan import config_drift
 from jaxmedgan import main as cli
 from tests.trainers.gan_train_test import train
@@ -37,6 +37,19 @@ def test_diff_names_each_changed_field_and_mutable_ones_pass(tmp_path):
     assert entry["step"] == 4 and entry["accepted_by"] == "--allow-config-change"
     assert entry["changes"] == {"model.d_features": [16, 32], "optim.d_lr": [2e-4, 1e-3], "seed": [0, 7]}
     assert config_drift.check_resume(wd, new) == {"train.steps": (1000, 5000), "checkpoint.every": (250, 10)}
+
+
+def test_allow_config_change_cannot_unlock_a_dp_runs_guarantee(tmp_path):
+    old = acgan_liver_dp.get_config()
+    wd = _workdir_with_checkpoint(tmp_path, old)
+    new = acgan_liver_dp.get_config()
+    new.seed, new.optim.d_lr = 7, 1e-3
+    with pytest.raises(config_drift.ConfigDriftError, match=r"seed: 0 -> 7 cannot change, even with --allow-config"):
+        config_drift.accept_on_resume(wd, new, ["optim.d_lr", "seed"])
+    assert json.load(open(os.path.join(wd, "config.json")))["seed"] == 0  # nothing applied
+    new.seed = 0
+    config_drift.accept_on_resume(wd, new, ["optim.d_lr"])  # a learning rate is not part of the guarantee
+    assert json.load(open(os.path.join(wd, "config.json")))["optim"]["d_lr"] == 1e-3
 
 
 def test_fresh_workdir_or_no_checkpoint_is_not_a_resume(tmp_path):

@@ -152,6 +152,12 @@ def _flat(config: Any) -> dict[str, Any]:
     return out
 
 
+def is_locked(key: str) -> bool:
+    """True if the dotted config key fixes a DP run's guarantee (may never change on resume)."""
+    return key not in UNLOCKED_FIELDS and any(key.startswith(f) if f.endswith(".") else key == f
+                                              for f in LOCKED_FIELDS)
+
+
 def check_resume(old: Any, new: Any) -> None:
     """Refuses to resume a run that was or would be differentially private with any change to the
     privacy settings (DP switched off included), the seed, the dataset (`data.*`), the batch size
@@ -160,10 +166,8 @@ def check_resume(old: Any, new: Any) -> None:
     if not (dp_enabled(old) or dp_enabled(new)):
         return
     a, b = _flat(old), _flat(new)
-    locked = lambda key: (key not in UNLOCKED_FIELDS and any(
-        key.startswith(f) if f.endswith(".") else key == f for f in LOCKED_FIELDS))
     changed = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-               if locked(key) and a.get(key) != b.get(key)]
+               if is_locked(key) and a.get(key) != b.get(key)]
     if changed:
         raise ValueError("Cannot resume this differentially private run with changed privacy settings, seed, "
                          "dataset or sampling (" + "; ".join(changed) + "): the guarantee holds for one mechanism "
