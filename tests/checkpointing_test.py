@@ -1,5 +1,6 @@
 """checkpointing: manifests after finalisation; corrupt checkpoints moved aside; fallback to a verified one."""
 import json
+import logging
 import os
 
 import jax
@@ -50,7 +51,8 @@ def test_every_finished_step_gets_a_manifest_that_verifies(tmp_path, async_save)
 
 
 @pytest.mark.parametrize("fault", ["same_size", "truncated"])
-def test_corrupt_latest_is_moved_aside_and_the_previous_restored(tmp_path, fault, caplog):
+def test_corrupt_latest_is_moved_aside_and_the_previous_restored(tmp_path, fault, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("jaxmedgan"), "propagate", True)  # main's CLI logging turns it off
     mngr = _saved(tmp_path)
     path = _biggest_file(tmp_path / "checkpoints" / "2")
     data = bytearray(open(path, "rb").read())

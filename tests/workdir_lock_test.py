@@ -20,7 +20,8 @@ with workdir_lock.hold(sys.argv[1]):
 """
 
 
-def test_live_holder_refuses_then_dead_holder_is_taken_over(tmp_path, caplog):
+def test_live_holder_refuses_then_dead_holder_is_taken_over(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("jaxmedgan"), "propagate", True)  # main's CLI logging turns it off
     wd = str(tmp_path / "run")
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, wd], stdout=subprocess.PIPE, text=True)
     try:
