@@ -124,6 +124,8 @@ def _host_batch(family: str, c, rows: int, batch: int, dp: bool, rng) -> dict:
     """Synthetic inputs of the family's batch format: rows examples, the first `batch` real (DP mask)."""
     import numpy as np
 
+    from jaxmedgan.privacy import secret
+
     s, ch = c.data.image_size, c.data.channels
     out = {"image": rng.uniform(-1, 1, (rows, s, s, ch)).astype(np.float32),
            "label": rng.integers(0, max(c.model.get("num_classes", 0), 1), rows).astype(np.int32)}
@@ -132,6 +134,7 @@ def _host_batch(family: str, c, rows: int, batch: int, dp: bool, rng) -> dict:
         out["cond"] = np.eye(k, dtype=np.float32)[rng.integers(0, k, (rows, s, s))]
     if dp:
         out["mask"] = (np.arange(rows) < batch).astype(np.float32)
+        out[secret.NOISE_KEY_FIELD] = np.broadcast_to(secret.from_seed(0).noise_key(0), (rows, 2)).copy()
     return out
 
 
@@ -165,7 +168,7 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     import numpy as np
 
     from jaxmedgan import sharding
-    from jaxmedgan.privacy import checks, sampling
+    from jaxmedgan.privacy import checks, plan
     from jaxmedgan.trainers import get
 
     module = get(family)
@@ -183,9 +186,8 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     if dp:
         if hasattr(module, "check_private_generator"):
             module.check_private_generator(c)
-        q = min(batch / dataset_size, 1.0)  # padded Poisson batch, as common.fit pads it
-        rows = sampling.max_batch_size_for(dataset_size, q, c.privacy.get("overflow_prob", 1e-9),
-                                           multiple_of=n_dev)
+        # The padded Poisson batch (and calibrated sigma) exactly as common.fit plans them, before init.
+        rows = plan.prepare(c, abstract.d_variables(), max(dataset_size, batch), n_dev).max_batch_size
     elif batch % n_dev:
         raise ValueError(f"batch {batch} is not divisible by {n_dev} devices.")
     shard = sharding.tree_shardings(abstract, mesh)
