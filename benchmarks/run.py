@@ -188,6 +188,7 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
             module.check_private_generator(c)
         # The padded Poisson batch (and calibrated sigma) exactly as common.fit plans them, before init.
         rows = plan.prepare(c, abstract.d_variables(), max(dataset_size, batch), n_dev).max_batch_size
+        init = functools.partial(fam.init_state, c)  # a fresh trace: the optimiser holds the planned sigma
     elif batch % n_dev:
         raise ValueError(f"batch {batch} is not divisible by {n_dev} devices.")
     shard = sharding.tree_shardings(abstract, mesh)

@@ -78,8 +78,10 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, allow: Sequenc
         old = json.load(f)
     new = _as_json(config)
     changes = diff(old, new)
-    if _dp(old) or _dp(new):  # DP fills privacy.* at start; plan.check_resume owns those fields
-        changes = {k: v for k, v in changes.items() if not k.startswith("privacy.") or k == "privacy.enabled"}
+    # privacy.* other than `enabled`: plan.check_resume owns them for DP runs (DP fills them in at start);
+    # without DP they change nothing that is trained (and a section grown since keeps old runs resumable).
+    changes = {k: v for k, v in changes.items() if not k.startswith("privacy.") or k == "privacy.enabled"}
+    if _dp(old) or _dp(new):
         pinned = {k: v for k, v in changes.items() if k in set(allow) and plan.is_locked(k)}
         if pinned:  # --allow-config-change cannot unlock what the guarantee rests on
             lines = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in pinned.items())

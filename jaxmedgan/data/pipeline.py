@@ -21,6 +21,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from jaxmedgan.privacy import canaries
 from jaxmedgan.privacy import secret as dp_secret
 
 from jaxmedgan.data import transforms
@@ -128,11 +129,12 @@ class _PoissonBatch:
     """Element k of a Poisson-sampled dataset (picklable callable for grain's map)."""
 
     def __init__(self, data_source, sampling_rate, max_batch_size, secret, seed, augmentation,
-                 process_index, process_count):
+                 process_index, process_count, num_canaries=0):
         self.source = data_source
         self.q = sampling_rate
         self.max_batch_size = max_batch_size
         self.secret = secret
+        self.canary_coins = canaries.coins(secret.words, num_canaries) if num_canaries else None
         _, self.augment_seed = _derived_seeds(seed)
         self.augmentation = augmentation
         self.process_index, self.process_count = process_index, process_count
@@ -140,8 +142,8 @@ class _PoissonBatch:
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         from jaxmedgan.privacy import sampling  # privacy owns the sampling rule and its accounting
 
-        drawn = sampling.poisson_batch(self.secret.sampling_rng(step), len(self.source), self.q,
-                                       self.max_batch_size)
+        rng = self.secret.sampling_rng(step)
+        drawn = sampling.poisson_batch(rng, len(self.source), self.q, self.max_batch_size)
         positions = range(self.process_index, self.max_batch_size, self.process_count)
         examples = []
         for pos in positions:
@@ -160,6 +162,9 @@ class _PoissonBatch:
                              "key; rename it.")
         # The step's noise key rides along on every row (the batch is sharded by rows); a step uses row 0.
         noise_key = np.broadcast_to(self.secret.noise_key(step), (len(positions), 2)).copy()
+        if self.canary_coins is not None:  # the in-canaries this step's Poisson draw includes, on every row
+            active = canaries.step_active(rng, self.canary_coins, self.q)
+            batch[dp_secret.CANARY_FIELD] = np.broadcast_to(active, (len(positions), len(active))).copy()
         return {**batch, "mask": drawn.mask[list(positions)], dp_secret.NOISE_KEY_FIELD: noise_key,
                 "num_dropped": np.int32(drawn.num_dropped)}
 
@@ -175,6 +180,7 @@ def poisson_train_dataset(
     process_index: int,
     process_count: int,
     augmentation: transforms.Augment | None = None,
+    num_canaries: int = 0,
 ) -> grain.MapDataset:
     """DP-SGD input: element k = Poisson-sampled batch of step k, padded to a fixed shape.
 
@@ -183,7 +189,9 @@ def poisson_train_dataset(
     with `mask` 0 and this process holds positions [process_index::process_count]:
     {"image": f32 [M_local,H,W,C], "label": i32 [M_local], "mask": f32 [M_local],
     "dp_noise_key": u32 [M_local, 2] (step k's noise key, the same on every row), "num_dropped": i32 []}
-    with M_local = max_batch_size / process_count. Membership and noise key come from `secret`
+    with M_local = max_batch_size / process_count; with `num_canaries` K > 0 also "dp_canaries":
+    f32 [M_local, K], the white-box canaries (privacy/canaries.py) step k includes, on every row.
+    Membership, canaries and noise key come from `secret`
     (`privacy.secret.Secret`: the run's private streams); `seed` only seeds the augmentation.
     """
     _check_process(process_index, process_count)
@@ -194,5 +202,5 @@ def poisson_train_dataset(
     if augment and augmentation is None:
         augmentation = transforms.Augment()
     fn = _PoissonBatch(data_source, sampling_rate, max_batch_size, secret, seed,
-                       augmentation if augment else None, process_index, process_count)
+                       augmentation if augment else None, process_index, process_count, num_canaries)
     return grain.MapDataset.range(2**62).map(fn)

@@ -96,6 +96,45 @@ def membership_inference(train: np.ndarray, heldout: np.ndarray, synthetic: np.n
     return out
 
 
+def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | None:
+    """The white-box canary audit of a DP run with `privacy.canaries` > 0 (None otherwise).
+
+    Scores are the noised sums at the canaries' coordinates, accumulated over the run by D's noise
+    transformation (the view the accountant grants an attacker); the in/out coins come from the
+    run's secret in WORKDIR/private. For a run whose noise follows from the public seed
+    (privacy.secure_rng=False) the attacker replays that noise from config.seed and subtracts it.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmedgan.privacy import canaries, noise, plan, secret
+    from jaxmedgan.privacy.config import DPConfig
+
+    dp = DPConfig.from_config(config)
+    if not dp.enabled or not dp.canaries:
+        return None
+    noise_states = [s for s in state.d_opt_state if isinstance(s, noise.NoiseState)]
+    if not noise_states:
+        raise ValueError(f"{workdir}: D's optimiser state holds no noise transformation; was it trained with DP?")
+    scores = np.asarray(noise_states[0].canary_scores, np.float64)
+    run_secret = secret.load_or_create(workdir, secure=dp.secure_rng, seed=config.seed, resuming=True)
+    in_coins = canaries.coins(run_secret.words, dp.canaries)
+    mechanism = dp.break_mechanism or "correct"
+    if run_secret.public:
+        mechanism = "public_noise" if mechanism == "correct" else f"{mechanism}+public_noise"
+        tree = noise.joint(jax.tree_util.tree_map(jnp.zeros_like, state.d_params), jnp.zeros((dp.canaries,)))
+        std = 0.0 if dp.break_mechanism == "no_noise" else dp.noise_multiplier * dp.l2_clip
+        canary_noise = jax.jit(lambda key: noise.add_noise(tree, std, key)[1])  # the draw each step added
+        scores = scores - sum(np.asarray(canary_noise(run_secret.noise_key(t)), np.float64) for t in range(step))
+    eps, delta_prime = plan.run_guarantee(config, step)
+    report = canaries.audit(scores[in_coins], scores[~in_coins], epsilon=eps, delta=delta_prime)
+    report.update(kind="white-box gradient canaries", mechanism=mechanism, steps=int(step),
+                  canary_norm=dp.canary_norm,
+                  attacker_view=("the sum over steps of the noised clipped-gradient sums (before the optimiser)"
+                                 + (", minus the noise replayed from the public seed" if run_secret.public else "")))
+    return report
+
+
 def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: int = 16) -> dict:
     """Runs both audits on the latest checkpoint of `workdir`; writes audit.json, audit.md and
     closest_pairs.png (synthetic | nearest training image, most train-like first) to `out`."""
@@ -125,7 +164,7 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     report = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "seed": seed,
               "dp_epsilon": plan.run_epsilon(config, int(step)),
               "dp_delta_prime": (plan.run_guarantee(config, int(step)) or (None, None))[1], "memorisation": mem,
-              "membership_inference": mia}
+              "membership_inference": mia, "canary_audit": canary_audit(config, state, int(step), workdir)}
     order = np.argsort(ratio)[:num_pairs]
     pairs = np.stack([np.concatenate([synth_u8[i], image_utils.to_uint8(train[nearest_train[i]])], axis=1)
                       for i in order])
@@ -167,7 +206,22 @@ def _markdown(r: dict) -> str:
     if "d_score_attack_auc" in a:
         lines.append(f"| discriminator score | {a['d_score_attack_auc']:.3f} |")
     lines += ["", "`closest_pairs.png`: synthetic | nearest training image, most train-like first.", ""]
+    lines += canary_markdown(r.get("canary_audit"))
     return "\n".join(lines)
+
+
+def canary_markdown(c: dict | None) -> list[str]:
+    """The canary audit's section of audit.md (empty without canaries)."""
+    if not c:
+        return []
+    return ["## Canary audit (empirical epsilon lower bounds, 95 % confidence)", "",
+            f"{c['kind']}: {c['num_in']} in / {c['num_out']} out, mechanism '{c['mechanism']}', {c['steps']} steps; "
+            f"attacker view: {c['attacker_view']}.", "",
+            "| reported epsilon (delta') | one-run bound | one-run f-DP bound | most M canaries can prove | "
+            "AUROC | TPR at FPR 0.01 |", "|---:|---:|---:|---:|---:|---:|",
+            f"| {c['epsilon']:.3g} ({c['delta']:.2g}) | {c['epsilon_lower_bound']:.3g} | "
+            f"{c['epsilon_lower_bound_fdp']:.3g} | {c['max_provable_epsilon']:.3g} | {c['auroc']:.3f} | "
+            f"{c['tpr_at_fpr_0_01']:.3f} |", ""]
 
 
 def audit_command(argv: list[str]) -> int:

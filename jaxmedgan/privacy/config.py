@@ -23,6 +23,12 @@ missing `privacy` section means DP off):
                        i.e. public (debugging only; recorded as such in the export manifest)
   log_private_metrics  True: metrics computed on private data without noise go to the private
                        log private/metrics_private.jsonl (never metrics.jsonl / TensorBoard)
+  canaries             M > 0: white-box gradient canaries audit the run (`canaries.py`; the
+                       `jaxmedgan privacy audit` report gives the empirical epsilon lower bounds)
+  canary_norm          a canary's gradient norm before clipping, in units of C (> 1, so that a
+                       mechanism that skips clipping shows in the audit)
+  break_mechanism      TEST ONLY: '' | 'no_noise' | 'no_clipping' breaks the mechanism while the
+                       accountant still reports the intended epsilon (the audit must catch it)
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from typing import Any
 SAMPLINGS = ("poisson", "shuffle")
 ACCOUNTANTS = ("rdp", "pld")
 CLIP_METHODS = ("vmap", "ghost")  # keys of dp_sgd.CLIPPED_SUM_METHODS (tested equal)
+BREAKS = ("", "no_noise", "no_clipping")  # canaries.BREAKS: test-only broken mechanisms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +60,9 @@ class DPConfig:
     clip_fake: bool = True
     secure_rng: bool = True
     log_private_metrics: bool = False
+    canaries: int = 0
+    canary_norm: float = 100.0
+    break_mechanism: str = ""
 
     @classmethod
     def from_config(cls, config: Any) -> "DPConfig":
@@ -92,10 +102,18 @@ class DPConfig:
             ("microbatch_size", self.microbatch_size >= 0, ">= 0 (0 = whole batch)"),
             ("clip_method", self.clip_method in CLIP_METHODS, f"one of {CLIP_METHODS}"),
             ("overflow_prob", 0 <= self.overflow_prob < 0.5, "in [0, 0.5) (0 = chosen for delta' <= 1.01 delta)"),
+            ("canaries", self.canaries >= 0, ">= 0 (0 = no canary audit)"),
+            ("canary_norm", self.canary_norm > 0, "> 0 (units of l2_clip)"),
+            ("break_mechanism", self.break_mechanism in BREAKS, f"one of {BREAKS} (test only)"),
         )
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"config.privacy.{name}={getattr(self, name)!r} must be {expected}.")
+
+    @property
+    def clip_bound(self) -> float:
+        """The L2 bound clipping enforces: l2_clip, or inf under break_mechanism='no_clipping'."""
+        return float("inf") if self.break_mechanism == "no_clipping" else self.l2_clip
 
     @property
     def microbatch(self) -> int | None:

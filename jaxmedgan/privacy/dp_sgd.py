@@ -256,7 +256,8 @@ def public_grad_mean(loss_fn: LossFn, params: PyTree, batch: PyTree, *, clip: bo
 
 def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array, dp: Any, *,
                fake_loss: LossFn | None = None, fake: PyTree | None = None, expected_batch_size: float = 1.0,
-               mesh: Mesh | None = None, data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+               canaries: jax.Array | None = None, mesh: Mesh | None = None,
+               data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
     """The one private-gradient path of every family's discriminator update (pix2pix: D and G jointly).
 
     A family states its loss as two per-example terms:
@@ -270,6 +271,10 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
     transformation, to noise once and divide by E[B] = `expected_batch_size`. Disabled: the plain
     gradient of sum_i mask_i real_loss_i / E[B] + mean_j fake_loss_j (same terms, no clipping), which the
     DP path equals when sigma = 0 and C is large (tested per family).
+    canaries: f32 [K], 1 for the white-box canaries this step includes (`canaries.py`): canary k's
+    gradient, canary_norm * C on its own coordinate of a K-vector outside D's parameters, is clipped
+    like an example; their sum is `canary_sum` f32 [K] in the metrics, which the noise
+    transformation noises together with the gradient (`noise_args`).
     Metrics: `dp_*` monitoring (private; see monitoring.py), `real_aux` [B, ...], `fake_aux` [M, ...],
     `fake_loss` (mean over M).
     """
@@ -285,7 +290,7 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
 
         (_, (real_aux, fake_aux, fake_mean)), grads = jax.value_and_grad(total, has_aux=True)(params)
         return grads, {"real_aux": real_aux, "fake_aux": fake_aux, "fake_loss": fake_mean}
-    clip_kwargs = dict(l2_clip=dp.l2_clip, microbatch_size=dp.microbatch, method=dp.clip_method, mesh=mesh,
+    clip_kwargs = dict(l2_clip=dp.clip_bound, microbatch_size=dp.microbatch, method=dp.clip_method, mesh=mesh,
                        data_axis=data_axis)
     grads, aux = per_example_clipped_grad_sum(real_loss, params, real, mask, has_aux=True, **clip_kwargs)
     metrics = {f"dp_{k}": v for k, v in aux.items() if k != "loss_aux"}
@@ -295,7 +300,19 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
         fake_grads, fake_mean, fake_aux = public_grad_mean(fake_loss, params, fake, clip=dp.clip_fake, **clip_kwargs)
         grads = jax.tree.map(lambda r, f: r + expected_batch_size * f, grads, fake_grads)
         metrics.update(fake_aux=fake_aux, fake_loss=fake_mean)
+    if canaries is not None:
+        norm = dp.canary_norm * dp.l2_clip  # before clipping
+        metrics["canary_sum"] = norm * min(1.0, dp.clip_bound / norm) * canaries.astype(jnp.float32)
     return grads, metrics
+
+
+def noise_args(batch: dict, metrics: dict) -> dict[str, jax.Array]:
+    """The extra arguments of a private optimiser's update: the step's secret noise key and (popped
+    from `d_gradient`'s metrics) the canaries' clipped sum, noised together with the gradient."""
+    args = {"noise_key": batch_noise_key(batch)}
+    if "canary_sum" in metrics:
+        args["canary_sum"] = metrics.pop("canary_sum")
+    return args
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -347,6 +364,12 @@ def _clipped_sum_sharded(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: j
     fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis)),
                        out_specs=(P(), metric_specs))
     return fn(params, batch, mask)
+
+
+def batch_canaries(batch: dict) -> jax.Array | None:
+    """The step's active white-box canaries f32 [K] a DP batch carries on every row (None without)."""
+    field = batch.get(secret.CANARY_FIELD)
+    return None if field is None else field[0]
 
 
 def batch_noise_key(batch: dict) -> jax.Array:

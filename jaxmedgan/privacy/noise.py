@@ -28,16 +28,23 @@ PyTree = Any
 
 
 class NoiseState(NamedTuple):
-    """What the noise transformation holds: f32 scalars."""
+    """What the noise transformation holds: f32 scalars, and the canary scores f32 [K]."""
 
     noise_multiplier: jax.Array  # sigma
     l2_clip: jax.Array  # C
     expected_batch_size: jax.Array  # E[B] = q N
+    canary_scores: jax.Array  # f32 [K]: sum over steps of each canary's noised coordinate (canaries.py)
 
 
-def gaussian_noise(noise_multiplier: float, l2_clip: float,
-                   expected_batch_size: float) -> optax.GradientTransformationExtraArgs:
-    """(sum-scale grads + N(0, sigma^2 C^2 I)) / E[B]; `update(..., noise_key=u32[2] key)`."""
+def gaussian_noise(noise_multiplier: float, l2_clip: float, expected_batch_size: float, *,
+                   num_canaries: int = 0, skip_noise: bool = False) -> optax.GradientTransformationExtraArgs:
+    """(sum-scale grads + N(0, sigma^2 C^2 I)) / E[B]; `update(..., noise_key=u32[2] key)`.
+
+    num_canaries K > 0: `update(..., canary_sum=f32[K])` appends the canaries' clipped sum to the
+    gradient as K more coordinates, noises the joint vector in one draw (`joint`) and accumulates
+    those K noised coordinates in the state (the white-box canaries' scores; they never reach the
+    optimiser). skip_noise: TEST ONLY (privacy.break_mechanism='no_noise'): add nothing while the
+    state still says sigma."""
     for name, value, low in (("noise_multiplier", noise_multiplier, 0.0), ("l2_clip", l2_clip, None),
                              ("expected_batch_size", expected_batch_size, None)):
         if not isinstance(value, numbers.Real):  # traced (inside jit): checked where it was set
@@ -48,21 +55,40 @@ def gaussian_noise(noise_multiplier: float, l2_clip: float,
     def init(params: PyTree) -> NoiseState:
         del params
         f32 = lambda v: jnp.asarray(v, jnp.float32)
-        return NoiseState(f32(noise_multiplier), f32(l2_clip), f32(expected_batch_size))
+        return NoiseState(f32(noise_multiplier), f32(l2_clip), f32(expected_batch_size),
+                          jnp.zeros((num_canaries,), jnp.float32))
 
     def update(updates: PyTree, state: NoiseState, params: PyTree = None, *, noise_key: jax.Array,
-               **extra: Any) -> tuple[PyTree, NoiseState]:
+               canary_sum: jax.Array | None = None, **extra: Any) -> tuple[PyTree, NoiseState]:
         del params, extra
-        privatizer = noise_addition.gaussian_privatizer(stddev=state.noise_multiplier * state.l2_clip,
-                                                        prng_key=noise_key)
-        noised, _ = privatizer.update(updates, privatizer.init(updates))
+        if num_canaries and canary_sum is None:
+            raise ValueError(f"The noise transformation tracks {num_canaries} canaries: pass canary_sum.")
+        tree = joint(updates, canary_sum if num_canaries else None)
+        noised = tree if skip_noise else add_noise(tree, state.noise_multiplier * state.l2_clip, noise_key)
+        if num_canaries:
+            noised, canary_noised = noised
+            state = state._replace(canary_scores=state.canary_scores + canary_noised.astype(jnp.float32))
         return jax.tree.map(lambda x: x / state.expected_batch_size.astype(x.dtype), noised), state
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def joint(updates: PyTree, canary_sum: jax.Array | None) -> PyTree:
+    """The vector one noise draw covers: the gradient, plus the canaries' K coordinates when given."""
+    return updates if canary_sum is None else (updates, canary_sum)
+
+
+def add_noise(tree: PyTree, stddev: jax.Array, noise_key: jax.Array) -> PyTree:
+    """tree + N(0, stddev^2) per coordinate, drawn by jax-privacy's gaussian_privatizer from `noise_key`
+    (the one place noise is drawn; the canary audit replays it for public-seed runs)."""
+    privatizer = noise_addition.gaussian_privatizer(stddev=stddev, prng_key=noise_key)
+    return privatizer.update(tree, privatizer.init(tree))[0]
 
 
 def private(tx: optax.GradientTransformation, dp: Any, expected_batch_size: float) -> optax.GradientTransformation:
     """`tx` with the noise chained in front when `dp` (a DPConfig) is enabled; `tx` unchanged otherwise."""
     if not dp.enabled:
         return tx
-    return optax.chain(gaussian_noise(dp.noise_multiplier, dp.l2_clip, expected_batch_size), tx)
+    noise = gaussian_noise(dp.noise_multiplier, dp.l2_clip, expected_batch_size, num_canaries=dp.canaries,
+                           skip_noise=dp.break_mechanism == "no_noise")
+    return optax.chain(noise, tx)

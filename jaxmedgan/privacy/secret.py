@@ -27,6 +27,7 @@ SAMPLING_TAG, NOISE_TAG = 0x53414D50, 0x4E4F4953  # "SAMP", "NOIS": independent 
 SECRET_BITS = 256
 SOURCES = ("os-csprng", "config-seed")
 NOISE_KEY_FIELD = "dp_noise_key"  # the batch field that carries step k's noise key (data/pipeline.py)
+CANARY_FIELD = "dp_canaries"  # ... and step k's active white-box canaries (privacy/canaries.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -140,13 +140,15 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
 
     # State, born sharded.
     rng = jax.random.PRNGKey(config.seed)
-    init = functools.partial(family.init_state, config)
-    abstract = jax.eval_shape(init, rng)
+    abstract = jax.eval_shape(functools.partial(family.init_state, config), rng)
     dp = secret = None
     dp_config = DPConfig.from_config(config)
     if dp_config.enabled:  # before init: sigma, calibrated here, is held by D's optimiser state
         multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
         dp = plan.prepare(config, abstract.d_variables(), len(train_source), multiple)
+    # A fresh partial after the plan: jax caches a trace per function object, so reusing the one
+    # eval_shape traced would bake in the pre-calibration sigma (caught by the canary audit).
+    init = functools.partial(family.init_state, config)
     state_shardings = sharding.tree_shardings(abstract, mesh)
     mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
                                  async_save=config.checkpoint.get("async_save", True))
@@ -182,7 +184,7 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
     if dp is not None:
         ds = pipeline.poisson_train_dataset(
             train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, secret=secret,
-            seed=config.seed, augment=config.data.augment, process_index=jax.process_index(),
+            num_canaries=dp_config.canaries, seed=config.seed, augment=config.data.augment, process_index=jax.process_index(),
             process_count=jax.process_count())
     else:
         ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,

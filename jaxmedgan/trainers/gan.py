@@ -131,7 +131,8 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
              "key": jax.random.split(k_drop_fake, n)}
     grads, out = dp_sgd.d_gradient(real_loss, state.d_params, examples, mask, p, fake_loss=fake_loss, fake=fakes,
-                                   expected_batch_size=config.train.batch_size, mesh=mesh)
+                                   expected_batch_size=config.train.batch_size,
+                                   canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     per_ex, fake_logit, fake_total = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
     real_logit = per_ex["logit"]
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
@@ -212,7 +213,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_grads, d_metrics, d_stats = _d_update_private(config, state, batch, fake, fake_labels, k_d, mesh)
     else:
         d_grads, d_metrics, d_stats = _d_update(config, state, batch, fake, fake_labels, k_d)
-    noise = {"noise_key": dp_sgd.batch_noise_key(batch)} if private else {}  # the step's secret key
+    noise = dp_sgd.noise_args(batch, d_metrics) if private else {}  # the step's secret key (+ canaries)
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
     if private:  # report the pre-noise mean gradient (private), as without DP

@@ -188,7 +188,7 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
 
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.Array, fake: jax.Array,
                     eps: jax.Array, mask: jax.Array, alpha: jax.Array, *, level: int,
-                    mesh: Any = None) -> tuple[Any, dict]:
+                    canaries: jax.Array | None = None, mesh: Any = None) -> tuple[Any, dict]:
     """DP-SGD sum-scale gradient of D's WGAN-GP loss at `level` (like d_params; the optimiser's noise
     transformation noises it once and divides by E[B]) and metrics.
 
@@ -217,7 +217,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     grads, out = dp_sgd.d_gradient(
         real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,
         DPConfig.from_config(config), fake_loss=fake_loss, fake={"image": fake, "alpha": alphas},
-        expected_batch_size=config.train.batch_size, mesh=mesh)
+        expected_batch_size=config.train.batch_size, canaries=canaries, mesh=mesh)
     parts, fake_score = out.pop("real_aux"), out.pop("fake_aux")
     out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
@@ -263,7 +263,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 
     if private:
         d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], alpha,
-                                             level=level, mesh=mesh)
+                                             level=level, canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     else:
         def d_loss_fn(d_params):
             d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
@@ -276,7 +276,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_metrics = {"d_loss": d_loss, "wasserstein": mean("real_score") - mean("fake_score"),
                      "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
                      "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift")}
-    noise = {"noise_key": dp_sgd.batch_noise_key(batch)} if private else {}  # the step's secret key
+    noise = dp_sgd.noise_args(batch, d_metrics) if private else {}  # the step's secret key (+ canaries)
     d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
     if private:  # report the pre-noise mean gradient (private), as without DP

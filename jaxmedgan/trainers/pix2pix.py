@@ -132,6 +132,10 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     if p.clip_method != "vmap":
         raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
                          "per-example loss with 'vmap' only.")
+    if p.canaries:
+        raise ValueError(f"config.privacy.canaries={p.canaries}: the white-box canary audit covers the GAN "
+                         "families whose private update is D's alone (gan, stylegan2, pggan), not pix2pix's "
+                         "joint D + G update; set it to 0.")
     n = batch["image"].shape[0]
     examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(rng, n)}
 

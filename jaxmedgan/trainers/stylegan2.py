@@ -453,7 +453,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
     grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, DPConfig.from_config(config),
                                    fake_loss=fake_loss, fake=fakes, expected_batch_size=config.train.batch_size,
-                                   mesh=mesh)
+                                   canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     per_ex, fake_logits, loss_fake = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
     loss_real = mean(jax.nn.softplus(-per_ex["logit"]))
@@ -483,7 +483,7 @@ def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: di
     grads, metrics = d_private_grads(config, state.d_params, batch, fake_aug, c, p, aug_keys,
                                      with_r1=with_r1, mesh=mesh)
     updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params,
-                                       noise_key=dp_sgd.batch_noise_key(batch))
+                                       **dp_sgd.noise_args(batch, metrics))
     d_params = optax.apply_updates(state.d_params, updates)
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, g_stats=g_stats), metrics
 

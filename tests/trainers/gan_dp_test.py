@@ -128,8 +128,8 @@ def _dp_args(tmp_path, workdir, *extra, steps=4):
 def test_target_epsilon_calibrates_sigma_and_is_recorded(tmp_path):
     import json
 
-    from jaxmedgan import checkpointing
-    from jaxmedgan.privacy import plan
+    from jaxmedgan import checkpointing, sampling
+    from jaxmedgan.privacy import noise, plan
 
     wd = tmp_path / "run"
     assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0")) == 0
@@ -142,6 +142,10 @@ def test_target_epsilon_calibrates_sigma_and_is_recorded(tmp_path):
     meta = checkpointing.read_meta(checkpointing.manager(str(wd), async_save=False), 4)
     assert meta["dp_epsilon"] == pytest.approx(eps)
     assert plan.run_epsilon(checkpointing.read_config(str(wd)), 4) == pytest.approx(eps)
+    # The noise D's optimiser adds is the calibrated one, not the config's pre-calibration default.
+    _, state, _ = sampling.restore_state(str(wd))
+    held = [s for s in state.d_opt_state if isinstance(s, noise.NoiseState)][0]
+    assert float(held.noise_multiplier) == pytest.approx(saved["noise_multiplier"], rel=1e-6) != 1.0
     # Resuming with different privacy settings is refused; the same command resumes (no-op).
     assert cli.main(_dp_args(tmp_path, wd, "--config.privacy.target_epsilon=3.0", steps=6,
                              )) == 1
