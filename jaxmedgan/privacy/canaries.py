@@ -55,7 +55,8 @@ def audit(in_scores: np.ndarray, out_scores: np.ndarray, *, epsilon: float, delt
     perfect = auditing.CanaryScoreAuditor(np.ones(len(in_scores)), np.zeros(len(out_scores)))
     bounds = {"epsilon_lower_bound": auditor.epsilon_one_run(SIGNIFICANCE, delta),
               "epsilon_lower_bound_fdp": auditor.epsilon_one_run_fdp(SIGNIFICANCE, delta),
-              "max_provable_epsilon": perfect.epsilon_one_run(SIGNIFICANCE, delta)}
+              "max_provable_epsilon": perfect.epsilon_one_run(SIGNIFICANCE, delta),
+              "max_provable_epsilon_fdp": perfect.epsilon_one_run_fdp(SIGNIFICANCE, delta)}
     out = {k: float(v) for k, v in bounds.items()}
     out.update(auroc=float(auditor.attack_auroc()), tpr_at_fpr_0_01=float(auditor.tpr_at_given_fpr(FPR)),
                num_in=int(len(in_scores)), num_out=int(len(out_scores)), confidence=1 - SIGNIFICANCE,

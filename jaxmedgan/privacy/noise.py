@@ -33,7 +33,7 @@ class NoiseState(NamedTuple):
     noise_multiplier: jax.Array  # sigma
     l2_clip: jax.Array  # C
     expected_batch_size: jax.Array  # E[B] = q N
-    canary_scores: jax.Array  # f32 [K]: sum over steps of each canary's noised coordinate (canaries.py)
+    canary_scores: jax.Array  # f32 [K]: sum over steps of each canary's noised coordinate (canaries.py); [] if K = 0
 
 
 def gaussian_noise(noise_multiplier: float, l2_clip: float, expected_batch_size: float, *,
@@ -55,8 +55,9 @@ def gaussian_noise(noise_multiplier: float, l2_clip: float, expected_batch_size:
     def init(params: PyTree) -> NoiseState:
         del params
         f32 = lambda v: jnp.asarray(v, jnp.float32)
+        # Without canaries a scalar placeholder: checkpoints cannot hold zero-size arrays.
         return NoiseState(f32(noise_multiplier), f32(l2_clip), f32(expected_batch_size),
-                          jnp.zeros((num_canaries,), jnp.float32))
+                          jnp.zeros((num_canaries,) if num_canaries else (), jnp.float32))
 
     def update(updates: PyTree, state: NoiseState, params: PyTree = None, *, noise_key: jax.Array,
                canary_sum: jax.Array | None = None, **extra: Any) -> tuple[PyTree, NoiseState]:

@@ -38,6 +38,8 @@ def test_auditor_bounds_from_scores():
     apart = canaries.audit(np.full(300, 10.0), np.zeros(300), epsilon=1.0, delta=1e-5)
     assert apart["epsilon_lower_bound"] == pytest.approx(apart["max_provable_epsilon"])
     assert apart["epsilon_lower_bound"] > 2 and apart["auroc"] == 1.0 and apart["tpr_at_fpr_0_01"] == 1.0
+    assert apart["epsilon_lower_bound_fdp"] == pytest.approx(apart["max_provable_epsilon_fdp"])
+    assert apart["max_provable_epsilon_fdp"] > 2
     alike = canaries.audit(rng.normal(size=300), rng.normal(size=300), epsilon=1.0, delta=1e-5)
     assert alike["epsilon_lower_bound"] < 0.5 and 0.4 < alike["auroc"] < 0.6
     assert alike["ratio_to_epsilon"] == pytest.approx(alike["epsilon_lower_bound"])

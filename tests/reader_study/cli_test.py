@@ -31,13 +31,18 @@ def test_create_prints_the_study_and_errors_exit_1(tmp_path, capsys):
     assert cli.main(["creat"]) == 2 and "unknown command 'creat'" in capsys.readouterr().err
 
 
-def test_serve_prints_working_urls(tmp_path):
+def _serve(tmp_path) -> tuple[subprocess.Popen, list[str]]:
+    """`reader-study serve` of a 4-image study in a subprocess on a free port, and its 3 banner lines."""
     study_dir = make_study(tmp_path, num=4)
     code = "import sys; from jaxmedgan.reader_study import cli; sys.exit(cli.main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", study_dir, "--port", "0"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, [proc.stdout.readline() for _ in range(3)]
+
+
+def test_serve_prints_working_urls(tmp_path):
+    proc, lines = _serve(tmp_path)
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]
         admin = re.search(r"Admin page \(keep private\):\s+(http://127\.0\.0\.1:\d+/admin/\S+)", lines[2])
         assert admin, (lines, proc.stderr.read() if proc.poll() is not None else "")
         assert "4 images, 0 readers" in lines[0]
@@ -65,12 +70,8 @@ def test_serve_errors_name_the_study_or_port(tmp_path, capsys):
 
 
 def test_serve_checks_the_host_header_and_keeps_tokens_out_of_the_log(tmp_path):
-    study_dir = make_study(tmp_path, num=4)
-    code = "import sys; from jaxmedgan.reader_study import cli; sys.exit(cli.main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", study_dir, "--port", "0"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, lines = _serve(tmp_path)
     try:
-        lines = [proc.stdout.readline() for _ in range(3)]
         admin = re.search(r"(http://127\.0\.0\.1:(\d+))/admin/(\S+)", lines[2])
         assert admin, lines
         base, port, admin_token = admin.group(1), admin.group(2), admin.group(3)
