@@ -87,3 +87,15 @@ def test_peak_memory_sees_a_large_host_allocation():
     after, source = peak.read()
     del a
     assert after - before >= 60 * 2**20, (before, after, source)
+
+
+@pytest.mark.slow  # one compile of the DP step (~40 s on 2 cores); CI runs it after the default suite
+def test_quick_dp_row_pads_the_poisson_batch_as_training_does(tmp_path):
+    out = tmp_path / "run.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", "on",
+                           "--devices", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["dp"] is True and row["batch"] == 8 and row["padded_batch"] > 8  # Poisson padding
+    assert 0 < row["step_s_median"] and row["images_per_s"] == pytest.approx(8 / row["step_s_median"])
