@@ -25,17 +25,16 @@ PRIVATE_DIR = "private"
 SECRET_FILE = "dp_secret.json"
 SAMPLING_TAG, NOISE_TAG = 0x53414D50, 0x4E4F4953  # "SAMP", "NOIS": independent streams
 SECRET_BITS = 256
-SOURCES = ("os-csprng", "config-seed")
 NOISE_KEY_FIELD = "dp_noise_key"  # the batch field that carries step k's noise key (data/pipeline.py)
 CANARY_FIELD = "dp_canaries"  # ... and step k's active white-box canaries (privacy/canaries.py)
 
 
 @dataclasses.dataclass(frozen=True)
 class Secret:
-    """Entropy words for the private streams and where they came from (a `SOURCES` entry)."""
+    """Entropy words for the private streams and where they came from."""
 
     words: tuple[int, ...]  # uint32 words
-    source: str
+    source: str  # "os-csprng" or "config-seed" (public: privacy.secure_rng=False)
 
     def sampling_rng(self, step: int) -> np.random.Generator:
         """The generator that draws step `step`'s Poisson batch membership."""

@@ -16,13 +16,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
-def test_quick_sweep_writes_every_field_for_each_device_count_and_a_png(tmp_path):
+def _quick_gan_run(tmp_path, dp: str, devices: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """`benchmarks.run --quick --families gan` in a subprocess: (its JSON, the process)."""
     out = tmp_path / "run.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", "off",
-                           "--devices", "1,2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", dp,
+                           "--devices", devices, "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc
+
+
+def test_quick_sweep_writes_every_field_for_each_device_count_and_a_png(tmp_path):
+    result, proc = _quick_gan_run(tmp_path, "off", "1,2")
     rows = result["rows"]
     assert [(r["family"], r["devices"], r["dp"]) for r in rows] == [("gan", 1, False), ("gan", 2, False)]
     for r in rows:
@@ -91,11 +96,6 @@ def test_peak_memory_sees_a_large_host_allocation():
 
 @pytest.mark.slow  # one compile of the DP step (~40 s on 2 cores); CI runs it after the default suite
 def test_quick_dp_row_pads_the_poisson_batch_as_training_does(tmp_path):
-    out = tmp_path / "run.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--families", "gan", "--dp", "on",
-                           "--devices", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = json.loads(out.read_text())["rows"]
+    (row,) = _quick_gan_run(tmp_path, "on", "1")[0]["rows"]
     assert row["dp"] is True and row["batch"] == 8 and row["padded_batch"] > 8  # Poisson padding
     assert 0 < row["step_s_median"] and row["images_per_s"] == pytest.approx(8 / row["step_s_median"])
