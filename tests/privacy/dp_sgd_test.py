@@ -365,3 +365,36 @@ def test_public_grad_mean_is_the_plain_or_clipped_mean_gradient():
     np.testing.assert_allclose(grads, clipped.mean(0), rtol=1e-6)
     np.testing.assert_allclose(mean_loss, (x @ np.asarray(w)).mean(), rtol=1e-6)
     np.testing.assert_allclose(aux, x[:, 0])
+
+
+def test_d_gradient_without_dp_is_the_plain_gradient_and_the_dp_path_meets_it():
+    """DP off: grad of sum_i mask_i real_i / E[B] + mean_j fake_j. DP with sigma 0 and a huge C, through
+    the noise transformation: the same. Canaries: C each when on (100 C with clipping skipped)."""
+    from jaxmedgan.privacy.config import DPConfig
+
+    _, params = _disc()
+    real, fake = _batch(6, seed=1), _batch(4, seed=2)
+    mask = np.array([1, 1, 1, 0, 1, 0], np.float32)
+    with_aux = lambda p, ex: (d_real_loss(p, ex), jnp.zeros(()))
+
+    def reference(p):
+        real_losses = jax.vmap(d_real_loss, in_axes=(None, 0))(p, real)
+        return jnp.sum(mask * real_losses) / 8.0 + jnp.mean(jax.vmap(d_real_loss, in_axes=(None, 0))(p, fake))
+
+    want = jax.grad(reference)(params)
+    plain, _ = dp_sgd.d_gradient(with_aux, params, real, mask, DPConfig(), fake_loss=with_aux, fake=fake,
+                                 expected_batch_size=8.0)
+    dp = DPConfig(enabled=True, noise_multiplier=0.0, l2_clip=1e6, clip_fake=False)
+    active = jnp.array([1.0, 0.0, 1.0])
+    sum_scale, metrics = dp_sgd.d_gradient(with_aux, params, real, mask, dp, fake_loss=with_aux, fake=fake,
+                                           expected_batch_size=8.0, canaries=active)
+    tx = noise.gaussian_noise(0.0, dp.l2_clip, 8.0, num_canaries=3)
+    private, state = tx.update(sum_scale, tx.init(params), noise_key=jax.random.PRNGKey(0),
+                               canary_sum=metrics["canary_sum"])
+    for w, a, b in zip(*(jax.tree_util.tree_leaves(t) for t in (want, plain, private))):
+        np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(b, w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(state.canary_scores, [1e6, 0.0, 1e6])  # canary_norm C = 1e8 clipped to C
+    unclipped = DPConfig(enabled=True, l2_clip=1.0, break_mechanism="no_clipping")
+    _, m = dp_sgd.d_gradient(with_aux, params, real, mask, unclipped, expected_batch_size=8.0, canaries=active)
+    np.testing.assert_allclose(m["canary_sum"], [100.0, 0.0, 100.0])
