@@ -217,11 +217,12 @@ def canary_markdown(c: dict | None) -> list[str]:
     return ["## Canary audit (empirical epsilon lower bounds, 95 % confidence)", "",
             f"{c['kind']}: {c['num_in']} in / {c['num_out']} out, mechanism '{c['mechanism']}', {c['steps']} steps; "
             f"attacker view: {c['attacker_view']}.", "",
-            "| reported epsilon (delta') | one-run bound | one-run f-DP bound | most M canaries can prove | "
-            "AUROC | TPR at FPR 0.01 |", "|---:|---:|---:|---:|---:|---:|",
-            f"| {c['epsilon']:.3g} ({c['delta']:.2g}) | {c['epsilon_lower_bound']:.3g} | "
-            f"{c['epsilon_lower_bound_fdp']:.3g} | {c['max_provable_epsilon']:.3g} | {c['auroc']:.3f} | "
-            f"{c['tpr_at_fpr_0_01']:.3f} |", ""]
+            "| reported epsilon (delta') | one-run bound (cap for M) | one-run f-DP bound (cap for M) | "
+            "AUROC | TPR at FPR 0.01 |", "|---:|---:|---:|---:|---:|",
+            f"| {c['epsilon']:.3g} ({c['delta']:.2g}) | {c['epsilon_lower_bound']:.3g} "
+            f"({c['max_provable_epsilon']:.3g}) | {c['epsilon_lower_bound_fdp']:.3g} "
+            f"({c['max_provable_epsilon_fdp']:.3g}) | {c['auroc']:.3f} | {c['tpr_at_fpr_0_01']:.3f} |", "",
+            "A cap is the bound perfectly separated scores would give: the most this many canaries can show.", ""]
 
 
 def audit_command(argv: list[str]) -> int:

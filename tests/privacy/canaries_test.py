@@ -40,6 +40,10 @@ def test_auditor_bounds_from_scores():
     assert apart["epsilon_lower_bound"] > 2 and apart["auroc"] == 1.0 and apart["tpr_at_fpr_0_01"] == 1.0
     assert apart["epsilon_lower_bound_fdp"] == pytest.approx(apart["max_provable_epsilon_fdp"])
     assert apart["max_provable_epsilon_fdp"] > 2
+    apart.update(kind="white-box gradient canaries", mechanism="no_noise", steps=3, attacker_view="sums")
+    table = "\n".join(audit.canary_markdown(apart))
+    assert f"| {apart['epsilon_lower_bound']:.3g} ({apart['max_provable_epsilon']:.3g}) |" in table
+    assert "300 in / 300 out, mechanism 'no_noise'" in table and audit.canary_markdown(None) == []
     alike = canaries.audit(rng.normal(size=300), rng.normal(size=300), epsilon=1.0, delta=1e-5)
     assert alike["epsilon_lower_bound"] < 0.5 and 0.4 < alike["auroc"] < 0.6
     assert alike["ratio_to_epsilon"] == pytest.approx(alike["epsilon_lower_bound"])
