@@ -2,6 +2,7 @@
 
     python -m benchmarks.dp_overhead --batch 16,64,256 --method vmap,ghost --microbatch-size 16 \
         --devices 1,8 --repeats 5
+    python -m benchmarks.dp_overhead --family gan,stylegan2,pggan,pix2pix --batch 64 --resolution 32
 
 The discriminator is the BASELINES.md one: 64x64x1 input; four strided 4x4 convs 64-128-256-512
 with LeakyReLU(0.2) and GroupNorm(8) after every conv but the first (DCGAN); a 4x4x512 -> 1 head
@@ -205,6 +206,52 @@ def _rows_one_process(args, n_dev: int, variants, with_torch: bool) -> list[dict
     return rows
 
 
+# --family rows: each family's DP config, timed with privacy on and off (same architecture).
+FAMILY_CONFIGS = {"gan": "configs/acgan_liver_dp.py", "stylegan2": "configs/stylegan2_ada_spine_dp.py",
+                  "pggan": "configs/pggan_chest_dp.py", "pix2pix": "configs/pix2pix_brain.py"}
+
+
+def family_rows(families: list[str], batches: list[int], resolution: int, quick: bool, n_dev: int,
+                warmup: int, repeats: int, dataset_size: int = 10000) -> list[dict]:
+    """DP/non-DP of each family's own training step (benchmarks.run's measurement, DP off then on).
+
+    The step is what `common.fit` runs (D and G updates); under DP the batch is the padded Poisson
+    batch of expected size `batch` (q = batch / dataset_size). A family that refuses DP at this
+    setting gets a row with `refused` and no figures.
+    """
+    import os
+
+    from benchmarks import run
+    from jaxmedgan.privacy.config import DPConfig
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rows = []
+    for family in families:
+        if family not in FAMILY_CONFIGS:
+            raise SystemExit(f"--family {family!r}: expected some of {sorted(FAMILY_CONFIGS)}")
+        for batch in batches:
+            row = {"family": family, "config": FAMILY_CONFIGS[family], "batch": batch, "resolution": resolution,
+                   "quick": quick, "devices": n_dev}
+            try:
+                for dp in (False, True):
+                    c = run.make_config(family, os.path.join(root, FAMILY_CONFIGS[family]), resolution, batch, dp,
+                                        quick, [])
+                    m = run.measure(family, c, n_dev, dp, warmup=warmup, repeats=repeats, steps_per_repeat=1,
+                                    dataset_size=dataset_size)
+                    row["dp_step_s" if dp else "nondp_step_s"] = m["step_s_median"]
+                    if dp:
+                        row.update(padded_batch=m["padded_batch"], clip_method=DPConfig.from_config(c).clip_method)
+                row["dp_over_nondp"] = row["dp_step_s"] / row["nondp_step_s"]
+                print(f"{family:>10} batch {batch:4d} @ {resolution} px: non-DP {row['nondp_step_s']:.3f} s, DP "
+                      f"{row['dp_step_s']:.3f} s ({row['clip_method']}) -> DP/non-DP {row['dp_over_nondp']:.2f}",
+                      flush=True)
+            except (ValueError, NotImplementedError) as e:
+                row["refused"] = str(e).splitlines()[0][:300]
+                print(f"{family:>10} batch {batch:4d}: refused: {row['refused']}", flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     common.add_args(p, devices="1", warmup=2, repeats=5, out="benchmarks/results/dp_overhead.json")
@@ -215,9 +262,19 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--base-features", type=int, default=64, help="first conv width (64 = BASELINES.md)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch/Opacus rows")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--family", default="", help="comma-separated GAN families (gan,stylegan2,pggan,pix2pix): "
+                   "instead of the BASELINES.md discriminator, time each family's training step, DP off vs on")
+    p.add_argument("--resolution", type=int, default=32, help="--family rows: image size, px")
+    p.add_argument("--quick", action="store_true", help="--family rows: the tests' tiny widths")
     args = p.parse_args(argv)
     devices = common.parse_ints(args.devices, "--devices")
     args.batch = common.parse_ints(args.batch, "--batch")
+    if args.family:
+        common.force_host_devices(devices[0])
+        rows = family_rows(args.family.split(","), args.batch, args.resolution, args.quick, devices[0],
+                           args.warmup, args.repeats)
+        common.write_json(args.out, rows)
+        return rows
     methods = args.method.split(",")
     common.force_host_devices(devices[0])
     from jaxmedgan.privacy import dp_sgd

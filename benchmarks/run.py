@@ -142,11 +142,13 @@ def _stylegan2_flops(module, c, state, batch, steps: list[int]) -> float | None:
     """Mean global FLOPs per step over `steps` of StyleGAN2's schedule (phases lowered, not compiled)."""
     import jax
 
+    private = {"Dmain": functools.partial(module.d_private_step, with_r1=False),
+               "Dboth": functools.partial(module.d_private_step, with_r1=True)}
     fns = {"Gmain": module.g_main_step, "Greg": module.g_reg_step, "Dmain": module.d_main_step,
-           "Dreg": module.d_reg_step}
+           "Dreg": module.d_reg_step, **(private if module.checks.dp_enabled(c) else {})}
     per_phase = {}
-    for name, fn in fns.items():
-        per_phase[name] = common.lowered_flops(jax.jit(functools.partial(fn, c)).lower(state, batch))
+    for name in sorted({n for step in steps for n in module.phases_at(c, step)}):  # the phases that run
+        per_phase[name] = common.lowered_flops(jax.jit(functools.partial(fns[name], c)).lower(state, batch))
     finish = common.lowered_flops(jax.jit(functools.partial(module.finish_step, c)).lower(state))
     total = 0.0
     for step in steps:

@@ -99,3 +99,14 @@ def test_quick_dp_row_pads_the_poisson_batch_as_training_does(tmp_path):
     (row,) = _quick_gan_run(tmp_path, "on", "1")[0]["rows"]
     assert row["dp"] is True and row["batch"] == 8 and row["padded_batch"] > 8  # Poisson padding
     assert 0 < row["step_s_median"] and row["images_per_s"] == pytest.approx(8 / row["step_s_median"])
+
+
+@pytest.mark.slow  # compiles the tiny GAN step with DP off and on (~40 s on 2 cores)
+def test_dp_overhead_family_rows_time_each_familys_step_with_dp_off_and_on(tmp_path):
+    from benchmarks import dp_overhead
+
+    (row,) = dp_overhead.main(["--family", "gan", "--batch", "8", "--resolution", "16", "--quick", "--repeats", "2",
+                               "--warmup", "1", "--out", str(tmp_path / "f.json")])
+    assert row["family"] == "gan" and row["clip_method"] == "vmap" and row["padded_batch"] > 8
+    assert row["dp_over_nondp"] == pytest.approx(row["dp_step_s"] / row["nondp_step_s"])
+    assert json.loads((tmp_path / "f.json").read_text()) == [row]
