@@ -222,7 +222,7 @@ def family_rows(families: list[str], batches: list[int], resolution: int, quick:
     import os
 
     from benchmarks import run
-    from jaxmedgan.privacy.config import DPConfig
+    from jaxmedgan import trainers
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rows = []
@@ -240,7 +240,8 @@ def family_rows(families: list[str], batches: list[int], resolution: int, quick:
                                     dataset_size=dataset_size)
                     row["dp_step_s" if dp else "nondp_step_s"] = m["step_s_median"]
                     if dp:
-                        row.update(padded_batch=m["padded_batch"], clip_method=DPConfig.from_config(c).clip_method)
+                        row.update(padded_batch=m["padded_batch"],
+                                   clip_method=trainers.get(family).private_config(c).clip_method)
                 row["dp_over_nondp"] = row["dp_step_s"] / row["nondp_step_s"]
                 print(f"{family:>10} batch {batch:4d} @ {resolution} px: non-DP {row['nondp_step_s']:.3f} s, DP "
                       f"{row['dp_step_s']:.3f} s ({row['clip_method']}) -> DP/non-DP {row['dp_over_nondp']:.2f}",

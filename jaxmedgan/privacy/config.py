@@ -14,7 +14,8 @@ missing `privacy` section means DP off):
   sampling             'poisson' (what the accountant analyses) | 'shuffle'
   accountant           'rdp' | 'pld'
   microbatch_size      > 0 chunks the per-example gradients to cap memory
-  clip_method          'vmap' | 'ghost' (`dp_sgd.CLIPPED_SUM_METHODS`)
+  clip_method          'auto' (ghost clipping where the family's per-example loss allows it, else
+                       vmap: `with_clip_method`) | 'vmap' | 'ghost' (`dp_sgd.CLIPPED_SUM_METHODS`)
   overflow_prob        P[Poisson batch > padded size] per step; 0 = chosen so that
                        delta' = delta + T * p * (1 + e^eps) <= 1.01 * delta (`plan.prepare`)
   clip_fake            clip D's per-example gradient on generated images too (no noise)
@@ -37,7 +38,7 @@ from typing import Any
 
 SAMPLINGS = ("poisson", "shuffle")
 ACCOUNTANTS = ("rdp", "pld")
-CLIP_METHODS = ("vmap", "ghost")  # keys of dp_sgd.CLIPPED_SUM_METHODS (tested equal)
+CLIP_METHODS = ("auto", "vmap", "ghost")  # auto + the keys of dp_sgd.CLIPPED_SUM_METHODS (tested equal)
 BREAKS = ("", "no_noise", "no_clipping")  # canaries.BREAKS: test-only broken mechanisms
 
 
@@ -55,7 +56,7 @@ class DPConfig:
     sampling: str = "poisson"
     accountant: str = "rdp"
     microbatch_size: int = 0
-    clip_method: str = "vmap"
+    clip_method: str = "auto"
     overflow_prob: float = 0.0
     clip_fake: bool = True
     secure_rng: bool = True
@@ -109,6 +110,14 @@ class DPConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"config.privacy.{name}={getattr(self, name)!r} must be {expected}.")
+
+    def with_clip_method(self, ghost_supported: bool) -> "DPConfig":
+        """This config with 'auto' resolved: 'ghost' where the family says ghost clipping covers its
+        per-example loss (no gradient of an input gradient inside it, supported layers only), else
+        'vmap'. An explicit 'vmap' or 'ghost' is kept (the family refuses 'ghost' where it cannot)."""
+        if self.clip_method != "auto":
+            return self
+        return dataclasses.replace(self, clip_method="ghost" if ghost_supported else "vmap")
 
     @property
     def clip_bound(self) -> float:

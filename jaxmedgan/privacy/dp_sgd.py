@@ -290,6 +290,9 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
 
         (_, (real_aux, fake_aux, fake_mean)), grads = jax.value_and_grad(total, has_aux=True)(params)
         return grads, {"real_aux": real_aux, "fake_aux": fake_aux, "fake_loss": fake_mean}
+    if dp.clip_method == "auto":
+        raise ValueError("d_gradient needs a resolved clip method: call the family's private_config "
+                         "(DPConfig.with_clip_method) first.")
     clip_kwargs = dict(l2_clip=dp.clip_bound, microbatch_size=dp.microbatch, method=dp.clip_method, mesh=mesh,
                        data_axis=data_axis)
     grads, aux = per_example_clipped_grad_sum(real_loss, params, real, mask, has_aux=True, **clip_kwargs)

@@ -92,6 +92,12 @@ def _r1(d, d_vars: dict, real: jax.Array, rng: jax.Array, gamma: float) -> jax.A
     return sg2_losses.r1_penalty(logits, real, gamma)
 
 
+def private_config(config: ml_collections.ConfigDict) -> DPConfig:
+    """The run's DPConfig, clip_method 'auto' resolved: ghost clipping covers D's Conv/Dense/norm
+    layers, but not R1 (a gradient of D's input gradient inside the clipped loss)."""
+    return DPConfig.from_config(config).with_clip_method(ghost_supported=not config.loss.get("r1_gamma", 0.0))
+
+
 def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
     """D update under DP-SGD: (sum-scale gradient for the optimiser's noise transformation, metrics, stats).
 
@@ -102,9 +108,9 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     call everything fake.
     """
     _, d = build_models(config)
-    p = DPConfig.from_config(config)
     aux_w = config.loss.aux_weight if config.model.num_classes else 0.0
     r1_gamma = config.loss.get("r1_gamma", 0.0)
+    p = private_config(config)
     k_drop_real, k_drop_fake = jax.random.split(rng)
     real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
     n = real.shape[0]

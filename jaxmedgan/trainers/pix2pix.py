@@ -123,12 +123,17 @@ def check_private_generator(config: ml_collections.ConfigDict) -> None:
                          "per-example norm such as 'instance' or 'none'.")
 
 
+def private_config(config: ml_collections.ConfigDict) -> DPConfig:
+    """The run's DPConfig, clip_method 'auto' resolved to vmap (the joint D + G loss is clipped by vmap only)."""
+    return DPConfig.from_config(config).with_clip_method(ghost_supported=False)
+
+
 def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     """(D grads, G grads, metrics): the sum-scale clipped gradient of the joint per-example loss
     (`dp_sgd.d_gradient`; both optimisers' noise transformations noise it and divide by E[B])."""
     check_private_generator(config)
     g, d = build_models(config)
-    p, lam = DPConfig.from_config(config), config.loss.l1_weight
+    p, lam = private_config(config), config.loss.l1_weight
     if p.clip_method != "vmap":
         raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
                          "per-example loss with 'vmap' only.")

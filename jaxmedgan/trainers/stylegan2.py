@@ -410,6 +410,12 @@ def d_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, extra=extra), metrics
 
 
+def private_config(config: ml_collections.ConfigDict) -> DPConfig:
+    """The run's DPConfig, clip_method 'auto' resolved to vmap: ghost clipping does not cover the
+    equalised-lr / FIR layers or R1 inside the clipped loss."""
+    return DPConfig.from_config(config).with_clip_method(ghost_supported=False)
+
+
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dict, fake_aug: jax.Array,
                     fake_c: jax.Array | None, p: jax.Array, aug_keys: jax.Array, *, with_r1: bool,
                     mesh: Any = None) -> tuple[Any, dict]:
@@ -451,7 +457,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
 
     m = fake_aug.shape[0]
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
-    grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, DPConfig.from_config(config),
+    grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, private_config(config),
                                    fake_loss=fake_loss, fake=fakes, expected_batch_size=config.train.batch_size,
                                    canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     per_ex, fake_logits, loss_fake = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")

@@ -384,7 +384,7 @@ def test_d_gradient_without_dp_is_the_plain_gradient_and_the_dp_path_meets_it():
     want = jax.grad(reference)(params)
     plain, _ = dp_sgd.d_gradient(with_aux, params, real, mask, DPConfig(), fake_loss=with_aux, fake=fake,
                                  expected_batch_size=8.0)
-    dp = DPConfig(enabled=True, noise_multiplier=0.0, l2_clip=1e6, clip_fake=False)
+    dp = DPConfig(enabled=True, noise_multiplier=0.0, l2_clip=1e6, clip_fake=False, clip_method="vmap")
     active = jnp.array([1.0, 0.0, 1.0])
     sum_scale, metrics = dp_sgd.d_gradient(with_aux, params, real, mask, dp, fake_loss=with_aux, fake=fake,
                                            expected_batch_size=8.0, canaries=active)
@@ -395,6 +395,10 @@ def test_d_gradient_without_dp_is_the_plain_gradient_and_the_dp_path_meets_it():
         np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(b, w, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(state.canary_scores, [1e6, 0.0, 1e6])  # canary_norm C = 1e8 clipped to C
-    unclipped = DPConfig(enabled=True, l2_clip=1.0, break_mechanism="no_clipping")
+    unclipped = DPConfig(enabled=True, l2_clip=1.0, break_mechanism="no_clipping", clip_method="vmap")
+    with pytest.raises(ValueError, match="needs a resolved clip method"):
+        dp_sgd.d_gradient(with_aux, params, real, mask, DPConfig(enabled=True), expected_batch_size=8.0)
+    assert DPConfig(enabled=True).with_clip_method(ghost_supported=True).clip_method == "ghost"
+    assert DPConfig(enabled=True, clip_method="vmap").with_clip_method(ghost_supported=True).clip_method == "vmap"
     _, m = dp_sgd.d_gradient(with_aux, params, real, mask, unclipped, expected_batch_size=8.0, canaries=active)
     np.testing.assert_allclose(m["canary_sum"], [100.0, 0.0, 100.0])
