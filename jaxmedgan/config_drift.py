@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import ml_collections
 
@@ -29,15 +29,6 @@ MUTABLE_ON_RESUME = frozenset({  # how long and how often: none changes the trai
 
 class ConfigDriftError(ValueError):
     """Resume with changed config fields that were not declared mutable or named on the command line."""
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def _as_json(config: ml_collections.ConfigDict | dict) -> dict:
@@ -56,7 +47,7 @@ def latest_checkpoint_step(workdir: str) -> int | None:
 
 def diff(old: dict | ml_collections.ConfigDict, new: dict | ml_collections.ConfigDict) -> dict[str, tuple]:
     """{dotted key: (old value, new value)} for every field that differs, was added or removed."""
-    a, b = _flatten(_as_json(old)), _flatten(_as_json(new))
+    a, b = plan.flatten(_as_json(old)), plan.flatten(_as_json(new))
     missing = "<absent>"
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
             if a.get(k, missing) != b.get(k, missing)}

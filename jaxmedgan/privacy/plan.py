@@ -137,7 +137,8 @@ def run_guarantee(config: Any, step: int) -> tuple[float, float] | None:
     return eps, delta_prime(p.delta, p.overflow_prob, step, eps)
 
 
-def _flat(config: Any) -> dict[str, Any]:
+def flatten(config: Any) -> dict[str, Any]:
+    """{dotted key: value} of a ConfigDict or nested dict (empty sections drop out)."""
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     out: dict[str, Any] = {}
 
@@ -165,7 +166,7 @@ def check_resume(old: Any, new: Any) -> None:
     throughout. `old`: the workdir's config.json; `new`: the config after `prepare`."""
     if not (dp_enabled(old) or dp_enabled(new)):
         return
-    a, b = _flat(old), _flat(new)
+    a, b = flatten(old), flatten(new)
     changed = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
                if is_locked(key) and a.get(key) != b.get(key)]
     if changed:
