@@ -8,6 +8,8 @@ This file is also the base of the downstream study's classifier (configs/downstr
 """
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -18,10 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis (-1: all)
     c.mesh.model = 1
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom-liver"  # phantom-liver | labels-csv | image-folder | any TFDS source
-    c.data.data_dir = ""  # TFDS sources: "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
-    c.data.image_dir = ""  # image-folder source: DIR/<class_name>/*.png|*.dcm
+    c.data = common.data("phantom-liver", 64, holdout_fraction=0.0)  # shared keys: configs/common.py
     c.data.labels_csv = ""  # labels-csv source: file,label[,group] (train / cross-validation set)
     c.data.test_labels_csv = ""  # labels-csv source: held-out set ("" = none)
     c.data.class_names = ()  # labels-csv source: class (or finding) names in logit order
@@ -29,15 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.relabel = ""  # merge classes, e.g. "normal:normal;abnormal:fracture,lytic,sclerotic"
     c.data.counts = ()  # phantom-liver train lesions per class; () = the study's 53 / 64 / 65
     c.data.test_counts = ()  # phantom-liver held-out lesions per class; () = 30 / 30 / 30
-    c.data.image_size = 64  # px
-    c.data.channels = 1
-    c.data.augment = True  # classic augmentation (data/transforms.Augment)
     c.data.flip = True  # off for images whose left/right carries meaning (whole chest X-rays)
     c.data.rotate90 = True
     c.data.max_translate_px = 4
-    c.data.window_center = 0.0  # DICOM window in HU; width 0 = the file's own tags
-    c.data.window_width = 0.0
-    c.data.holdout_fraction = 0.0  # image-folder source: stratified 'test' split
 
     c.model = ml_collections.ConfigDict()
     c.model.arch = "resnet"  # resnet (models/resnet_classifier.py) | cnn (models/classifier.py, clinical loss)

@@ -15,3 +15,21 @@ def privacy(**overrides) -> ml_collections.ConfigDict:
         raise ValueError(f"Unknown privacy field(s) {sorted(unknown)}; known: {sorted(section)}.")
     section.update(overrides)
     return ml_collections.ConfigDict(section)
+
+
+def data(source: str, image_size: int, **fields) -> ml_collections.ConfigDict:
+    """The data section's shared keys (README "Your data"); `fields` set them or add family keys.
+
+    source: a `jaxmedgan dataset --source` name; dataset_dir: a dataset built by `jaxmedgan dataset`
+    (then source, size, channels, windows and classes come from it); image_dir: the user folder /
+    file of image-folder | npz | stylegan-folder | chexpert | chestxray14; window_center/width: the
+    dataset window in native units (width 0 = each file's own); class_windows: 'name=c/w;...';
+    classes: comma-separated class folders to keep, in label order ('' = all, natural order);
+    resize: none | area | pad | crop; holdout_fraction: stratified held-out share of user sources.
+    """
+    section = ml_collections.ConfigDict(dict(
+        source=source, data_dir="", dataset_dir="", image_dir="", image_size=image_size, channels=1,
+        augment=True, window_center=0.0, window_width=0.0, class_windows="", classes="", resize="none",
+        holdout_fraction=0.1))
+    section.update(fields)
+    return section

@@ -20,15 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis (-1: all)
     c.mesh.model = 1
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom-liver"  # phantom-liver | image-folder
-    c.data.data_dir = ""  # where TFDS datasets live; "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
-    c.data.image_dir = ""  # image-folder source: DIR/<class_name>/*.png|*.dcm
-    c.data.image_size = 64  # px
-    c.data.channels = 1
-    c.data.augment = True  # classic augmentation: flips, 90-degree rotations, shifts, scale, intensity
-    c.data.window_center = 0.0  # DICOM window in HU; width 0 = use the file's own window tags
-    c.data.window_width = 0.0
+    c.data = common.data("phantom-liver", 64)  # shared keys: configs/common.py
 
     c.model = ml_collections.ConfigDict()
     c.model.latent_dim = 100

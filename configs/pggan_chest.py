@@ -31,15 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis (-1: all)
     c.mesh.model = 1
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom-chest"  # phantom-chest | phantom-liver | image-folder | chexpert | chestxray14
-    c.data.data_dir = ""  # "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
-    c.data.image_dir = ""  # image-folder / real chest sources: the dataset root
+    c.data = common.data("phantom-chest", 64, augment=False)  # PGGAN trains on the data as is; keys: configs/common.py
     c.data.image_size = 64  # px, final resolution: a power of two >= 16 (phantom-chest's minimum)
-    c.data.channels = 1
-    c.data.augment = False  # PGGAN trains on the data as is
-    c.data.window_center = 0.0  # DICOM window (image-folder only); width 0 = the file's tags
-    c.data.window_width = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.latent_dim = 128

@@ -33,15 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # devices on the data axis (-1: all)
     c.mesh.model = 1
 
-    c.data = ml_collections.ConfigDict()
-    c.data.source = "phantom-spine"  # phantom-spine | image-folder | stylegan-folder
-    c.data.data_dir = ""  # "" = $JAXMEDGAN_DATA_DIR or ~/.cache/jaxmedgan/datasets
-    c.data.image_dir = ""  # image-folder: DIR/<class_name>/*.png|*.dcm; stylegan-folder: DIR or .zip with dataset.json
-    c.data.image_size = 32  # px, power of two >= 16
-    c.data.channels = 1
-    c.data.augment = False  # classic augmentation off: ADA augments what D sees instead
-    c.data.window_center = 0.0  # DICOM window (image-folder only); width 0 = the file's tags
-    c.data.window_width = 0.0
+    c.data = common.data("phantom-spine", 32, augment=False)  # ADA augments what D sees instead; keys: configs/common.py
 
     c.model = ml_collections.ConfigDict()
     c.model.latent_dim = 64  # z_dim

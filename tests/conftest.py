@@ -12,3 +12,21 @@ def dual_gan_workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("dual") / "run"
     dual_gan.train_and_evaluate(tiny_config(), str(wd))
     return wd
+
+
+@pytest.fixture
+def jaxmedgan_log():
+    """Messages logged on the 'jaxmedgan' logger during the test (it stops propagating to the root
+    logger, so caplog misses it, once a CLI command has set up logging in this process)."""
+    import logging
+
+    lines: list[str] = []
+    log = logging.getLogger("jaxmedgan")
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(min(old_level or logging.INFO, logging.INFO))
+    yield lines
+    log.removeHandler(handler)
+    log.setLevel(old_level)

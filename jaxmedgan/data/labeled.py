@@ -247,7 +247,7 @@ def _load(config: ml_collections.ConfigDict, split: str) -> LabeledSet:
         return LabeledSet(images, labels, names, source=f"{source} {split}")
     ex = tfds_builders.load_examples(data_dir, source, split)
     mask = ex["label_mask"].astype(np.float32) if "label_mask" in ex else None
-    return LabeledSet(tfds_builders.from_uint8(ex["image"]), ex["label"].astype(np.float32), names,
+    return LabeledSet(tfds_builders.to_model_range(ex["image"]), ex["label"].astype(np.float32), names,
                       multi_label=True, groups=ex["group"].astype(np.int64) if "group" in ex else None,
                       source=f"{source} {split}", mask=None if mask is None or mask.all() else mask)
 

@@ -27,6 +27,7 @@ is tolerated if the winner's dataset is complete).
 """
 
 from collections.abc import Sequence
+import functools
 import hashlib
 import json
 import os
@@ -36,13 +37,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxmedgan.data import chest_phantoms
+from jaxmedgan.data import intensity
+from jaxmedgan.data import native
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
 from jaxmedgan.data import spine_phantoms
 
-SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "medical_image_folder",
+SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "native_images",
            "phantom-spine": "phantom_spine", "phantom-chest": "phantom_chest",
-           "chexpert": "chexpert", "chestxray14": "chestxray14"}
+           "chexpert": "chexpert", "chestxray14": "chestxray14", "npz": "native_images",
+           "stylegan-folder": "native_images"}
+NATIVE_SOURCES = ("image-folder", "npz", "stylegan-folder")  # `native` readers, stored at native intensity
 CHEST_SOURCES = ("phantom-chest", "chexpert", "chestxray14")  # multi-label (multi-hot 'label')
 INFO_FILE = "jaxmedgan_dataset.json"  # Human-readable record of the build inputs, in the data_dir.
 
@@ -266,80 +271,52 @@ class ChestXray14(ChestXRays, skip_registration=True):
     KIND = "chestxray14"
 
 
-def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Returns bool [N], True = test: per class round(fraction * n) examples, >= 1 each side if n >= 2."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {fraction}")
-    is_test = np.zeros(len(labels), bool)
-    if fraction == 0.0:
-        return is_test
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x484F4C44]))  # "HOLD"
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_test = int(round(fraction * len(idx)))
-        if len(idx) >= 2:
-            n_test = min(max(n_test, 1), len(idx) - 1)
-        else:
-            n_test = 0
-        is_test[rng.permutation(idx)[:n_test]] = True
-    return is_test
+holdout_split = native.holdout_split  # stratified seeded hold-out (kept here for callers)
 
 
-class MedicalImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A DIR/<class_name>/*.png|*.jpg|*.dcm folder; 'train', plus 'test' if holdout_fraction > 0."""
+class NativeImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """User images at native intensity (`native`): image folders, MedMNIST .npz, StyleGAN folders.
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "readers.read_image_folder, stratified hold-out."}
+    Features: image float32 [H, W, C] native values, label ClassLabel, window float32 [2] (center,
+    width), invert uint8 [] (1 = MONOCHROME1); splits as the source gives them ('train', plus
+    'test' / 'validation'). `load_split` applies each example's window (`intensity`).
+    """
 
-    def __init__(
-        self,
-        *,
-        image_dir: str,
-        image_size: int = 64,
-        channels: int = 1,
-        window: tuple[float, float] | None = None,
-        resize: bool = False,
-        holdout_fraction: float = 0.0,
-        seed: int = 0,
-        **kwargs,
-    ):
-        self._image_dir = image_dir
-        self._image_size = int(image_size)
-        self._channels = int(channels)
-        self._window = window
-        self._resize = resize
-        self._holdout = float(holdout_fraction)
-        self._seed = int(seed)
-        self._class_names, _ = readers.list_image_folder(image_dir)
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "readers.read_image_folder, stratified hold-out, uint8.",
+                     "2.0.0": "Native float32 intensities with a per-image window; npz and StyleGAN sources."}
+
+    def __init__(self, *, records: "native.NativeRecords", image_size: int, channels: int, **kwargs):
+        self._records = records
+        self._shape = (int(image_size), int(image_size), int(channels))
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description=f"Images from {self._image_dir}",
-            features=_features(self._image_size, self._image_size, self._channels, self._class_names),
+            description="User images at native intensity with a per-image window (jaxmedgan.data.native).",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=self._shape, dtype=np.float32),
+                "label": tfds.features.ClassLabel(names=list(self._records.class_names)),
+                "window": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+                "invert": tfds.features.Tensor(shape=(), dtype=np.uint8),
+            }),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(intensity=self._records.summary()),
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
-        images, labels, class_names = readers.read_image_folder(
-            self._image_dir, image_size=self._image_size, channels=self._channels,
-            window=self._window, resize=self._resize)
-        if class_names != self._class_names:
-            raise ValueError(f"Class folders of {self._image_dir} changed during the build: "
-                             f"{self._class_names} -> {class_names}")
-        images = to_uint8(images)
-        is_test = holdout_split(labels, self._holdout, self._seed)
-        splits = {"train": self._generate_examples(images[~is_test], labels[~is_test])}
-        if self._holdout > 0:
-            splits["test"] = self._generate_examples(images[is_test], labels[is_test])
-        return splits
+        r = self._records
+        return {split: self._generate_examples(np.flatnonzero(r.splits == split))
+                for split in sorted(set(r.splits.tolist()))}
 
-    def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-        for i, (image, label) in enumerate(zip(images, labels)):
-            yield i, {"image": image, "label": int(label)}
+    def _generate_examples(self, index: np.ndarray):
+        r = self._records
+        for i, j in enumerate(index):
+            yield i, {"image": r.images[j], "label": int(r.labels[j]), "window": r.windows[j],
+                      "invert": np.uint8(r.inverts[j])}
 
 
 def _check_source(source: str) -> str:
@@ -364,13 +341,26 @@ def _check_findings(findings: Sequence[str] | None, known: Sequence[str], source
     return names
 
 
-def _folder_listing(image_dir: str) -> list[tuple[str, int, int]]:
-    """(relative path, bytes, mtime ns) of every image file, for the build fingerprint."""
-    _, files = readers.list_image_folder(image_dir)
+NATIVE_LAYOUT = {"image-folder": "DIR/<class_name>/*.png|*.jpg|*.tif|DICOM files",
+                 "npz": "a MedMNIST-style .npz with train/val/test _images and _labels",
+                 "stylegan-folder": "a StyleGAN2-ADA dataset folder or .zip with dataset.json"}
+
+
+def _source_listing(source: str, image_dir: str) -> list[tuple[str, int, int]]:
+    """(relative path, bytes, mtime ns) of every input file, for the build fingerprint."""
+    if source == "image-folder":
+        paths = [path for path, _ in readers.list_image_folder(image_dir)[1]]
+    elif os.path.isdir(image_dir):
+        paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(image_dir) for f in fs)
+    elif os.path.isfile(image_dir):
+        paths = [image_dir]
+    else:
+        raise ValueError(f"source {source!r}: {image_dir!r} does not exist; expected {NATIVE_LAYOUT[source]}")
     out = []
-    for path, _ in files:
+    for path in paths:
         st = os.stat(path)
-        out.append((os.path.relpath(path, image_dir), st.st_size, st.st_mtime_ns))
+        out.append((os.path.relpath(path, os.path.dirname(image_dir) if path == image_dir else image_dir),
+                    st.st_size, st.st_mtime_ns))
     return out
 
 
@@ -400,6 +390,8 @@ def build_dataset(
     findings: Sequence[str] | None = None,
     uncertainty: str = "u_ones",
     frontal_only: bool = False,
+    class_windows=None,
+    classes: Sequence[str] | None = None,
 ) -> str:
     """Builds (or reuses) a dataset under out_dir; returns the data_dir for load_split / load_arrays.
 
@@ -407,8 +399,12 @@ def build_dataset(
     `seed` and `holdout_fraction` do not apply); `window` (level, width) HU defaults to 50 / 350.
     source "phantom-spine": spine_phantoms.generate train/test splits (fixed seeds; no window).
     `phantom_counts` (train, test) per-class counts default to the phantom module's.
-    source "image-folder": readers.read_image_folder(image_dir) into 'train', and a stratified
-    `holdout_fraction` drawn with `seed` into 'test'; `window` is the DICOM (center, width).
+    sources "image-folder", "npz", "stylegan-folder" (`native`): `image_dir` is the folder / file;
+    images are stored at native intensity with a per-image window: `class_windows` ({name:
+    (center, width)} or 'name=c/w;...') over `window` (center, width) over the file's own;
+    `classes` picks and orders the classes (default: natural order of the folders / label
+    indices); `resize` none|area|pad|crop (True = area); a stratified `holdout_fraction` drawn
+    with `seed` becomes 'test' (an .npz keeps its own train / validation / test).
     source "phantom-chest": chest_phantoms.generate, `num_examples` (train, test) images (default
     NUM_TRAIN / NUM_TEST) with per-finding `prevalence` (default DEFAULT_PREVALENCE), fixed seeds.
     sources "chexpert" / "chestxray14": `image_dir` is the dataset root (see `chest`); `findings`
@@ -418,7 +414,8 @@ def build_dataset(
     Chest sources store a multi-hot label; `findings` selects and orders the label columns.
     """
     name = _check_source(source)
-    source = {v: k for k, v in SOURCES.items()}[name]
+    if source not in SOURCES:
+        source = {v: k for k, v in SOURCES.items()}[name]
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if image_size < 1:
@@ -430,6 +427,8 @@ def build_dataset(
                                         or findings):
         raise ValueError(f"num_examples / prevalence / findings apply to the chest sources "
                          f"{CHEST_SOURCES}, not {source!r}")
+    if source not in NATIVE_SOURCES and (class_windows or classes or resize not in (False, None, "none")):
+        raise ValueError(f"class_windows / classes / resize apply to the sources {NATIVE_SOURCES}, not {source!r}")
     if source == "phantom-liver":
         if image_dir:
             raise ValueError(f"image_dir={image_dir!r} given for source 'phantom-liver'; it is only "
@@ -498,21 +497,31 @@ def build_dataset(
                       uncertainty=uncertainty, frontal_only=bool(frontal_only),
                       holdout_fraction=float(holdout_fraction), seed=int(seed))
         builder_cls = CheXpert if source == "chexpert" else ChestXray14
-    else:
+    else:  # NATIVE_SOURCES
         if not image_dir:
-            raise ValueError("source 'image-folder' needs image_dir (DIR/<class_name>/*.png|*.jpg|*.dcm)")
+            raise ValueError(f"source {source!r} needs image_dir ({NATIVE_LAYOUT[source]})")
         image_dir = os.path.abspath(image_dir)
-        params.update(version=str(MedicalImageFolder.VERSION), image_dir=image_dir,
-                      files=_folder_listing(image_dir),
+        resize = "area" if resize is True else (resize or "none")
+        if resize not in readers.RESIZE_MODES:
+            raise ValueError(f"resize={resize!r}; expected one of {readers.RESIZE_MODES}")
+        cw = intensity.parse_class_windows(class_windows)
+        params.update(version=str(NativeImages.VERSION), image_dir=image_dir,
+                      files=_source_listing(source, image_dir),
                       window=None if window is None else list(map(float, window)),
-                      resize=bool(resize), holdout_fraction=float(holdout_fraction), seed=int(seed))
-        kwargs = dict(image_dir=image_dir, image_size=image_size, channels=channels,
-                      window=None if window is None else tuple(window), resize=resize,
-                      holdout_fraction=holdout_fraction, seed=seed)
-        builder_cls = MedicalImageFolder
+                      class_windows={k: list(v) for k, v in sorted(cw.items())},
+                      classes=list(classes) if classes else None,
+                      resize=resize, holdout_fraction=float(holdout_fraction), seed=int(seed))
+        read = functools.partial(native.READERS[source], image_dir, image_size=image_size, channels=channels,
+                                 resize=resize, window=None if window is None else tuple(window),
+                                 class_windows=cw, classes=classes, holdout_fraction=holdout_fraction,
+                                 seed=seed)
+        builder_cls = NativeImages
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     data_dir = os.path.join(out_dir, f"{source}-{image_size}px-{channels}ch-{digest}")
     if not _is_complete(data_dir, name):
+        if builder_cls is NativeImages:
+            records = read()
+            kwargs = dict(records=records, image_size=image_size, channels=channels)
         builder = builder_cls(data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
         config = tfds.download.DownloadConfig(
             download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, try_download_gcs=False)
@@ -526,6 +535,11 @@ def build_dataset(
     info = {k: v for k, v in params.items() if k not in ("files", "index_files")}
     if "files" in params:
         info["num_files"] = len(params["files"])
+    info.update(fingerprint=digest, data_dir=os.path.abspath(data_dir), class_names=list(class_names(data_dir, source)),
+                splits=list(split_names(data_dir, source)), multi_label=is_multi_label(data_dir, source))
+    meta = _builder(data_dir, source).info.metadata or {}
+    if "intensity" in meta:
+        info["intensity"] = meta["intensity"]
     tmp = os.path.join(data_dir, f".{INFO_FILE}.tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=1, sort_keys=True)
@@ -552,13 +566,49 @@ def _builder(data_dir: str, source_name: str) -> tfds.core.DatasetBuilder:
     return tfds.builder_from_directory(os.path.join(root, max(versions)[1]))
 
 
+class WindowedSource:
+    """A native dataset split read through each example's window: element {"image": float32 [H,W,C]
+    in [-1, 1], "label": int}; random access like the TFDS data source it wraps."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    @staticmethod
+    def _window(example: dict) -> dict:
+        w = np.asarray(example["window"], np.float32)
+        image = intensity.to_model_range(example["image"], w[0], w[1], bool(example["invert"]))
+        return {"image": image, "label": example["label"]}
+
+    def __getitem__(self, index):
+        return self._window(self._source[index])
+
+    def __getitems__(self, indices):
+        return [self._window(e) for e in self._source.__getitems__(list(indices))]
+
+
+def is_native(data_dir: str, source_name: str) -> bool:
+    """True if the dataset stores native intensities with per-image windows (`NativeImages`)."""
+    return "window" in _builder(data_dir, source_name).info.features
+
+
 def load_split(data_dir: str, source_name: str, split: str):
-    """Random-access data source for one split; element {"image": uint8 [H,W,C], "label": int}."""
+    """Random-access data source for one split; element {"image": uint8 [H,W,C] or float32 [H,W,C]
+    in [-1, 1] (native datasets, windowed on read), "label": int}."""
     builder = _builder(data_dir, source_name)
     if split not in builder.info.splits:
         raise ValueError(f"Split {split!r} not in {builder.data_dir}; "
                          f"available: {sorted(builder.info.splits)}")
-    return builder.as_data_source(split)
+    source = builder.as_data_source(split)
+    return WindowedSource(source) if "window" in builder.info.features else source
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+    """Stored images -> float32 in [-1, 1]: uint8 by u8 / 127.5 - 1, float (already windowed) as is."""
+    images = np.asarray(images)
+    return from_uint8(images) if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 def split_names(data_dir: str, source_name: str) -> tuple[str, ...]:
@@ -585,13 +635,15 @@ def is_multi_label(data_dir: str, source_name: str) -> bool:
 
 
 def load_examples(data_dir: str, source_name: str, split: str) -> dict[str, np.ndarray]:
-    """Every feature of a split stacked: {"image": uint8 [N,H,W,C], "label": [N] or [N,K], ...}."""
+    """Every feature of a split stacked: {"image": uint8 [N,H,W,C] (float32 in [-1, 1] for native
+    datasets, already windowed), "label": [N] or [N,K], ...}."""
     source = load_split(data_dir, source_name, split)
     n = len(source)
     examples = source.__getitems__(list(range(n))) if n else []
     features = _builder(data_dir, source_name).info.features
     if not examples:
-        return {k: np.zeros((0, *features[k].shape), features[k].np_dtype) for k in features.keys()}
+        return {k: np.zeros((0, *features[k].shape), features[k].np_dtype) for k in features.keys()
+                if k not in ("window", "invert")}
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
@@ -601,7 +653,7 @@ def load_arrays(data_dir: str, source_name: str, split: str) -> tuple[np.ndarray
     labels: int32 [N] for single-label sources, multi-hot float32 [N,K] for chest sources.
     """
     ex = load_examples(data_dir, source_name, split)
-    images = from_uint8(ex["image"])
+    images = to_model_range(ex["image"])
     if is_multi_label(data_dir, source_name):
         return images, ex["label"].astype(np.float32)
     return images, ex["label"].astype(np.int32)

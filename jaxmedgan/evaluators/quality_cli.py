@@ -1,8 +1,9 @@
 """`jaxmedgan evaluate --workdir W --metrics fid,kid,pr --num N`: image quality of a trained GAN.
 
 Draws N samples from the latest checkpoint of the GAN workdir W, takes N real images of W's
-configured data (`--reals train`, the default, as FID is usually reported against the data the
-GAN was fitted to; `test` for the held-out split; or an .npz with an `images` array), embeds both
+configured data (`--reals auto`, the default: the held-out 'test' split where the data has one,
+else the training images with a warning; `train` / `test` explicitly; or an .npz with an
+`images` array; the report records which were used), embeds both
 with a feature extractor (`evaluators.features`: the domain classifier by default, named
 `*_domain`; or the FID Inception-v3 with user-converted weights) and computes the metrics of
 `evaluators.quality`. Writes W/eval/metrics.json (atomic; runs at the same checkpoint step are
@@ -50,6 +51,19 @@ def draw_fakes(workdir: str, num: int, seed: int) -> tuple[np.ndarray, Any]:
     return fake, step
 
 
+def resolve_reals(config: ml_collections.ConfigDict, reals: str) -> str:
+    """'auto' -> 'test' if config.data has a held-out split, else 'train' (logged); others as given."""
+    if reals != "auto":
+        return reals
+    from jaxmedgan.data import datasets, tfds_builders
+
+    if "test" in tfds_builders.split_names(datasets.prepare(config), config.data.source):
+        return "test"
+    log.warning("config.data (source %r) has no held-out 'test' split: comparing with the training images. "
+                "Rebuild with a hold-out (config.data.holdout_fraction) for an unbiased score.", config.data.source)
+    return "train"
+
+
 def real_images(config: ml_collections.ConfigDict, num: int, reals: str, seed: int) -> np.ndarray:
     """Up to `num` real images f32 [n,H,W,C] in [-1, 1]: 'train', 'test' (config.data) or an .npz path."""
     rng = np.random.default_rng(seed)
@@ -69,7 +83,7 @@ def real_images(config: ml_collections.ConfigDict, num: int, reals: str, seed: i
             x = eval_arrays[0]
         else:
             idx = np.sort(rng.choice(len(train_source), min(num, len(train_source)), replace=False))
-            x = tfds_builders.from_uint8(np.stack([train_source[int(i)]["image"] for i in idx]))
+            x = tfds_builders.to_model_range(np.stack([train_source[int(i)]["image"] for i in idx]))
     else:
         raise ValueError(f"--reals must be 'train', 'test' or a .npz file; got {reals!r}.")
     x = np.asarray(x)
@@ -96,7 +110,7 @@ def _write_json_atomic(path: str, obj: dict) -> None:
 
 
 def evaluate(workdir: str, *, metrics: str | Sequence[str] = "fid,kid,pr", num: int = 1000,
-             extractor: features.Extractor, reals: str = "train", seed: int = 0, batch_size: int = 64,
+             extractor: features.Extractor, reals: str = "auto", seed: int = 0, batch_size: int = 64,
              kid_subset_size: int = 1000, kid_subsets: int = 100, k: int = 5, save_samples: bool = False) -> dict:
     """Computes, writes (W/eval/metrics.json, TensorBoard) and returns {"metrics": {...}, ...}.
 
@@ -107,6 +121,7 @@ def evaluate(workdir: str, *, metrics: str | Sequence[str] = "fid,kid,pr", num: 
         raise ValueError(f"--num must be >= 2 (covariances, KID), got {num}.")
     config = checkpointing.read_config(workdir)
     fake, step = draw_fakes(workdir, num, seed)
+    reals = resolve_reals(config, reals)
     real = real_images(config, num, reals, seed + 1)
     if len(real) < num:
         log.warning("Only %d real images for %d samples (--reals %s); using all of them.", len(real), num, reals)
@@ -202,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", default=None, help="classifier workdir for --features domain")
     p.add_argument("--inception-weights", default=None,
                    help="npz from `python -m jaxmedgan.evaluators.inception_convert`")
-    p.add_argument("--reals", default="train", help="train | test (the workdir config's data) | FILE.npz")
+    p.add_argument("--reals", default="auto", help="auto (held-out 'test' if the data has one, else train) | "
+                   "train | test (the workdir config's data) | FILE.npz")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--kid-subset-size", type=int, default=1000)
@@ -221,7 +237,7 @@ def quality_command(argv: Sequence[str]) -> int:
                       kid_subsets=args.kid_subsets, k=args.k, save_samples=args.save_samples)
     run = report["runs"][extractor.kind]
     print(f"{args.workdir} (checkpoint step {report['checkpoint_step']}), {run['num_fake']} samples vs "
-          f"{run['num_real']} real ({args.reals}), features: {run['feature_description']}")
+          f"{run['num_real']} real ({run['reals']}), features: {run['feature_description']}")
     for name in run["metrics"]:
         print(f"  {name:22s} {report['metrics'][name]:.6g}")
     print(f"wrote {os.path.join(args.workdir, METRICS_FILE)}")

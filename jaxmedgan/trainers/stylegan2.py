@@ -710,42 +710,19 @@ FAMILY = common.Family(
 )
 
 
-def load_data(config: ml_collections.ConfigDict) -> tuple[Any, Any, tuple[str, ...] | None]:
-    """(train source, held-out (images, labels) or None, class names or None) for `config.data`.
-
-    source 'stylegan-folder': `config.data.image_dir` is a folder or .zip in StyleGAN2-ADA's dataset
-    format (`data.stylegan_dataset`); no held-out split, classes unnamed (integer labels). Other
-    sources: `data.datasets.load` and the TFDS dataset's class names.
-    """
-    d = config.data
-    k = config.model.num_classes
-    if d.source == "stylegan-folder":
-        from jaxmedgan.data import stylegan_dataset
-
-        if not d.image_dir:
-            raise ValueError("config.data.source='stylegan-folder' needs config.data.image_dir: a folder or .zip "
-                             "of images with dataset.json (StyleGAN2-ADA's dataset_tool.py format).")
-        ds = stylegan_dataset.StyleGANImageDataset(d.image_dir, channels=d.channels, use_labels=bool(k))
-        if ds.image_shape != (d.image_size, d.image_size, d.channels):
-            raise ValueError(f"StyleGAN dataset {d.image_dir} holds images {ds.image_shape} (H, W, C) but "
-                             f"config.data.image_size={d.image_size}, channels={d.channels}; set them to match.")
-        if k and not ds.has_labels:
-            raise ValueError(f"config.model.num_classes={k} but StyleGAN dataset {d.image_dir} has no labels "
-                             f"(no {stylegan_dataset.LABELS_FILE} or \"labels\": null); set num_classes=0.")
-        if k and ds.class_count != k:
-            raise ValueError(f"config.model.num_classes={k} but the labels of StyleGAN dataset {d.image_dir} "
-                             f"span {ds.class_count} classes (0..{ds.class_count - 1}); set "
-                             f"--config.model.num_classes={ds.class_count}.")
-        return ds, None, None
+def load_data(config: ml_collections.ConfigDict) -> tuple[Any, Any, tuple[str, ...] | None, str]:
+    """(train source, held-out (images, labels) or None, class names or None, data_dir) for
+    `config.data`; every source goes through `data.datasets`."""
     from jaxmedgan.data import datasets, tfds_builders  # heavy; import on use
 
-    train, eval_arrays = datasets.load(config)
-    names = tfds_builders.class_names(datasets.prepare(config), d.source) if k else None
-    return train, eval_arrays, names
+    data_dir = datasets.prepare(config)
+    train, eval_arrays = datasets.load(config, data_dir)
+    names = tfds_builders.class_names(data_dir, config.data.source) if config.model.num_classes else None
+    return train, eval_arrays, names, data_dir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
     """Trains conditional StyleGAN2-ADA as configured, writing checkpoints, metrics and samples."""
-    train, eval_arrays, names = load_data(config)
+    train, eval_arrays, names, data_dir = load_data(config)
     check_clinical_classes(config, names)
-    return common.fit(config, workdir, FAMILY, data=(train, eval_arrays))
+    return common.fit(config, workdir, FAMILY, data=(train, eval_arrays), data_dir=data_dir)

@@ -91,14 +91,15 @@ def test_quality_command_writes_domain_metrics(workdirs, shared_extractors, caps
              "density_domain", "coverage_domain"}
     assert set(got) == names  # never a bare "fid" from domain features
     run = report["runs"]["domain"]
-    assert run["num_fake"] == 20 and run["num_real"] == 20 and run["reals"] == "train"
+    assert run["num_fake"] == 20 and run["num_real"] == 20
+    assert run["reals"] == "test"  # auto: the phantoms' held-out split, not the training images
 
     # Recompute from the same samples and real images through the library functions.
     saved = np.load(gan_wd / "eval" / "samples.npz")
     fake = saved["images"]
     assert fake.shape == (20, 16, 16, 1) and fake.dtype == np.uint8 and int(saved["step"]) == 2
     assert len(np.unique(fake.reshape(20, -1), axis=0)) == 20  # 20 different samples were scored
-    real = quality_cli.real_images(checkpointing.read_config(str(gan_wd)), 20, "train", 2)
+    real = quality_cli.real_images(checkpointing.read_config(str(gan_wd)), 20, "test", 2)
     ex = shared_extractors("domain", classifier=str(clf_wd), inception_weights=None)
     want = quality.compute(features.extract(ex, real), features.extract(ex, fake), "fid,kid,pr",
                            suffix="_domain", kid_subset_size=10, kid_subsets=4, k=3, seed=1)

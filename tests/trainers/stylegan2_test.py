@@ -157,18 +157,23 @@ def stylegan_folder(tmp_path_factory):
 
 
 def test_stylegan_folder_data_source(stylegan_folder):
+    # A StyleGAN2-ADA folder / zip is a registry source like any other: built once, read windowed.
     folder, zipped, u8, y = stylegan_folder
     for path in (folder, zipped):
-        c = tiny_config(**{"data.source": "stylegan-folder", "data.image_dir": path})
-        train, eval_arrays, names = tr.load_data(c)
-        assert len(train) == 16 and eval_arrays is None and names is None
-        np.testing.assert_array_equal(np.stack([train[i]["image"] for i in range(16)]), u8)
+        c = tiny_config(**{"data.source": "stylegan-folder", "data.image_dir": path, "data.holdout_fraction": 0.0,
+                           "model.num_classes": 4})
+        train, eval_arrays, names, _ = tr.load_data(c)
+        assert len(train) == 16 and eval_arrays is None and names == ("0", "1", "2", "3")
+        np.testing.assert_allclose(np.stack([train[i]["image"] for i in range(16)]), u8 / 127.5 - 1, atol=1e-6)
         np.testing.assert_array_equal([train[i]["label"] for i in range(16)], y)
-    with pytest.raises(ValueError, match=r"images \(16, 16, 1\).*image_size=32"):
+    c = tiny_config(**{"data.source": "stylegan-folder", "data.image_dir": folder, "data.holdout_fraction": 0.25})
+    train, (held_x, held_y), _, _ = tr.load_data(c)
+    assert len(train) == 12 and np.bincount(held_y).tolist() == [1, 1, 1, 1]  # stratified hold-out
+    with pytest.raises(ValueError, match=r"image shape \(16, 16, 1\).*expected \(32, 32, 1\).*--resize"):
         tr.load_data(tiny_config(**{"data.source": "stylegan-folder", "data.image_dir": folder, "data.image_size": 32}))
-    with pytest.raises(ValueError, match=r"span 4 classes.*--config.model.num_classes=4"):
+    with pytest.raises(ValueError, match=r"has 4 classes.*--config.model.num_classes=4"):
         tr.load_data(tiny_config(**{"data.source": "stylegan-folder", "data.image_dir": folder, "model.num_classes": 3}))
-    with pytest.raises(ValueError, match="needs config.data.image_dir"):
+    with pytest.raises(ValueError, match="'stylegan-folder' needs image_dir"):
         tr.load_data(tiny_config(**{"data.source": "stylegan-folder"}))
 
 
