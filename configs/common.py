@@ -25,11 +25,12 @@ def data(source: str, image_size: int, **fields) -> ml_collections.ConfigDict:
     file of image-folder | npz | stylegan-folder | chexpert | chestxray14; window_center/width: the
     dataset window in native units (width 0 = each file's own); class_windows: 'name=c/w;...';
     classes: comma-separated class folders to keep, in label order ('' = all, natural order);
-    resize: none | area | pad | crop; holdout_fraction: stratified held-out share of user sources.
+    resize: none | area | pad | crop; holdout_fraction: stratified held-out share of user sources;
+    slice_axis: the axis NIfTI volumes in an image folder are sliced along.
     """
     section = ml_collections.ConfigDict(dict(
         source=source, data_dir="", dataset_dir="", image_dir="", image_size=image_size, channels=1,
         augment=True, window_center=0.0, window_width=0.0, class_windows="", classes="", resize="none",
-        holdout_fraction=0.1))
+        holdout_fraction=0.1, slice_axis=2))
     section.update(fields)
     return section

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -22,6 +23,29 @@ def grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
         r, q = divmod(i, cols)
         out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[i]
     return out
+
+
+def label_rows(grid_image: np.ndarray, row_labels: Sequence[str], pad: int = 2, margin: int = 4) -> np.ndarray:
+    """Prepends a strip naming each row of a `grid` (uint8 [H, W, C], len(row_labels) rows, same `pad`).
+
+    Returns uint8 [H, S + W, C]: S px of black holding each label in white (PIL's default font),
+    vertically centred on its row; labels longer than the row is tall overlap the gap, not the images.
+    """
+    grid_image = np.asarray(grid_image)
+    rows = len(row_labels)
+    if not rows:
+        return grid_image
+    h = (grid_image.shape[0] - pad) // rows - pad  # one tile's height (`grid`'s layout)
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    boxes = [probe.textbbox((0, 0), str(label), font=font) for label in row_labels]
+    strip = Image.new("L", (max(b[2] for b in boxes) + 2 * margin, grid_image.shape[0]), 0)
+    draw = ImageDraw.Draw(strip)
+    for r, (label, box) in enumerate(zip(row_labels, boxes)):
+        top = pad + r * (h + pad) + (h - (box[3] - box[1])) // 2 - box[1]
+        draw.text((margin, top), str(label), fill=255, font=font)
+    text = np.repeat(np.asarray(strip, np.uint8)[..., None], grid_image.shape[-1], axis=-1)
+    return np.concatenate([text.astype(grid_image.dtype), grid_image], axis=1)
 
 
 def save_png(path: str, image: np.ndarray) -> None:

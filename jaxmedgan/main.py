@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import os
 import sys
 
 USAGE = """usage: jaxmedgan <command> [options]
@@ -11,15 +12,18 @@ USAGE = """usage: jaxmedgan <command> [options]
 commands:
   train     train a model:  jaxmedgan train --config configs/acgan_liver.py --workdir runs/acgan
             [--config.section.key=value ...]
-  sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class K]
+  sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class NAME|INDEX]
             labelled by latent class optimisation:  jaxmedgan sample --workdir W --labels "cardiomegaly,effusion"
             --num N --out DIR [--classifier CLASSIFIER_WORKDIR] [--lco-steps S]
   dataset   build a TFDS dataset:  jaxmedgan dataset --source phantom-liver|phantom-spine|phantom-chest|
-            image-folder|chexpert|chestxray14 --out DIR [--image-dir ROOT]
+            image-folder|npz|stylegan-folder|chexpert|chestxray14 --out DIR [--image-dir ROOT]
+            [--image-size N --resize area|pad|crop] [--window C W] [--class-window NAME=C/W] [--classes a,b]
+            then train on it:  jaxmedgan train --config C --workdir W --config.data.dataset_dir=PRINTED_DIR
   privacy   DP accounting:  jaxmedgan privacy epsilon --sampling-rate Q --noise-multiplier S --steps N --delta D
             jaxmedgan privacy calibrate --target-epsilon E --delta D --sampling-rate Q --steps N
             jaxmedgan privacy audit --workdir W;  jaxmedgan privacy curve --config C --workdir DIR --epsilons 1,3,10,inf
-  export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR
+  export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR [--class NAME|INDEX]
+            [--format png8|png16|dicom]  (png16 / dicom map back to the dataset's native units)
   evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr --num N [--classifier C]
             [--features domain|inception --inception-weights F]
             downstream classifier / segmentation studies:
@@ -87,6 +91,7 @@ def _train(argv: list[str]) -> None:
         raise UsageError(f"Could not load --config: {e}") from None
     if config is None or fv.workdir is None:
         raise UsageError("train needs --config and --workdir.")
+    _use_built_dataset(config, argv)
     from jaxmedgan import config_validation
 
     try:  # before anything is written or compiled
@@ -109,6 +114,37 @@ def _train(argv: list[str]) -> None:
         trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
 
 
+def _explicit_keys(argv: list[str]) -> set[str]:
+    """Config keys set on the command line: {"data.image_size", ...} from --config.data.image_size=..."""
+    keys = set()
+    for a in argv:
+        if a.startswith("--config."):
+            keys.add(a[len("--config."):].split("=", 1)[0])
+    return keys
+
+
+def _use_built_dataset(config, argv: list[str]) -> None:
+    """Absolute data paths in config; with data.dataset_dir, adopt the built dataset's options
+    (an explicit override that disagrees is a usage error naming the fields)."""
+    for section in [config, *(config[s] for s in ("stage1", "stage2", "generator") if s in config)]:
+        d = section.get("data") if hasattr(section, "get") else None
+        if d is None:
+            continue
+        for key in ("data_dir", "image_dir", "dataset_dir", "labels_csv", "test_labels_csv"):
+            if d.get(key):
+                d[key] = os.path.abspath(os.path.expanduser(d[key]))
+    if not (config.get("data") and config.data.get("dataset_dir")):
+        return
+    from jaxmedgan.data import datasets
+
+    try:
+        changed = datasets.adopt_built(config, _explicit_keys(argv))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if changed:
+        _setup_logging().info("Adopted from %s: %s", config.data.dataset_dir, ", ".join(changed))
+
+
 def _config_path(argv: list[str]) -> str:
     """The --config file named in `argv` (for messages)."""
     for i, a in enumerate(argv):
@@ -127,12 +163,13 @@ def _setup_logging():
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     log = std_logging.getLogger("jaxmedgan")
-    if not log.handlers:
+    if not any(getattr(h, "_jaxmedgan", False) for h in log.handlers):
         handler = std_logging.StreamHandler(sys.stderr)
         handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler._jaxmedgan = True
         log.addHandler(handler)
-        log.setLevel(std_logging.INFO)
         log.propagate = False
+    log.setLevel(std_logging.INFO)
     return log
 
 
@@ -141,7 +178,8 @@ def _sample(argv: list[str]) -> None:
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, required=True, help="number of images (per label vector with --labels)")
     p.add_argument("--out", required=True, help="output directory (PNGs + samples.npz [+ labels.csv])")
-    p.add_argument("--class", dest="class_id", type=int, default=None, help="class index (conditional models)")
+    p.add_argument("--class", dest="class_id", default=None, metavar="NAME|INDEX",
+                   help="class name or index (conditional models)")
     p.add_argument("--labels", default=None,
                    help="unconditional models: requested findings, e.g. 'cardiomegaly,effusion' ('' or 'none': "
                         "no finding; several vectors separated by ';'), reached by latent class optimisation")
@@ -174,23 +212,47 @@ def _sample(argv: list[str]) -> None:
           f"{sum(r['random_success_rate'] for r in rows) / len(rows):.3f} (mean over targets).")
 
 
-SOURCES = ["phantom-liver", "phantom-spine", "phantom-chest", "image-folder", "chexpert", "chestxray14"]
-NEEDS_IMAGE_DIR = ("image-folder", "chexpert", "chestxray14")
+NEEDS_IMAGE_DIR = ("image-folder", "npz", "stylegan-folder", "chexpert", "chestxray14")
+
+
+def _valid_image_size(n: int) -> None:
+    """Refuses sizes no model can use (the GANs need a power of two, >= 4 px, <= 1024 px)."""
+    from jaxmedgan import config_validation
+
+    if n >= 4 and n <= 1024 and n & (n - 1) == 0:
+        return
+    near = config_validation._nearest_power_of_two(n, 4, 1024)
+    raise UsageError(f"--image-size {n}: the models need a power of two in [4, 1024] px; nearest valid: "
+                     f"{near} (add --resize area|pad|crop to resample the files to it).")
 
 
 def _dataset(argv: list[str]) -> None:
+    from jaxmedgan.data import readers, tfds_builders
+
     p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--source", required=True, choices=sorted(tfds_builders.SOURCES))
     p.add_argument("--out", required=True, help="TFDS data directory to write")
-    p.add_argument("--image-dir", default=None, help="image-folder: DIR/<class_name>/*.png|*.dcm; "
+    p.add_argument("--image-dir", default=None, help="image-folder: DIR/<class_name>/* (PNG, JPEG, TIFF, DICOM); "
+                   "npz: a MedMNIST-style .npz; stylegan-folder: folder or .zip with dataset.json; "
                    "chexpert / chestxray14: the dataset root (train.csv / Data_Entry_2017.csv)")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--resize", default="none", choices=readers.RESIZE_MODES,
+                   help="user sources: resample files of another size (area), after padding (pad) or centre-"
+                   "cropping (crop) to a square; none = refuse them")
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--window", type=float, nargs=2, metavar=("CENTER", "WIDTH"), default=None,
-                   help="DICOM window in HU (default: the file's WindowCenter/WindowWidth)")
+                   help="window in native units (HU for CT) for every image (default: each DICOM's tags, "
+                   "else its min..max; PNG/JPEG/TIFF: the bit depth's full range)")
+    p.add_argument("--class-window", action="append", default=[], metavar="NAME=CENTER/WIDTH",
+                   help="a window for one class (repeatable), e.g. --class-window mr=300/600")
+    p.add_argument("--classes", default=None, help="user sources: comma-separated class names to keep, in label "
+                   "order (image-folder: folder names; npz / stylegan-folder: names for labels 0..K-1)")
+    p.add_argument("--slice-axis", type=int, default=2, choices=(0, 1, 2),
+                   help="image-folder: the axis NIfTI volumes (.nii, .nii.gz) are sliced along")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-fraction", type=float, default=0.0,
-                   help="image-folder / chestxray14 without test_list.txt: fraction held out as 'test'")
+                   help="image-folder / stylegan-folder / chestxray14 without test_list.txt: fraction held "
+                   "out as 'test' (stratified, seeded)")
     p.add_argument("--findings", default=None, help="chest sources: comma-separated finding columns to keep")
     p.add_argument("--uncertainty", default="u_ones", choices=["u_ones", "u_zeros", "u_ignore"],
                    help="chexpert: how uncertain (-1) labels are read")
@@ -202,8 +264,7 @@ def _dataset(argv: list[str]) -> None:
         raise UsageError(f"--source {args.source} needs --image-dir (the images / dataset root).")
     if (args.num_train is None) != (args.num_test is None):
         raise UsageError("--num-train and --num-test go together.")
-    from jaxmedgan.data import tfds_builders
-
+    _valid_image_size(args.image_size)
     extra = {}
     if args.findings:
         extra["findings"] = tuple(f.strip() for f in args.findings.split(",") if f.strip())
@@ -211,11 +272,20 @@ def _dataset(argv: list[str]) -> None:
         extra["num_examples"] = (args.num_train, args.num_test)
     if args.source == "chexpert":
         extra.update(uncertainty=args.uncertainty, frontal_only=args.frontal_only)
+    if args.source in tfds_builders.NATIVE_SOURCES:
+        extra.update(resize=args.resize, class_windows=";".join(args.class_window) or None, slice_axis=args.slice_axis,
+                     classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None)
+    elif args.resize != "none" or args.class_window or args.classes:
+        raise UsageError(f"--resize / --class-window / --classes apply to {', '.join(tfds_builders.NATIVE_SOURCES)}; "
+                         f"--source {args.source} does not take them.")
     path = tfds_builders.build_dataset(args.source, args.out, image_dir=args.image_dir,
                                        image_size=args.image_size, channels=args.channels,
                                        window=tuple(args.window) if args.window else None, seed=args.seed,
                                        holdout_fraction=args.holdout_fraction, **extra)
-    print(f"Dataset ready in {path}")
+    from jaxmedgan.data import datasets
+
+    print(f"{datasets.describe(path)}\nTrain on it with --config.data.dataset_dir={os.path.abspath(path)}\n"
+          f"Dataset ready in {path}")
 
 
 def _privacy(argv: list[str]) -> int:

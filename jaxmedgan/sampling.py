@@ -10,14 +10,17 @@ import copy
 import csv
 import functools
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from jaxmedgan import checkpointing, images, trainers, workdir_lock
+from jaxmedgan.data import datasets
 
 
 def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]:
@@ -64,9 +67,44 @@ def jitted_generator(fn: Callable, config) -> Callable:
     return _jit_generator(_GeneratorKey(fn, config))
 
 
+def class_names(workdir: str, config) -> list[str]:
+    """The names of a class-conditional model's classes in label order (`class0..` when the workdir
+    has no dataset record); [] for an unconditional model."""
+    return datasets.class_names_for(workdir, int(config.model.get("num_classes", 0)))
+
+
+def resolve_class(value: int | str | None, names: Sequence[str]) -> int | None:
+    """`--class NAME|INDEX` -> class index (None stays None); a name wins over a digit string.
+
+    names: the model's class names in label order ([] for an unconditional model).
+    """
+    if value is None:
+        return None
+    if not names:
+        raise ValueError("--class was given but this model is unconditional (model.num_classes = 0).")
+    text = str(value).strip()
+    listing = ", ".join(f"{k}={name}" for k, name in enumerate(names))
+    if text in names:
+        return list(names).index(text)
+    try:
+        k = int(text)
+    except ValueError:
+        raise ValueError(f"--class {text!r} is not a class of this model; classes: {listing}.") from None
+    if not 0 <= k < len(names):
+        raise ValueError(f"--class {k} is out of range: this model has classes 0..{len(names) - 1} ({listing}).")
+    return k
+
+
+def file_tag(name: str, k: int) -> str:
+    """A class name made safe for file names ([A-Za-z0-9._-]; others become '_'), `class{k}` if nothing is left."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(name))
+    return safe if safe.strip("._") else f"class{k}"
+
+
 def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
-             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [num,H,W,C] and int labels [num] (-1 when unconditional)."""
+             batch_size: int = 64, as_float: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [num,H,W,C] (as_float: float32 in [-1, 1], unrounded) and int labels [num]
+    (-1 when unconditional)."""
     from jaxmedgan.trainers.common import latent_batch
 
     num_classes = config.model.get("num_classes", 0)
@@ -83,22 +121,27 @@ def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
         labels = np.full((batch_size,), class_id) if class_id is not None else None
         z, labels = latent_batch(config, key, batch_size, labels)  # fixed batch shape: one compile
         n = min(batch_size, num - start)
-        out_images.append(images.to_uint8(np.asarray(fn(state, z, labels)))[:n])
+        x = np.asarray(fn(state, z, labels), np.float32)[:n]
+        out_images.append(np.clip(x, -1.0, 1.0) if as_float else images.to_uint8(x))
         out_labels.append(np.asarray(labels)[:n] if labels is not None else np.full((n,), -1))
     return np.concatenate(out_images), np.concatenate(out_labels).astype(np.int64)
 
 
-def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = None, seed: int = 0) -> str:
-    """Writes `num` PNGs and `samples.npz` (images uint8 NHWC, labels int) to `out`; returns it.
+def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | str | None = None, seed: int = 0) -> str:
+    """Writes `num` PNGs and `samples.npz` (images uint8 NHWC, labels int, class_names str [K]) to
+    `out`; returns it.
 
-    Map-conditioned families (trainer modules with `draw`: pix2pix, dual_gan) also write
-    `NNNNNN_mask.png` (class k scaled to k * 255 / (K - 1) for viewing) and `masks` (class
-    indices uint8 [N,H,W]) in the npz. Files go to a temporary sibling directory that is renamed
-    into place when complete, so a failure never leaves a partial sample set behind.
+    `class_id`: a class name or index (`resolve_class`). A class-conditional sample's file is
+    `NNNNNN_<class name>.png` (`file_tag`). Map-conditioned families (trainer modules with `draw`:
+    pix2pix, dual_gan) also write `NNNNNN_mask.png` (class k scaled to k * 255 / (K - 1) for
+    viewing), and `masks` (class indices uint8 [N,H,W]) and `mask_class_names` in the npz. Files go
+    to a temporary sibling directory that is renamed into place when complete, so a failure never
+    leaves a partial sample set behind.
     """
     _check_out(out, num)
-    trainer = trainers.get(checkpointing.read_config(workdir).trainer)
-    masks, mask_scale = None, 0
+    config = checkpointing.read_config(workdir)
+    trainer = trainers.get(config.trainer)
+    masks, mask_scale, names, extra = None, 0, [], {}
     if hasattr(trainer, "draw"):  # the family picks its own condition maps (pix2pix, dual GAN)
         if class_id is not None:
             raise ValueError("--class applies to class-conditional GANs only; this workdir's model is "
@@ -107,19 +150,23 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | None = No
         imgs, masks, step = drawn["images"], drawn["masks"], drawn["step"]
         labels = np.full((num,), -1, np.int64)
         mask_scale = 255 // max(len(drawn["class_names"]) - 1, 1)
+        extra = {"masks": masks, "mask_class_names": np.asarray(drawn["class_names"], dtype=str)}
     else:
+        names = class_names(workdir, config)
+        class_id = resolve_class(class_id, names)  # before restoring: a bad --class fails fast
         config, state, step = restore_state(workdir)
         imgs, labels = generate(config, state, trainer, num, class_id, seed)
+    tags = [file_tag(name, k) for k, name in enumerate(names)]
     steps = _step_fields(step)
 
     def write(tmp: str) -> None:
         for i, (img, lab) in enumerate(zip(imgs, labels)):
-            suffix = f"_class{lab}" if lab >= 0 else ""
+            suffix = f"_{tags[lab]}" if 0 <= lab < len(tags) else ""
             images.save_png(os.path.join(tmp, f"{i:06d}{suffix}.png"), img)
             if masks is not None:
                 images.save_png(os.path.join(tmp, f"{i:06d}_mask.png"), (masks[i] * mask_scale)[..., None])
-        np.savez_compressed(os.path.join(tmp, "samples.npz"), images=imgs, labels=labels, seed=seed,
-                            **steps, **({"masks": masks} if masks is not None else {}))
+        np.savez_compressed(os.path.join(tmp, "samples.npz"), images=imgs, labels=labels,
+                            class_names=np.asarray(names, dtype=str), seed=seed, **steps, **extra)
 
     return _write_atomically(out, write)
 

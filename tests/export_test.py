@@ -35,7 +35,8 @@ def test_dual_gan_export_layout_and_manifest(workdir, tmp_path):
     assert manifest["checkpoint_step"] == {"stage1": 300, "stage2": 120}
     assert manifest["config"] == checkpointing.read_config(str(workdir)).to_dict()
     assert manifest["privacy"] is None and manifest["mask_classes"] == ["background", "vessel"]
-    assert manifest["image_shape"] == [32, 32, 3]
+    assert manifest["image_shape"] == [32, 32, 3] and manifest["format"] == "png8"
+    assert manifest["class_names"] == manifest["label_names"] == ["no_vessel", "vessel"]
     img = np.asarray(Image.open(out / rows[0]["image"]))
     mask = np.asarray(Image.open(out / rows[0]["mask"]))
     assert img.shape == (32, 32, 3) and mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1}
@@ -61,6 +62,11 @@ def test_dcgan_and_pix2pix_workdirs_export(workdir, tmp_path):
     assert manifest["trainer"] == "pix2pix" and len(os.listdir(out / "masks")) == 4
     with pytest.raises(ValueError, match="--class applies"):
         export.export(str(workdir / "stage2"), 1, str(tmp_path / "x"), class_id=1)
+    with pytest.raises(ValueError, match="--format dicom.*png8 only"):  # map-conditioned: 8-bit draws only
+        export.export(str(workdir / "stage2"), 1, str(tmp_path / "x"), fmt="dicom")
+    with pytest.raises(ValueError, match="--format 'tiff'"):
+        export.export(str(workdir / "stage1"), 1, str(tmp_path / "x"), fmt="tiff")
+    assert not (tmp_path / "x").exists()
 
 
 def test_dp_epsilon_is_recomputed_from_the_privacy_config(workdir, tmp_path):

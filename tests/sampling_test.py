@@ -84,3 +84,37 @@ def test_jitted_generator_is_shared_by_equal_configs_and_immune_to_later_edits()
     assert float(first(2.0)) == 2.0 * b.model.g_features  # the cached copy kept the old value
     other = sampling.jitted_generator(fn, a)
     assert other is not first and float(other(2.0)) == 6.0
+
+
+def test_resolve_class_takes_a_name_or_an_index_and_names_the_classes_when_wrong():
+    names = ["cyst", "metastasis", "hemangioma"]
+    assert sampling.resolve_class(None, names) is None
+    assert sampling.resolve_class("metastasis", names) == sampling.resolve_class("1", names) == 1
+    assert sampling.resolve_class(2, names) == 2
+    assert sampling.resolve_class("1", ["0", "1"]) == 1 and sampling.resolve_class("0", ["1", "0"]) == 1  # name first
+    with pytest.raises(ValueError, match=r"'nope' is not a class.*0=cyst, 1=metastasis, 2=hemangioma"):
+        sampling.resolve_class("nope", names)
+    with pytest.raises(ValueError, match=r"--class 7 is out of range.*0\.\.2"):
+        sampling.resolve_class("7", names)
+    with pytest.raises(ValueError, match="unconditional"):
+        sampling.resolve_class("cyst", [])
+
+
+def test_file_tag_keeps_safe_characters_and_falls_back_to_the_index():
+    assert sampling.file_tag("metastasis", 1) == "metastasis"
+    assert sampling.file_tag("pleural effusion/left", 0) == "pleural_effusion_left"
+    assert sampling.file_tag("v1.2-a_b", 0) == "v1.2-a_b"
+    assert sampling.file_tag("Ödem", 0) == "_dem"
+    assert sampling.file_tag("", 3) == sampling.file_tag("///", 3) == sampling.file_tag("..", 3) == "class3"
+
+
+def test_class_names_come_from_the_workdir_record(tmp_path):
+    import json
+
+    wd, config = _workdir(tmp_path, num_classes=3)
+    assert sampling.class_names(str(wd), config) == ["class0", "class1", "class2"]  # no dataset.json
+    json.dump({"class_names": ["cyst", "metastasis", "hemangioma"], "multi_label": False},
+              open(wd / "dataset.json", "w"))
+    assert sampling.class_names(str(wd), config) == ["cyst", "metastasis", "hemangioma"]
+    config.model.num_classes = 0
+    assert sampling.class_names(str(wd), config) == []

@@ -24,7 +24,8 @@ def default_data_dir() -> str:
 
 
 # config.data keys a build depends on, beside source / image_size / channels (NATIVE_SOURCES only).
-NATIVE_KEYS = ("window_center", "window_width", "class_windows", "classes", "resize", "holdout_fraction")
+NATIVE_KEYS = ("window_center", "window_width", "class_windows", "classes", "resize", "holdout_fraction",
+               "slice_axis")
 
 
 def _build_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -35,7 +36,7 @@ def _build_kwargs(config: ml_collections.ConfigDict) -> dict:
     if d.source in tfds_builders.NATIVE_SOURCES:
         kwargs.update(window=window, holdout_fraction=d.get("holdout_fraction", 0.0),
                       class_windows=d.get("class_windows", "") or None, classes=_classes(d) or None,
-                      resize=d.get("resize", "none") or "none")
+                      resize=d.get("resize", "none") or "none", slice_axis=int(d.get("slice_axis", 2)))
     elif d.source in tfds_builders.CHEST_SOURCES:
         kwargs.update(findings=tuple(d.get("findings", ()) or ()) or None)
         if d.source == "phantom-chest":
@@ -79,7 +80,8 @@ def built_values(info: dict) -> dict:
                       class_windows=";".join(f"{k}={c:g}/{w:g}" for k, (c, w) in
                                              sorted((info.get("class_windows") or {}).items())),
                       classes=",".join(info.get("classes") or ()), resize=info.get("resize", "none"),
-                      holdout_fraction=float(info.get("holdout_fraction", 0.0)))
+                      holdout_fraction=float(info.get("holdout_fraction", 0.0)),
+                      slice_axis=int(info.get("slice_axis", 2)))
     return values
 
 

@@ -40,7 +40,7 @@ class NativeRecords:
     splits: np.ndarray
     files: list[str]
     class_names: tuple[str, ...]
-    kind: str  # 'dicom' | '8-bit' | '16-bit'
+    kind: str  # 'dicom' | '8-bit' | '16-bit' | 'nifti'
 
     def summary(self) -> dict:
         """JSON-able record of the intensities: kind, per-class window, window-source counts."""
@@ -51,19 +51,21 @@ class NativeRecords:
         return out
 
 
-def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Returns bool [N], True = test: per class round(fraction * n) examples, >= 1 each side if n >= 2."""
+def holdout_split(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Returns bool [N], True = test: per class round(fraction * n) of its n groups (default: each
+    example its own group), >= 1 each side if n >= 2; a group (a volume, a patient) is never split."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {fraction}")
     is_test = np.zeros(len(labels), bool)
     if fraction == 0.0:
         return is_test
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x484F4C44]))  # "HOLD"
     for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_test = int(round(fraction * len(idx)))
-        n_test = min(max(n_test, 1), len(idx) - 1) if len(idx) >= 2 else 0
-        is_test[rng.permutation(idx)[:n_test]] = True
+        ids = np.unique(groups[labels == c])
+        n_test = int(round(fraction * len(ids)))
+        n_test = min(max(n_test, 1), len(ids) - 1) if len(ids) >= 2 else 0
+        is_test |= (labels == c) & np.isin(groups, rng.permutation(ids)[:n_test])
     return is_test
 
 
@@ -101,26 +103,35 @@ def _announce_minmax(sources: list[str], files: list[str]) -> None:
 def read_image_folder(root: str, *, image_size: int, channels: int = 1, resize: str = "none",
                       window: tuple[float, float] | None = None, class_windows=None,
                       classes: Sequence[str] | None = None, holdout_fraction: float = 0.0, seed: int = 0,
-                      progress: bool = True) -> NativeRecords:
-    """DIR/<class>/* (PNG, JPEG, TIFF, DICOM by content) at native intensity; see module doc."""
+                      slice_axis: int = 2, progress: bool = True) -> NativeRecords:
+    """DIR/<class>/* (PNG, JPEG, TIFF, DICOM by content, NIfTI volumes sliced along `slice_axis`)
+    at native intensity; see module doc. The hold-out keeps each volume's slices together."""
     class_names, files = readers.list_image_folder(root, classes)
     cw = intensity.parse_class_windows(class_windows, class_names)
     hw = (image_size, image_size)
-    images, windows, inverts, sources, kinds = [], [], [], [], []
-    for path, label in tqdm.tqdm(files, desc=f"reading {os.path.basename(root.rstrip('/'))}", unit="img",
-                                 disable=not progress, leave=False):
-        img = readers.read_native(path, channels=channels)
-        images.append(readers.resize_native(img.pixels, hw, resize, path))
-        w = resolve_window(img.window, class_names[label], window, cw)
-        windows.append((w.center, w.width))
-        inverts.append(w.invert)
-        sources.append(w.source)
-        kinds.append(img.kind)
-    paths = [p for p, _ in files]
+    images, windows, inverts, sources, kinds, paths, labels, groups = [], [], [], [], [], [], [], []
+    for g, (path, label) in enumerate(tqdm.tqdm(files, desc=f"reading {os.path.basename(root.rstrip('/'))}",
+                                                unit="file", disable=not progress, leave=False)):
+        if readers.is_nifti(path):
+            slices, index = readers.read_nifti_slices(path, axis=slice_axis, channels=channels)
+            named = [(img, f"{path}[slice {i}]") for img, i in zip(slices, index)]
+        else:
+            named = [(readers.read_native(path, channels=channels), path)]
+        for img, where in named:
+            images.append(readers.resize_native(img.pixels, hw, resize, where))
+            w = resolve_window(img.window, class_names[label], window, cw)
+            windows.append((w.center, w.width))
+            inverts.append(w.invert)
+            sources.append(w.source)
+            kinds.append(img.kind)
+            paths.append(where)
+            labels.append(label)
+            groups.append(g)
     kind = _check_one_kind(kinds, paths)
-    _announce_minmax(sources, paths)
-    labels = np.asarray([lab for _, lab in files], np.int32)
-    splits = np.where(holdout_split(labels, holdout_fraction, seed), "test", "train")
+    if kind != "nifti":
+        _announce_minmax(sources, paths)
+    labels = np.asarray(labels, np.int32)
+    splits = np.where(holdout_split(labels, holdout_fraction, seed, np.asarray(groups)), "test", "train")
     return NativeRecords(np.stack(images), labels, np.asarray(windows, np.float32), np.asarray(inverts, bool),
                          sources, splits, paths, class_names, kind)
 

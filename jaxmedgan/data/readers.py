@@ -10,6 +10,9 @@ reads grayscale; an RGB file is accepted for ``channels=1`` only if its three ch
 (a gray image saved as RGB), otherwise it is an error rather than a silent colour-to-gray
 conversion. ``channels=3`` reads RGB (a gray file is replicated into three channels).
 
+NIfTI volumes (``.nii`` / ``.nii.gz``, nibabel) in a class folder contribute their slices along
+one axis (``read_nifti_slices``), windowed by the volume's min..max unless a window is given.
+
 DICOM (pydicom) is recognised by content (the ``DICM`` marker at byte 128), so files without an
 extension (``IM_0001``) are read too; ``.dcm`` / ``.dicom`` files without the marker are tried as
 well. Native values are ``stored * RescaleSlope + RescaleIntercept`` (Hounsfield units for CT;
@@ -39,13 +42,14 @@ from jaxmedgan.data import intensity
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 IMAGE_EXTENSIONS = PIL_EXTENSIONS + DICOM_EXTENSIONS
 RESIZE_MODES = ("none", "area", "pad", "crop")
 
 
 @dataclasses.dataclass(frozen=True)
 class NativeImage:
-    """pixels: float32 [H, W, C] in the file's units; kind: 'dicom' | '8-bit' | '16-bit';
+    """pixels: float32 [H, W, C] in the file's units; kind: 'dicom' | '8-bit' | '16-bit' | 'nifti';
     window: the file's own suggestion (DICOM tags, else min..max; PIL: bit depth)."""
 
     pixels: np.ndarray
@@ -78,9 +82,42 @@ def is_dicom(path: str) -> bool:
         return False
 
 
+def is_nifti(path: str) -> bool:
+    """True for a .nii / .nii.gz file name."""
+    return path.lower().endswith(NIFTI_EXTENSIONS)
+
+
 def is_image_file(path: str) -> bool:
-    """True for a PNG/JPEG/TIFF/DICOM by extension, or a DICOM by content."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS or is_dicom(path)
+    """True for a PNG/JPEG/TIFF/DICOM/NIfTI by extension, or a DICOM by content."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS or is_nifti(path) or is_dicom(path)
+
+
+def read_nifti_slices(path: str, *, axis: int = 2, channels: int = 1, min_fraction: float = 0.05
+                      ) -> tuple[list[NativeImage], list[int]]:
+    """The 2-D slices of a NIfTI volume along `axis` as native images, with their slice indices.
+
+    Slices whose non-background share (voxels above the volume minimum) is under `min_fraction`
+    are skipped (air above the head). Window: the volume's own min..max (source 'minmax'), one for
+    all its slices so they stay comparable.
+    """
+    from jaxmedgan.data import brain_mri  # nibabel on use
+
+    if channels != 1:
+        raise ValueError(f"{path}: NIfTI volumes are single-channel; got channels={channels}")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"slice axis must be 0, 1 or 2; got {axis}")
+    vol = brain_mri.read_nifti(path)
+    lo, hi = float(vol.min()), float(vol.max())
+    window = intensity.Window((lo + hi) / 2.0, max(hi - lo, 1e-6), False, "minmax")
+    slices, index = [], []
+    for i in range(vol.shape[axis]):
+        sl = np.take(vol, i, axis=axis)
+        if (sl > lo).mean() >= min_fraction:
+            slices.append(NativeImage(sl[..., None].astype(np.float32), "nifti", window))
+            index.append(i)
+    if not slices:
+        raise ValueError(f"{path}: no slice along axis {axis} has >= {min_fraction:.0%} non-background voxels")
+    return slices, index
 
 
 def _pil_native(path: str, channels: int) -> NativeImage:
@@ -287,7 +324,7 @@ def list_image_folder(root: str, classes: Sequence[str] | None = None
                   and is_image_file(os.path.join(class_dir, f))]
         if not images:
             raise ValueError(f"Class folder {class_dir!r} holds no images; expected PNG/JPEG/TIFF files "
-                             f"({', '.join(PIL_EXTENSIONS)}) or DICOM files (any name)")
+                             f"({', '.join(PIL_EXTENSIONS)}), NIfTI volumes (.nii, .nii.gz) or DICOM files (any name)")
         ignored = sorted(set(entries) - set(images))
         if ignored:
             logging.warning("Ignoring %d non-image entries in %s, e.g. %s", len(ignored), class_dir,

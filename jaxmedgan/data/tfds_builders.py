@@ -392,6 +392,7 @@ def build_dataset(
     frontal_only: bool = False,
     class_windows=None,
     classes: Sequence[str] | None = None,
+    slice_axis: int = 2,
 ) -> str:
     """Builds (or reuses) a dataset under out_dir; returns the data_dir for load_split / load_arrays.
 
@@ -404,7 +405,8 @@ def build_dataset(
     (center, width)} or 'name=c/w;...') over `window` (center, width) over the file's own;
     `classes` picks and orders the classes (default: natural order of the folders / label
     indices); `resize` none|area|pad|crop (True = area); a stratified `holdout_fraction` drawn
-    with `seed` becomes 'test' (an .npz keeps its own train / validation / test).
+    with `seed` becomes 'test' (an .npz keeps its own train / validation / test); NIfTI volumes
+    in an image folder are sliced along `slice_axis` (a volume's slices stay in one split).
     source "phantom-chest": chest_phantoms.generate, `num_examples` (train, test) images (default
     NUM_TRAIN / NUM_TEST) with per-finding `prevalence` (default DEFAULT_PREVALENCE), fixed seeds.
     sources "chexpert" / "chestxray14": `image_dir` is the dataset root (see `chest`); `findings`
@@ -510,11 +512,12 @@ def build_dataset(
                       window=None if window is None else list(map(float, window)),
                       class_windows={k: list(v) for k, v in sorted(cw.items())},
                       classes=list(classes) if classes else None,
-                      resize=resize, holdout_fraction=float(holdout_fraction), seed=int(seed))
+                      resize=resize, holdout_fraction=float(holdout_fraction), seed=int(seed),
+                      slice_axis=int(slice_axis))
         read = functools.partial(native.READERS[source], image_dir, image_size=image_size, channels=channels,
                                  resize=resize, window=None if window is None else tuple(window),
                                  class_windows=cw, classes=classes, holdout_fraction=holdout_fraction,
-                                 seed=seed)
+                                 seed=seed, slice_axis=int(slice_axis))
         builder_cls = NativeImages
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     data_dir = os.path.join(out_dir, f"{source}-{image_size}px-{channels}ch-{digest}")

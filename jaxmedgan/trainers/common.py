@@ -85,15 +85,22 @@ def latent_batch(config: ml_collections.ConfigDict, rng: jax.Array, n: int,
     return z, jnp.asarray(labels, jnp.int32)
 
 
-def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any) -> np.ndarray:
-    """uint8 grid image: one row per class (4 rows if unconditional), fixed latents across steps."""
+def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any,
+                class_names: list[str] | None = None) -> np.ndarray:
+    """uint8 grid image: one row per class (4 rows if unconditional), fixed latents across steps.
+
+    A conditional model's rows are named in a left strip by `class_names` (label order) when given.
+    """
     num_classes = config.model.get("num_classes", 0)
     rows = num_classes or 4
     cols = config.samples.per_row
     labels = np.repeat(np.arange(rows), cols) if num_classes else None
     z, labels = latent_batch(config, jax.random.PRNGKey(config.samples.seed), rows * cols, labels)
     x = jax.jit(functools.partial(family.generate, config))(state, z, labels)
-    return images.grid(images.to_uint8(np.asarray(x)), rows=rows)
+    grid = images.grid(images.to_uint8(np.asarray(x)), rows=rows)
+    if num_classes and class_names is not None and len(class_names) == num_classes:
+        grid = images.label_rows(grid, class_names)
+    return grid
 
 
 def _check_finite(step: int, metrics: dict[str, float], workdir: str,
@@ -108,11 +115,13 @@ def _check_finite(step: int, metrics: dict[str, float], workdir: str,
             f"{where}. Lower the learning rate or check the data.")
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=None) -> Any:
+def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=None,
+        data_dir: str | None = None) -> Any:
     """Trains `family` per `config`, resuming from `workdir` if it holds a checkpoint.
 
     `data` optionally supplies `(train_source, eval_arrays)`; by default both come from
-    `config.data` through `jaxmedgan.data.datasets`. Holds the workdir lock, refuses config drift
+    `config.data` through `jaxmedgan.data.datasets`. `data_dir`: the built dataset behind `data`
+    (found by default), recorded in WORKDIR/dataset.json for the outputs' class names and windows. Holds the workdir lock, refuses config drift
     on resume (`config_drift`), and stops cleanly on SIGTERM/SIGINT (`preemption.Preempted`).
     """
     is_main = jax.process_index() == 0
@@ -120,10 +129,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
         changes = config_drift.check_resume(workdir, config)
         if is_main:
             config_drift.record(workdir, changes, "mutable on resume")
-        return _fit(config, workdir, family, data, stop)
+        return _fit(config, workdir, family, data, data_dir, stop)
 
 
-def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
+def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, data_dir: str | None,
          stop: preemption.StopOnSignal) -> Any:
     from jaxmedgan.data import datasets, pipeline  # data stack is heavy; import on use
 
@@ -134,7 +143,10 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
     global_batch = config.train.batch_size
     sharding.local_batch_size(global_batch, mesh)  # validates divisibility early
 
-    train_source, eval_data = data if data is not None else datasets.load(config)
+    if data is None:
+        data_dir = datasets.prepare(config)
+        data = datasets.load(config, data_dir)
+    train_source, eval_data = data
     if not checks.dp_enabled(config):  # DP batches are Poisson; plan.prepare checks q <= 1
         config_validation.check_batch_fits(config, len(train_source))
 
@@ -178,6 +190,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
             total = dp.max_steps
     if is_main:
         checkpointing.write_config(workdir, config)
+        if data_dir is not None:
+            datasets.record_in_workdir(workdir, data_dir)  # class names and windows, for the outputs
         _log_parameter_counts(state)
 
     num_dropped = 0
@@ -209,7 +223,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
         if dp is not None:
             scalars, private = monitoring.split(scalars, family.dp_public_metrics)
             private_log.write(step, private)
-        writer.write_scalars(step, scalars)
+        if scalars:  # e.g. no held-out split: no evaluation row rather than an empty {"step": n}
+            writer.write_scalars(step, scalars)
         return scalars
 
     def checkpoint_meta(step: int) -> dict:
@@ -259,7 +274,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data,
             if last or done % config.samples.every == 0:
                 # Every process computes (the state spans all of them); process 0 writes.
                 grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
-                        else sample_grid(config, family, state))
+                        else sample_grid(config, family, state, datasets.class_names_for(
+                            workdir, config.model.get("num_classes", 0))))  # rows named (class0.. if unknown)
                 if is_main:
                     images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
                     writer.write_image(done, "samples", grid)

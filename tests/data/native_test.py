@@ -211,3 +211,29 @@ def test_pipeline_feeds_windowed_float_images(tmp_path):
     batch = ds[0]
     assert batch["image"].dtype == np.float32 and batch["image"].shape == (2, 8, 8, 1)
     np.testing.assert_allclose(np.sort(batch["image"][0].ravel()), np.sort(u16.ravel() / 32767.5 - 1), atol=1e-6)
+
+
+def test_nifti_volumes_in_class_folders_give_slices_and_keep_volumes_in_one_split(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(3)
+    for name in ("healthy", "tumour"):
+        for v in range(3):
+            vol = rng.uniform(100, 900, (8, 8, 5)).astype(np.float32)
+            vol[..., 0] = 0.0  # an empty slice: skipped
+            os.makedirs(tmp_path / "vols" / name, exist_ok=True)
+            nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "vols" / name / f"case{v}.nii.gz"))
+    data_dir = _build(tmp_path, tmp_path / "vols", holdout_fraction=0.34)
+    x, y = _images(data_dir)
+    xt, yt = _images(data_dir, split="test")
+    assert len(x) + len(xt) == 2 * 3 * 4  # 4 non-empty slices per volume
+    assert len(xt) == 2 * 4 and sorted(yt.tolist()) == [0] * 4 + [1] * 4  # one whole volume per class
+    info = json.load(open(os.path.join(data_dir, tfds_builders.INFO_FILE)))
+    assert info["intensity"]["kind"] == "nifti" and info["intensity"]["window_sources"] == {"minmax": 24}
+    # The volume's min..max window: its 0-valued slice was the minimum.
+    vol = nib.load(str(tmp_path / "vols" / "healthy" / "case0.nii.gz")).get_fdata()
+    slices, index = readers.read_nifti_slices(str(tmp_path / "vols" / "healthy" / "case0.nii.gz"))
+    assert index == [1, 2, 3, 4]
+    np.testing.assert_allclose(intensity.to_model_range(slices[0].pixels, slices[0].window.center,
+                                                        slices[0].window.width)[..., 0],
+                               _window(vol[..., 1], vol.max() / 2, vol.max()), atol=1e-5)

@@ -58,7 +58,8 @@ def test_train_writes_everything_then_resumes_then_samples(tmp_path):
     assert [r["step"] for r in fid] == [6] and np.isfinite(fid[0]["quality/fid_domain"])
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "tensorboard"))
     grid = np.asarray(Image.open(wd / "samples" / "step_0000006.png"))
-    assert grid.shape == (3 * 66 + 2, 4 * 66 + 2)  # 3 class rows x 4 columns of 64 px + 2 px gaps
+    # 3 class rows x 4 columns of 64 px + 2 px gaps, behind a strip of row (class name) labels.
+    assert grid.shape[0] == 3 * 66 + 2 and grid.shape[1] > 4 * 66 + 2
     assert json.load(open(wd / "config.json"))["model"]["num_classes"] == 3
 
     # Same command with more steps resumes at 6 instead of starting again.
@@ -73,7 +74,7 @@ def test_train_writes_everything_then_resumes_then_samples(tmp_path):
     assert npz["images"].shape == (5, 64, 64, 1) and npz["images"].dtype == np.uint8
     assert npz["labels"].tolist() == [2] * 5 and int(npz["checkpoint_step"]) == 9
     pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
-    assert len(pngs) == 5 and pngs[0] == "000000_class2.png"
+    assert len(pngs) == 5 and pngs[0] == "000000_hemangioma.png"
     np.testing.assert_array_equal(np.asarray(Image.open(out / pngs[0])), npz["images"][0, ..., 0])
     # A bad class index and a non-empty output directory are refused with clear messages.
     assert cli.main(["jaxmedgan", "sample", "--workdir", str(wd), "--num", "2", "--out",
