@@ -102,6 +102,14 @@ def _config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> lis
     problem = _image_size_problem(config, prefix)
     if problem:
         out.append(problem)
+    found, source = _get(config, "data.source")
+    if found and source:
+        from jaxmedgan.data import registry
+
+        try:
+            registry.get(source)
+        except ValueError as e:
+            out.append(f"config.{prefix}data.source: {e}")
     for stage in ("stage1", "stage2"):  # dual_gan: full sub-configs
         sub = config.get(stage)
         if isinstance(sub, ml_collections.ConfigDict):

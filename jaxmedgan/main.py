@@ -212,9 +212,6 @@ def _sample(argv: list[str]) -> None:
           f"{sum(r['random_success_rate'] for r in rows) / len(rows):.3f} (mean over targets).")
 
 
-NEEDS_IMAGE_DIR = ("image-folder", "npz", "stylegan-folder", "chexpert", "chestxray14")
-
-
 def _valid_image_size(n: int) -> None:
     """Refuses sizes no model can use (the GANs need a power of two, >= 4 px, <= 1024 px)."""
     from jaxmedgan import config_validation
@@ -227,10 +224,10 @@ def _valid_image_size(n: int) -> None:
 
 
 def _dataset(argv: list[str]) -> None:
-    from jaxmedgan.data import readers, tfds_builders
+    from jaxmedgan.data import readers, registry, tfds_builders
 
     p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
-    p.add_argument("--source", required=True, choices=sorted(tfds_builders.SOURCES))
+    p.add_argument("--source", required=True, choices=registry.names(buildable=True))
     p.add_argument("--out", required=True, help="TFDS data directory to write")
     p.add_argument("--image-dir", default=None, help="image-folder: DIR/<class_name>/* (PNG, JPEG, TIFF, DICOM); "
                    "npz: a MedMNIST-style .npz; stylegan-folder: folder or .zip with dataset.json; "
@@ -260,8 +257,8 @@ def _dataset(argv: list[str]) -> None:
     p.add_argument("--num-train", type=int, default=None, help="phantom-chest: training images")
     p.add_argument("--num-test", type=int, default=None, help="phantom-chest: held-out images")
     args = p.parse_args(argv[1:])
-    if args.source in NEEDS_IMAGE_DIR and not args.image_dir:
-        raise UsageError(f"--source {args.source} needs --image-dir (the images / dataset root).")
+    if registry.get(args.source).needs_image_dir and not args.image_dir:
+        raise UsageError(f"--source {args.source} needs --image-dir: {registry.get(args.source).layout}.")
     if (args.num_train is None) != (args.num_test is None):
         raise UsageError("--num-train and --num-test go together.")
     _valid_image_size(args.image_size)

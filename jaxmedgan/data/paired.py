@@ -23,7 +23,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-SOURCES = ("mni-brain", "brats-folder", "nifti-folder", "retina", "fundus-folder")
+from jaxmedgan.data import registry
+
+SOURCES = registry.names("pairs")
 
 
 def one_hot(maps: np.ndarray, num_labels: int) -> np.ndarray:
@@ -96,7 +98,8 @@ def load_arrays(config: ml_collections.ConfigDict) -> tuple[dict[str, np.ndarray
         from jaxmedgan.data import retina
 
         return retina.load_arrays(config)
-    raise ValueError(f"Unknown paired config.data.source {src!r}; expected one of {SOURCES}.")
+    raise ValueError(f"config.data.source={src!r} is a {registry.get(src).kind!r} source; this model needs "
+                     f"(label map, image) pairs from one of {', '.join(SOURCES)}.")
 
 
 def check_arrays(arrays: dict[str, np.ndarray], config: ml_collections.ConfigDict, what: str) -> None:

@@ -41,14 +41,13 @@ from jaxmedgan.data import intensity
 from jaxmedgan.data import native
 from jaxmedgan.data import phantoms
 from jaxmedgan.data import readers
+from jaxmedgan.data import registry
 from jaxmedgan.data import spine_phantoms
 
-SOURCES = {"phantom-liver": "phantom_liver", "image-folder": "native_images",
-           "phantom-spine": "phantom_spine", "phantom-chest": "phantom_chest",
-           "chexpert": "chexpert", "chestxray14": "chestxray14", "npz": "native_images",
-           "stylegan-folder": "native_images"}
-NATIVE_SOURCES = ("image-folder", "npz", "stylegan-folder")  # `native` readers, stored at native intensity
-CHEST_SOURCES = ("phantom-chest", "chexpert", "chestxray14")  # multi-label (multi-hot 'label')
+# Buildable sources -> TFDS builder name, from the one source list (`registry`).
+SOURCES = {name: registry.get(name).tfds_name for name in registry.names(buildable=True)}
+NATIVE_SOURCES = registry.names(native=True)  # `native` readers, stored at native intensity
+CHEST_SOURCES = registry.names("findings", buildable=True)  # multi-label (multi-hot 'label')
 INFO_FILE = "jaxmedgan_dataset.json"  # Human-readable record of the build inputs, in the data_dir.
 
 
@@ -325,7 +324,10 @@ def _check_source(source: str) -> str:
         return SOURCES[source]
     if source in SOURCES.values():
         return source
-    raise ValueError(f"Unknown dataset source {source!r}; expected one of {sorted(SOURCES)}")
+    if registry.get(source) and not registry.get(source).buildable:  # get() raises for unknown names
+        raise ValueError(f"Source {source!r} is read in memory by its consumers ({registry.get(source).kind}); "
+                         f"`jaxmedgan dataset` builds {', '.join(SOURCES)}")
+    raise AssertionError(source)
 
 
 def _check_findings(findings: Sequence[str] | None, known: Sequence[str], source: str) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxmedgan import images
+from jaxmedgan.data import registry
 from jaxmedgan.models import layers, pix2pix
 from jaxmedgan.privacy import dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
@@ -276,8 +277,7 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     config, state, step = sampling.restore_state(workdir)
     maps = paired.condition_maps(config, num, seed)
     fake = generate_batched(config, state, maps)
-    lesion = "vessel" if config.data.source in ("retina", "fundus-folder") else "lesion"
-    lesion = "tumour" if config.data.source in ("mni-brain", "brats-folder") else lesion
+    lesion = registry.get(config.data.source).lesion
     return {"images": images.to_uint8(fake), "masks": maps, "labels": lesion_labels(config, maps),
             "label_names": [f"no_{lesion}", lesion], "step": step, "config": config,
             "class_names": class_names(config)}
@@ -285,13 +285,9 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
     """Names of the map classes of `config.data.source` (generic names for user label sets)."""
-    src = config.data.source
-    if src in ("mni-brain", "brats-folder", "nifti-folder"):
-        from jaxmedgan.data import brain_mri
-
-        return list(brain_mri.CLASS_NAMES)
-    if src in ("retina", "fundus-folder"):
-        return ["background", "vessel"]
+    names = registry.get(config.data.source).map_names
+    if len(names) == config.data.num_labels:
+        return list(names)
     return [f"class{k}" for k in range(config.data.num_labels)]
 
 
