@@ -28,3 +28,13 @@ def test_dp_overhead_benchmark_smoke(tmp_path):
     # Chunking the per-example gradients 2 at a time holds fewer of them live than all 4 at once.
     assert rows[1]["dp_xla_bytes"] < rows[0]["dp_xla_bytes"]
     assert json.loads((tmp_path / "dp.json").read_text())[0]["batch"] == 4
+
+
+@pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
+def test_data_throughput_benchmark_smoke(tmp_path):
+    from benchmarks import data_throughput
+
+    r = data_throughput.main(["--num", "8", "--size", "16", "--batch", "4", "--batches", "2", "--features", "2",
+                              "--warmup", "0", "--repeats", "1", "--out", str(tmp_path / "d.json")])
+    assert r["build_images_per_s"] > 0 and r["pipeline_images_per_s"] > 0 and r["train_step_images_per_s"] > 0
+    assert json.loads((tmp_path / "d.json").read_text())["pipeline_over_train_step"] == r["pipeline_over_train_step"]

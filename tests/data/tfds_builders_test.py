@@ -160,7 +160,7 @@ def test_holdout_split_is_deterministic_by_seed():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"source": "mnist"}, "Unknown dataset source 'mnist'"),
+        ({"source": "mnist"}, "Unknown data source 'mnist'"),
         ({"source": "image-folder"}, "needs image_dir"),
         ({"source": "phantom-liver", "channels": 3}, "single-channel"),
         ({"source": "phantom-liver", "holdout_fraction": 0.1}, "own 'test' split"),

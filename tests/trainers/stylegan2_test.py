@@ -186,7 +186,9 @@ def test_bf16_fit_on_a_stylegan_folder_on_8_devices(tmp_path, classifier_dir, st
                        "ada.kimg": 0.01,  # p moves by 8 * 4 / 10 per update: visible after 4 steps
                        "clinical.checkpoint": classifier_dir, "clinical.weight": 0.1,
                        "clinical.eval_per_class": 2, "train.dtype": "bfloat16",
-                       "data.source": "stylegan-folder", "data.image_dir": stylegan_folder[1]})
+                       "data.source": "stylegan-folder", "data.image_dir": stylegan_folder[1],
+                       # StyleGAN labels are bare indices: name them as the clinical classifier does.
+                       "data.classes": ",".join(spine_phantoms.CLASS_NAMES)})
     state = tr.train_and_evaluate(c, str(tmp_path))
     assert int(state.step) == 4
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
