@@ -147,13 +147,46 @@ def prepare(config: ml_collections.ConfigDict) -> str:
         return check_built(config)
     kwargs = _build_kwargs(config)
     root = d.data_dir or default_data_dir()
+    before = _builds(root, d.source)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         if jax.process_index() == 0:
             tfds_builders.build_dataset(d.source, root, **kwargs)
         multihost_utils.sync_global_devices("jaxmedgan dataset built")
-    return tfds_builders.build_dataset(d.source, root, **kwargs)  # reuses a complete dataset
+    data_dir = tfds_builders.build_dataset(d.source, root, **kwargs)  # reuses a complete dataset
+    if before and os.path.abspath(data_dir) not in before:
+        _warn_new_build(data_dir, before)
+    return data_dir
+
+
+def _builds(root: str, source: str) -> dict[str, dict]:
+    """{absolute dir: build record} of the complete `source` datasets already under `root`."""
+    out = {}
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.abspath(os.path.join(root, name))
+            if name.startswith(f"{source}-") and os.path.isfile(os.path.join(path, tfds_builders.INFO_FILE)):
+                try:
+                    out[path] = read_info(path)
+                except (ValueError, json.JSONDecodeError):
+                    continue
+    return out
+
+
+def _warn_new_build(data_dir: str, before: dict[str, dict]) -> None:
+    """A build next to others of the same source: say which options made it new (the usual cause of
+    'my windowed dataset was ignored': an option not repeated on the train command)."""
+    info = read_info(data_dir)
+    skip = {"data_dir", "fingerprint", "intensity", "splits", "num_files", "class_names", "multi_label"}
+    diffs = []
+    for path, other in before.items():
+        fields = sorted(k for k in set(info) | set(other) if k not in skip and info.get(k) != other.get(k))
+        diffs.append((len(fields), path, fields))
+    _, path, fields = min(diffs)
+    log.warning("Built a new dataset %s although %s exists: options differ in %s (%s). To train on the existing "
+                "one, pass --config.data.dataset_dir=%s.", data_dir, path, ", ".join(fields) or "inputs",
+                "; ".join(f"{k}: {read_info(path).get(k)!r} there, {info.get(k)!r} now" for k in fields[:4]), path)
 
 
 def describe(data_dir: str) -> str:

@@ -92,3 +92,18 @@ def test_dataset_command_refuses_sizes_no_model_can_use(ct_folder, tmp_path, cap
     assert info["intensity"]["window_sources"] == {"class": 5, "tags": 5}
     assert cli.main(["jaxmedgan", "dataset", "--source", "phantom-liver", "--out", str(tmp_path),
                      "--resize", "area"]) == 2
+
+
+def test_a_new_build_beside_an_old_one_says_which_options_differ(ct_folder, tmp_path, jaxmedgan_log):
+    # The reported trap: `dataset --window 40 400 --out D`, then `train --config.data.data_dir=D` without
+    # the window built (and used) another dataset silently.
+    first = tfds_builders.build_dataset("image-folder", str(tmp_path), image_dir=str(ct_folder), image_size=16,
+                                        window=(40.0, 400.0), holdout_fraction=0.1)
+    c = dcgan_liver.get_config()
+    c.data.source, c.data.image_dir, c.data.image_size, c.data.data_dir = "image-folder", str(ct_folder), 16, str(tmp_path)
+    second = datasets.prepare(c)
+    assert second != first
+    warning = [line for line in jaxmedgan_log if "Built a new dataset" in line]
+    assert len(warning) == 1 and "window" in warning[0] and f"--config.data.dataset_dir={first}" in warning[0]
+    jaxmedgan_log.clear()
+    assert datasets.prepare(c) == second and not any("Built a new" in line for line in jaxmedgan_log)  # reused
