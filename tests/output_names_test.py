@@ -9,43 +9,15 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from configs import acgan_liver
 from jaxmedgan import export, images, sampling
 from jaxmedgan import main as cli
 from jaxmedgan.data import datasets, intensity, tfds_builders
+from tests.data.readers_test import _write_dicom
 from jaxmedgan.trainers import common, gan
 
 NAMES = ["cyst", "metastasis", "hemangioma"]  # phantom-liver, label order
-
-
-def _write_dicom(path, stored: np.ndarray, *, slope=None, intercept=None, center=None, width=None,
-                 photometric: str = "MONOCHROME2") -> None:
-    """Writes int16 [H,W] stored values as a CT DICOM with optional rescale and window tags
-    (tests/data/readers_test.py)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    ds.PixelRepresentation = 1  # signed
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if center is not None:
-        ds.WindowCenter, ds.WindowWidth = center, width
-    ds.PixelData = stored.astype("<i2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _read_dicom_native(path) -> tuple[np.ndarray, pydicom.Dataset]:
