@@ -267,14 +267,9 @@ def _dataset(argv: list[str]) -> None:
         extra["findings"] = tuple(f.strip() for f in args.findings.split(",") if f.strip())
     if args.num_train is not None:
         extra["num_examples"] = (args.num_train, args.num_test)
-    if args.source == "chexpert":
-        extra.update(uncertainty=args.uncertainty, frontal_only=args.frontal_only)
-    if args.source in tfds_builders.NATIVE_SOURCES:
-        extra.update(resize=args.resize, class_windows=";".join(args.class_window) or None, slice_axis=args.slice_axis,
-                     classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None)
-    elif args.resize != "none" or args.class_window or args.classes:
-        raise UsageError(f"--resize / --class-window / --classes apply to {', '.join(tfds_builders.NATIVE_SOURCES)}; "
-                         f"--source {args.source} does not take them.")
+    extra.update(uncertainty=args.uncertainty, frontal_only=args.frontal_only)  # the source refuses what it lacks
+    extra.update(resize=args.resize, class_windows=";".join(args.class_window) or None, slice_axis=args.slice_axis,
+                 classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None)
     path = tfds_builders.build_dataset(args.source, args.out, image_dir=args.image_dir,
                                        image_size=args.image_size, channels=args.channels,
                                        window=tuple(args.window) if args.window else None, seed=args.seed,

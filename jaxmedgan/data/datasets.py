@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxmedgan.data import intensity, tfds_builders
+from jaxmedgan.data import intensity, registry, tfds_builders
 
 log = logging.getLogger("jaxmedgan")
 
@@ -29,29 +29,26 @@ NATIVE_KEYS = ("window_center", "window_width", "class_windows", "classes", "res
 
 
 def _build_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """`tfds_builders.build_dataset` keyword arguments from config.data (source-specific keys only)."""
+    """`tfds_builders.build_dataset` keyword arguments from config.data: the options the source
+    declares (`registry.Source.options`), read from their config.data keys."""
     d = config.data
     window = (d.window_center, d.window_width) if d.get("window_width", 0) > 0 else None
-    kwargs = dict(image_dir=d.image_dir or None, image_size=d.image_size, channels=d.channels, seed=config.seed)
-    if d.source in tfds_builders.NATIVE_SOURCES:
-        kwargs.update(window=window, holdout_fraction=d.get("holdout_fraction", 0.0),
-                      class_windows=d.get("class_windows", "") or None, classes=_classes(d) or None,
-                      resize=d.get("resize", "none") or "none", slice_axis=int(d.get("slice_axis", 2)))
-    elif d.source in tfds_builders.CHEST_SOURCES:
-        kwargs.update(findings=tuple(d.get("findings", ()) or ()) or None)
-        if d.source == "phantom-chest":
-            from jaxmedgan.data import chest_phantoms
+    from_config = {
+        "image_dir": d.get("image_dir") or None, "window": window,
+        "holdout_fraction": d.get("holdout_fraction", 0.0), "class_windows": d.get("class_windows", "") or None,
+        "classes": _classes(d) or None, "resize": d.get("resize", "none") or "none",
+        "slice_axis": int(d.get("slice_axis", 2)), "findings": tuple(d.get("findings", ()) or ()) or None,
+        "uncertainty": d.get("uncertainty", "u_ones"), "frontal_only": bool(d.get("frontal_only", False)),
+        "prevalence": tuple(d.get("prevalence", ()) or ()) or None,
+    }
+    if d.source == "phantom-chest":
+        from jaxmedgan.data import chest_phantoms
 
-            kwargs.update(num_examples=(int(d.get("num_train", 0) or chest_phantoms.NUM_TRAIN),
-                                        int(d.get("num_test", 0) or chest_phantoms.NUM_TEST)),
-                          prevalence=tuple(d.get("prevalence", ()) or ()) or None)
-        else:
-            kwargs.update(uncertainty=d.get("uncertainty", "u_ones"), frontal_only=bool(d.get("frontal_only", False)),
-                          holdout_fraction=d.get("holdout_fraction", 0.0) if d.source == "chestxray14" else 0.0)
-    else:  # phantoms: fixed splits; a window only for the liver CT phantoms
-        if d.source == "phantom-liver":
-            kwargs.update(window=window)
-    return kwargs
+        from_config["num_examples"] = (int(d.get("num_train", 0) or chest_phantoms.NUM_TRAIN),
+                                       int(d.get("num_test", 0) or chest_phantoms.NUM_TEST))
+    options = registry.get(d.source).options
+    kwargs = {k: v for k, v in from_config.items() if k in options}
+    return dict(image_size=d.image_size, channels=d.channels, seed=config.seed, **kwargs)
 
 
 def _classes(d) -> tuple[str, ...]:

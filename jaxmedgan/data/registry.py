@@ -25,6 +25,8 @@ class Source:
     layout: str  # what image_dir must hold ("" = embedded, nothing to point at)
     tfds_name: str = ""  # the builder a `dataset` build is stored under ("" = read in memory, not built)
     native: bool = False  # stored at native intensity with a per-image window (`data.native`)
+    options: tuple[str, ...] = ()  # `build_dataset` options it takes besides image_size, channels, seed
+    channels: int = 0  # the only channel count it has (0 = 1 or 3, as asked)
     map_names: tuple[str, ...] = ()  # pairs: names of the map classes (empty = class0.. from num_labels)
     lesion: str = "lesion"  # pairs: what a positive map class is called in labels ("no_<lesion>" / lesion)
 
@@ -39,18 +41,22 @@ class Source:
 
 
 _BRAIN = ("background", "csf", "grey_matter", "white_matter", "tumour_core", "oedema")  # brain_mri.CLASS_NAMES
+_NATIVE = ("image_dir", "window", "class_windows", "classes", "resize", "holdout_fraction")
 _SOURCES = (
-    Source("phantom-liver", "labels", "", "phantom_liver"),
-    Source("phantom-spine", "labels", "", "phantom_spine"),
-    Source("phantom-chest", "findings", "", "phantom_chest"),
+    Source("phantom-liver", "labels", "", "phantom_liver", options=("window", "phantom_counts"), channels=1),
+    Source("phantom-spine", "labels", "", "phantom_spine", options=("phantom_counts",), channels=1),
+    Source("phantom-chest", "findings", "", "phantom_chest", options=("num_examples", "prevalence", "findings"),
+           channels=1),
     Source("image-folder", "labels", "DIR/<class_name>/* (PNG, JPEG, TIFF, DICOM by content, NIfTI volumes)",
-           "native_images", native=True),
+           "native_images", native=True, options=(*_NATIVE, "slice_axis")),
     Source("npz", "labels", "a MedMNIST-style .npz with train/val/test _images and _labels", "native_images",
-           native=True),
+           native=True, options=tuple(o for o in _NATIVE if o != "holdout_fraction")),
     Source("stylegan-folder", "labels", "a StyleGAN2-ADA dataset folder or .zip with dataset.json",
-           "native_images", native=True),
-    Source("chexpert", "findings", "the CheXpert root (train.csv, valid.csv)", "chexpert"),
-    Source("chestxray14", "findings", "the ChestX-ray14 root (Data_Entry_2017.csv, images*/)", "chestxray14"),
+           "native_images", native=True, options=_NATIVE),
+    Source("chexpert", "findings", "the CheXpert root (train.csv, valid.csv)", "chexpert",
+           options=("image_dir", "findings", "uncertainty", "frontal_only")),
+    Source("chestxray14", "findings", "the ChestX-ray14 root (Data_Entry_2017.csv, images*/)", "chestxray14",
+           options=("image_dir", "findings", "holdout_fraction")),
     Source("labels-csv", "labels", "a file,label[,group] CSV (config.data.labels_csv)"),
     Source("mni-brain", "pairs", "", map_names=_BRAIN, lesion="tumour"),
     Source("brats-folder", "pairs", "a BraTS root (<case>/<case>_t1|flair|seg.nii.gz)", map_names=_BRAIN,

@@ -343,11 +343,6 @@ def _check_findings(findings: Sequence[str] | None, known: Sequence[str], source
     return names
 
 
-NATIVE_LAYOUT = {"image-folder": "DIR/<class_name>/*.png|*.jpg|*.tif|DICOM files",
-                 "npz": "a MedMNIST-style .npz with train/val/test _images and _labels",
-                 "stylegan-folder": "a StyleGAN2-ADA dataset folder or .zip with dataset.json"}
-
-
 def _source_listing(source: str, image_dir: str) -> list[tuple[str, int, int]]:
     """(relative path, bytes, mtime ns) of every input file, for the build fingerprint."""
     if source == "image-folder":
@@ -357,7 +352,7 @@ def _source_listing(source: str, image_dir: str) -> list[tuple[str, int, int]]:
     elif os.path.isfile(image_dir):
         paths = [image_dir]
     else:
-        raise ValueError(f"source {source!r}: {image_dir!r} does not exist; expected {NATIVE_LAYOUT[source]}")
+        raise ValueError(f"source {source!r}: {image_dir!r} does not exist; expected {registry.get(source).layout}")
     out = []
     for path in paths:
         st = os.stat(path)
@@ -375,6 +370,106 @@ def _is_complete(data_dir: str, name: str) -> bool:
         for v in os.listdir(root))
 
 
+def _code_hash(module) -> str:
+    with open(module.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _plan_phantom_liver(o: dict) -> tuple[dict, type, dict]:
+    window = tuple(o["window"]) if o["window"] is not None else (phantoms.WINDOW_LEVEL, phantoms.WINDOW_WIDTH)
+    counts = [list(map(int, c)) for c in o["phantom_counts"] or (phantoms.TRAIN_COUNTS, phantoms.TEST_COUNTS)]
+    params = dict(version=str(PhantomLiver.VERSION), window=list(map(float, window)), counts=counts,
+                  phantom_code=_code_hash(phantoms))
+    return params, PhantomLiver, dict(image_size=o["image_size"], window=window, train_counts=counts[0],
+                                      test_counts=counts[1])
+
+
+def _plan_phantom_spine(o: dict) -> tuple[dict, type, dict]:
+    spine_phantoms.check_size(o["image_size"])
+    counts = [list(map(int, c)) for c in
+              o["phantom_counts"] or (spine_phantoms.TRAIN_COUNTS, spine_phantoms.TEST_COUNTS)]
+    params = dict(version=str(PhantomSpine.VERSION), counts=counts, phantom_code=_code_hash(spine_phantoms))
+    return params, PhantomSpine, dict(image_size=o["image_size"], train_counts=counts[0], test_counts=counts[1])
+
+
+def _plan_phantom_chest(o: dict) -> tuple[dict, type, dict]:
+    chest_phantoms.check_size(o["image_size"])
+    num = tuple(map(int, o["num_examples"] or (chest_phantoms.NUM_TRAIN, chest_phantoms.NUM_TEST)))
+    if len(num) != 2 or min(num) < 0:
+        raise ValueError(f"num_examples must be (train, test) counts >= 0, got {o['num_examples']}")
+    prevalence = o["prevalence"]
+    prev = tuple(map(float, chest_phantoms.check_prevalence(
+        chest_phantoms.DEFAULT_PREVALENCE if prevalence is None or not len(prevalence) else prevalence)))
+    names = _check_findings(o["findings"], chest_phantoms.FINDING_NAMES, "phantom-chest")
+    params = dict(version=str(PhantomChest.VERSION), num_examples=list(num), prevalence=list(prev),
+                  findings=list(names), phantom_code=_code_hash(chest_phantoms))
+    return params, PhantomChest, dict(image_size=o["image_size"], num_examples=num, prevalence=prev, findings=names)
+
+
+def _plan_chest(o: dict) -> tuple[dict, type, dict]:
+    from jaxmedgan.data import chest  # pandas-free CSV parsing; imported on use
+
+    source, image_dir = o["source"], os.path.abspath(o["image_dir"])
+    names = chest.check_findings(o["findings"], source)
+    chest.check_uncertainty(o["uncertainty"])
+    params = dict(version=str(ChestXRays.VERSION), image_dir=image_dir, findings=list(names),
+                  uncertainty=o["uncertainty"], frontal_only=bool(o["frontal_only"]),
+                  holdout_fraction=float(o["holdout_fraction"]), seed=int(o["seed"]),
+                  index_files=chest.index_fingerprint(source, image_dir))
+    kwargs = dict(root=image_dir, image_size=o["image_size"], channels=o["channels"], findings=names,
+                  uncertainty=o["uncertainty"], frontal_only=bool(o["frontal_only"]),
+                  holdout_fraction=float(o["holdout_fraction"]), seed=int(o["seed"]))
+    return params, CheXpert if source == "chexpert" else ChestXray14, kwargs
+
+
+def _plan_native(o: dict) -> tuple[dict, type, dict]:
+    source, image_dir, window = o["source"], os.path.abspath(o["image_dir"]), o["window"]
+    resize = "area" if o["resize"] is True else (o["resize"] or "none")
+    if resize not in readers.RESIZE_MODES:
+        raise ValueError(f"resize={resize!r}; expected one of {readers.RESIZE_MODES}")
+    cw = intensity.parse_class_windows(o["class_windows"])
+    classes = o["classes"]
+    params = dict(version=str(NativeImages.VERSION), image_dir=image_dir, files=_source_listing(source, image_dir),
+                  window=None if window is None else list(map(float, window)),
+                  class_windows={k: list(v) for k, v in sorted(cw.items())},
+                  classes=list(classes) if classes else None, resize=resize,
+                  holdout_fraction=float(o["holdout_fraction"]), seed=int(o["seed"]), slice_axis=int(o["slice_axis"]))
+    read = functools.partial(native.READERS[source], image_dir, image_size=o["image_size"], channels=o["channels"],
+                             resize=resize, window=None if window is None else tuple(window), class_windows=cw,
+                             classes=classes, holdout_fraction=o["holdout_fraction"], seed=o["seed"],
+                             slice_axis=int(o["slice_axis"]))
+    return params, NativeImages, dict(read=read, image_size=o["image_size"], channels=o["channels"])
+
+
+# How each buildable source turns its options into (fingerprint params, builder class, builder kwargs).
+PLANNERS = {"phantom-liver": _plan_phantom_liver, "phantom-spine": _plan_phantom_spine,
+            "phantom-chest": _plan_phantom_chest, "chexpert": _plan_chest, "chestxray14": _plan_chest,
+            **{name: _plan_native for name in NATIVE_SOURCES}}
+# Options every source takes (seed: ignored by sources with fixed splits).
+COMMON_OPTIONS = ("image_size", "channels", "seed")
+# Each build option's "not given" value (anything else is a request the source must accept).
+_UNSET = {"image_dir": (None, ""), "window": (None,), "holdout_fraction": (0, 0.0, None), "resize": (False, None, "none"),
+          "phantom_counts": (None,), "num_examples": (None,), "prevalence": (None, ()), "findings": (None, ()),
+          "uncertainty": ("u_ones",), "frontal_only": (False,), "class_windows": (None, "", {}),
+          "classes": (None, ()), "slice_axis": (2,)}
+
+
+def _check_options(source: str, options: dict) -> None:
+    """Refuses options `source` does not declare (`registry.Source.options`), naming who takes them."""
+    spec = registry.get(source)
+    extra = [k for k, v in options.items() if k not in COMMON_OPTIONS and k not in spec.options
+             and not (v in _UNSET[k] if not isinstance(v, (list, tuple, dict)) else len(v) == 0 or v in _UNSET[k])]
+    if extra:
+        takers = {k: [n for n in registry.names(buildable=True) if k in registry.get(n).options] for k in extra}
+        raise ValueError(f"source {source!r} takes {', '.join(spec.options) or 'no options'} (besides "
+                         f"{', '.join(COMMON_OPTIONS)}); got " + "; ".join(
+                             f"{k}={options[k]!r} (applies to {', '.join(takers[k]) or 'no source'})" for k in extra))
+    if spec.needs_image_dir and not options.get("image_dir"):
+        raise ValueError(f"source {source!r} needs image_dir: {spec.layout}")
+    if spec.channels and options["channels"] != spec.channels:
+        raise ValueError(f"source {source!r} is {spec.channels}-channel; got channels={options['channels']}")
+
+
 def build_dataset(
     source: str,
     out_dir: str,
@@ -385,7 +480,7 @@ def build_dataset(
     window: tuple[float, float] | None = None,
     seed: int = 0,
     holdout_fraction: float = 0.0,
-    resize: bool = False,
+    resize: bool | str = False,
     phantom_counts: tuple[Sequence[int], Sequence[int]] | None = None,
     num_examples: tuple[int, int] | None = None,
     prevalence: Sequence[float] | None = None,
@@ -426,107 +521,18 @@ def build_dataset(
         raise ValueError(f"image_size must be >= 1 px, got {image_size}")
     if window is not None and not float(window[1]) > 0:
         raise ValueError(f"window (center, width) must have width > 0, got {tuple(window)}")
-    params: dict = {"source": source, "image_size": int(image_size), "channels": int(channels)}
-    if source not in CHEST_SOURCES and (num_examples is not None or prevalence is not None
-                                        or findings):
-        raise ValueError(f"num_examples / prevalence / findings apply to the chest sources "
-                         f"{CHEST_SOURCES}, not {source!r}")
-    if source not in NATIVE_SOURCES and (class_windows or classes or resize not in (False, None, "none")):
-        raise ValueError(f"class_windows / classes / resize apply to the sources {NATIVE_SOURCES}, not {source!r}")
-    if source == "phantom-liver":
-        if image_dir:
-            raise ValueError(f"image_dir={image_dir!r} given for source 'phantom-liver'; it is only "
-                             "used with source 'image-folder'")
-        if channels != 1:
-            raise ValueError(f"source 'phantom-liver' is single-channel CT; got channels={channels}")
-        if holdout_fraction:
-            raise ValueError("source 'phantom-liver' has its own 'test' split; holdout_fraction must "
-                             f"be 0, got {holdout_fraction}")
-        window = tuple(window) if window is not None else (phantoms.WINDOW_LEVEL, phantoms.WINDOW_WIDTH)
-        with open(phantoms.__file__, "rb") as f:
-            code = hashlib.sha256(f.read()).hexdigest()
-        counts = [list(map(int, c)) for c in
-                  phantom_counts or (phantoms.TRAIN_COUNTS, phantoms.TEST_COUNTS)]
-        params.update(version=str(PhantomLiver.VERSION), window=list(map(float, window)),
-                      counts=counts, phantom_code=code)
-        kwargs = dict(image_size=image_size, window=window, train_counts=counts[0], test_counts=counts[1])
-        builder_cls = PhantomLiver
-    elif source == "phantom-spine":
-        if image_dir or channels != 1 or holdout_fraction or window is not None:
-            raise ValueError(f"source 'phantom-spine' takes no image_dir, window or holdout_fraction and is "
-                             f"single-channel; got image_dir={image_dir!r}, window={window}, "
-                             f"holdout_fraction={holdout_fraction}, channels={channels}")
-        spine_phantoms.check_size(image_size)
-        with open(spine_phantoms.__file__, "rb") as f:
-            code = hashlib.sha256(f.read()).hexdigest()
-        counts = [list(map(int, c)) for c in
-                  phantom_counts or (spine_phantoms.TRAIN_COUNTS, spine_phantoms.TEST_COUNTS)]
-        params.update(version=str(PhantomSpine.VERSION), counts=counts, phantom_code=code)
-        kwargs = dict(image_size=image_size, train_counts=counts[0], test_counts=counts[1])
-        builder_cls = PhantomSpine
-    elif source == "phantom-chest":
-        if image_dir or channels != 1 or holdout_fraction or window is not None:
-            raise ValueError(f"source 'phantom-chest' takes no image_dir, window or holdout_fraction and is "
-                             f"single-channel; got image_dir={image_dir!r}, window={window}, "
-                             f"holdout_fraction={holdout_fraction}, channels={channels}")
-        chest_phantoms.check_size(image_size)
-        num = tuple(map(int, num_examples or (chest_phantoms.NUM_TRAIN, chest_phantoms.NUM_TEST)))
-        if len(num) != 2 or min(num) < 0:
-            raise ValueError(f"num_examples must be (train, test) counts >= 0, got {num_examples}")
-        prev = tuple(map(float, chest_phantoms.check_prevalence(
-            chest_phantoms.DEFAULT_PREVALENCE if prevalence is None or not len(prevalence) else prevalence)))
-        names = _check_findings(findings, chest_phantoms.FINDING_NAMES, source)
-        with open(chest_phantoms.__file__, "rb") as f:
-            code = hashlib.sha256(f.read()).hexdigest()
-        params.update(version=str(PhantomChest.VERSION), num_examples=list(num), prevalence=list(prev),
-                      findings=list(names), phantom_code=code)
-        kwargs = dict(image_size=image_size, num_examples=num, prevalence=prev, findings=names)
-        builder_cls = PhantomChest
-    elif source in ("chexpert", "chestxray14"):
-        from jaxmedgan.data import chest  # pandas-free CSV parsing; imported on use
-
-        if not image_dir:
-            raise ValueError(f"source {source!r} needs image_dir, the dataset root "
-                             f"({chest.LAYOUT[source]})")
-        if window is not None:
-            raise ValueError(f"source {source!r} reads PNG/JPEG files; window must be None, got {window}")
-        image_dir = os.path.abspath(image_dir)
-        names = chest.check_findings(findings, source)
-        chest.check_uncertainty(uncertainty)
-        params.update(version=str(ChestXRays.VERSION), image_dir=image_dir, findings=list(names),
-                      uncertainty=uncertainty, frontal_only=bool(frontal_only),
-                      holdout_fraction=float(holdout_fraction), seed=int(seed),
-                      index_files=chest.index_fingerprint(source, image_dir))
-        kwargs = dict(root=image_dir, image_size=image_size, channels=channels, findings=names,
-                      uncertainty=uncertainty, frontal_only=bool(frontal_only),
-                      holdout_fraction=float(holdout_fraction), seed=int(seed))
-        builder_cls = CheXpert if source == "chexpert" else ChestXray14
-    else:  # NATIVE_SOURCES
-        if not image_dir:
-            raise ValueError(f"source {source!r} needs image_dir ({NATIVE_LAYOUT[source]})")
-        image_dir = os.path.abspath(image_dir)
-        resize = "area" if resize is True else (resize or "none")
-        if resize not in readers.RESIZE_MODES:
-            raise ValueError(f"resize={resize!r}; expected one of {readers.RESIZE_MODES}")
-        cw = intensity.parse_class_windows(class_windows)
-        params.update(version=str(NativeImages.VERSION), image_dir=image_dir,
-                      files=_source_listing(source, image_dir),
-                      window=None if window is None else list(map(float, window)),
-                      class_windows={k: list(v) for k, v in sorted(cw.items())},
-                      classes=list(classes) if classes else None,
-                      resize=resize, holdout_fraction=float(holdout_fraction), seed=int(seed),
-                      slice_axis=int(slice_axis))
-        read = functools.partial(native.READERS[source], image_dir, image_size=image_size, channels=channels,
-                                 resize=resize, window=None if window is None else tuple(window),
-                                 class_windows=cw, classes=classes, holdout_fraction=holdout_fraction,
-                                 seed=seed, slice_axis=int(slice_axis))
-        builder_cls = NativeImages
+    options = dict(image_dir=image_dir, image_size=int(image_size), channels=int(channels), window=window,
+                   seed=int(seed), holdout_fraction=holdout_fraction, resize=resize, phantom_counts=phantom_counts,
+                   num_examples=num_examples, prevalence=prevalence, findings=findings, uncertainty=uncertainty,
+                   frontal_only=frontal_only, class_windows=class_windows, classes=classes, slice_axis=slice_axis)
+    _check_options(source, options)
+    extra, builder_cls, kwargs = PLANNERS[source]({**options, "source": source})
+    params: dict = {"source": source, "image_size": int(image_size), "channels": int(channels), **extra}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     data_dir = os.path.join(out_dir, f"{source}-{image_size}px-{channels}ch-{digest}")
     if not _is_complete(data_dir, name):
-        if builder_cls is NativeImages:
-            records = read()
-            kwargs = dict(records=records, image_size=image_size, channels=channels)
+        if "read" in kwargs:  # sources read into memory first (`native`)
+            kwargs = dict(records=kwargs["read"](), image_size=image_size, channels=channels)
         builder = builder_cls(data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD, **kwargs)
         config = tfds.download.DownloadConfig(
             download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, try_download_gcs=False)

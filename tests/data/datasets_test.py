@@ -91,7 +91,8 @@ def test_dataset_command_refuses_sizes_no_model_can_use(ct_folder, tmp_path, cap
     assert info["intensity"]["class_windows"]["2"]["width"] == 500.0
     assert info["intensity"]["window_sources"] == {"class": 5, "tags": 5}
     assert cli.main(["jaxmedgan", "dataset", "--source", "phantom-liver", "--out", str(tmp_path),
-                     "--resize", "area"]) == 2
+                     "--resize", "area"]) == 1
+    assert "resize='area' (applies to image-folder, npz, stylegan-folder)" in capsys.readouterr().err
 
 
 def test_a_new_build_beside_an_old_one_says_which_options_differ(ct_folder, tmp_path, jaxmedgan_log):

@@ -76,7 +76,7 @@ def test_tfds_phantom_spine_round_trip(tmp_path):
     np.testing.assert_array_equal(labels, ref_labels)
     assert images.shape == (5, 32, 32, 1) and np.abs(images - ref).max() <= 1 / 255 + 1e-6
     assert len(tfds_builders.load_split(data_dir, "phantom_spine", "test")) == 4
-    with pytest.raises(ValueError, match="takes no image_dir, window or holdout_fraction"):
+    with pytest.raises(ValueError, match=r"'phantom-spine' takes phantom_counts .*got window"):
         tfds_builders.build_dataset("phantom-spine", str(tmp_path), window=(0.0, 1.0))
     with pytest.raises(ValueError, match="power of two >= 16"):
         tfds_builders.build_dataset("phantom-spine", str(tmp_path), image_size=24)
