@@ -29,7 +29,8 @@ NPZ_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 @dataclasses.dataclass
 class NativeRecords:
-    """images f32 [N,H,W,C] native; labels i32 [N]; windows f32 [N,2] (center, width); inverts bool [N];
+    """images f32 [N,H,W,C] native; labels i32 [N] (multi_label: multi-hot uint8 [N,K] over the
+    finding names `class_names`); windows f32 [N,2] (center, width); inverts bool [N];
     window_sources: N names from intensity.WINDOW_SOURCES; splits: N split names; files: N origins."""
 
     images: np.ndarray
@@ -41,12 +42,17 @@ class NativeRecords:
     files: list[str]
     class_names: tuple[str, ...]
     kind: str  # 'dicom' | '8-bit' | '16-bit' | 'nifti'
+    multi_label: bool = False
 
     def summary(self) -> dict:
-        """JSON-able record of the intensities: kind, per-class window, window-source counts."""
+        """JSON-able record of the intensities: kind, per-class window, window-source counts
+        (multi-label: every finding gets the window all images share, or None)."""
+        labels = self.labels if not self.multi_label else np.zeros(len(self.labels), np.int32)
+        names = self.class_names if not self.multi_label else ("all",)
         out = {"kind": self.kind, "storage": "native float32 + per-image window",
-               **intensity.summarise(self.windows, self.inverts, self.window_sources, self.labels,
-                                     self.class_names)}
+               **intensity.summarise(self.windows, self.inverts, self.window_sources, labels, names)}
+        if self.multi_label:
+            out["class_windows"] = {n: out["class_windows"]["all"] for n in self.class_names}
         out["split_sizes"] = {s: int((self.splits == s).sum()) for s in sorted(set(self.splits.tolist()))}
         return out
 
@@ -138,8 +144,13 @@ def read_image_folder(root: str, *, image_size: int, channels: int = 1, resize: 
 
 def _from_arrays(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], origin: str, *,
                  image_size: int, channels: int, resize: str, window, class_windows,
-                 class_names: tuple[str, ...], holdout: dict[str, np.ndarray] | None = None) -> NativeRecords:
-    """Integer image arrays per split -> NativeRecords (bit-depth windows unless one is given)."""
+                 class_names: tuple[str, ...], holdout: dict[str, np.ndarray] | None = None,
+                 multi_label: bool = False) -> NativeRecords:
+    """Integer image arrays per split -> NativeRecords (bit-depth windows unless one is given).
+    labels per split: int [N], or multi-hot [N, K] when `multi_label` (no per-class windows)."""
+    if multi_label and class_windows:
+        raise ValueError(f"{origin}: per-class windows need one class per image; this source is multi-label "
+                         "(use one --window)")
     cw = intensity.parse_class_windows(class_windows, class_names)
     images, labs, windows, inverts, sources, splits, files = [], [], [], [], [], [], []
     kinds = set()
@@ -155,33 +166,34 @@ def _from_arrays(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], o
                              "with C 1 or 3")
         for i, (img, lab) in enumerate(zip(imgs, labels[split])):
             where = f"{origin} {split}[{i}]"
-            if not 0 <= lab < len(class_names):
+            if not multi_label and not 0 <= lab < len(class_names):
                 raise ValueError(f"{where}: label {lab} outside 0..{len(class_names) - 1} ({list(class_names)})")
             pix = readers._to_channels(img.astype(np.float32), channels, where)
             images.append(readers.resize_native(pix, (image_size, image_size), resize, where))
-            w = resolve_window(own, class_names[lab], window, cw)
+            w = resolve_window(own, "" if multi_label else class_names[lab], window, cw)
             windows.append((w.center, w.width))
             inverts.append(w.invert)
             sources.append(w.source)
-            labs.append(int(lab))
+            labs.append(np.asarray(lab, np.uint8) if multi_label else int(lab))
             files.append(where)
             splits.append(split)
     if len(kinds) > 1:
         raise ValueError(f"{origin}: splits mix 8-bit and 16-bit images; expected one bit depth")
-    labs = np.asarray(labs, np.int32)
+    labs = np.stack(labs).astype(np.uint8) if multi_label else np.asarray(labs, np.int32)
     splits = np.asarray(splits)
     if holdout is not None:
         splits = np.where(holdout["mask"], "test", splits)
     return NativeRecords(np.stack(images), labs, np.asarray(windows, np.float32), np.asarray(inverts, bool),
-                         sources, splits, files, class_names, kinds.pop())
+                         sources, splits, files, class_names, kinds.pop(), multi_label)
 
 
 def read_npz(path: str, *, image_size: int, channels: int = 1, resize: str = "none", window=None,
              class_windows=None, classes: Sequence[str] | None = None, **unused) -> NativeRecords:
     """A MedMNIST-layout `.npz` (train/val/test `_images` and `_labels`), its splits kept.
 
-    Labels must be single-label ([N] or [N, 1]); class names come from `classes` (K names), else
-    '0'..'K-1' for K = max label + 1.
+    Labels: single-label [N] or [N, 1] (class names from `classes`, else '0'..'K-1' for K = max
+    label + 1), or multi-hot [N, K] with K > 1 (ChestMNIST; finding names from `classes`, else
+    '0'..'K-1'), which gives a multi-label dataset.
     """
     del unused  # holdout_fraction / seed: the file's own splits are kept
     if not os.path.isfile(path):
@@ -199,9 +211,9 @@ def read_npz(path: str, *, image_size: int, channels: int = 1, resize: str = "no
         lab = np.asarray(data[f"{key}_labels"])
         if lab.ndim == 2 and lab.shape[1] == 1:
             lab = lab[:, 0]
-        if lab.ndim != 1:
-            raise ValueError(f"{path}: {key}_labels has shape {lab.shape}; expected [N] or [N, 1] "
-                             "(multi-label .npz files are not supported)")
+        if lab.ndim not in (1, 2) or (lab.ndim == 2 and not np.isin(lab, (0, 1)).all()):
+            raise ValueError(f"{path}: {key}_labels has shape {lab.shape}; expected [N], [N, 1] or multi-hot "
+                             "0/1 [N, K]")
         if len(lab) != len(data[f"{key}_images"]):
             raise ValueError(f"{path}: {key}_images has {len(data[f'{key}_images'])} images but {key}_labels "
                              f"{len(lab)} labels")
@@ -209,12 +221,17 @@ def read_npz(path: str, *, image_size: int, channels: int = 1, resize: str = "no
     if "train" not in arrays:
         raise ValueError(f"{path}: no train_images / train_labels; keys are {sorted(data)} (MedMNIST layout "
                          "expected)")
-    k = int(max(v.max() for v in labels.values() if len(v))) + 1
+    multi = {v.ndim for v in labels.values()} == {2}
+    if len({v.ndim for v in labels.values()}) > 1 or (multi and len({v.shape[1] for v in labels.values()}) > 1):
+        raise ValueError(f"{path}: splits disagree on the label layout "
+                         f"{ {s: v.shape[1:] for s, v in labels.items()} }")
+    k = next(iter(labels.values())).shape[1] if multi else int(max(v.max() for v in labels.values() if len(v))) + 1
     names = tuple(classes) if classes else tuple(str(i) for i in range(k))
-    if len(names) < k:
-        raise ValueError(f"{path}: labels span 0..{k - 1} but {len(names)} class names were given {list(names)}")
+    if len(names) < k or (multi and len(names) != k):
+        raise ValueError(f"{path}: labels span {'columns' if multi else 'classes'} 0..{k - 1} but {len(names)} "
+                         f"class names were given {list(names)}")
     return _from_arrays(arrays, labels, path, image_size=image_size, channels=channels, resize=resize,
-                        window=window, class_windows=class_windows, class_names=names)
+                        window=window, class_windows=class_windows, class_names=names, multi_label=multi)
 
 
 def read_stylegan_folder(path: str, *, image_size: int, channels: int = 1, resize: str = "none", window=None,

@@ -291,18 +291,21 @@ class NativeImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        r = self._records
         return tfds.core.DatasetInfo(
             builder=self,
             description="User images at native intensity with a per-image window (jaxmedgan.data.native).",
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Tensor(shape=self._shape, dtype=np.float32),
-                "label": tfds.features.ClassLabel(names=list(self._records.class_names)),
+                "label": (tfds.features.Tensor(shape=(len(r.class_names),), dtype=np.uint8) if r.multi_label
+                          else tfds.features.ClassLabel(names=list(r.class_names))),
                 "window": tfds.features.Tensor(shape=(2,), dtype=np.float32),
                 "invert": tfds.features.Tensor(shape=(), dtype=np.uint8),
             }),
             supervised_keys=("image", "label"),
             disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(intensity=self._records.summary()),
+            metadata=tfds.core.MetadataDict(intensity=r.summary(), **(
+                {"label_names": list(r.class_names), "multi_label": True} if r.multi_label else {})),
         )
 
     def _split_generators(self, dl_manager):
@@ -314,7 +317,8 @@ class NativeImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _generate_examples(self, index: np.ndarray):
         r = self._records
         for i, j in enumerate(index):
-            yield i, {"image": r.images[j], "label": int(r.labels[j]), "window": r.windows[j],
+            yield i, {"image": r.images[j], "label": r.labels[j] if r.multi_label else int(r.labels[j]),
+                      "window": r.windows[j],
                       "invert": np.uint8(r.inverts[j])}
 
 

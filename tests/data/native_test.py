@@ -155,7 +155,7 @@ def test_npz_source_keeps_its_splits_and_names(tmp_path):
     x, _ = _images(data_dir, "npz", "train")
     # pad 28 -> 32 is 2 px of the minimum each side, no resampling: the middle is exact.
     np.testing.assert_allclose(x[0, 2:30, 2:30, 0], arrays["train_images"][0] / 127.5 - 1, atol=1e-5)
-    with pytest.raises(ValueError, match=r"labels span 0..2 but 2 class names"):
+    with pytest.raises(ValueError, match=r"labels span classes 0..2 but 2 class names"):
         _build(tmp_path, tmp_path / "mini.npz", source="npz", image_size=32, resize="area", classes=("a", "b"))
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(ValueError, match=r"bad\.npz: no train_images"):
@@ -237,3 +237,20 @@ def test_nifti_volumes_in_class_folders_give_slices_and_keep_volumes_in_one_spli
     np.testing.assert_allclose(intensity.to_model_range(slices[0].pixels, slices[0].window.center,
                                                         slices[0].window.width)[..., 0],
                                _window(vol[..., 1], vol.max() / 2, vol.max()), atol=1e-5)
+
+
+def test_multi_hot_npz_gives_a_multi_label_dataset(tmp_path):
+    rng = np.random.default_rng(4)
+    arrays = {f"{s}_images": rng.integers(0, 256, (n, 8, 8), dtype=np.uint8) for s, n in (("train", 6), ("test", 3))}
+    arrays.update({f"{s}_labels": rng.integers(0, 2, (n, 3)).astype(np.uint8) for s, n in (("train", 6), ("test", 3))})
+    np.savez(tmp_path / "chest.npz", **arrays)
+    data_dir = _build(tmp_path, tmp_path / "chest.npz", source="npz", classes=("effusion", "mass", "nodule"))
+    assert tfds_builders.is_multi_label(data_dir, "npz")
+    assert tfds_builders.class_names(data_dir, "npz") == ("effusion", "mass", "nodule")
+    x, y = _images(data_dir, "npz", "test")
+    np.testing.assert_array_equal(y, arrays["test_labels"].astype(np.float32))
+    np.testing.assert_allclose(x[..., 0], arrays["test_images"] / 127.5 - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="multi-label"):
+        _build(tmp_path, tmp_path / "chest.npz", source="npz", class_windows="mass=1/2")
+    with pytest.raises(ValueError, match=r"columns 0..2 but 2 class names"):
+        _build(tmp_path, tmp_path / "chest.npz", source="npz", classes=("a", "b"))
