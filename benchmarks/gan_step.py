@@ -47,6 +47,8 @@ def main(argv=None) -> list[dict]:
                 if args.features:
                     config.model.g_features = config.model.d_features = args.features
                 config.privacy.enabled = private
+                if private:
+                    config.model.mbstd_group_size = 0  # mixes examples: refused under DP
                 r = run.measure("gan", config, n_dev, private, warmup=args.warmup, repeats=args.repeats,
                                 steps_per_repeat=1, dataset_size=args.dataset_size)
                 r["image_size"] = r["resolution"]

@@ -115,6 +115,8 @@ def make_config(family: str, path: str, resolution: int, batch: int, dp: bool, q
         c.train.batch_sizes = type(c.train.batch_sizes)()  # every level at the row's batch
     if "privacy" in c:
         c.privacy.enabled = dp
+        if dp and c.get("model", {}).get("mbstd_group_size", 0) > 1:
+            c.model.mbstd_group_size = 0  # minibatch-stddev mixes examples: refused under DP (as the _dp configs set)
     for assignment in overrides:
         _set(c, assignment)
     return c

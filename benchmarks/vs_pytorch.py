@@ -195,6 +195,7 @@ def main(argv=None) -> dict:
         c.model.g_features = c.model.d_features = args.features
     c.train.batch_size = args.batch
     c.privacy.enabled = False
+    c.model.mbstd_group_size = 0  # the PyTorch port has no minibatch-stddev layer: compare the same model
     jax_step, jax_counts, compile_s = jax_gan_step(c)
     torch_step, torch_counts = torch_gan_step(c, args.batch)
     if jax_counts != torch_counts:

@@ -19,5 +19,6 @@ def get_config():
     c.privacy.noise_multiplier = 1.0
     c.privacy.l2_clip = 1.0
     c.model.d_norm = "layer"  # BatchNorm in D is refused under DP (it mixes examples)
+    c.model.mbstd_group_size = 0  # minibatch-stddev over groups > 1 mixes examples: refused under DP
     c.optim.d_lr = 5e-4  # noisy, clipped gradients: a larger D step helps
     return c

@@ -31,11 +31,21 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.g_norm = "batch"  # G never sees real data, so BatchNorm there is DP-safe
     c.model.d_norm = "layer"  # per-example norm: keeps D's loss per example (DP-compatible)
     c.model.d_dropout = 0.0
-    c.model.mbstd_group_size = 0  # >0: minibatch-stddev in D (fights mode collapse; refused under DP if > 1)
+    # How D sees the class when num_classes > 0: 'aux' (ACGAN auxiliary classifier), 'projection'
+    # (Miyato & Koyama 2018: <class embedding, D features> added to D's logit), 'tac' (TAC-GAN: aux
+    # head + a twin head on generated images). 'aux' until the others are measured on the liver data.
+    c.model.cond = "aux"
+    # >0: minibatch-stddev in D over groups of this size (fights mode collapse; groups > 1 mix
+    # examples: refused under DP). Off in this base: configs/dual_gan_retina.py's DCGAN stage I
+    # inherits it (its vessel masks were measured without); configs/acgan_liver.py turns it on.
+    c.model.mbstd_group_size = 0
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.aux_weight = 1.0  # ACGAN auxiliary cross-entropy weight
+    c.loss.aux_weight = 1.0  # weight of the class cross-entropy terms (aux head; tac: aux and twin heads)
     c.loss.r1_gamma = 0.0  # >0: R1 penalty gamma/2 ||grad_x D(real)||^2 (per example; DP-safe)
+    # >0: MSGAN mode-seeking lambda (Mao et al. 2019): G's loss += lambda / (mean|G(z1,y) - G(z2,y)| /
+    # mean|z1 - z2| + 1e-5) on a second generated batch; touches G only (DP-safe).
+    c.loss.mode_seeking = 0.0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4
@@ -50,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 250
     c.train.dtype = "float32"  # compute dtype; params and optimiser state stay float32
     c.train.quiet = False  # True hides the progress bar
+    c.train.per_class = False  # True (model.num_classes=0): one GAN per class (jaxmedgan/trainers/per_class.py)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.quality_every = 0  # >0: FID-domain (quality/fid_domain) every this many steps

@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 1000000  # no evaluator yet (metrics: jaxmedgan evaluate)
     c.train.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
     c.train.quiet = False
+    c.train.per_class = False  # True: one unconditional GAN per class (trainers/per_class.py)
     c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
 
     c.checkpoint = ml_collections.ConfigDict()

@@ -91,6 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 100
     c.train.dtype = "float32"  # activation dtype; params and optimiser state stay float32
     c.train.quiet = False
+    c.train.per_class = False  # True (with model.num_classes=0): one GAN per class (trainers/per_class.py)
     c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
 
     c.checkpoint = ml_collections.ConfigDict()

@@ -297,8 +297,7 @@ def _draw(workdir: str, num: int, seed: int, class_id: int | str | None, fmt: st
         if channels != 1:
             raise ValueError(f"--format {fmt} writes single-channel images; {workdir}'s model makes "
                              f"{channels}-channel ones (use --format png8).")
-    config, state, step = sampling.restore_state(workdir)
-    imgs, labels = sampling.generate(config, state, trainer, num, class_id, seed, as_float=fmt != "png8")
+    imgs, labels, step = sampling.generate_from_workdir(workdir, num, class_id, seed, as_float=fmt != "png8")
     return {"images": imgs, "masks": None, "labels": labels, "label_names": names, "class_names": None,
             "class_id": class_id, "windows": windows, "record": record, "step": step, "config": config}
 

@@ -11,7 +11,7 @@ USAGE = """usage: jaxmedgan <command> [options]
 
 commands:
   train     train a model:  jaxmedgan train --config configs/acgan_liver.py --workdir runs/acgan
-            [--config.section.key=value ...]
+            [--config.section.key=value ...]  [--config.train.per_class=True: one GAN per class]
   sample    draw images from a trained workdir:  jaxmedgan sample --workdir W --num N --out DIR [--class NAME|INDEX]
             labelled by latent class optimisation:  jaxmedgan sample --workdir W --labels "cardiomegaly,effusion"
             --num N --out DIR [--classifier CLASSIFIER_WORKDIR] [--lco-steps S]
@@ -24,7 +24,8 @@ commands:
             jaxmedgan privacy audit --workdir W;  jaxmedgan privacy curve --config C --workdir DIR --epsilons 1,3,10,inf
   export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR [--class NAME|INDEX]
             [--format png8|png16|dicom]  (png16 / dicom map back to the dataset's native units)
-  evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr --num N [--classifier C]
+  evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr,diversity --num N [--classifier C]
+            [--per-class]  (per-class diversity ratio, intra-class FID, precision/recall/coverage with 95% CIs)
             [--features domain|inception --inception-weights F]
             downstream classifier / segmentation studies:
             jaxmedgan evaluate downstream --config configs/downstream_liver.py --synthetic W_OR_DIR --out DIR
@@ -111,7 +112,10 @@ def _train(argv: list[str]) -> None:
     with workdir_lock.hold(fv.workdir, enabled=is_main):
         if is_main:
             config_drift.accept_on_resume(fv.workdir, config, fv.allow_config_change)
-        trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
+        if config.get("train", {}).get("per_class", False):
+            trainers.get("per_class").train_and_evaluate(config, fv.workdir)
+        else:
+            trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
 
 
 def _explicit_keys(argv: list[str]) -> set[str]:

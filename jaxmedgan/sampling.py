@@ -70,6 +70,8 @@ def jitted_generator(fn: Callable, config) -> Callable:
 def class_names(workdir: str, config) -> list[str]:
     """The names of a class-conditional model's classes in label order (`class0..` when the workdir
     has no dataset record); [] for an unconditional model."""
+    if config.get("trainer") == "per_class":  # one GAN per class: the dataset's classes
+        return list((datasets.workdir_record(workdir) or {}).get("class_names") or [])
     return datasets.class_names_for(workdir, int(config.model.get("num_classes", 0)))
 
 
@@ -127,6 +129,18 @@ def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
     return np.concatenate(out_images), np.concatenate(out_labels).astype(np.int64)
 
 
+def generate_from_workdir(workdir: str, num: int, class_id: int | None, seed: int, *, as_float: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(images, labels int [num] (-1 unconditional), checkpoint step(s)) from a latent GAN workdir:
+    one model (`generate`) or one GAN per class (`trainers.per_class`). class_id: an index or None."""
+    trainer = trainers.get(checkpointing.read_config(workdir).trainer)
+    if hasattr(trainer, "generate_labelled"):
+        return trainer.generate_labelled(workdir, num, class_id, seed, as_float=as_float)
+    config, state, step = restore_state(workdir)
+    imgs, labels = generate(config, state, trainer, num, class_id, seed, as_float=as_float)
+    return imgs, labels, step
+
+
 def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | str | None = None, seed: int = 0) -> str:
     """Writes `num` PNGs and `samples.npz` (images uint8 NHWC, labels int, class_names str [K]) to
     `out`; returns it.
@@ -154,8 +168,7 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | str | Non
     else:
         names = class_names(workdir, config)
         class_id = resolve_class(class_id, names)  # before restoring: a bad --class fails fast
-        config, state, step = restore_state(workdir)
-        imgs, labels = generate(config, state, trainer, num, class_id, seed)
+        imgs, labels, step = generate_from_workdir(workdir, num, class_id, seed)
     tags = [file_tag(name, k) for k, name in enumerate(names)]
     steps = _step_fields(step)
 

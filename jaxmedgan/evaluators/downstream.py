@@ -25,13 +25,19 @@ Unknown real labels (`LabeledSet.mask`, CheXpert U-Ignore) are skipped by traini
 (`trainers.classifier`) and by every metric and test here: a finding is scored on the images
 where its label is known, and an image is "correct" when every known finding is.
 
+Beside the results, each synthetic source's per-class diversity ratio (`evaluators.diversity`,
+pixel space, no intervals): the mean pairwise distance of its class-c images over that of the
+real *training* images of class c in each (seed, fold), reported as the mean over folds x seeds
+with the range; classes are the source classes (before `config.data.relabel`), the labels the
+GAN was conditioned on. Well below 1 = the source repeats itself within a class, which caps what
+it can add. Not computed for multi-label tasks (no class to measure within).
+
 A synthetic directory with sub-directories fold0 .. fold{k-1} gives one synthetic source per fold
 (GANs trained on that fold's training images only, as in the study); otherwise the one source is
 used for every fold, and if its GAN saw all real images, (b)-(d) may be optimistic (the report says so).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -46,7 +52,7 @@ from tqdm import tqdm
 
 from jaxmedgan.data import labeled
 from jaxmedgan.evaluators import folds as folds_lib
-from jaxmedgan.evaluators import metrics, plots, synthetic as synthetic_lib
+from jaxmedgan.evaluators import diversity, metrics, plots, synthetic as synthetic_lib
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +197,8 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
         return None if sets is None else [labeled.relabel(x, spec) for x in sets]
 
     syn_paths, dp_paths = _fold_sources(synthetic, k), _fold_sources(synthetic_dp, k)
-    syn = relabelled(_load_sources(syn_paths, raw, d))
-    syn_dp = relabelled(_load_sources(dp_paths, raw, d))
+    syn_raw, syn_dp_raw = _load_sources(syn_paths, raw, d), _load_sources(dp_paths, raw, d)
+    syn, syn_dp = relabelled(syn_raw), relabelled(syn_dp_raw)
     per_fold = {name: paths is not None and len(set(paths)) > 1 for name, paths in
                 (("synthetic", syn_paths), ("synthetic_dp", dp_paths))}
     for name, src, path in (("synthetic", syn, synthetic), ("synthetic_dp", syn_dp, synthetic_dp)):
@@ -219,6 +225,8 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     seconds = {e: 0.0 for e in names}
     splits_per_seed = [folds_lib.stratified_group_kfold(real.targets, real.groups, k, seed, multi_label=real.multi_label)
                        for seed in seeds]
+    diversities = {key: _source_diversity(src, raw, splits_per_seed, seeds)
+                   for key, src in (("synthetic", syn_raw), ("synthetic_dp", syn_dp_raw))}
     syn_only_once = "synthetic" in names and not per_fold["synthetic"]
     total_runs = len(seeds) * (k * sum(e != "synthetic" or not syn_only_once for e in names)
                                + (1 if syn_only_once else 0))
@@ -274,8 +282,8 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
                    "bootstrap_samples": int(d.bootstrap_samples),
                    "test_sizes": [[len(t) for _, t in s] for s in splits_per_seed],
                    "primary_test": "exact McNemar on seed-averaged out-of-fold predictions"},
-        "synthetic": _describe(synthetic, syn, per_fold["synthetic"]),
-        "synthetic_dp": _describe(synthetic_dp, syn_dp, per_fold["synthetic_dp"]),
+        "synthetic": _describe(synthetic, syn, per_fold["synthetic"], diversities["synthetic"]),
+        "synthetic_dp": _describe(synthetic_dp, syn_dp, per_fold["synthetic_dp"], diversities["synthetic_dp"]),
         "experiments": results,
         "skipped": {e: "no synthetic source given" for e in skipped},
         "comparisons": comparisons,
@@ -300,7 +308,42 @@ def _leak_free(real_split: str, per_fold: dict, syn, syn_dp) -> str:
     return "no: one synthetic source serves every fold; its GAN may have seen the test folds"
 
 
-def _describe(path: str | None, sets: list[labeled.LabeledSet] | None, per_fold: bool) -> dict | None:
+def _source_diversity(sources: list[labeled.LabeledSet] | None, raw: labeled.LabeledSet,
+                      splits_per_seed: list, seeds: list[int]) -> dict | None:
+    """Per-class pixel diversity ratio of a synthetic source (per fold, source classes) against the
+    real training images of each (seed, fold); None without a source (module docstring)."""
+    if sources is None:
+        return None
+    if raw.multi_label:
+        return {"skipped": "multi-label task: no single class per image to measure diversity within"}
+    rows = []
+    for seed, splits in zip(seeds, splits_per_seed):
+        for f, (train_idx, _) in enumerate(splits):
+            src, train = sources[f], raw.subset(train_idx)
+            out = diversity.class_diversity(src.images, src.targets, train.images, train.targets, raw.class_names,
+                                            num_bootstrap=0)
+            rows.append({"seed": seed, "fold": f, "diversity_ratio": out["diversity_ratio"],
+                         "per_class": {n: {key: v[key] for key in ("ratio", "synthetic", "real", "num_synthetic",
+                                                                   "num_real")}
+                                       for n, v in out["per_class"].items()}})
+    per_class = {}
+    for name in raw.class_names:
+        ratios = np.array([r["per_class"][name]["ratio"] for r in rows])
+        finite = ratios[np.isfinite(ratios)]
+        per_class[name] = {
+            "ratio": float(finite.mean()) if len(finite) else float("nan"),
+            "ratio_range": [float(finite.min()), float(finite.max())] if len(finite) else [float("nan")] * 2,
+            "num_synthetic": float(np.mean([r["per_class"][name]["num_synthetic"] for r in rows])),
+            "num_real": float(np.mean([r["per_class"][name]["num_real"] for r in rows]))}
+    means = [v["ratio"] for v in per_class.values() if np.isfinite(v["ratio"])]
+    return {"space": "pixels", "against": "real training images of the same class in each (seed, fold)",
+            "aggregate": "mean over folds x seeds (range: min, max)", "classes": "source classes, before "
+            "config.data.relabel", "per_class": per_class,
+            "diversity_ratio": float(np.mean(means)) if means else float("nan"), "per_fold": rows}
+
+
+def _describe(path: str | None, sets: list[labeled.LabeledSet] | None, per_fold: bool,
+              diversity_report: dict | None = None) -> dict | None:
     if sets is None:
         return None
     out = {"path": path, "kind": synthetic_lib.kind(path if not per_fold else os.path.join(path, "fold0")),
@@ -308,6 +351,8 @@ def _describe(path: str | None, sets: list[labeled.LabeledSet] | None, per_fold:
            "class_counts": sets[0].class_counts().tolist(), "from": sets[0].source}
     if sets[0].multi_label:  # positives per finding above; images per requested finding vector here
         out["label_vectors"] = synthetic_lib.label_vectors(sets[0])
+    if diversity_report is not None:
+        out["diversity"] = diversity_report
     return out
 
 
@@ -393,6 +438,34 @@ def _vectors_md(vectors: dict | None, most: int = 8) -> str:
     return f"; images per label vector ({len(vectors)} distinct) " + ", ".join(f"{k} {v}" for k, v in top) + more
 
 
+def _num(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _diversity_md(report: dict) -> list[str]:
+    """Per-class diversity ratio table(s) of the synthetic source(s), or a line saying why there is none."""
+    lines = []
+    for key, title in (("synthetic", "Synthetic"), ("synthetic_dp", "DP synthetic")):
+        div = (report.get(key) or {}).get("diversity")
+        if not div:
+            continue
+        if div.get("skipped"):
+            lines += [f"{title} source diversity: not computed ({div['skipped']}).", ""]
+            continue
+        lines += [f"{title} source, intra-class diversity ratio (pixel space; mean pairwise distance of its "
+                  f"class-c images / of the real training images of class c, {div['aggregate']}; "
+                  f"{div['classes']}): mean {_num(div['diversity_ratio'])}. Near 1 = as varied as the data; "
+                  "well below 1 = near-copies within the class.", "",
+                  "| class | diversity ratio | range | synthetic images | real training images |",
+                  "|---|---|---|---|---|"]
+        for name, v in div["per_class"].items():
+            lo, hi = v["ratio_range"]
+            lines.append(f"| {name} | {_num(v['ratio'])} | {_num(lo)} - {_num(hi)} | {_num(v['num_synthetic'], 0)} "
+                         f"| {_num(v['num_real'], 0)} |")
+        lines.append("")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     """The human-readable report (report.md) of a `run` report dict."""
     task, design = report["task"], report["design"]
@@ -422,6 +495,9 @@ def render_markdown(report: dict) -> str:
     if task.get("num_unknown_labels"):
         lines.append(f"{task['num_unknown_labels']} real labels are unknown (U-Ignore): skipped in training and "
                      "in every metric.")
+    div_lines = _diversity_md(report)
+    if div_lines:
+        lines += [""] + div_lines[:-1]
     lines += ["", "| experiment | accuracy | macro sensitivity | macro specificity | macro AUC | train images | minutes |",
               "|---|---|---|---|---|---|---|"]
     for e, r in report["experiments"].items():
@@ -554,5 +630,10 @@ def downstream_command(argv: list[str]) -> int:
               f"AUC {_pct(m['macro_auc'])}%")
         if report["task"]["multi_label"]:
             print("  per-finding AUC: " + ", ".join(f"{n} {_pct(v)}%" for n, v in m["auc"].items()))
+    for key in ("synthetic", "synthetic_dp"):
+        div = (report.get(key) or {}).get("diversity") or {}
+        if div.get("per_class"):
+            print(f"{key} diversity ratio per class (pixels, vs real training images): " + ", ".join(
+                f"{n} {_num(v['ratio'])}" for n, v in div["per_class"].items()))
     print(f"Report: {os.path.join(fv.out, 'report.md')}")
     return 0

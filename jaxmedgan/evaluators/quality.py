@@ -21,10 +21,25 @@ All functions are host-side numpy (float64) on features [N, D] from any extracto
       density   = (1/k) mean_j #{i: |y_j - x_i| < r_k(x_i)}
       coverage  = mean_i [min_j |x_i - y_j| < r_k(x_i)]
   with x = real, y = fake features (strict inequalities, as in `prdc`).
+
+Within classes (`per_class`, for class-conditional models; `jaxmedgan evaluate --per-class`):
+every metric above is computed on the samples of class c against the real images of class c,
+plus the intra-class diversity ratio (`evaluators.diversity`: mean pairwise distance of the
+samples / of the real images, in pixels and in features). 95 % intervals are percentile
+bootstraps (`num_bootstrap` resamples, seeded): for precision / recall / density / coverage both
+sets are resampled independently with replacement and the k-NN radii are taken over the *distinct*
+original images of a resample (a drawn copy of x is not its own nearest neighbour, which would
+shrink every radius to 0), the same convention as the diversity intervals; resamples with no more
+than k distinct images in a set are dropped. FID gets no interval (its bootstrap is biased
+upward at per-class sizes).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from jaxmedgan.evaluators import diversity
 
 # Rows of the real set processed at once in the k-NN code: bounds memory at CHUNK x N float64.
 _CHUNK = 1024
@@ -172,11 +187,66 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str, float]:
             "density": float(in_real_balls.mean() / k), "coverage": float(covered.mean())}
 
 
-METRICS = ("fid", "kid", "pr")  # "pr": precision, recall, density and coverage together
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(_sq_dists(a, b))
+
+
+def _radii_excluding(d: np.ndarray, same: np.ndarray, k: int) -> np.ndarray:
+    """k-th nearest-neighbour distance per row of d [n, n], entries where `same` [n, n] is True
+    (the point itself and its bootstrap copies) left out."""
+    return np.partition(np.where(same, np.inf, d), k - 1, axis=1)[:, k - 1]
+
+
+def _prdc_from_distances(d_rr: np.ndarray, d_ff: np.ndarray, d_rf: np.ndarray, same_r: np.ndarray,
+                         same_f: np.ndarray, k: int) -> np.ndarray:
+    """[precision, recall, density, coverage] from real-real [N,N], fake-fake [M,M], real-fake [N,M] distances."""
+    r_real, r_fake = _radii_excluding(d_rr, same_r, k), _radii_excluding(d_ff, same_f, k)
+    inside = d_rf < r_real[:, None]  # [N, M]: fake j in real i's ball
+    return np.array([inside.any(0).mean(), (d_rf < r_fake[None, :]).any(1).mean(), inside.sum(0).mean() / k,
+                     (d_rf.min(1) < r_real).mean()])
+
+
+def _percentile_ci(values: np.ndarray, level: float) -> list[float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return [float("nan"), float("nan")]
+    alpha = (1.0 - level) / 2.0
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))]
+
+
+PRDC = ("precision", "recall", "density", "coverage")
+
+
+def prdc_bootstrap(real: np.ndarray, fake: np.ndarray, k: int = 5, *, num_bootstrap: int = 200,
+                   seed: int | Sequence[int] = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """{"precision": [lo, hi], ...}: percentile-bootstrap intervals of `prdc` (module docstring).
+
+    Holds the [N, N], [M, M] and [N, M] distance matrices in memory: per-class sizes (thousands).
+    """
+    real, fake = _as_features(real, "real features"), _as_features(fake, "fake features")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"Feature dimensions differ: real {real.shape[1]} vs fake {fake.shape[1]}.")
+    n, m = len(real), len(fake)
+    if min(n, m) <= k:
+        raise ValueError(f"k={k} nearest neighbours need more than k samples per set, got {n} real and {m} fake.")
+    d_rr, d_ff, d_rf = _pairwise(real, real), _pairwise(fake, fake), _pairwise(real, fake)
+    rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x50524443])  # "PRDC"
+    boot = np.full((num_bootstrap, len(PRDC)), np.nan)
+    for b in range(num_bootstrap):
+        ri, fi = rng.integers(0, n, n), rng.integers(0, m, m)
+        if len(np.unique(ri)) <= k or len(np.unique(fi)) <= k:
+            continue  # no k distinct neighbours: the radii are undefined
+        boot[b] = _prdc_from_distances(d_rr[np.ix_(ri, ri)], d_ff[np.ix_(fi, fi)], d_rf[np.ix_(ri, fi)],
+                                       ri[:, None] == ri[None, :], fi[:, None] == fi[None, :], k)
+    return {name: _percentile_ci(boot[:, i], level) for i, name in enumerate(PRDC)}
+
+
+METRICS = ("fid", "kid", "pr", "diversity")  # "pr": precision, recall, density and coverage together
+CLASS_METRICS = ("fid", "pr", "diversity")  # computed within each class by `per_class`
 
 
 def parse_metrics(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """('fid', 'kid', 'pr') from 'fid,kid,pr' (or a sequence); unknown names are an error."""
+    """('fid', 'kid', 'pr', 'diversity') from 'fid,kid,pr,diversity' (or a sequence); unknown names are an error."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
@@ -194,6 +264,9 @@ def compute(real: np.ndarray, fake: np.ndarray, metrics: tuple[str, ...] | str =
     """
     out: dict[str, float] = {}
     for name in parse_metrics(metrics):
+        if name == "diversity":
+            raise ValueError("'diversity' is measured within classes of a class-conditional model "
+                             "(quality.per_class, `jaxmedgan evaluate --per-class`), not on a pooled set.")
         if name == "fid":
             out["fid"] = fid(real, fake)
         elif name == "kid":
@@ -202,3 +275,62 @@ def compute(real: np.ndarray, fake: np.ndarray, metrics: tuple[str, ...] | str =
         else:
             out.update(prdc(real, fake, k=k))
     return {f"{n}{suffix}": v for n, v in out.items()}
+
+
+def _nan_entry(keys) -> dict:
+    return {key: ([float("nan")] * 2 if key.endswith("_ci") else float("nan")) for key in keys}
+
+
+def per_class(real_feats: np.ndarray, real_labels: np.ndarray, fake_feats: np.ndarray, fake_labels: np.ndarray,
+              class_names: Sequence[str], metrics: tuple[str, ...] | str = CLASS_METRICS, *,
+              real_pixels: np.ndarray | None = None, fake_pixels: np.ndarray | None = None, k: int = 5,
+              num_bootstrap: int = 200, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """{class name: {...}} of the fakes of class c against the reals of class c (labels int index class_names).
+
+    Features real [N, D] / fake [M, D]; pixels (for "diversity", images [N,H,W,C] / [M,H,W,C] in
+    one range) optional. Per class: num_fake, num_real, and for the requested metrics
+      diversity: diversity_ratio (+ _ci), diversity_fake, diversity_real (pixels; mean pairwise
+                 L2 distance), diversity_ratio_feature (+ _ci) (features);
+      fid:       fid (features);
+      pr:        precision, recall, density, coverage, each with its _ci.
+    "kid" is not computed per class (subset sizes would be a handful); a class with too few
+    images for a metric (< 2; <= k for pr) gets NaN there. Intervals: module docstring.
+    """
+    names = [n for n in parse_metrics(metrics) if n in CLASS_METRICS]
+    real_labels, fake_labels = np.asarray(real_labels), np.asarray(fake_labels)
+    real_feats, fake_feats = _as_features(real_feats, "real features"), _as_features(fake_feats, "fake features")
+    if len(real_labels) != len(real_feats) or len(fake_labels) != len(fake_feats):
+        raise ValueError(f"labels ({len(real_labels)} real, {len(fake_labels)} fake) and features "
+                         f"({len(real_feats)}, {len(fake_feats)}) differ in length.")
+    out: dict[str, dict] = {name: {"num_fake": int((fake_labels == c).sum()), "num_real": int((real_labels == c).sum())}
+                            for c, name in enumerate(class_names)}
+    if "diversity" in names:
+        if real_pixels is None or fake_pixels is None:
+            raise ValueError("'diversity' per class needs real_pixels and fake_pixels.")
+        pixel = diversity.class_diversity(fake_pixels, fake_labels, real_pixels, real_labels, class_names,
+                                          num_bootstrap=num_bootstrap, seed=seed, level=level)["per_class"]
+        feature = diversity.class_diversity(fake_feats, fake_labels, real_feats, real_labels, class_names,
+                                            num_bootstrap=num_bootstrap, seed=seed, level=level)["per_class"]
+        for name in class_names:
+            p, f = pixel[name], feature[name]
+            out[name].update(diversity_ratio=p["ratio"], diversity_ratio_ci=p["ratio_ci"],
+                             diversity_fake=p["synthetic"], diversity_real=p["real"],
+                             diversity_ratio_feature=f["ratio"], diversity_ratio_feature_ci=f["ratio_ci"])
+    for c, name in enumerate(class_names):
+        r, f = real_feats[real_labels == c], fake_feats[fake_labels == c]
+        if "fid" in names:
+            out[name]["fid"] = fid(r, f) if min(len(r), len(f)) >= 2 else float("nan")
+        if "pr" in names:
+            if min(len(r), len(f)) <= k:
+                out[name].update(_nan_entry([*PRDC, *(f"{p}_ci" for p in PRDC)]))
+                continue
+            out[name].update(prdc(r, f, k=k))
+            cis = prdc_bootstrap(r, f, k, num_bootstrap=num_bootstrap, seed=(seed, c), level=level)
+            out[name].update({f"{p}_ci": cis[p] for p in PRDC})
+    return out
+
+
+def class_means(per_class_values: dict[str, dict], key: str) -> float:
+    """Mean over classes of per_class_values[c][key], NaN classes skipped (NaN if none is finite)."""
+    values = [v[key] for v in per_class_values.values() if key in v and np.isfinite(v[key])]
+    return float(np.mean(values)) if values else float("nan")

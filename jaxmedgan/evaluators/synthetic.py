@@ -189,23 +189,23 @@ def _from_folder(path: str, real: labeled.LabeledSet, success_only: bool = False
 
 
 def _from_workdir(path: str, real: labeled.LabeledSet, per_class: int, seed: int) -> labeled.LabeledSet:
-    from jaxmedgan import sampling, trainers
+    from jaxmedgan import checkpointing, sampling
 
-    config, state, step = sampling.restore_state(path)
-    num_classes = config.model.get("num_classes", 0)
+    config = checkpointing.read_config(path)
+    names = sampling.class_names(path, config)  # a conditional GAN's classes, or one GAN per class
+    num_classes = len(names) if config.get("trainer") == "per_class" else config.model.get("num_classes", 0)
     if real.multi_label or not num_classes:
         raise ValueError(f"GAN workdir {path!r} has model.num_classes={num_classes}: on-the-fly sampling "
-                         "needs a class-conditional GAN over the real set's classes (multi-label sets: "
-                         "export the samples to a labels.csv folder or samples.npz).")
+                         "needs a class-conditional GAN (or one GAN per class) over the real set's classes "
+                         "(multi-label sets: export the samples to a labels.csv folder or samples.npz).")
     if num_classes != real.num_classes:
         raise ValueError(f"GAN workdir {path!r} has {num_classes} classes but the real set has "
                          f"{real.num_classes} {list(real.class_names)}.")
     _check_shape((config.data.image_size, config.data.image_size, config.data.channels), real,
                  f"GAN workdir {path} (config.data)")
-    trainer = trainers.get(config.trainer)
     imgs, labels = [], []
     for c in range(num_classes):
-        x, y = sampling.generate(config, state, trainer, per_class, c, seed + c)
+        x, y, step = sampling.generate_from_workdir(path, per_class, c, seed + c)
         imgs.append(x)
         labels.append(y)
     log.info("Drew %d synthetic images per class from %s (checkpoint step %s).", per_class, path, step)

@@ -22,3 +22,29 @@ def g_nonsaturating(fake_logits: jax.Array) -> jax.Array:
 def class_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy per example; logits [B, K], labels int [B] -> [B]."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def tac_generator_class_loss(aux_logits: jax.Array, twin_logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """TAC-GAN's G class term per example (Gong et al. 2019): CE(aux) - CE(twin) on generated images; [B].
+
+    The aux head is fitted to real images' labels and the twin to generated ones', so G pulls its
+    images towards the real class-conditional distribution and away from its own (the twin
+    term is what stops ACGAN's collapse onto easily classified images).
+    """
+    return class_cross_entropy(aux_logits, labels) - class_cross_entropy(twin_logits, labels)
+
+
+def mode_seeking(images_a: jax.Array, images_b: jax.Array, z_a: jax.Array, z_b: jax.Array,
+                 eps: float = 1e-5) -> jax.Array:
+    """MSGAN's mode-seeking term (Mao et al. 2019), a scalar: 1 / (mean|G(z_a) - G(z_b)| / mean|z_a - z_b| + eps).
+
+    images_a/b [B, ...] = G(z_a, y), G(z_b, y) with the same labels y; z_a/b [B, latent_dim].
+    Minimising it pushes G to map distinct latents to distinct images. A batch-level term (not per
+    example): it touches only G, never real data, so DP does not need it per example.
+    """
+    return 1.0 / (mode_seeking_ratio(images_a, images_b, z_a, z_b) + eps)
+
+
+def mode_seeking_ratio(images_a: jax.Array, images_b: jax.Array, z_a: jax.Array, z_b: jax.Array) -> jax.Array:
+    """mean|G(z_a) - G(z_b)| / mean|z_a - z_b|, a scalar: image change per unit of latent change."""
+    return jnp.mean(jnp.abs(images_a - images_b)) / jnp.mean(jnp.abs(z_a - z_b))

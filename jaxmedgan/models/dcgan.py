@@ -1,7 +1,12 @@
 """DCGAN and ACGAN (Frid-Adar et al. liver-lesion ROIs), Flax linen, NHWC.
 
-`num_classes = 0` gives the unconditional DCGAN; `num_classes > 0` gives ACGAN: the generator is
-conditioned on a class embedding and the discriminator has an auxiliary class head.
+`num_classes = 0` gives the unconditional DCGAN; `num_classes > 0` a class-conditional GAN: the
+generator is conditioned on a class embedding, and the discriminator by `cond`:
+  aux         ACGAN (Odena et al. 2017): an auxiliary classifier head on D's features.
+  projection  projection discriminator (Miyato & Koyama 2018): logit = psi(phi(x)) + <e_y, phi(x)>
+              with a class embedding e_y in D; no classifier head.
+  tac         twin auxiliary classifiers (Gong et al. 2019): the aux head plus a twin head of the
+              same shape (the trainer fits the twin to generated images' labels).
 """
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ import jax.numpy as jnp
 
 from jaxmedgan.models import layers
 from jaxmedgan.ops import misc
+
+
+CONDITIONINGS = ("aux", "projection", "tac")  # how a class-conditional D sees the class
 
 
 def _num_blocks(image_size: int) -> int:
@@ -60,23 +68,34 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images [B, H, W, C] -> (real/fake logit [B], class logits [B, num_classes] or None)."""
+    """images [B, H, W, C] (+ labels int [B] for `cond='projection'`) -> (real/fake logit f32 [B], heads).
+
+    heads: None (unconditional, projection), aux-head class logits f32 [B, K] ('aux'), or the aux
+    and twin heads' class logits stacked, f32 [B, 2, K] ('tac': [:, 0] aux, [:, 1] twin).
+    """
 
     image_size: int = 64
     base_features: int = 64  # channels of the first conv block
     max_features: int = 512
-    num_classes: int = 0  # >0 adds the ACGAN auxiliary classifier head
+    num_classes: int = 0  # >0: class-conditional, as `cond` says
+    cond: str = "aux"  # one of CONDITIONINGS; read only when num_classes > 0
     norm: str = "layer"  # per-example norms keep D usable under DP; "batch" is the DCGAN original
     dropout: float = 0.0
     mbstd_group_size: int = 0  # >0: minibatch-stddev channel before the head (against mode collapse; not under DP)
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array | None]:
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, *,
+                 train: bool = True) -> tuple[jax.Array, jax.Array | None]:
         n = _num_blocks(self.image_size)
         if x.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(f"Discriminator expects images of {self.image_size}x{self.image_size}, "
                              f"got shape {x.shape}.")
+        if self.num_classes and self.cond not in CONDITIONINGS:
+            raise ValueError(f"Discriminator cond={self.cond!r} (config.model.cond) must be one of {CONDITIONINGS}.")
+        projection = bool(self.num_classes) and self.cond == "projection"
+        if projection and labels is None:
+            raise ValueError("This discriminator is a projection discriminator (cond='projection'): pass labels.")
         h = x.astype(self.dtype)
         for i in range(n):
             feats = min(self.base_features * 2 ** i, self.max_features)
@@ -87,10 +106,20 @@ class Discriminator(nn.Module):
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
         if self.mbstd_group_size:
             h = misc.minibatch_stddev(h, self.mbstd_group_size)
-        h = h.reshape(h.shape[0], -1)
-        adv = nn.Dense(1, kernel_init=nn.initializers.normal(0.02), dtype=self.dtype, name="adv")(h)
-        cls = None
-        if self.num_classes:
-            cls = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.02),
-                           dtype=self.dtype, name="aux")(h).astype(jnp.float32)
-        return adv[:, 0].astype(jnp.float32), cls
+        h = h.reshape(h.shape[0], -1)  # phi(x) [B, F]
+        head = lambda k, name: nn.Dense(k, kernel_init=nn.initializers.normal(0.02), dtype=self.dtype, name=name)
+        adv = head(1, "adv")(h)[:, 0].astype(jnp.float32)  # psi(phi(x))
+        heads = None
+        if projection:
+            # e_y = onehot(y) E as a bias-free Dense rather than nn.Embed: ghost clipping (DP) covers
+            # Dense layers, and the gradient is the same.
+            onehot = jax.nn.one_hot(labels, self.num_classes, dtype=self.dtype)
+            e = nn.Dense(h.shape[-1], use_bias=False, kernel_init=nn.initializers.normal(0.02),
+                         dtype=self.dtype, name="class_embed")(onehot)
+            adv = adv + jnp.sum(e * h, axis=-1).astype(jnp.float32)
+        elif self.num_classes:
+            heads = head(self.num_classes, "aux")(h).astype(jnp.float32)
+            if self.cond == "tac":
+                twin = head(self.num_classes, "twin")(h).astype(jnp.float32)
+                heads = jnp.stack([heads, twin], axis=1)
+        return adv, heads

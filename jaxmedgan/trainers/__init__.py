@@ -8,6 +8,7 @@ TRAINERS = {
     "pix2pix": "jaxmedgan.trainers.pix2pix",
     "dual_gan": "jaxmedgan.trainers.dual_gan",
     "pggan": "jaxmedgan.trainers.pggan",
+    "per_class": "jaxmedgan.trainers.per_class",  # one unconditional GAN per class (train.per_class=True)
 }
 
 

@@ -1,13 +1,22 @@
 """DCGAN / ACGAN trainer (liver-lesion ROIs): pure step functions + `train_and_evaluate`.
 
 One step updates D on a real batch and a fake batch, then G, with the non-saturating logistic
-loss; with `model.num_classes > 0` (ACGAN) both nets also minimise the auxiliary class
-cross-entropy: D on real and generated images, G on generated ones.
+loss. With `model.num_classes > 0` G is conditioned on the class, and D as `model.cond` says
+(`Objective`; CE = softmax cross-entropy, w = `loss.aux_weight`):
+  aux         ACGAN: D adds w CE(aux(x), y) on real and generated images, G adds w CE(aux(G(z, y)), y).
+  projection  D(x, y) = psi(phi(x)) + <e_y, phi(x)>, real images with their label, generated ones
+              with the label they were drawn for; no class loss.
+  tac         TAC-GAN: D adds w CE(aux(x), y) on real images only and w CE(twin(G(z, y)), y) on
+              generated ones; G adds w (CE(aux(G(z, y)), y) - CE(twin(G(z, y)), y)).
+`loss.mode_seeking` = lambda > 0 adds MSGAN's lambda / (mean|G(z1,y) - G(z2,y)| / mean|z1 - z2| + 1e-5)
+to G's loss, G's step then generating a second batch for z2 with the same labels (both batches
+go through D). All of D's terms are per example, so each option runs under DP-SGD (mode seeking
+is G-only).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,24 +24,98 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxmedgan.evaluators import diversity
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan, layers
-from jaxmedgan.privacy import dp_sgd
+from jaxmedgan.privacy import checks, dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
 
 
+# Generated images per class for `eval/diversity_ratio` (fewer where the held-out class is smaller).
+DIVERSITY_PER_CLASS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a step minimises: `config.model.{num_classes, cond}` and `config.loss`, read only here."""
+
+    num_classes: int = 0  # 0: unconditional DCGAN
+    cond: str = "aux"  # dcgan.CONDITIONINGS; how D sees the class (only when num_classes > 0)
+    aux_weight: float = 1.0  # w of every class cross-entropy term (aux and twin heads)
+    mode_seeking: float = 0.0  # MSGAN lambda (0: off)
+    r1_gamma: float = 0.0  # R1 gamma (0: off)
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
+        """ValueError naming the key for a bad value. `model.cond` / `loss.mode_seeking` may be absent
+        (workdirs written before they existed): 'aux' / 0, what those runs trained with."""
+        m, loss = config.model, config.loss
+        obj = cls(num_classes=int(m.num_classes), cond=str(m.get("cond", "aux")),
+                  aux_weight=float(loss.aux_weight), mode_seeking=float(loss.get("mode_seeking", 0.0)),
+                  r1_gamma=float(loss.get("r1_gamma", 0.0)))
+        if obj.num_classes and obj.cond not in dcgan.CONDITIONINGS:
+            raise ValueError(f"config.model.cond={obj.cond!r} must be one of {dcgan.CONDITIONINGS}.")
+        for key, value in (("loss.aux_weight", obj.aux_weight), ("loss.mode_seeking", obj.mode_seeking),
+                           ("loss.r1_gamma", obj.r1_gamma)):
+            if not value >= 0:
+                raise ValueError(f"config.{key}={value!r} must be >= 0.")
+        return obj
+
+    @property
+    def aux_head(self) -> bool:
+        """D has an auxiliary classifier head (aux, tac)."""
+        return bool(self.num_classes) and self.cond in ("aux", "tac")
+
+    @property
+    def projection(self) -> bool:
+        return bool(self.num_classes) and self.cond == "projection"
+
+    @property
+    def tac(self) -> bool:
+        return bool(self.num_classes) and self.cond == "tac"
+
+    def d_labels(self, labels: jax.Array | None) -> jax.Array | None:
+        """The labels D is called with: a projection D needs them, the others do not read them."""
+        return labels if self.projection else None
+
+    def split_heads(self, heads: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
+        """D's heads output -> (aux logits [B, K] or None, twin logits [B, K] or None)."""
+        if not self.aux_head:
+            return None, None
+        return (heads[:, 0], heads[:, 1]) if self.tac else (heads, None)
+
+    def d_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None, *,
+                     real: bool) -> jax.Array:
+        """D's unweighted class term per example [B]: CE of the aux head on real and generated images
+        (aux), of the aux head on real and the twin head on generated images (tac); 0 otherwise."""
+        aux, twin = self.split_heads(heads)
+        if aux is None:
+            return jnp.zeros_like(logit)
+        return gan_losses.class_cross_entropy(aux if real or twin is None else twin, labels)
+
+    def g_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None) -> jax.Array:
+        """G's unweighted class term per example [B]: CE(aux) (aux), CE(aux) - CE(twin) (tac); 0 otherwise."""
+        aux, twin = self.split_heads(heads)
+        if aux is None:
+            return jnp.zeros_like(logit)
+        if twin is None:
+            return gan_losses.class_cross_entropy(aux, labels)
+        return gan_losses.tac_generator_class_loss(aux, twin, labels)
+
+
 def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dcgan.Discriminator]:
     """Instantiates G and D from `config.model` and `config.data`."""
     m, d = config.model, config.data
     dtype = common.compute_dtype(config)
+    obj = Objective.from_config(config)
     g = dcgan.Generator(image_size=d.image_size, channels=d.channels, latent_dim=m.latent_dim,
                         num_classes=m.num_classes, base_features=m.g_features,
                         max_features=m.max_features, norm=m.g_norm, dtype=dtype)
     disc = dcgan.Discriminator(image_size=d.image_size, base_features=m.d_features,
-                               max_features=m.max_features, num_classes=m.num_classes,
+                               max_features=m.max_features, num_classes=m.num_classes, cond=obj.cond,
                                norm=m.d_norm, dropout=m.d_dropout,
                                mbstd_group_size=m.get("mbstd_group_size", 0), dtype=dtype)
     return g, disc
@@ -48,7 +131,9 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
 
 
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
-    """Initial state (pure; jit it with out_shardings to create it sharded)."""
+    """Initial state (pure; jit it with out_shardings to create it sharded). Under DP, refuses a D
+    that mixes examples (BatchNorm, minibatch-stddev group > 1) before anything is built."""
+    checks.check_dp_compatible(config, {})
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
     k_g, k_d, k_run = jax.random.split(rng, 3)
@@ -56,7 +141,8 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     z = jnp.zeros((2, config.model.latent_dim))
     labels = jnp.zeros((2,), jnp.int32) if config.model.num_classes else None
     g_vars = g.init(k_g, z, labels, train=False)
-    d_vars = d.init(k_d, jnp.zeros((2, size, size, ch)), train=False)
+    d_vars = d.init(k_d, jnp.zeros((2, size, size, ch)), Objective.from_config(config).d_labels(labels),
+                    train=False)
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=k_run,
         g_params=g_vars["params"], d_params=d_vars["params"],
@@ -77,16 +163,17 @@ def _d_variables(d_params, d_stats) -> dict:
     return {"params": d_params, **({"batch_stats": d_stats} if d_stats else {})}
 
 
-def _r1(d, d_vars: dict, real: jax.Array, rng: jax.Array, gamma: float) -> jax.Array:
+def _r1(d, d_vars: dict, real: jax.Array, d_labels: jax.Array | None, rng: jax.Array, gamma: float) -> jax.Array:
     """R1 penalty gamma/2 * ||grad_x D(x)||^2 per real example [B] (Mescheder et al. 2018).
 
     Stabilises D on small data (the retina dual GAN's stage I). D's running statistics from this
     extra forward pass are discarded; with a per-example D (layer norm) row i depends on x_i only.
+    d_labels: int [B] for a projection D (D(x, y) with the real label), else None.
     """
     from jaxmedgan.losses import stylegan2 as sg2_losses
 
     def logits(x):
-        (logit, _), _ = layers.apply(d, d_vars, x, train=True, rngs={"dropout": rng})
+        (logit, _), _ = layers.apply(d, d_vars, x, d_labels, train=True, rngs={"dropout": rng})
         return logit
 
     return sg2_losses.r1_penalty(logits, real, gamma)
@@ -95,52 +182,54 @@ def _r1(d, d_vars: dict, real: jax.Array, rng: jax.Array, gamma: float) -> jax.A
 def private_config(config: ml_collections.ConfigDict) -> DPConfig:
     """The run's DPConfig, clip_method 'auto' resolved: ghost clipping covers D's Conv/Dense/norm
     layers, but not R1 (a gradient of D's input gradient inside the clipped loss)."""
-    return DPConfig.from_config(config).with_clip_method(ghost_supported=not config.loss.get("r1_gamma", 0.0))
+    return DPConfig.from_config(config).with_clip_method(ghost_supported=not Objective.from_config(config).r1_gamma)
 
 
 def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
     """D update under DP-SGD: (sum-scale gradient for the optimiser's noise transformation, metrics, stats).
 
-    Only D's loss on real example i (softplus(-D(x_i)) + aux CE [+ R1]) touches private data; it is
-    clipped per example in `dp_sgd.d_gradient`. Generated images carry no private information, so
-    their term gets no noise; it is still clipped per example to the same C (privacy.clip_fake),
-    otherwise its gradient, ~100x the clipped real one, swamps the real term and D just learns to
-    call everything fake.
+    Only D's loss on real example i (softplus(-D(x_i[, y_i])) + w aux CE [+ R1]) touches private
+    data; it is clipped per example in `dp_sgd.d_gradient`. Generated images carry no private
+    information, so their term (softplus(D(G(z)[, y])) + w aux or twin CE) gets no noise; it is
+    still clipped per example to the same C (privacy.clip_fake), otherwise its gradient, ~100x the
+    clipped real one, swamps the real term and D just learns to call everything fake.
     """
     _, d = build_models(config)
-    aux_w = config.loss.aux_weight if config.model.num_classes else 0.0
-    r1_gamma = config.loss.get("r1_gamma", 0.0)
+    obj = Objective.from_config(config)
     p = private_config(config)
     k_drop_real, k_drop_fake = jax.random.split(rng)
     real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
     n = real.shape[0]
     examples = {"image": real, "label": real_labels, "key": jax.random.split(k_drop_real, n)}
 
-    def logits(d_params, ex):
-        (logit, cls), _ = layers.apply(d, {"params": d_params}, ex["image"][None], train=True,
-                                       rngs={"dropout": ex["key"]})
-        aux = aux_w * gan_losses.class_cross_entropy(cls, ex["label"][None])[0] if cls is not None else 0.0
-        return logit[0], cls, aux
+    def apply_one(d_params, ex):
+        labels = ex["label"][None]
+        (logit, heads), _ = layers.apply(d, {"params": d_params}, ex["image"][None], obj.d_labels(labels),
+                                         train=True, rngs={"dropout": ex["key"]})
+        return logit, heads, labels
 
     def real_loss(d_params, ex):
-        logit, cls, aux = logits(d_params, ex)
-        loss = jax.nn.softplus(-logit) + aux
-        correct = (jnp.argmax(cls[0]) == ex["label"]).astype(jnp.float32) if cls is not None else jnp.zeros(())
-        if r1_gamma:  # R1 on this real example alone: inside the clipped per-example loss
-            loss = loss + _r1(d, {"params": d_params}, ex["image"][None], ex["key"], r1_gamma)[0]
-        return loss, {"logit": logit, "aux_correct": correct}
+        logit, heads, labels = apply_one(d_params, ex)
+        loss = jax.nn.softplus(-logit[0]) + obj.aux_weight * obj.d_class_loss(logit, heads, labels, real=True)[0]
+        aux, _ = obj.split_heads(heads)
+        correct = (jnp.argmax(aux[0]) == ex["label"]).astype(jnp.float32) if aux is not None else jnp.zeros(())
+        if obj.r1_gamma:  # R1 on this real example alone: inside the clipped per-example loss
+            loss = loss + _r1(d, {"params": d_params}, ex["image"][None], obj.d_labels(labels), ex["key"],
+                              obj.r1_gamma)[0]
+        return loss, {"logit": logit[0], "aux_correct": correct}
 
     def fake_loss(d_params, ex):
-        logit, _, aux = logits(d_params, ex)
-        return jax.nn.softplus(logit) + aux, logit
+        logit, heads, labels = apply_one(d_params, ex)
+        cls = obj.d_class_loss(logit, heads, labels, real=False)[0]
+        return jax.nn.softplus(logit[0]) + obj.aux_weight * cls, {"logit": logit[0], "class_loss": cls}
 
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
              "key": jax.random.split(k_drop_fake, n)}
     grads, out = dp_sgd.d_gradient(real_loss, state.d_params, examples, mask, p, fake_loss=fake_loss, fake=fakes,
                                    expected_batch_size=config.train.batch_size,
                                    canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
-    per_ex, fake_logit, fake_total = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
-    real_logit = per_ex["logit"]
+    per_ex, fake_aux, fake_total = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
+    real_logit, fake_logit = per_ex["logit"], fake_aux["logit"]
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
     metrics = {
         "d_loss": mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit)),
@@ -151,33 +240,33 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
         "d_total_loss": out["dp_loss_mean"] + fake_total,
         **out,
     }
-    if config.model.num_classes:
+    if obj.aux_head:
         metrics["aux_real_acc"] = mean(per_ex["aux_correct"])
+    if obj.tac:
+        metrics["d_twin_loss"] = jnp.mean(fake_aux["class_loss"])  # generated images only: public
     return grads, metrics, state.d_stats
 
 
 def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
     """Non-private D update: gradient of the mean loss over the real and the fake batch."""
     _, d = build_models(config)
-    conditional = config.model.num_classes > 0
-    aux_w = config.loss.aux_weight if conditional else 0.0
+    obj = Objective.from_config(config)
     real, real_labels = batch["image"], batch["label"]
 
     def d_loss_fn(d_params):
         d_vars = _d_variables(d_params, state.d_stats)
-        (real_logit, real_cls), stats = layers.apply(d, d_vars, real, train=True, rngs={"dropout": rng})
+        (real_logit, real_heads), stats = layers.apply(d, d_vars, real, obj.d_labels(real_labels), train=True,
+                                                       rngs={"dropout": rng})
         if stats:
             d_vars = _d_variables(d_params, stats)
-        (fake_logit, fake_cls), stats = layers.apply(d, d_vars, fake, train=True, rngs={"dropout": rng})
+        (fake_logit, fake_heads), stats = layers.apply(d, d_vars, fake, obj.d_labels(fake_labels), train=True,
+                                                       rngs={"dropout": rng})
         per_example = gan_losses.d_logistic(real_logit, fake_logit)
-        aux_real = aux_fake = jnp.zeros_like(per_example)
-        if conditional:
-            aux_real = gan_losses.class_cross_entropy(real_cls, real_labels)
-            aux_fake = gan_losses.class_cross_entropy(fake_cls, fake_labels)
-        loss = jnp.mean(per_example + aux_w * (aux_real + aux_fake))
-        r1_gamma = config.loss.get("r1_gamma", 0.0)
-        if r1_gamma:
-            r1 = jnp.mean(_r1(d, d_vars, real, rng, r1_gamma))
+        cls_real = obj.d_class_loss(real_logit, real_heads, real_labels, real=True)
+        cls_fake = obj.d_class_loss(fake_logit, fake_heads, fake_labels, real=False)
+        loss = jnp.mean(per_example + obj.aux_weight * (cls_real + cls_fake))
+        if obj.r1_gamma:
+            r1 = jnp.mean(_r1(d, d_vars, real, obj.d_labels(real_labels), rng, obj.r1_gamma))
             loss = loss + r1
         metrics = {
             "d_loss": jnp.mean(per_example),
@@ -186,11 +275,16 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
             "d_real_logit": jnp.mean(real_logit),
             "d_fake_logit": jnp.mean(fake_logit),
         }
-        if r1_gamma:
+        if obj.r1_gamma:
             metrics["d_r1"] = r1
-        if conditional:
-            metrics["d_aux_loss"] = jnp.mean(aux_real + aux_fake) / 2
-            metrics["aux_real_acc"] = jnp.mean(jnp.argmax(real_cls, -1) == real_labels)
+        if obj.tac:  # aux head on real images, twin head on generated ones
+            metrics["d_aux_loss"] = jnp.mean(cls_real)
+            metrics["d_twin_loss"] = jnp.mean(cls_fake)
+        elif obj.aux_head:
+            metrics["d_aux_loss"] = jnp.mean(cls_real + cls_fake) / 2
+        if obj.aux_head:
+            aux, _ = obj.split_heads(real_heads)
+            metrics["aux_real_acc"] = jnp.mean(jnp.argmax(aux, -1) == real_labels)
         return loss, (metrics, stats)
 
     (total, (metrics, d_stats)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
@@ -205,8 +299,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
     private = dp_enabled(config)
-    conditional = config.model.num_classes > 0
-    aux_w = config.loss.aux_weight if conditional else 0.0
+    obj = Objective.from_config(config)
     n = batch["image"].shape[0]
     rng = jax.random.fold_in(state.rng, state.step)
     k_dz, k_gz, k_d, k_gdrop = jax.random.split(rng, 4)
@@ -228,15 +321,29 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     # --- G update against the updated D (D's running statistics are not changed here). G sees
     # real data only through D, so under DP it is private by post-processing.
     z, gen_labels = _draw_latents(config, k_gz, n)
+    z_g, labels_g = z, gen_labels
+    if obj.mode_seeking:  # a second batch, same labels: [G(z1, y); G(z2, y)] in one G call, both through D
+        z2 = jax.random.normal(jax.random.fold_in(k_gz, 1), z.shape)
+        z_g = jnp.concatenate([z, z2])
+        labels_g = None if gen_labels is None else jnp.concatenate([gen_labels, gen_labels])
 
     def g_loss_fn(g_params):
         g_vars = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
-        fake, new_g_stats = layers.apply(g, g_vars, z, gen_labels, train=True)
-        (logit, cls), _ = layers.apply(d, _d_variables(d_params, d_stats), fake, train=True,
-                                       rngs={"dropout": k_gdrop})
+        fake, new_g_stats = layers.apply(g, g_vars, z_g, labels_g, train=True)
+        (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), fake, obj.d_labels(labels_g),
+                                         train=True, rngs={"dropout": k_gdrop})
         per_example = gan_losses.g_nonsaturating(logit)
-        aux = gan_losses.class_cross_entropy(cls, gen_labels) if conditional else jnp.zeros_like(per_example)
-        return jnp.mean(per_example + aux_w * aux), ({"g_loss": jnp.mean(per_example)}, new_g_stats)
+        total = jnp.mean(per_example + obj.aux_weight * obj.g_class_loss(logit, heads, labels_g))
+        metrics = {"g_loss": jnp.mean(per_example)}
+        aux, twin = obj.split_heads(heads)
+        if aux is not None:
+            metrics["g_aux_loss"] = jnp.mean(gan_losses.class_cross_entropy(aux, labels_g))
+        if twin is not None:
+            metrics["g_twin_loss"] = jnp.mean(gan_losses.class_cross_entropy(twin, labels_g))
+        if obj.mode_seeking:
+            total = total + obj.mode_seeking * gan_losses.mode_seeking(fake[:n], fake[n:], z, z2)
+            metrics["g_ms_ratio"] = gan_losses.mode_seeking_ratio(fake[:n], fake[n:], z, z2)
+        return total, (metrics, new_g_stats)
 
     (g_total, (g_metrics, new_g_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
@@ -257,39 +364,113 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
     return g.apply(state.g_variables(), z, labels if config.model.num_classes else None, train=False)
 
 
-def discriminate(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
-    """D's real/fake logit [N] for images [N,H,W,C] in [-1,1] (membership-inference audits)."""
+def _d_eval(config: ml_collections.ConfigDict, state: GANState, images: jax.Array,
+            labels: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """D(images[, labels]) in inference mode: (logit [N], heads). A minibatch-stddev D needs N to be
+    a multiple of its group size: rows are padded by repeating the first ones, and dropped again."""
     _, d = build_models(config)
-    logits, _ = d.apply(state.d_variables(), images, train=False)
-    return logits
+    n, group = images.shape[0], config.model.get("mbstd_group_size", 0)
+    pad = (-n) % min(group, n) if group else 0
+    if pad:
+        images = jnp.concatenate([images, images[:pad]])
+        labels = None if labels is None else jnp.concatenate([labels, labels[:pad]])
+    logit, heads = d.apply(state.d_variables(), images, labels, train=False)
+    return logit[:n], None if heads is None else heads[:n]
 
 
-def classify(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
-    """ACGAN auxiliary-head class logits [N, K] for images [N,H,W,C] in [-1,1]."""
-    _, d = build_models(config)
-    _, logits = d.apply(state.d_variables(), images, train=False)
-    return logits
+def discriminate(config: ml_collections.ConfigDict, state: GANState, images: jax.Array,
+                 labels: jax.Array | None = None) -> jax.Array:
+    """D's real/fake logit [N] for images [N,H,W,C] in [-1,1] (membership-inference audits).
+
+    A projection D scores D(x, y) when labels int [N] are given, else the class-marginal
+    log mean_y exp D(x, y) (the audits pass no labels).
+    """
+    obj = Objective.from_config(config)
+    if obj.projection:
+        if labels is not None:
+            return _d_eval(config, state, images, jnp.asarray(labels, jnp.int32))[0]
+        return jax.nn.logsumexp(classify(config, state, images), axis=-1) - jnp.log(obj.num_classes)
+    return _d_eval(config, state, images, None)[0]
+
+
+def classify(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array | None:
+    """D's class logits f32 [N, K] for images [N,H,W,C] in [-1,1] (None if unconditional): the aux
+    head ('aux', 'tac'); for 'projection', D's logit D(x, k) for each class k, whose argmax over k is
+    the class D finds most real (psi(phi(x)) is common to all k, so it is argmax_k <e_k, phi(x)>)."""
+    obj = Objective.from_config(config)
+    if obj.projection:
+        n = images.shape[0]
+        return jnp.stack([_d_eval(config, state, images, jnp.full((n,), k, jnp.int32))[0]
+                          for k in range(obj.num_classes)], axis=-1)
+    return obj.split_heads(_d_eval(config, state, images, None)[1])[0]
+
+
+# Jitted once per (config, shapes): the config is a static (hashable, frozen) argument, so repeated
+# evaluations reuse the compiled function instead of tracing a fresh partial each time.
+_classify_jit = jax.jit(classify, static_argnums=0)
+_generate_jit = jax.jit(generate, static_argnums=0)
+
+
+def class_diversity_metrics(config: ml_collections.ConfigDict, generate_fn, state: GANState,
+                            eval_data, seed: int) -> dict[str, float]:
+    """`eval/diversity_ratio` (mean over classes) and `eval/diversity_ratio_class{k}`: mean pairwise
+    pixel distance of generated images of class k over that of held-out real ones.
+
+    eval_data: held-out (images f32 [N,H,W,C] in [-1, 1], labels int [N]). generate_fn(frozen
+    config, state, z, labels) -> images f32 [M,H,W,C] in [-1, 1] (jitted by the caller). Class k
+    compares the first n_k = min(DIVERSITY_PER_CLASS, #held-out of class k) real images with n_k
+    generated from fixed latents (`seed`), so a run's values are comparable across steps; G is
+    always called on DIVERSITY_PER_CLASS per class (one shape: one compilation). Classes with
+    n_k < 2 are left out.
+    """
+    k = config.model.num_classes
+    if not k or eval_data is None:
+        return {}
+    real, real_labels = np.asarray(eval_data[0]), np.asarray(eval_data[1])
+    per = DIVERSITY_PER_CLASS
+    z, labels = common.latent_batch(config, jax.random.PRNGKey(seed), k * per, np.repeat(np.arange(k), per))
+    fake = np.asarray(generate_fn(ml_collections.FrozenConfigDict(config), state, z, labels))
+    synth, synth_labels, ref, ref_labels = [], [], [], []
+    for c in range(k):
+        n_c = min(per, int(np.sum(real_labels == c)))
+        synth.append(fake[c * per:c * per + n_c])
+        ref.append(real[real_labels == c][:n_c])
+        synth_labels.append(np.full(n_c, c))
+        ref_labels.append(np.full(n_c, c))
+    out = diversity.class_diversity(np.concatenate(synth), np.concatenate(synth_labels), np.concatenate(ref),
+                                    np.concatenate(ref_labels), [str(c) for c in range(k)], num_bootstrap=0)
+    metrics = {f"eval/diversity_ratio_class{c}": out["per_class"][str(c)]["ratio"] for c in range(k)}
+    metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}
+    if np.isfinite(out["diversity_ratio"]):
+        metrics["eval/diversity_ratio"] = out["diversity_ratio"]
+    return metrics
 
 
 def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
-    """ACGAN: auxiliary-classifier accuracy on held-out real images (per class and overall)."""
+    """Conditional models, on held-out real images (images f32 [N,H,W,C] in [-1, 1], labels int [N]).
+
+    `eval/aux_accuracy` (and `eval/aux_recall_class{k}`): D's class prediction -- the aux head for
+    'aux' / 'tac', argmax_k D(x, k) for 'projection' (`classify`); and the intra-class diversity
+    ratio of generated vs held-out images (`class_diversity_metrics`).
+    """
     if not config.model.num_classes or eval_data is None:
         return {}
     images, labels = eval_data
-    fn = jax.jit(functools.partial(classify, config))
+    frozen = ml_collections.FrozenConfigDict(config)
     preds = []
     bs = 64
     for i in range(0, len(images), bs):
         chunk = images[i:i + bs]
-        pad = bs - len(chunk)  # pad to a fixed shape so this compiles once
-        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
-        preds.append(np.asarray(jnp.argmax(fn(state, chunk), -1))[: bs - pad])
+        pad = bs - len(chunk)  # pad to a fixed shape so this compiles once (repeating rows, as `_d_eval`)
+        chunk = np.concatenate([chunk, np.resize(chunk, (pad, *chunk.shape[1:]))]) if pad else chunk
+        preds.append(np.asarray(jnp.argmax(_classify_jit(frozen, state, chunk), -1))[: bs - pad])
     preds = np.concatenate(preds)
     out = {"eval/aux_accuracy": float(np.mean(preds == labels))}
     for k in range(config.model.num_classes):
         mask = labels == k
         if mask.any():
             out[f"eval/aux_recall_class{k}"] = float(np.mean(preds[mask] == k))
+    out.update(class_diversity_metrics(config, _generate_jit, state, eval_data, config.samples.seed + 1))
     return out
 
 
@@ -300,7 +481,8 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     # Under DP: G's terms and D's terms on generated images.
-    dp_public_metrics=("g_loss", "g_total_loss", "g_grad_norm", "d_fake_acc", "d_fake_logit"),
+    dp_public_metrics=("g_loss", "g_aux_loss", "g_twin_loss", "g_ms_ratio", "g_total_loss", "g_grad_norm",
+                       "d_fake_acc", "d_fake_logit", "d_twin_loss"),
 )
 
 

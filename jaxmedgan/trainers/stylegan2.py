@@ -676,23 +676,33 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
 
 
 def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
-    """Clinical classifier accuracy per class on G-EMA images (and on held-out reals, for reference)."""
+    """Conditional models: the clinical classifier's accuracy per class on G-EMA images (and on held-out
+    reals, for reference) when `clinical.checkpoint` is set, and the intra-class diversity ratio of
+    G-EMA images vs held-out reals (`eval/diversity_ratio[_class{k}]`, trainers.gan.class_diversity_metrics)."""
+    # The diversity helper is shared with the DCGAN family (one definition of the metric's sampling).
+    from jaxmedgan.trainers.gan import class_diversity_metrics
+
     clf = _frozen_classifier(config)
     k = config.model.num_classes
-    if clf is None or not k:
+    if not k:
         return {}
-    per_class = int(config.clinical.get("eval_per_class", 32))
-    labels = np.repeat(np.arange(k), per_class)
-    z, labels = common.latent_batch(config, jax.random.PRNGKey(config.samples.seed + 1), len(labels), labels)
-    images = jax.jit(functools.partial(generate, config))(state, z, labels)
-    logits = np.asarray(jax.jit(clf.logits)(clf.variables, images))
-    out = {"eval/clinical_acc_generated": float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))}
-    for cls, acc in clinical.per_class_accuracy(logits, np.asarray(labels), k).items():
-        out[f"eval/clinical_acc_generated_class{cls}"] = acc
-    if eval_data is not None:
-        real_images, real_labels = eval_data
-        real_logits = np.asarray(jax.jit(clf.logits)(clf.variables, jnp.asarray(real_images)))
-        out["eval/clinical_acc_real"] = float(np.mean(np.argmax(real_logits, -1) == real_labels))
+    gen = jax.jit(generate, static_argnums=0)  # the frozen config is static: compiled once per shape
+    frozen = ml_collections.FrozenConfigDict(config)
+    out = {}
+    if clf is not None:
+        per_class = int(config.clinical.get("eval_per_class", 32))
+        labels = np.repeat(np.arange(k), per_class)
+        z, labels = common.latent_batch(config, jax.random.PRNGKey(config.samples.seed + 1), len(labels), labels)
+        images = gen(frozen, state, z, labels)
+        logits = np.asarray(jax.jit(clf.logits)(clf.variables, images))
+        out["eval/clinical_acc_generated"] = float(np.mean(np.argmax(logits, -1) == np.asarray(labels)))
+        for cls, acc in clinical.per_class_accuracy(logits, np.asarray(labels), k).items():
+            out[f"eval/clinical_acc_generated_class{cls}"] = acc
+        if eval_data is not None:
+            real_images, real_labels = eval_data
+            real_logits = np.asarray(jax.jit(clf.logits)(clf.variables, jnp.asarray(real_images)))
+            out["eval/clinical_acc_real"] = float(np.mean(np.argmax(real_logits, -1) == real_labels))
+    out.update(class_diversity_metrics(config, gen, state, eval_data, config.samples.seed + 2))
     return out
 
 

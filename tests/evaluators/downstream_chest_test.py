@@ -73,6 +73,8 @@ def test_tiny_chest_study_reports_per_finding_auc_for_every_finding(tmp_path, ca
         row = next(line for line in md.splitlines() if line.startswith(f"| {f} |"))
         assert row.count("|") == 5  # the finding and one AUC per experiment
     assert "positives per finding" in md and "per distinct label vector" in md
+    assert "multi-label" in syn_info["diversity"]["skipped"]  # no class to measure diversity within
+    assert "Synthetic source diversity: not computed (multi-label" in md
     assert os.path.isfile(out / report["figures"]["real"]["roc"])
 
 

@@ -13,7 +13,7 @@ import jax
 from jaxmedgan import checkpointing, images
 from jaxmedgan import main as cli
 from jaxmedgan.data import labeled, phantoms
-from jaxmedgan.evaluators import downstream, synthetic
+from jaxmedgan.evaluators import diversity, downstream, folds, synthetic
 from jaxmedgan.trainers import gan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,7 +54,8 @@ def test_tiny_run_of_every_experiment_writes_a_full_report(tmp_path, capsys):
     code = downstream.downstream_command(["downstream", "--config", CONFIG, *TINY, "--synthetic", syn,
                                           "--synthetic-dp", dp, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    assert "Report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Report:" in printed and "synthetic diversity ratio per class (pixels" in printed
     report = json.load(open(out / "report.json"))
     assert set(report["experiments"]) == {"real", "real+synthetic", "synthetic", "real+synthetic_dp"}
     for name, r in report["experiments"].items():
@@ -84,8 +85,35 @@ def test_tiny_run_of_every_experiment_writes_a_full_report(tmp_path, capsys):
     assert any("leaked" in w for w in report["warnings"])
     md = (out / "report.md").read_text()
     for text in ("(a) real, classic augmentation", "(d) real + DP synthetic", "McNemar", "78.6", "92.4",
-                 "roc_real_plus_synthetic.png", "| hemangioma |"):
+                 "roc_real_plus_synthetic.png", "| hemangioma |", "intra-class diversity ratio (pixel space",
+                 "| class | diversity ratio | range | synthetic images | real training images |"):
         assert text in md, text
+
+    # Diversity ratio per class of each source, recomputed for every (seed, fold) from the same sets.
+    c = tiny_config()
+    real = _real()
+    used = synthetic.load(syn, real, c.downstream.synthetic_per_class, c.downstream.synthetic_seed)
+    div = report["synthetic"]["diversity"]
+    assert set(div["per_class"]) == set(phantoms.CLASS_NAMES) and len(div["per_fold"]) == 4  # 2 seeds x 2 folds
+    want = {name: [] for name in phantoms.CLASS_NAMES}
+    for seed in (0, 1):
+        for f, (train_idx, _) in enumerate(folds.stratified_group_kfold(real.targets, real.groups, 2, seed)):
+            train = real.subset(train_idx)
+            ref = diversity.class_diversity(used.images, used.targets, train.images, train.targets,
+                                            real.class_names, num_bootstrap=0)["per_class"]
+            row = next(r for r in div["per_fold"] if (r["seed"], r["fold"]) == (seed, f))
+            for name in want:
+                assert row["per_class"][name]["ratio"] == pytest.approx(ref[name]["ratio"], rel=1e-9)
+                want[name].append(ref[name]["ratio"])
+    for name, ratios in want.items():
+        v = div["per_class"][name]
+        assert v["ratio"] == pytest.approx(np.mean(ratios)) and v["ratio_range"] == pytest.approx(
+            [min(ratios), max(ratios)])
+        assert v["num_synthetic"] == 4 and v["num_real"] == 3  # half of 6 per class per fold
+        assert f"| {name} | {v['ratio']:.2f} |" in md
+    assert div["diversity_ratio"] == pytest.approx(np.mean([v["ratio"] for v in div["per_class"].values()]))
+    assert report["synthetic_dp"]["diversity"]["per_class"]["cyst"]["ratio"] > 0  # the DP source: its own table
+    assert md.count("| class | diversity ratio |") == 2
 
 
 def test_per_fold_sources_merged_classes_and_real_only_run(tmp_path):
@@ -103,6 +131,10 @@ def test_per_fold_sources_merged_classes_and_real_only_run(tmp_path):
     assert report["task"]["class_names"] == ["benign", "malignant"] and report["task"]["class_counts"] == [12, 6]
     assert report["synthetic"]["per_fold"] and report["synthetic"]["num_images"] == [12, 12]
     assert report["synthetic"]["class_counts"] == [8, 4]
+    # Diversity is measured in the source classes the GAN was conditioned on, per fold's source.
+    div = report["synthetic"]["diversity"]
+    assert set(div["per_class"]) == {"cyst", "metastasis", "hemangioma"} and len(div["per_fold"]) == 2
+    assert all(0 < v["ratio"] for v in div["per_class"].values())
     assert not report["warnings"] and set(report["experiments"]) == {"real", "real+synthetic", "synthetic"}
     report = downstream.run(c, None, str(tmp_path / "out2"))  # nothing synthetic: (a) alone
     assert set(report["experiments"]) == {"real"} and report["comparisons"] == {}

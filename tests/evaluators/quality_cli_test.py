@@ -10,8 +10,9 @@ import pytest
 
 from configs import dcgan_liver
 from jaxmedgan import checkpointing, metric_writers, sampling, trainers
+from jaxmedgan.data import datasets
 from jaxmedgan.trainers import classifier
-from jaxmedgan.evaluators import features, quality, quality_cli
+from jaxmedgan.evaluators import diversity, features, quality, quality_cli
 from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
 
@@ -62,6 +63,18 @@ def workdirs(tmp_path_factory):
     checkpoint_random(clf_wd, clf_config)
     classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
     return gan_wd, clf_wd
+
+
+@pytest.fixture(scope="module")
+def acgan_workdir(workdirs):
+    """A tiny class-conditional (ACGAN) workdir on the same phantoms, with its dataset record (class names)."""
+    gan_wd, _ = workdirs
+    config = tiny_gan_config(gan_wd.parent / "data")
+    config.model.num_classes = 3
+    wd = gan_wd.parent / "acgan"
+    checkpoint_random(wd, config)
+    datasets.record_in_workdir(str(wd), datasets.prepare(config))
+    return wd
 
 
 @pytest.fixture
@@ -125,6 +138,97 @@ def test_quality_command_errors_name_the_missing_input(workdirs, tmp_path):
     with pytest.raises(ValueError, match="no 'images' array"):
         quality_cli.quality_command(["--workdir", str(gan_wd), "--classifier", str(clf_wd), "--num", "4",
                                      "--reals", str(tmp_path / "reals.npz")])
+
+
+PER_CLASS_KEYS = {"diversity_ratio", "diversity_ratio_ci", "diversity_ratio_feature", "diversity_ratio_feature_ci",
+                  "diversity_fake", "diversity_real", "fid", "recall", "recall_ci", "coverage", "coverage_ci",
+                  "precision", "precision_ci", "density", "density_ci", "num_fake", "num_real"}
+
+
+def test_per_class_command_scores_each_class_like_the_library(workdirs, acgan_workdir, shared_extractors, capsys):
+    _, clf_wd = workdirs
+    argv = ["--workdir", str(acgan_workdir), "--metrics", "diversity,pr,fid", "--per-class", "--num", "8",
+            "--classifier", str(clf_wd), "--k", "3", "--seed", "1", "--bootstrap", "20", "--save-samples"]
+    assert quality_cli.quality_command(argv) == 0
+    report = json.load(open(acgan_workdir / "eval" / "metrics.json"))
+    names = ["cyst", "metastasis", "hemangioma"]  # from the workdir's dataset record
+    assert set(report["per_class"]) == set(names) and report["per_class_features"] == "domain"
+    for name in names:
+        assert set(report["per_class"][name]) == PER_CLASS_KEYS
+    run = report["runs"]["domain/per_class"]
+    assert run["per_class"] and run["num_per_class"] == 8 and run["reals"] == "test"
+    assert run["class_names"] == names  # label order (metrics.json sorts keys)
+    got = report["metrics"]
+    assert set(got) == {"diversity_ratio", "diversity_ratio_min", "diversity_ratio_feature_domain",
+                        "intra_fid_domain", "fid_domain", "precision_domain", "recall_domain", "density_domain",
+                        "coverage_domain"}
+    assert run["pooled_metrics"] == ["fid_domain"]
+
+    # Recompute from the saved samples and the same real images through the library functions.
+    saved = np.load(acgan_workdir / "eval" / "samples.npz")
+    fake, fake_y = saved["images"], saved["labels"]
+    assert fake.shape == (24, 16, 16, 1) and fake_y.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert list(saved["class_names"]) == names
+    config = checkpointing.read_config(str(acgan_workdir))
+    real, real_y = quality_cli.real_images_labelled(config, 8, "test", 2, 3)
+    assert np.bincount(real_y).tolist() == [8, 8, 8]  # the phantoms hold out 30 per class
+    ex = shared_extractors("domain", classifier=str(clf_wd), inception_weights=None)
+    f_real, f_fake = features.extract(ex, real), features.extract(ex, fake)
+    fake_px = fake.astype(np.float32) / 127.5 - 1.0
+    px = diversity.class_diversity(fake_px, fake_y, real, real_y, names, num_bootstrap=20, seed=1)["per_class"]
+    ft = diversity.class_diversity(f_fake, fake_y, f_real, real_y, names, num_bootstrap=20, seed=1)["per_class"]
+    for c, name in enumerate(names):
+        v, r, f = report["per_class"][name], f_real[real_y == c], f_fake[fake_y == c]
+        assert v["num_fake"] == v["num_real"] == 8
+        assert v["diversity_ratio"] == pytest.approx(px[name]["ratio"], rel=1e-6)
+        np.testing.assert_allclose(v["diversity_ratio_ci"], px[name]["ratio_ci"], rtol=1e-6)
+        assert v["diversity_ratio_feature"] == pytest.approx(ft[name]["ratio"], rel=1e-5)
+        assert v["fid"] == pytest.approx(quality.fid(r, f), rel=1e-5, abs=1e-9)
+        want = quality.prdc(r, f, k=3)
+        cis = quality.prdc_bootstrap(r, f, 3, num_bootstrap=20, seed=(1, c))
+        for p in quality.PRDC:
+            assert v[p] == pytest.approx(want[p]) and v[f"{p}_ci"] == pytest.approx(cis[p]), (name, p)
+        assert v["diversity_ratio_ci"][0] <= v["diversity_ratio"] <= v["diversity_ratio_ci"][1]
+    per = report["per_class"]
+    assert got["diversity_ratio"] == pytest.approx(np.mean([per[n]["diversity_ratio"] for n in names]))
+    assert got["recall_domain"] == pytest.approx(np.mean([per[n]["recall"] for n in names]))
+    assert got["coverage_domain"] == pytest.approx(np.mean([per[n]["coverage"] for n in names]))
+    assert got["intra_fid_domain"] == pytest.approx(np.mean([per[n]["fid"] for n in names]))
+    assert got["fid_domain"] == pytest.approx(quality.fid(f_real, f_fake), rel=1e-5)  # pooled over classes
+    out = capsys.readouterr().out
+    assert "diversity ratio (features)" in out and "hemangioma" in out and "(mean over classes)" in out
+    records = metric_writers.read_jsonl(acgan_workdir / "eval" / "metrics.jsonl")
+    assert records[-1]["quality_per_class/cyst/diversity_ratio"] == pytest.approx(per["cyst"]["diversity_ratio"])
+
+    # 'diversity' alone on a conditional workdir is scored per class without the flag.
+    assert quality_cli.quality_command(["--workdir", str(acgan_workdir), "--metrics", "diversity", "--num", "4",
+                                        "--classifier", str(clf_wd), "--bootstrap", "0"]) == 0
+    report = json.load(open(acgan_workdir / "eval" / "metrics.json"))
+    assert report["per_class"]["cyst"]["num_fake"] == 4 and report["per_class"]["cyst"]["diversity_ratio_ci"] == [
+        None, None]  # no resamples, no interval
+
+
+def test_labelled_reals_from_train_and_npz(acgan_workdir, tmp_path):
+    config = checkpointing.read_config(str(acgan_workdir))
+    x, y = quality_cli.real_images_labelled(config, 4, "train", 0, 3)
+    assert x.shape == (12, 16, 16, 1) and np.bincount(y).tolist() == [4, 4, 4] and -1 <= x.min() <= x.max() <= 1
+    train, _ = datasets.load(config)
+    by_image = {train[i]["image"].tobytes(): int(train[i]["label"]) for i in range(len(train))}
+    assert [by_image[np.round((img + 1) * 127.5).astype(np.uint8).tobytes()] for img in x] == y.tolist()
+    np.savez(tmp_path / "r.npz", images=np.zeros((5, 16, 16, 1), np.uint8), labels=np.array([0, 0, 1, 2, 2]))
+    x, y = quality_cli.real_images_labelled(config, 1, str(tmp_path / "r.npz"), 0, 3)
+    assert y.tolist() == [0, 1, 2] and x.dtype == np.float32 and (x == -1).all()
+    np.savez(tmp_path / "n.npz", images=np.zeros((2, 16, 16, 1), np.uint8))
+    with pytest.raises(ValueError, match="needs 'images' and 'labels'"):
+        quality_cli.real_images_labelled(config, 1, str(tmp_path / "n.npz"), 0, 3)
+
+
+def test_per_class_needs_a_class_conditional_workdir(workdirs):
+    gan_wd, clf_wd = workdirs
+    with pytest.raises(ValueError, match=r"--per-class needs a class-conditional GAN workdir .*num_classes=0"):
+        quality_cli.quality_command(["--workdir", str(gan_wd), "--classifier", str(clf_wd), "--per-class"])
+    with pytest.raises(ValueError, match=r"'diversity' metric \(intra-class\) needs a class-conditional"):
+        quality_cli.quality_command(["--workdir", str(gan_wd), "--classifier", str(clf_wd), "--metrics", "diversity"])
 
 
 def test_periodic_metrics_for_training(workdirs):

@@ -116,7 +116,7 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32_losses():
 
 
 def test_r1_penalty_matches_a_per_example_loop_and_is_the_same_under_dp():
-    config = tiny_config(num_classes=0, d_norm="layer")
+    config = tiny_config(num_classes=0, d_norm="layer", mbstd_group_size=0)  # a per-example D
     config.loss.r1_gamma = 2.0
     state = gan.init_state(config, jax.random.PRNGKey(0))
     batch = _batch(config)
