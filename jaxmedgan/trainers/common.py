@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from jaxmedgan import (checkpointing, config_drift, config_validation, images, metric_writers, preemption,
                        sharding, workdir_lock)
+from jaxmedgan.evaluators import diversity
 from jaxmedgan.privacy import checks, monitoring, plan
 from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.privacy.config import DPConfig
@@ -83,6 +84,45 @@ def latent_batch(config: ml_collections.ConfigDict, rng: jax.Array, n: int,
     if labels is None:
         return z, jax.random.randint(k_c, (n,), 0, k)
     return z, jnp.asarray(labels, jnp.int32)
+
+
+# Generated images per class for the training-time diversity ratio (`class_diversity_metrics`).
+DIVERSITY_PER_CLASS = 32
+
+
+def class_diversity_metrics(config: ml_collections.ConfigDict, generate_fn, state: Any,
+                            eval_data, seed: int) -> dict[str, float]:
+    """`eval/diversity_ratio` (mean over classes) and `eval/diversity_ratio_class{k}`: mean pairwise
+    pixel distance of generated images of class k over that of held-out real ones.
+
+    eval_data: held-out (images f32 [N,H,W,C] in [-1, 1], labels int [N]). generate_fn(frozen
+    config, state, z, labels) -> images f32 [M,H,W,C] in [-1, 1] (jitted by the caller). Class k
+    compares the first n_k = min(DIVERSITY_PER_CLASS, #held-out of class k) real images with n_k
+    generated from fixed latents (`seed`), so a run's values are comparable across steps; G is
+    always called on DIVERSITY_PER_CLASS per class (one shape: one compilation). Classes with
+    n_k < 2 are left out.
+    """
+    k = config.model.num_classes
+    if not k or eval_data is None:
+        return {}
+    real, real_labels = np.asarray(eval_data[0]), np.asarray(eval_data[1])
+    per = DIVERSITY_PER_CLASS
+    z, labels = latent_batch(config, jax.random.PRNGKey(seed), k * per, np.repeat(np.arange(k), per))
+    fake = np.asarray(generate_fn(ml_collections.FrozenConfigDict(config), state, z, labels))
+    synth, synth_labels, ref, ref_labels = [], [], [], []
+    for c in range(k):
+        n_c = min(per, int(np.sum(real_labels == c)))
+        synth.append(fake[c * per:c * per + n_c])
+        ref.append(real[real_labels == c][:n_c])
+        synth_labels.append(np.full(n_c, c))
+        ref_labels.append(np.full(n_c, c))
+    out = diversity.class_diversity(np.concatenate(synth), np.concatenate(synth_labels), np.concatenate(ref),
+                                    np.concatenate(ref_labels), [str(c) for c in range(k)], num_bootstrap=0)
+    metrics = {f"eval/diversity_ratio_class{c}": out["per_class"][str(c)]["ratio"] for c in range(k)}
+    metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}
+    if np.isfinite(out["diversity_ratio"]):
+        metrics["eval/diversity_ratio"] = out["diversity_ratio"]
+    return metrics
 
 
 def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any,

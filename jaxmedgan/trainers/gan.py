@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmedgan.evaluators import diversity
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan, layers
 from jaxmedgan.privacy import checks, dp_sgd
@@ -35,7 +34,6 @@ from jaxmedgan.trainers import common
 
 
 # Generated images per class for `eval/diversity_ratio` (fewer where the held-out class is smaller).
-DIVERSITY_PER_CLASS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,47 +409,12 @@ _classify_jit = jax.jit(classify, static_argnums=0)
 _generate_jit = jax.jit(generate, static_argnums=0)
 
 
-def class_diversity_metrics(config: ml_collections.ConfigDict, generate_fn, state: GANState,
-                            eval_data, seed: int) -> dict[str, float]:
-    """`eval/diversity_ratio` (mean over classes) and `eval/diversity_ratio_class{k}`: mean pairwise
-    pixel distance of generated images of class k over that of held-out real ones.
-
-    eval_data: held-out (images f32 [N,H,W,C] in [-1, 1], labels int [N]). generate_fn(frozen
-    config, state, z, labels) -> images f32 [M,H,W,C] in [-1, 1] (jitted by the caller). Class k
-    compares the first n_k = min(DIVERSITY_PER_CLASS, #held-out of class k) real images with n_k
-    generated from fixed latents (`seed`), so a run's values are comparable across steps; G is
-    always called on DIVERSITY_PER_CLASS per class (one shape: one compilation). Classes with
-    n_k < 2 are left out.
-    """
-    k = config.model.num_classes
-    if not k or eval_data is None:
-        return {}
-    real, real_labels = np.asarray(eval_data[0]), np.asarray(eval_data[1])
-    per = DIVERSITY_PER_CLASS
-    z, labels = common.latent_batch(config, jax.random.PRNGKey(seed), k * per, np.repeat(np.arange(k), per))
-    fake = np.asarray(generate_fn(ml_collections.FrozenConfigDict(config), state, z, labels))
-    synth, synth_labels, ref, ref_labels = [], [], [], []
-    for c in range(k):
-        n_c = min(per, int(np.sum(real_labels == c)))
-        synth.append(fake[c * per:c * per + n_c])
-        ref.append(real[real_labels == c][:n_c])
-        synth_labels.append(np.full(n_c, c))
-        ref_labels.append(np.full(n_c, c))
-    out = diversity.class_diversity(np.concatenate(synth), np.concatenate(synth_labels), np.concatenate(ref),
-                                    np.concatenate(ref_labels), [str(c) for c in range(k)], num_bootstrap=0)
-    metrics = {f"eval/diversity_ratio_class{c}": out["per_class"][str(c)]["ratio"] for c in range(k)}
-    metrics = {key: value for key, value in metrics.items() if np.isfinite(value)}
-    if np.isfinite(out["diversity_ratio"]):
-        metrics["eval/diversity_ratio"] = out["diversity_ratio"]
-    return metrics
-
-
 def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
     """Conditional models, on held-out real images (images f32 [N,H,W,C] in [-1, 1], labels int [N]).
 
     `eval/aux_accuracy` (and `eval/aux_recall_class{k}`): D's class prediction -- the aux head for
     'aux' / 'tac', argmax_k D(x, k) for 'projection' (`classify`); and the intra-class diversity
-    ratio of generated vs held-out images (`class_diversity_metrics`).
+    ratio of generated vs held-out images (`common.class_diversity_metrics`).
     """
     if not config.model.num_classes or eval_data is None:
         return {}
@@ -470,7 +433,7 @@ def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> d
         mask = labels == k
         if mask.any():
             out[f"eval/aux_recall_class{k}"] = float(np.mean(preds[mask] == k))
-    out.update(class_diversity_metrics(config, _generate_jit, state, eval_data, config.samples.seed + 1))
+    out.update(common.class_diversity_metrics(config, _generate_jit, state, eval_data, config.samples.seed + 1))
     return out
 
 

@@ -678,9 +678,8 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
 def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
     """Conditional models: the clinical classifier's accuracy per class on G-EMA images (and on held-out
     reals, for reference) when `clinical.checkpoint` is set, and the intra-class diversity ratio of
-    G-EMA images vs held-out reals (`eval/diversity_ratio[_class{k}]`, trainers.gan.class_diversity_metrics)."""
+    G-EMA images vs held-out reals (`eval/diversity_ratio[_class{k}]`, common.class_diversity_metrics)."""
     # The diversity helper is shared with the DCGAN family (one definition of the metric's sampling).
-    from jaxmedgan.trainers.gan import class_diversity_metrics
 
     clf = _frozen_classifier(config)
     k = config.model.num_classes
@@ -702,7 +701,7 @@ def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> d
             real_images, real_labels = eval_data
             real_logits = np.asarray(jax.jit(clf.logits)(clf.variables, jnp.asarray(real_images)))
             out["eval/clinical_acc_real"] = float(np.mean(np.argmax(real_logits, -1) == real_labels))
-    out.update(class_diversity_metrics(config, gen, state, eval_data, config.samples.seed + 2))
+    out.update(common.class_diversity_metrics(config, gen, state, eval_data, config.samples.seed + 2))
     return out
 
 
