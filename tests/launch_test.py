@@ -14,7 +14,11 @@ from tests.trainers.gan_train_test import CONFIG, REPO, tiny_overrides
 @pytest.mark.slow  # end-to-end; CI runs it after the default suite (.ci/run)
 def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path):
     args = ["train", "--config", CONFIG, *tiny_overrides(tmp_path / "data", steps=4, every=2),
-            "--config.samples.every=1000", "--config.train.eval_every=1000"]
+            "--config.samples.every=1000", "--config.train.eval_every=1000",
+            # Minibatch-stddev reduces across devices, in another order on 2 x 4 than on 1 x 8 devices:
+            # last-bit differences that a GAN grows past the tolerance in 4 steps. Off: this test is about
+            # the data stream and the sharding, which must agree exactly.
+            "--config.model.mbstd_group_size=0"]
     single_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-m", "jaxmedgan.main", *args, "--workdir", str(tmp_path / "one")],
                    check=True, env=single_env, cwd=REPO, capture_output=True)
