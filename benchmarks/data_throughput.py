@@ -42,8 +42,9 @@ def _parse(argv):
 
 def write_dicoms(root: str, num: int, size: int, seed: int = 0) -> None:
     """`num` CT DICOMs, HU = stored - 1024: a soft-tissue disc (~40 HU) with noise, in two classes."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage
+
+    from jaxmedgan.data import readers
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -53,16 +54,8 @@ def write_dicoms(root: str, num: int, size: int, seed: int = 0) -> None:
         if i % 2:  # class "lesion": a brighter blob
             cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
             hu += 60.0 * (((yy - cy) ** 2 + (xx - cx) ** 2) < (size / 12) ** 2)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, meta.MediaStorageSOPInstanceUID, "CT"
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds = readers.new_dicom(CTImageStorage, size, size, signed=True)
+        ds.Modality = "CT"
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
         ds.WindowCenter, ds.WindowWidth = 40, 400
         ds.PixelData = np.round(hu + 1024).astype("<i2").tobytes()

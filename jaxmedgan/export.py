@@ -44,13 +44,12 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, PngImagePlugin
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
 import jaxmedgan
 from jaxmedgan import checkpointing, images, sampling, trainers
-from jaxmedgan.data import datasets, intensity
+from jaxmedgan.data import datasets, intensity, readers
 
 MANIFEST = "manifest.json"
 LABELS_CSV = "labels.csv"
@@ -188,13 +187,8 @@ def write_dicom(path: str, x: np.ndarray, window: intensity.Window, *, instance_
     native = intensity.from_model_range(x, window.center, window.width, window.invert)
     low = window.center - window.width / 2.0
     stored = np.rint(np.clip((native - low) / window.width, 0.0, 1.0) * U16_MAX).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = readers.new_dicom(SecondaryCaptureImageStorage, *stored.shape, signed=False,
+                           photometric="MONOCHROME1" if window.invert else "MONOCHROME2")
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid or generate_uid(), series_uid or generate_uid()
     now = datetime.datetime.now()
     ds.ContentDate = ds.StudyDate = now.strftime("%Y%m%d")
@@ -209,10 +203,6 @@ def write_dicom(path: str, x: np.ndarray, window: intensity.Window, *, instance_
     ds.PatientOrientation = ""
     ds.SeriesDescription, ds.ImageComments = series_description[:64], comments[:10240]
     ds.Manufacturer, ds.SoftwareVersions = "jaxmedgan", jaxmedgan.__version__
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if window.invert else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0  # unsigned
     ds.RescaleSlope = DSfloat(window.width / U16_MAX, auto_format=True)
     ds.RescaleIntercept = DSfloat(low, auto_format=True)
     ds.RescaleType = "US"  # unspecified units: HU when the training DICOMs were CT

@@ -348,3 +348,24 @@ def read_image_folder(
               for path, _ in files]
     labels = np.asarray([label for _, label in files], np.int32)
     return np.stack(images), labels, class_names
+
+
+def new_dicom(sop_class_uid: str, rows: int, columns: int, *, signed: bool, photometric: str = "MONOCHROME2"):
+    """A pydicom Dataset with file meta (explicit VR little endian), fresh SOP instance UID, and the
+    pixel-module tags of one 16-bit grayscale frame (rows x columns); the caller sets PixelData and
+    the rest (modality, rescale, window). Shared by `export` and the tests / benchmarks that write DICOM."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = int(rows), int(columns)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if signed else 0
+    return ds

@@ -7,8 +7,7 @@ import numpy as np
 from PIL import Image
 import pydicom
 import pydicom.data
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage
 import pytest
 
 from jaxmedgan.data import readers
@@ -24,20 +23,8 @@ def _write_dicom(path, stored: np.ndarray, *, slope=None, intercept=None, center
                  photometric: str = "MONOCHROME2") -> None:
     """Writes int16 [H,W] stored values as a CT DICOM with optional rescale and window tags."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = readers.new_dicom(CTImageStorage, *stored.shape, signed=True, photometric=photometric)
     ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    ds.PixelRepresentation = 1  # signed
     if slope is not None:
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if center is not None:
