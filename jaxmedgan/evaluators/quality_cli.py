@@ -110,6 +110,14 @@ def resolve_reals(config: ml_collections.ConfigDict, reals: str) -> str:
     return "train"
 
 
+def _held_out(config: ml_collections.ConfigDict, eval_arrays):
+    """`datasets.load`'s held-out (images, labels), or a ValueError when the data has none."""
+    if eval_arrays is None:
+        raise ValueError(f"config.data (source {config.data.source!r}) has no held-out 'test' split; "
+                         "use --reals train.")
+    return eval_arrays
+
+
 def real_images(config: ml_collections.ConfigDict, num: int, reals: str, seed: int) -> np.ndarray:
     """Up to `num` real images f32 [n,H,W,C] in [-1, 1]: 'train', 'test' (config.data) or an .npz path."""
     rng = np.random.default_rng(seed)
@@ -123,10 +131,7 @@ def real_images(config: ml_collections.ConfigDict, num: int, reals: str, seed: i
 
         train_source, eval_arrays = datasets.load(config)
         if reals == "test":
-            if eval_arrays is None:
-                raise ValueError(f"config.data (source {config.data.source!r}) has no held-out 'test' split; "
-                                 "use --reals train.")
-            x = eval_arrays[0]
+            x = _held_out(config, eval_arrays)[0]
         else:
             idx = np.sort(rng.choice(len(train_source), min(num, len(train_source)), replace=False))
             x = tfds_builders.to_model_range(np.stack([train_source[int(i)]["image"] for i in idx]))
@@ -161,10 +166,7 @@ def real_images_labelled(config: ml_collections.ConfigDict, num_per_class: int, 
 
         train_source, eval_arrays = datasets.load(config)
         if reals == "test":
-            if eval_arrays is None:
-                raise ValueError(f"config.data (source {config.data.source!r}) has no held-out 'test' split; "
-                                 "use --reals train.")
-            x, y = eval_arrays
+            x, y = _held_out(config, eval_arrays)
         else:  # visit the training images in a seeded order until every class has enough
             counts, xs, ys = np.zeros(num_classes, np.int64), [], []
             for i in rng.permutation(len(train_source)):
