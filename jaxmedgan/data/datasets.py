@@ -23,11 +23,6 @@ def default_data_dir() -> str:
     return os.environ.get(DATA_DIR_ENV) or os.path.expanduser("~/.cache/jaxmedgan/datasets")
 
 
-# config.data keys a build depends on, beside source / image_size / channels (NATIVE_SOURCES only).
-NATIVE_KEYS = ("window_center", "window_width", "class_windows", "classes", "resize", "holdout_fraction",
-               "slice_axis")
-
-
 def _build_kwargs(config: ml_collections.ConfigDict) -> dict:
     """`tfds_builders.build_dataset` keyword arguments from config.data: the options the source
     declares (`registry.Source.options`), read from their config.data keys."""
@@ -183,7 +178,7 @@ def _warn_new_build(data_dir: str, before: dict[str, dict]) -> None:
     _, path, fields = min(diffs)
     log.warning("Built a new dataset %s although %s exists: options differ in %s (%s). To train on the existing "
                 "one, pass --config.data.dataset_dir=%s.", data_dir, path, ", ".join(fields) or "inputs",
-                "; ".join(f"{k}: {read_info(path).get(k)!r} there, {info.get(k)!r} now" for k in fields[:4]), path)
+                "; ".join(f"{k}: {before[path].get(k)!r} there, {info.get(k)!r} now" for k in fields[:4]), path)
 
 
 def describe(data_dir: str) -> str:

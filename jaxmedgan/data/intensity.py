@@ -122,7 +122,6 @@ def summarise(windows: np.ndarray, inverts: np.ndarray, sources: Sequence[str], 
     for k, name in enumerate(class_names):
         sel = labels == k
         uniq = {(float(c), float(w), bool(i)) for (c, w), i in zip(windows[sel], inverts[sel])}
-        per_class[name] = ({"center": next(iter(uniq))[0], "width": next(iter(uniq))[1],
-                            "invert": next(iter(uniq))[2]} if len(uniq) == 1 else None)
+        per_class[name] = dict(zip(("center", "width", "invert"), uniq.pop())) if len(uniq) == 1 else None
     counts = {s: int(sum(1 for x in sources if x == s)) for s in WINDOW_SOURCES}
     return {"class_windows": per_class, "window_sources": {k: v for k, v in counts.items() if v}}

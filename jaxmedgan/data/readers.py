@@ -168,16 +168,6 @@ def _to_channels(unit: np.ndarray, channels: int, path: str) -> np.ndarray:
     raise ValueError(f"{path}: image has {c} channels; expected {channels}")
 
 
-def dicom_window(
-    hu: np.ndarray, window: tuple[float, float] | None, ds, path: str = "<dicom>"
-) -> tuple[float, float]:
-    """Returns the (center, width) used for a DICOM: `window`, else the file's tags, else min..max."""
-    if window is not None:
-        return float(window[0]), float(window[1])
-    w = _dicom_own_window(hu, ds, path)
-    return w.center, w.width
-
-
 def _dicom_own_window(hu: np.ndarray, ds, path: str) -> intensity.Window:
     """The file's first WindowCenter/WindowWidth (source 'tags'), else its min..max ('minmax')."""
     invert = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1"

@@ -328,10 +328,9 @@ def _check_source(source: str) -> str:
         return SOURCES[source]
     if source in SOURCES.values():
         return source
-    if registry.get(source) and not registry.get(source).buildable:  # get() raises for unknown names
-        raise ValueError(f"Source {source!r} is read in memory by its consumers ({registry.get(source).kind}); "
-                         f"`jaxmedgan dataset` builds {', '.join(SOURCES)}")
-    raise AssertionError(source)
+    spec = registry.get(source)  # raises for unknown names; a known one here is not buildable
+    raise ValueError(f"Source {source!r} is read in memory by its consumers ({spec.kind}); "
+                     f"`jaxmedgan dataset` builds {', '.join(SOURCES)}")
 
 
 def _check_findings(findings: Sequence[str] | None, known: Sequence[str], source: str) -> tuple[str, ...]:
