@@ -34,3 +34,17 @@ def data(source: str, image_size: int, **fields) -> ml_collections.ConfigDict:
         holdout_fraction=0.1, slice_axis=2))
     section.update(fields)
     return section
+
+
+def ada(**overrides) -> ml_collections.ConfigDict:
+    """ADA's section (augment/controller.py AdaSettings + the pipeline name): p adapted from 0 by
+    StyleGAN2-ADA's heuristic, target 0.6, every 4 steps, 500 kimg per unit of p, pipeline 'bgc'."""
+    section = ml_collections.ConfigDict(dict(mode="adaptive", p=0.0, target=0.6, interval=4, kimg=500.0,
+                                             pipeline="bgc"))
+    section.update(overrides)
+    return section
+
+
+def d_augment(kind: str = "none", policy: str = "color,translation,cutout") -> ml_collections.ConfigDict:
+    """What D sees (augment/policy.py): kind none | diffaug (DiffAugment `policy`) | ada (config.ada)."""
+    return ml_collections.ConfigDict(dict(kind=kind, policy=policy))

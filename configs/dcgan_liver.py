@@ -39,13 +39,24 @@ def get_config() -> ml_collections.ConfigDict:
     # examples: refused under DP). Off in this base: configs/dual_gan_retina.py's DCGAN stage I
     # inherits it (its vessel masks were measured without); configs/acgan_liver.py turns it on.
     c.model.mbstd_group_size = 0
+    # How G doubles its resolution (models/layers.py UPSAMPLES): 'transpose' (DCGAN's transposed
+    # convs) or a resize-conv without checkerboard artefacts: 'nearest' | 'fir'.
+    c.model.g_upsample = "transpose"
 
     c.loss = ml_collections.ConfigDict()
+    c.loss.kind = "nonsaturating"  # adversarial loss: nonsaturating (logistic) | hinge
     c.loss.aux_weight = 1.0  # weight of the class cross-entropy terms (aux head; tac: aux and twin heads)
     c.loss.r1_gamma = 0.0  # >0: R1 penalty gamma/2 ||grad_x D(real)||^2 (per example; DP-safe)
     # >0: MSGAN mode-seeking lambda (Mao et al. 2019): G's loss += lambda / (mean|G(z1,y) - G(z2,y)| /
     # mean|z1 - z2| + 1e-5) on a second generated batch; touches G only (DP-safe).
     c.loss.mode_seeking = 0.0
+
+    # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every image D sees,
+    # none | diffaug (DiffAugment's fixed policy) | ada (config.ada: adaptive or fixed p).
+    c.d_augment = common.d_augment("none")
+    c.ada = common.ada()
+    # G EMA for sampling: half-life ema.kimg (<= 0: batch * 10 / 32 kimg), ramped up to rampup x images seen.
+    c.ema = ml_collections.ConfigDict(dict(enabled=False, kimg=-1.0, rampup=0.05))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4

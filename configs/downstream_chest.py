@@ -45,4 +45,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.downstream.synthetic_per_class = 100  # multi-label: images per distinct label vector (LCO target)
     c.downstream.synthetic_success_only = False  # True: drop LCO samples the classifier disagreed with
     c.downstream.reference = ""  # no published sensitivity / specificity on these phantoms
+    c.downstream.gan_config = ""  # multi-label: no class-conditional GAN; give --synthetic (LCO archives per fold)
     return c

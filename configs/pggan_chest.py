@@ -15,6 +15,8 @@ Paper-scale settings (Karras et al. 2018, on accelerators): --config.schedule.fa
 --config.schedule.stable_kimg=600 --config.model.channel_base=8192 --config.model.channel_max=512
 --config.model.latent_dim=512 and batch sizes 16 up to 128 px, fewer above.
 
+Small data sets: --config.d_augment.kind=diffaug (or ada) augments what D sees (trainers/pggan.py).
+
 `tiny()` is the 16 px preset the tests train through two levels.
 """
 import ml_collections
@@ -45,6 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss = ml_collections.ConfigDict()
     c.loss.gp_weight = 10.0  # WGAN-GP lambda
     c.loss.drift_weight = 0.001  # epsilon_drift * D(real)^2
+
+    # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every image D sees, at
+    # the level's resolution: none | diffaug (DiffAugment's fixed policy) | ada (config.ada: p adaptive
+    # on sign(D(real)), or fixed). The gradient penalty is taken between augmented reals and fakes.
+    c.d_augment = common.d_augment("none")
+    c.ada = common.ada()  # used by d_augment.kind='ada' only
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 1e-3  # PGGAN: Adam lr 0.001, betas (0, 0.99), eps 1e-8

@@ -16,6 +16,9 @@ metrics, saved in every checkpoint, and training stops before epsilon would exce
 Cost, measured on the tiny preset only (16 px level, batch 8, 1 CPU device, XLA opt level 0, 2
 cores at load ~4): a jitted step took 16.0 ms with DP vs 12.4 ms without (1.3x) and its first call
 (compile) 26.7 s vs 9.9 s. Not yet measured at 64 px, and no sample-quality figure yet.
+D augmentation under DP: --config.d_augment.kind=diffaug, or kind=ada with --config.ada.mode=fixed
+--config.ada.p=P (per example, inside the clipped loss); an adaptive ADA p reads D's outputs on the
+private images and is refused.
 
 `tiny()` is the 16 px DP preset the tests train (tests/trainers/pggan_dp_test.py).
 """

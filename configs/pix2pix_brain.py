@@ -44,9 +44,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.d_max_features = 128
     c.model.d_num_strided = 3  # 3 -> 70x70 px PatchGAN receptive field
     c.model.d_norm = "instance"
+    # How the U-Net decoder doubles its resolution (models/layers.py UPSAMPLES): 'transpose' (pix2pix's
+    # transposed convs) or a resize-conv without checkerboard artefacts: 'nearest' | 'fir'.
+    c.model.g_upsample = "transpose"
 
     c.loss = ml_collections.ConfigDict()
     c.loss.l1_weight = 100.0  # lambda of the L1 term
+    c.loss.kind = "nonsaturating"  # adversarial loss per patch: nonsaturating (logistic, pix2pix) | hinge
+
+    # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every (map, image) pair D
+    # sees, none | diffaug | ada (config.ada); geometric ops move map and image together, colour only the image.
+    c.d_augment = common.d_augment("none")
+    c.ada = common.ada()  # used by d_augment.kind='ada' only
+    # G EMA for sampling: half-life ema.kimg (<= 0: batch * 10 / 32 kimg), ramped up to rampup x images seen.
+    c.ema = ml_collections.ConfigDict(dict(enabled=False, kimg=-1.0, rampup=0.05))
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4

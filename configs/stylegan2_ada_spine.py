@@ -66,13 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.ema.kimg = -1.0  # G EMA half-life in kimg; -1: batch * 10 / 32 (StyleGAN2-ADA 'auto')
     c.ema.rampup = 0.05  # half-life <= rampup * images seen; 0 = no ramp-up
 
-    c.ada = ml_collections.ConfigDict()
-    c.ada.mode = "adaptive"  # adaptive | fixed | none
-    c.ada.p = 0.0  # initial (adaptive) or constant (fixed) augmentation probability
-    c.ada.target = 0.6  # target of r_t = E[sign(D(real))]
-    c.ada.interval = 4  # steps between p updates
-    c.ada.kimg = 500.0  # kimg for p to move by 1
-    c.ada.pipeline = "bgc"  # augment.ada.PIPELINES
+    # ADA (augment/controller.py): mode adaptive | fixed | none, p (initial or constant), target of
+    # r_t = E[sign(D(real))], interval (steps between p updates), kimg (for p to move by 1), pipeline.
+    c.ada = common.ada()
 
     c.clinical = ml_collections.ConfigDict()
     # A classifier-trainer workdir (`trainer='classifier'`, arch cnn or resnet, trained on the GAN's

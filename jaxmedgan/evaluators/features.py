@@ -35,6 +35,8 @@ class Extractor:
     description: str              # for metrics.json
     image_size: int | None = None  # px the extractor needs (images are resized to it); None = any
     channels: int | None = None    # channels it needs (None = 1 or 3)
+    classify: Callable[[jax.Array], jax.Array] | None = None  # images -> class logits [B,K] (domain only)
+    class_names: tuple[str, ...] | None = None  # the classes of `classify`'s logits
 
 
 def _resize(images: jax.Array, size: int) -> jax.Array:
@@ -54,9 +56,12 @@ def domain(classifier_workdir: str) -> Extractor:
     def fn(images):
         return clf.features(_resize(images, size))
 
+    def classify(images):
+        return clf(_resize(images, size))
+
     return Extractor("domain", fn, "_domain",
                      f"domain classifier {classifier_workdir} (step {clf.step}, classes {list(names)})",
-                     image_size=size, channels=channels)
+                     image_size=size, channels=channels, classify=classify, class_names=tuple(names))
 
 
 def inception(weights_path: str, *, resize_to: int | None = 299) -> Extractor:
@@ -86,8 +91,18 @@ def make(kind: str, *, classifier: str | None = None, inception_weights: str | N
     raise ValueError(f"Unknown feature extractor {kind!r}; expected one of {KINDS}.")
 
 
-def extract(extractor: Extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Features f32 [N,D] of images [N,H,W,C] (f32 in [-1, 1], or uint8 0..255)."""
+def predict(extractor: Extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The classifier's class int [N] for images [N,H,W,C] (domain extractors; ValueError otherwise)."""
+    if extractor.classify is None:
+        raise ValueError(f"The {extractor.kind} extractor has no classifier head; class agreement needs "
+                         "--classifier (a trained classifier workdir).")
+    return np.argmax(extract(extractor, images, batch_size, fn=extractor.classify), axis=-1)
+
+
+def extract(extractor: Extractor, images: np.ndarray, batch_size: int = 64,
+            fn: Callable[[jax.Array], jax.Array] | None = None) -> np.ndarray:
+    """Features f32 [N,D] of images [N,H,W,C] (f32 in [-1, 1], or uint8 0..255); `fn` instead of
+    `extractor.fn` (e.g. its `classify`) on the same preprocessing."""
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"Images must be [N,H,W,C]; got shape {images.shape}.")
@@ -112,5 +127,5 @@ def extract(extractor: Extractor, images: np.ndarray, batch_size: int = 64) -> n
         pad = b - len(chunk)
         if pad:  # fixed batch shape: one compilation
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        out.append(np.asarray(extractor.fn(jnp.asarray(chunk)), np.float32)[:b - pad])
+        out.append(np.asarray((fn or extractor.fn)(jnp.asarray(chunk)), np.float32)[:b - pad])
     return np.concatenate(out)

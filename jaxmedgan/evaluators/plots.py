@@ -1,4 +1,4 @@
-"""ROC curves and confusion matrices as PNG, drawn with Pillow (no matplotlib dependency)."""
+"""ROC curves, confusion matrices and learning curves as PNG, drawn with Pillow (no matplotlib dependency)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -78,6 +78,84 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str, cel
     draw.text((6, top - 18), "true", fill="black", font=small)
     draw.text((6, 6), title, fill="black", font=font)
     return np.asarray(img)
+
+
+Point = tuple[float, float | None, float | None, float | None]  # (x, value, CI low, CI high)
+
+
+def _finite(v) -> bool:
+    return v is not None and np.isfinite(v)
+
+
+def learning_curve_figure(series: Sequence[tuple[str, Sequence[Point], Sequence[Point]]],
+                          titles: tuple[str, str] = ("balanced accuracy", "macro AUC"),
+                          width: int = 960, height: int = 440) -> np.ndarray:
+    """uint8 [height, width, 3]: two panels (e.g. balanced accuracy, macro AUC) against the real fraction.
+
+    series: (name, left-panel points, right-panel points) per experiment, each point (fraction, value,
+    CI low, CI high); one line per experiment with its 95 % interval as a translucent band (an error
+    bar where there is one fraction). Missing values (None / NaN) are left out.
+    """
+    img = Image.new("RGBA", (width, height), "white")
+    bands = Image.new("RGBA", (width, height), (255, 255, 255, 0))
+    draw, band_draw = ImageDraw.Draw(img), ImageDraw.Draw(bands)
+    font, small = _font(14), _font(12)
+    xs = sorted({float(p[0]) for _, a, b in series for p in (*a, *b)}) or [1.0]
+    x_lo, x_hi = (xs[0], xs[-1]) if xs[-1] > xs[0] else (xs[0] - 0.5, xs[0] + 0.5)
+    panel_w = width // 2
+    lines = []  # drawn after the bands are composited
+
+    for panel, title in enumerate(titles):
+        left, top, right, bottom = panel * panel_w + 70, 40, (panel + 1) * panel_w - 20, height - 50 - 18 * (
+            (len(series) + 1) // 2)
+        values = [v for _, *pts in series for p in pts[panel] for v in p[1:] if _finite(v)]
+        y0, y1 = (min(values), max(values)) if values else (0.0, 1.0)
+        pad = max(0.02, 0.08 * (y1 - y0))
+        y0, y1 = max(0.0, y0 - pad), min(1.0, y1 + pad)
+        if y1 - y0 < 1e-9:
+            y0, y1 = y0 - 0.05, y1 + 0.05
+
+        def fx(x: float) -> float:
+            return left + 20 + (x - x_lo) / (x_hi - x_lo) * (right - left - 40)
+
+        def fy(v: float) -> float:
+            return bottom - (v - y0) / (y1 - y0) * (bottom - top)
+
+        for t in np.linspace(y0, y1, 6):
+            draw.line([(left, fy(t)), (right, fy(t))], fill=(235, 235, 235))
+            draw.text((left - 44, fy(t) - 7), f"{t:.2f}", fill="black", font=small)
+        for x in xs:
+            draw.line([(fx(x), top), (fx(x), bottom)], fill=(245, 245, 245))
+            draw.text((fx(x) - 10, bottom + 6), f"{x:g}", fill="black", font=small)
+        draw.rectangle([left, top, right, bottom], outline="black")
+        draw.text((left, 12), f"{title} vs real fraction (95 % CI)", fill="black", font=font)
+        draw.text((left + (right - left) / 2 - 70, bottom + 24), "fraction of real training images", fill="black",
+                  font=small)
+        for i, (name, *pts) in enumerate(series):
+            colour = COLOURS[i % len(COLOURS)]
+            ok = [p for p in sorted(pts[panel]) if _finite(p[1])]
+            with_ci = [p for p in ok if _finite(p[2]) and _finite(p[3])]
+            if len(with_ci) > 1:
+                band_draw.polygon([(fx(p[0]), fy(p[3])) for p in with_ci] +
+                                  [(fx(p[0]), fy(p[2])) for p in reversed(with_ci)], fill=(*colour, 48))
+            else:
+                for p in with_ci:
+                    lines.append(([(fx(p[0]) + 3 * i, fy(p[2])), (fx(p[0]) + 3 * i, fy(p[3]))], colour, 1))
+            if len(ok) > 1:
+                lines.append(([(fx(p[0]), fy(p[1])) for p in ok], colour, 2))
+            lines += [([(fx(p[0]) - 3, fy(p[1]) - 3), (fx(p[0]) + 3, fy(p[1]) + 3)], colour, -1) for p in ok]
+            if panel == 0:  # legend once, under both panels, two per row
+                lx, ly = 70 + (i % 2) * panel_w, height - 14 - 18 * ((len(series) + 1) // 2 - i // 2)
+                draw.rectangle([lx, ly, lx + 12, ly + 12], fill=colour)
+                draw.text((lx + 18, ly - 1), name, fill="black", font=small)
+    img = Image.alpha_composite(img, bands)
+    draw = ImageDraw.Draw(img)
+    for xy, colour, w in lines:
+        if w < 0:
+            draw.ellipse(xy, fill=colour)
+        else:
+            draw.line(xy, fill=colour, width=w)
+    return np.asarray(img.convert("RGB"))
 
 
 def save(path: str, figure: np.ndarray) -> None:

@@ -241,8 +241,10 @@ def prdc_bootstrap(real: np.ndarray, fake: np.ndarray, k: int = 5, *, num_bootst
     return {name: _percentile_ci(boot[:, i], level) for i, name in enumerate(PRDC)}
 
 
-METRICS = ("fid", "kid", "pr", "diversity")  # "pr": precision, recall, density and coverage together
-CLASS_METRICS = ("fid", "pr", "diversity")  # computed within each class by `per_class`
+# "pr": precision, recall, density and coverage together; "agreement": a classifier's label of the
+# samples of class c is c (per class only; needs a classifier).
+METRICS = ("fid", "kid", "pr", "diversity", "agreement")
+CLASS_METRICS = ("fid", "pr", "diversity")  # computed within each class from features by `per_class`
 
 
 def parse_metrics(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -327,6 +329,29 @@ def per_class(real_feats: np.ndarray, real_labels: np.ndarray, fake_feats: np.nd
             out[name].update(prdc(r, f, k=k))
             cis = prdc_bootstrap(r, f, k, num_bootstrap=num_bootstrap, seed=(seed, c), level=level)
             out[name].update({f"{p}_ci": cis[p] for p in PRDC})
+    return out
+
+
+def class_agreement(fake_pred: np.ndarray, fake_labels: np.ndarray, real_pred: np.ndarray | None,
+                    real_labels: np.ndarray | None, class_names: Sequence[str], *, num_bootstrap: int = 200,
+                    seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """{class name: {agreement, agreement_ci[, agreement_real]}}: the share of class-c samples a
+    classifier labels c (fake_pred / fake_labels int [M]), with a percentile-bootstrap interval over
+    the samples; `agreement_real` the same classifier's recall of class c on real images (the
+    ceiling a faithful generator can reach), when real_pred / real_labels int [N] are given."""
+    fake_pred, fake_labels = np.asarray(fake_pred), np.asarray(fake_labels)
+    rng = np.random.default_rng([seed, 17])
+    out: dict[str, dict] = {}
+    for c, name in enumerate(class_names):
+        hit = (fake_pred[fake_labels == c] == c).astype(np.float64)
+        if not len(hit):
+            out[name] = {"agreement": float("nan"), "agreement_ci": [float("nan")] * 2}
+        else:
+            boot = hit[rng.integers(0, len(hit), (num_bootstrap, len(hit)))].mean(1)
+            out[name] = {"agreement": float(hit.mean()), "agreement_ci": _percentile_ci(boot, level)}
+        if real_pred is not None:
+            mask = np.asarray(real_labels) == c
+            out[name]["agreement_real"] = float(np.mean(np.asarray(real_pred)[mask] == c)) if mask.any() else float("nan")
     return out
 
 

@@ -30,8 +30,11 @@ means over classes, not pooled values (the run record `runs["<kind>/per_class"]`
 names are class means and which are pooled). `fid` and `kid` are also computed pooled over all
 classes' samples vs all selected real images (`fid<suffix>`, `kid<suffix>`): an overall score
 that also charges a class-proportion mismatch, since the samples are class-balanced.
-`diversity` is intra-class only: on a class-conditional workdir it turns `--per-class` on; on an
-unconditional one it is an error, as is `--per-class`.
+`agreement` (needs `--classifier`): per class, the share of the class-c samples the domain
+classifier labels c (`agreement`, bootstrap interval) beside its recall of class c on the real
+images (`agreement_real`, the ceiling); means `class_agreement` and `class_agreement_min`.
+`diversity` and `agreement` are within classes only: on a class-conditional workdir they turn
+`--per-class` on; on an unconditional one they are an error, as is `--per-class`.
 
 `periodic_metrics(config, eval_data)` gives training the same measurement every
 `config.eval.quality_every` steps on the held-out arrays.
@@ -231,18 +234,19 @@ def _write_json_atomic(path: str, obj: dict) -> None:
 
 
 def per_class_mode(workdir: str, names: Sequence[str], per_class: bool) -> bool:
-    """Whether a run of `names` on `workdir` is per class ('diversity' implies it); a clear error
-    when it is asked of a workdir without classes."""
-    if not (per_class or "diversity" in names):
+    """Whether a run of `names` on `workdir` is per class ('diversity' and 'agreement' imply it); a
+    clear error when it is asked of a workdir without classes."""
+    within = [n for n in ("diversity", "agreement") if n in names]
+    if not (per_class or within):
         return False
     config = checkpointing.read_config(workdir)
     if not model_classes(workdir, config):
-        what = "--per-class" if per_class else "the 'diversity' metric (intra-class)"
+        what = "--per-class" if per_class else f"the {within[0]!r} metric (within classes)"
         raise ValueError(f"{what} needs a class-conditional GAN workdir (config.model.num_classes > 0, or "
                          f"train.per_class); {workdir} holds an unconditional {config.trainer!r} model "
                          f"(model.num_classes={config.model.get('num_classes', 0)}).")
     if not per_class:
-        log.info("'diversity' is measured within classes: scoring %s per class.", workdir)
+        log.info("%s is measured within classes: scoring %s per class.", within[0], workdir)
     return True
 
 
@@ -321,7 +325,22 @@ def evaluate(workdir: str, *, metrics: str | Sequence[str] = "fid,kid,pr", num: 
 
 
 # Per-class keys that also get a TensorBoard scalar quality_per_class/<class>/<key>.
-_PER_CLASS_SCALARS = ("diversity_ratio", "diversity_ratio_feature", "fid", "recall", "coverage")
+_PER_CLASS_SCALARS = ("diversity_ratio", "diversity_ratio_feature", "fid", "recall", "coverage", "agreement")
+
+
+def _predict_as(extractor: features.Extractor, images: np.ndarray, classes: Sequence[str], batch_size: int) -> np.ndarray:
+    """The domain classifier's labels int [N] for images, as indices into `classes` (the model's
+    classes, matched by name; -1 for a classifier class the model lacks). ValueError when the
+    classifier does not know one of the model's classes."""
+    if extractor.class_names is None:
+        features.predict(extractor, images[:1], batch_size)  # raises: no classifier head
+    missing = [c for c in classes if c not in extractor.class_names]
+    if missing:
+        raise ValueError(f"The classifier ({extractor.description}) has no class {missing}; the model's classes "
+                         f"are {list(classes)}. Class agreement needs a classifier over the same classes.")
+    index = {name: classes.index(name) if name in classes else -1 for name in extractor.class_names}
+    pred = features.predict(extractor, images, batch_size)
+    return np.asarray([index[extractor.class_names[p]] for p in pred], np.int64)
 
 
 def _evaluate_per_class(workdir: str, names: tuple[str, ...], *, num: int, extractor: features.Extractor,
@@ -363,13 +382,22 @@ def _evaluate_per_class(workdir: str, names: tuple[str, ...], *, num: int, extra
         means[f"intra_fid{sfx}"] = quality.class_means(table, "fid")
     if "pr" in names:
         means.update({f"{p}{sfx}": quality.class_means(table, p) for p in quality.PRDC})
+    if "agreement" in names:
+        agreement = quality.class_agreement(
+            _predict_as(extractor, fake_pixels, classes, batch_size), fake_labels,
+            _predict_as(extractor, real, classes, batch_size), real_labels, classes,
+            num_bootstrap=num_bootstrap, seed=seed)
+        for name in classes:
+            table[name].update(agreement[name])
+        means["class_agreement"] = quality.class_means(table, "agreement")
+        means["class_agreement_min"] = float(np.nanmin([v["agreement"] for v in table.values()]))
     values = {**pooled, **means}
     step_value = _step_value(step)
     run = {"features": extractor.kind, "feature_description": extractor.description,
            "feature_dim": int(f_real.shape[1]), "per_class": True, "class_names": list(classes),
            "num_per_class": num, "num_fake": int(len(fake)), "num_real": int(len(real)), "reals": reals,
            "seed": seed, "k": k, "metrics": sorted(values),
-           "class_mean_metrics": sorted(n for n in means if n != "diversity_ratio_min"),
+           "class_mean_metrics": sorted(n for n in means if not n.endswith("_min")),
            "pooled_metrics": sorted(pooled),
            "intervals": f"percentile bootstrap, {num_bootstrap} resamples of each set with replacement, 95 %"}
     report = _merge_report(workdir, step_value, values, f"{extractor.kind}/per_class", run,
@@ -390,7 +418,7 @@ def _fmt(value: Any, ci: Any = None, digits: int = 3) -> str:
 
 _TABLE = (("diversity_ratio", "diversity ratio"), ("diversity_ratio_feature", "diversity ratio (features)"),
           ("fid", "FID"), ("precision", "precision"), ("recall", "recall"), ("density", "density"),
-          ("coverage", "coverage"))
+          ("coverage", "coverage"), ("agreement", "classifier agrees"), ("agreement_real", "on reals"))
 
 
 def per_class_table(per_class: dict[str, dict]) -> str:
@@ -453,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Image-quality metrics (FID, KID, precision/recall) of a GAN workdir.")
     p.add_argument("--workdir", required=True, help="trained GAN workdir")
     p.add_argument("--metrics", default="fid,kid,pr",
-                   help="comma-separated subset of fid,kid,pr,diversity (diversity: intra-class, implies --per-class)")
+                   help="comma-separated subset of fid,kid,pr,diversity,agreement (diversity, agreement: within "
+                        "classes, imply --per-class; agreement needs --classifier)")
     p.add_argument("--num", type=int, default=1000, help="samples drawn, and real images compared")
     p.add_argument("--features", choices=features.KINDS, default="domain",
                    help="domain: a classifier trained on the real data (reported as *_domain); "
@@ -484,13 +513,13 @@ def quality_command(argv: Sequence[str]) -> int:
                       seed=args.seed, batch_size=args.batch_size, kid_subset_size=args.kid_subset_size,
                       kid_subsets=args.kid_subsets, k=args.k, save_samples=args.save_samples,
                       per_class=args.per_class, num_bootstrap=args.bootstrap)
-    per_class = args.per_class or "diversity" in quality.parse_metrics(args.metrics)
+    per_class = args.per_class or bool({"diversity", "agreement"} & set(quality.parse_metrics(args.metrics)))
     run = report["runs"][f"{extractor.kind}/per_class" if per_class else extractor.kind]
     print(f"{args.workdir} (checkpoint step {report['checkpoint_step']}), {run['num_fake']} samples vs "
           f"{run['num_real']} real ({run['reals']}), features: {run['feature_description']}")
     for name in run["metrics"]:
         kind = (" (mean over classes)" if name in run.get("class_mean_metrics", ())
-                else " (worst class)" if name == "diversity_ratio_min" else "")
+                else " (worst class)" if name.endswith("_min") else "")
         print(f"  {name:30s} {_fmt(report['metrics'][name], digits=6)}{kind}")
     if per_class:
         print(f"per class ({run['num_per_class']} samples each; [95 % bootstrap interval]):")

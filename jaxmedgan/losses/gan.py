@@ -19,6 +19,23 @@ def g_nonsaturating(fake_logits: jax.Array) -> jax.Array:
     return jax.nn.softplus(-fake_logits)
 
 
+def d_hinge(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """Hinge D loss per example (Lim & Ye 2017; SAGAN, BigGAN): relu(1 - D(x)) + relu(1 + D(G(z))); [B]."""
+    return jax.nn.relu(1.0 - real_logits) + jax.nn.relu(1.0 + fake_logits)
+
+
+def g_hinge(fake_logits: jax.Array) -> jax.Array:
+    """Hinge G loss per example: -D(G(z)); [B]."""
+    return -fake_logits
+
+
+# loss name -> (D's real term, D's fake term, G's term), each per example [B] -> [B].
+ADVERSARIAL = {
+    "nonsaturating": (lambda r: jax.nn.softplus(-r), jax.nn.softplus, g_nonsaturating),
+    "hinge": (lambda r: jax.nn.relu(1.0 - r), lambda f: jax.nn.relu(1.0 + f), g_hinge),
+}
+
+
 def class_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Softmax cross-entropy per example; logits [B, K], labels int [B] -> [B]."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -41,6 +41,7 @@ class Generator(nn.Module):
     base_features: int = 64  # channels of the last (highest-resolution) hidden block
     max_features: int = 512
     norm: str = "batch"
+    upsample: str = "transpose"  # layers.UPSAMPLES: transposed conv (DCGAN) or resize-conv ('nearest', 'fir')
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -61,9 +62,9 @@ class Generator(nn.Module):
         h = nn.relu(h)
         for i in range(1, n):
             h = layers.ConvBlock(width(i), transpose=True, norm=self.norm, activation="relu",
-                                 dtype=self.dtype, name=f"up{i}")(h, train=train)
-        h = layers.ConvBlock(self.channels, transpose=True, norm="none", activation="tanh",
-                             use_bias=True, dtype=self.dtype, name="to_image")(h, train=train)
+                                 upsample=self.upsample, dtype=self.dtype, name=f"up{i}")(h, train=train)
+        h = layers.ConvBlock(self.channels, transpose=True, norm="none", activation="tanh", use_bias=True,
+                             upsample=self.upsample, dtype=self.dtype, name="to_image")(h, train=train)
         return h.astype(jnp.float32)
 
 

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmedgan.ops import upfirdn2d
+
 # Normalisation layers that mix statistics across examples of a batch. Per-example gradient
 # clipping (DP-SGD) is meaningless with them, so privacy code refuses these by name.
 BATCH_MIXING_NORMS = ("batch",)
@@ -50,7 +52,12 @@ class _GroupNormAuto(nn.Module):
 class ConvBlock(nn.Module):
     """Conv (or transposed conv) -> norm -> activation, NHWC.
 
-    Attributes are the usual DCGAN knobs; `transpose=True` with stride 2 doubles H and W.
+    Attributes are the usual DCGAN knobs; `transpose=True` with stride 2 doubles H and W, by
+    `upsample` (one of UPSAMPLES): 'transpose' a strided transposed conv (DCGAN; its uneven kernel
+    overlap leaves checkerboard artefacts), 'nearest' nearest-neighbour resize then a stride-1 conv
+    (Odena et al. 2016, "Deconvolution and checkerboard artifacts"), 'fir' zero insertion and the
+    [1,3,3,1] FIR low-pass (StyleGAN2's up-sampler, `ops.upfirdn2d`) then a stride-1 conv. The
+    resize modes use a 3x3 kernel when `kernel_size` is even (4, DCGAN's), so the conv is centred.
     """
 
     features: int
@@ -60,6 +67,7 @@ class ConvBlock(nn.Module):
     norm: str = "none"
     activation: str = "lrelu"  # lrelu (slope 0.2) | relu | tanh | linear
     use_bias: bool | None = None  # default: no bias when a norm follows (it would be cancelled)
+    upsample: str = "transpose"  # transpose=True only: one of UPSAMPLES
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -68,7 +76,14 @@ class ConvBlock(nn.Module):
         k = (self.kernel_size, self.kernel_size)
         s = (self.strides, self.strides)
         init = nn.initializers.normal(0.02)  # DCGAN's N(0, 0.02) initialisation
-        if self.transpose:
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"Unknown upsample {self.upsample!r}; expected one of {UPSAMPLES}.")
+        if self.transpose and self.upsample != "transpose":
+            x = upsample(x, self.strides, self.upsample)
+            k = (self.kernel_size - 1,) * 2 if self.kernel_size % 2 == 0 else k
+            x = nn.Conv(self.features, k, 1, padding="SAME", use_bias=use_bias, kernel_init=init,
+                        dtype=self.dtype)(x)
+        elif self.transpose:
             x = nn.ConvTranspose(self.features, k, s, padding="SAME", use_bias=use_bias,
                                  kernel_init=init, dtype=self.dtype)(x)
         else:
@@ -76,6 +91,21 @@ class ConvBlock(nn.Module):
                         kernel_init=init, dtype=self.dtype)(x)
         x = make_norm(self.norm, train=train)(x)
         return activation(self.activation)(x)
+
+
+UPSAMPLES = ("transpose", "nearest", "fir")
+
+
+def upsample(x: jax.Array, factor: int, mode: str) -> jax.Array:
+    """x [N,H,W,C] -> [N,H*factor,W*factor,C] by 'nearest' (pixel repetition) or 'fir' (zero
+    insertion + separable [1,3,3,1] low-pass, gain keeping a constant image's level)."""
+    if factor == 1:
+        return x
+    if mode == "nearest":
+        return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+    if mode == "fir":
+        return upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]), up=factor)
+    raise ValueError(f"upsample mode {mode!r} must be 'nearest' or 'fir'.")
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:

@@ -4,8 +4,9 @@ Generator: one-hot label map [B, H, W, K] -> image [B, H, W, C] in [-1, 1] (tanh
 C64-C128-C256-C512-C512-... (4x4 stride-2 convs, widths doubling from `base_features` and capped
 at `max_features`) down to a `bottleneck_size` px map, so the depth follows the image size
 (log2(H / bottleneck_size) blocks: 8 at 256 px, 6 at 64 px); the decoder mirrors it with 4x4
-stride-2 transposed convs and skip connections (decoder block j is concatenated with encoder
-block j), with dropout 0.5 in the first `num_dropout_blocks` (3) decoder blocks -- pix2pix's
+stride-2 transposed convs (or, with `upsample` 'nearest' | 'fir', a resize then a 3x3 conv:
+`layers.ConvBlock`, no checkerboard artefacts) and skip connections (decoder block j is
+concatenated with encoder block j), with dropout 0.5 in the first `num_dropout_blocks` (3) decoder blocks -- pix2pix's
 only source of randomness. No norm on the first encoder block (it would normalise away the
 input map) or on the bottleneck (instance norm of a 1x1 map is identically zero).
 
@@ -66,6 +67,7 @@ class UNetGenerator(nn.Module):
     dropout: float = 0.5  # rate in the first `num_dropout_blocks` decoder blocks
     num_dropout_blocks: int = 3
     output_activation: str = "tanh"  # "linear" turns the U-Net into a segmenter emitting logits
+    upsample: str = "transpose"  # decoder up-sampling, layers.UPSAMPLES: transposed conv or resize-conv
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -85,13 +87,13 @@ class UNetGenerator(nn.Module):
         # Decoder block j (from the bottleneck outwards) upsamples to encoder block j-1's size.
         for j, i in enumerate(range(n - 1, 0, -1)):
             h = layers.ConvBlock(width(i - 1), transpose=True, norm=self.norm, activation="relu",
-                                 dtype=self.dtype, name=f"up{i}")(h, train=train)
+                                 upsample=self.upsample, dtype=self.dtype, name=f"up{i}")(h, train=train)
             if j < self.num_dropout_blocks and self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)  # commutes with relu
             h = jnp.concatenate([h, skips[i - 1]], axis=-1)
         h = layers.ConvBlock(self.out_channels, transpose=True, norm="none",
-                             activation=self.output_activation, use_bias=True, dtype=self.dtype,
-                             name="to_image")(h, train=train)
+                             activation=self.output_activation, use_bias=True, upsample=self.upsample,
+                             dtype=self.dtype, name="to_image")(h, train=train)
         return h.astype(jnp.float32)
 
 

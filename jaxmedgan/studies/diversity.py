@@ -60,10 +60,10 @@ def _train(config: str, workdir: str, extra: list[str], args) -> float:
     return train_s
 
 
-def _evaluate(workdir: str, args) -> dict:
+def _evaluate(workdir: str, args, metrics: str = "fid,pr,diversity") -> dict:
     from jaxmedgan import main as cli
 
-    argv = ["jaxmedgan", "evaluate", "--workdir", workdir, "--metrics", "fid,pr,diversity", "--per-class",
+    argv = ["jaxmedgan", "evaluate", "--workdir", workdir, "--metrics", metrics, "--per-class",
             "--num", str(args.num), "--classifier", args.classifier, "--seed", "0"]
     if cli.main(argv) != 0:
         raise SystemExit(f"evaluating {workdir} failed")

@@ -60,6 +60,23 @@ class Family:
     dp_public_metrics: tuple[str, ...] = ()
 
 
+def ema_beta(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+    """G EMA decay f32 [] at `step` (StyleGAN2-ADA): 0.5 ** (batch / half-life in images), the
+    half-life `config.ema.kimg` (<= 0: batch * 10 / 32 kimg, its 'auto') ramped up to
+    `config.ema.rampup` x images seen (0: no ramp-up)."""
+    batch = config.train.batch_size
+    ema_kimg = config.ema.kimg if config.ema.kimg > 0 else batch * 10 / 32
+    ema_nimg = jnp.float32(ema_kimg * 1000)
+    if config.ema.rampup:
+        ema_nimg = jnp.minimum(ema_nimg, step.astype(jnp.float32) * batch * config.ema.rampup)
+    return 0.5 ** (batch / jnp.maximum(ema_nimg, 1e-8))
+
+
+def ema_update(ema_params: Any, params: Any, beta: jax.Array) -> Any:
+    """params + beta * (ema - params), leaf by leaf: the EMA after one step."""
+    return jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), ema_params, params)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised when a training metric becomes NaN or Inf."""
 

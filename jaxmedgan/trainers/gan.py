@@ -8,10 +8,19 @@ loss. With `model.num_classes > 0` G is conditioned on the class, and D as `mode
               with the label they were drawn for; no class loss.
   tac         TAC-GAN: D adds w CE(aux(x), y) on real images only and w CE(twin(G(z, y)), y) on
               generated ones; G adds w (CE(aux(G(z, y)), y) - CE(twin(G(z, y)), y)).
+`loss.kind` is the adversarial loss: 'nonsaturating' (logistic, DCGAN) or 'hinge'.
 `loss.mode_seeking` = lambda > 0 adds MSGAN's lambda / (mean|G(z1,y) - G(z2,y)| / mean|z1 - z2| + 1e-5)
 to G's loss, G's step then generating a second batch for z2 with the same labels (both batches
 go through D). All of D's terms are per example, so each option runs under DP-SGD (mode seeking
 is G-only).
+
+Data-efficient options (small medical sets; issue #18): `d_augment.kind` puts DiffAugment or ADA
+(`augment/policy.py`) in front of D for every image it sees (real, generated, in D's and G's step;
+R1 is taken at the augmented reals); `ema.enabled` keeps an EMA of G's weights (`extra
+['g_ema_params']`, half-life `ema.kimg`, StyleGAN2-ADA's ramp-up) that `generate` samples from;
+`model.g_upsample` = 'nearest' | 'fir' swaps G's transposed convs for resize-convs (no
+checkerboard); `loss.r1_gamma` the zero-centred gradient penalty. All are per example (DP-safe),
+except an adaptive ADA p, refused under DP.
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import dcgan, layers
 from jaxmedgan.privacy import checks, dp_sgd
@@ -31,9 +41,6 @@ from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
-
-
-# Generated images per class for `eval/diversity_ratio` (fewer where the held-out class is smaller).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Objective:
     aux_weight: float = 1.0  # w of every class cross-entropy term (aux and twin heads)
     mode_seeking: float = 0.0  # MSGAN lambda (0: off)
     r1_gamma: float = 0.0  # R1 gamma (0: off)
+    adversarial: str = "nonsaturating"  # loss.kind: a key of losses.gan.ADVERSARIAL
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
@@ -53,7 +61,9 @@ class Objective:
         m, loss = config.model, config.loss
         obj = cls(num_classes=int(m.num_classes), cond=str(m.get("cond", "aux")),
                   aux_weight=float(loss.aux_weight), mode_seeking=float(loss.get("mode_seeking", 0.0)),
-                  r1_gamma=float(loss.get("r1_gamma", 0.0)))
+                  r1_gamma=float(loss.get("r1_gamma", 0.0)), adversarial=str(loss.get("kind", "nonsaturating")))
+        if obj.adversarial not in gan_losses.ADVERSARIAL:
+            raise ValueError(f"config.loss.kind={obj.adversarial!r} must be one of {sorted(gan_losses.ADVERSARIAL)}.")
         if obj.num_classes and obj.cond not in dcgan.CONDITIONINGS:
             raise ValueError(f"config.model.cond={obj.cond!r} must be one of {dcgan.CONDITIONINGS}.")
         for key, value in (("loss.aux_weight", obj.aux_weight), ("loss.mode_seeking", obj.mode_seeking),
@@ -61,6 +71,18 @@ class Objective:
             if not value >= 0:
                 raise ValueError(f"config.{key}={value!r} must be >= 0.")
         return obj
+
+    def d_real(self, logit: jax.Array) -> jax.Array:
+        """D's adversarial term on real images, per example [B]."""
+        return gan_losses.ADVERSARIAL[self.adversarial][0](logit)
+
+    def d_fake(self, logit: jax.Array) -> jax.Array:
+        """D's adversarial term on generated images, per example [B]."""
+        return gan_losses.ADVERSARIAL[self.adversarial][1](logit)
+
+    def g_adv(self, logit: jax.Array) -> jax.Array:
+        """G's adversarial term, per example [B]."""
+        return gan_losses.ADVERSARIAL[self.adversarial][2](logit)
 
     @property
     def aux_head(self) -> bool:
@@ -111,7 +133,8 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dc
     obj = Objective.from_config(config)
     g = dcgan.Generator(image_size=d.image_size, channels=d.channels, latent_dim=m.latent_dim,
                         num_classes=m.num_classes, base_features=m.g_features,
-                        max_features=m.max_features, norm=m.g_norm, dtype=dtype)
+                        max_features=m.max_features, norm=m.g_norm,
+                        upsample=m.get("g_upsample", "transpose"), dtype=dtype)
     disc = dcgan.Discriminator(image_size=d.image_size, base_features=m.d_features,
                                max_features=m.max_features, num_classes=m.num_classes, cond=obj.cond,
                                norm=m.d_norm, dropout=m.d_dropout,
@@ -128,10 +151,18 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     return g_tx, d_tx
 
 
+def ema_enabled(config: ml_collections.ConfigDict) -> bool:
+    """Whether G's weights are averaged (`config.ema.enabled`; absent: off, as runs before it)."""
+    return config.get("ema") is not None and bool(config.ema.get("enabled", False))
+
+
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     """Initial state (pure; jit it with out_shardings to create it sharded). Under DP, refuses a D
-    that mixes examples (BatchNorm, minibatch-stddev group > 1) before anything is built."""
+    that mixes examples (BatchNorm, minibatch-stddev group > 1) or an adaptive ADA p before anything
+    is built. extra: `g_ema_params` (ema.enabled) and the D augmentation's entries (`augment.policy`)."""
     checks.check_dp_compatible(config, {})
+    aug = aug_policy.DAugment.from_config(config)
+    aug.check_dp(dp_enabled(config))
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
     k_g, k_d, k_run = jax.random.split(rng, 3)
@@ -141,11 +172,14 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     g_vars = g.init(k_g, z, labels, train=False)
     d_vars = d.init(k_d, jnp.zeros((2, size, size, ch)), Objective.from_config(config).d_labels(labels),
                     train=False)
+    extra = aug.init_extra()
+    if ema_enabled(config):
+        extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=k_run,
         g_params=g_vars["params"], d_params=d_vars["params"],
         g_stats=g_vars.get("batch_stats", {}), d_stats=d_vars.get("batch_stats", {}),
-        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]))
+        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]), extra=extra)
 
 
 def _draw_latents(config, rng, n: int) -> tuple[jax.Array, jax.Array | None]:
@@ -186,6 +220,7 @@ def private_config(config: ml_collections.ConfigDict) -> DPConfig:
 def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
     """D update under DP-SGD: (sum-scale gradient for the optimiser's noise transformation, metrics, stats).
 
+    `batch["image"]` and `fake` arrive augmented (what D sees; the augmentation is per example).
     Only D's loss on real example i (softplus(-D(x_i[, y_i])) + w aux CE [+ R1]) touches private
     data; it is clipped per example in `dp_sgd.d_gradient`. Generated images carry no private
     information, so their term (softplus(D(G(z)[, y])) + w aux or twin CE) gets no noise; it is
@@ -208,7 +243,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
 
     def real_loss(d_params, ex):
         logit, heads, labels = apply_one(d_params, ex)
-        loss = jax.nn.softplus(-logit[0]) + obj.aux_weight * obj.d_class_loss(logit, heads, labels, real=True)[0]
+        loss = obj.d_real(logit)[0] + obj.aux_weight * obj.d_class_loss(logit, heads, labels, real=True)[0]
         aux, _ = obj.split_heads(heads)
         correct = (jnp.argmax(aux[0]) == ex["label"]).astype(jnp.float32) if aux is not None else jnp.zeros(())
         if obj.r1_gamma:  # R1 on this real example alone: inside the clipped per-example loss
@@ -219,7 +254,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     def fake_loss(d_params, ex):
         logit, heads, labels = apply_one(d_params, ex)
         cls = obj.d_class_loss(logit, heads, labels, real=False)[0]
-        return jax.nn.softplus(logit[0]) + obj.aux_weight * cls, {"logit": logit[0], "class_loss": cls}
+        return obj.d_fake(logit)[0] + obj.aux_weight * cls, {"logit": logit[0], "class_loss": cls}
 
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
              "key": jax.random.split(k_drop_fake, n)}
@@ -230,7 +265,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     real_logit, fake_logit = per_ex["logit"], fake_aux["logit"]
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
     metrics = {
-        "d_loss": mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit)),
+        "d_loss": mean(obj.d_real(real_logit)) + jnp.mean(obj.d_fake(fake_logit)),
         "d_real_acc": mean(real_logit > 0),
         "d_fake_acc": jnp.mean(fake_logit < 0),
         "d_real_logit": mean(real_logit),
@@ -242,11 +277,12 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
         metrics["aux_real_acc"] = mean(per_ex["aux_correct"])
     if obj.tac:
         metrics["d_twin_loss"] = jnp.mean(fake_aux["class_loss"])  # generated images only: public
-    return grads, metrics, state.d_stats
+    return grads, metrics, state.d_stats, real_logit
 
 
 def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
-    """Non-private D update: gradient of the mean loss over the real and the fake batch."""
+    """Non-private D update: gradient of the mean loss over the real and the fake batch (both
+    already augmented, as D sees them); also returns D's real logits f32 [B] (the ADA heuristic)."""
     _, d = build_models(config)
     obj = Objective.from_config(config)
     real, real_labels = batch["image"], batch["label"]
@@ -259,7 +295,7 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
             d_vars = _d_variables(d_params, stats)
         (fake_logit, fake_heads), stats = layers.apply(d, d_vars, fake, obj.d_labels(fake_labels), train=True,
                                                        rngs={"dropout": rng})
-        per_example = gan_losses.d_logistic(real_logit, fake_logit)
+        per_example = obj.d_real(real_logit) + obj.d_fake(fake_logit)
         cls_real = obj.d_class_loss(real_logit, real_heads, real_labels, real=True)
         cls_fake = obj.d_class_loss(fake_logit, fake_heads, fake_labels, real=False)
         loss = jnp.mean(per_example + obj.aux_weight * (cls_real + cls_fake))
@@ -283,11 +319,11 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
         if obj.aux_head:
             aux, _ = obj.split_heads(real_heads)
             metrics["aux_real_acc"] = jnp.mean(jnp.argmax(aux, -1) == real_labels)
-        return loss, (metrics, stats)
+        return loss, (metrics, stats, real_logit)
 
-    (total, (metrics, d_stats)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    (total, (metrics, d_stats, real_logit)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
     metrics["d_total_loss"] = total
-    return grads, metrics, d_stats
+    return grads, metrics, d_stats, real_logit
 
 
 def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *,
@@ -298,18 +334,21 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     g_tx, d_tx = build_optimizers(config)
     private = dp_enabled(config)
     obj = Objective.from_config(config)
+    aug = aug_policy.DAugment.from_config(config)
     n = batch["image"].shape[0]
     rng = jax.random.fold_in(state.rng, state.step)
-    k_dz, k_gz, k_d, k_gdrop = jax.random.split(rng, 4)
+    k_dz, k_gz, k_d, k_gdrop, k_aug_real, k_aug_fake, k_aug_g = jax.random.split(rng, 7)
 
-    # --- D update: real batch vs a batch generated with the current G.
+    # --- D update: real batch vs a batch generated with the current G, both as D sees them.
     z, fake_labels = _draw_latents(config, k_dz, n)
     fake, g_stats = layers.apply(g, state.g_variables(), z, fake_labels, train=True)
-    fake = jax.lax.stop_gradient(fake)
+    fake = aug(jax.lax.stop_gradient(fake), k_aug_fake, state.extra)
+    d_batch = {**batch, "image": aug(batch["image"], k_aug_real, state.extra)}
     if private:
-        d_grads, d_metrics, d_stats = _d_update_private(config, state, batch, fake, fake_labels, k_d, mesh)
+        d_grads, d_metrics, d_stats, real_logit = _d_update_private(config, state, d_batch, fake, fake_labels,
+                                                                    k_d, mesh)
     else:
-        d_grads, d_metrics, d_stats = _d_update(config, state, batch, fake, fake_labels, k_d)
+        d_grads, d_metrics, d_stats, real_logit = _d_update(config, state, d_batch, fake, fake_labels, k_d)
     noise = dp_sgd.noise_args(batch, d_metrics) if private else {}  # the step's secret key (+ canaries)
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
@@ -328,9 +367,9 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     def g_loss_fn(g_params):
         g_vars = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
         fake, new_g_stats = layers.apply(g, g_vars, z_g, labels_g, train=True)
-        (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), fake, obj.d_labels(labels_g),
-                                         train=True, rngs={"dropout": k_gdrop})
-        per_example = gan_losses.g_nonsaturating(logit)
+        (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), aug(fake, k_aug_g, state.extra),
+                                         obj.d_labels(labels_g), train=True, rngs={"dropout": k_gdrop})
+        per_example = obj.g_adv(logit)
         total = jnp.mean(per_example + obj.aux_weight * obj.g_class_loss(logit, heads, labels_g))
         metrics = {"g_loss": jnp.mean(per_example)}
         aux, twin = obj.split_heads(heads)
@@ -347,19 +386,29 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
+    extra = aug.update_p(state.extra, real_logit, state.step + 1, config.train.batch_size)
+    aug_metrics = aug.metrics(extra)
+    if ema_enabled(config):
+        beta = common.ema_beta(config, state.step)
+        extra = {**extra, "g_ema_params": common.ema_update(state.extra["g_ema_params"], g_params, beta)}
+        aug_metrics["ema_beta"] = beta
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_stats=new_g_stats, d_stats=d_stats,
-                              g_opt_state=g_opt_state, d_opt_state=d_opt_state)
-    metrics = {**d_metrics, **g_metrics, "g_total_loss": g_total,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, extra=extra)
+    metrics = {**d_metrics, **g_metrics, **aug_metrics, "g_total_loss": g_total,
                "d_grad_norm": optax.tree.norm(d_grads), "g_grad_norm": optax.tree.norm(g_grads)}
     return new_state, metrics
 
 
 def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
              labels: jax.Array | None) -> jax.Array:
-    """Images f32 [N,H,W,C] in [-1,1] from latents z [N, latent_dim] (labels [N] for ACGAN)."""
+    """Images f32 [N,H,W,C] in [-1,1] from latents z [N, latent_dim] (labels [N] for ACGAN); from G's
+    EMA weights when `ema.enabled` (with G's running BatchNorm statistics)."""
     g, _ = build_models(config)
-    return g.apply(state.g_variables(), z, labels if config.model.num_classes else None, train=False)
+    variables = state.g_variables()
+    if "g_ema_params" in state.extra:
+        variables = {**variables, "params": state.extra["g_ema_params"]}
+    return g.apply(variables, z, labels if config.model.num_classes else None, train=False)
 
 
 def _d_eval(config: ml_collections.ConfigDict, state: GANState, images: jax.Array,
@@ -445,7 +494,7 @@ FAMILY = common.Family(
     evaluate=evaluate,
     # Under DP: G's terms and D's terms on generated images.
     dp_public_metrics=("g_loss", "g_aux_loss", "g_twin_loss", "g_ms_ratio", "g_total_loss", "g_grad_norm",
-                       "d_fake_acc", "d_fake_logit", "d_twin_loss"),
+                       "d_fake_acc", "d_fake_logit", "d_twin_loss", "aug_p", "ema_beta"),
 )
 
 

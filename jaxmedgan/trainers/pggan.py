@@ -28,6 +28,18 @@ step count (`privacy.plan.run_epsilon`) is the training step. Refused under DP: 
 groups > 1 (`model.mbstd_group_size` must be 0 or 1), and per-level batch sizes other than
 train.batch_size (taking the first b of a Poisson sample would change the sampling the accountant
 analyses).
+
+Data-efficient D augmentation (`config.d_augment`, `augment/policy.py`; issue #18): 'diffaug'
+(DiffAugment) or 'ada' (ADA pipeline, p from `config.ada`) puts every image D sees through the
+augmentation at the current level's resolution (4 * 2**L px, after the reals are faded): the reals
+and the fakes of D's step, and the fakes of G's step, each with its own key. The gradient penalty
+interpolates between the augmented real and the augmented fake, i.e. it regularises D where D is
+evaluated. An adaptive ADA p moves inside the jitted step by StyleGAN2-ADA's heuristic
+r_t = E[sign(D(x))] on the augmented reals' critic scores (the WGAN score's sign stands in for the
+logit's; the drift term keeps D(real) near 0). Under DP the augmentation is per example, applied to
+the reals and fakes before the per-example clipped loss, so example i's loss still reads x_i alone;
+an adaptive p (computed from D's outputs on private data) is refused (`DAugment.check_dp`). Kind
+'none' (the default) draws no augmentation keys: the step is the one before the option existed.
 """
 from __future__ import annotations
 
@@ -44,6 +56,7 @@ import numpy as np
 import optax
 
 from jaxmedgan import images as images_lib
+from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.losses import pggan as pg_losses
 from jaxmedgan.models import pggan as pg
 from jaxmedgan.privacy import checks, dp_sgd
@@ -153,6 +166,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
         if group and group > 1 and b % min(group, b):
             raise ValueError(f"The {pg.resolution_at(level)} px batch size {b} must be divisible by "
                              f"config.model.mbstd_group_size={group} (minibatch-stddev groups).")
+    # Validates config.d_augment / config.ada and refuses an adaptive ADA p under DP.
+    aug_policy.DAugment.from_config(config).check_dp(checks.dp_enabled(config))
     if config.schedule.stable_kimg <= 0 or config.schedule.fade_kimg < 0:
         raise ValueError(f"config.schedule needs stable_kimg > 0 and fade_kimg >= 0; got "
                          f"{config.schedule.stable_kimg}, {config.schedule.fade_kimg}.")
@@ -161,7 +176,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     """Initial state with the parameters of every level (pure; jit it with out_shardings).
 
-    extra: g_ema_params, images_seen i32, level i32, alpha f32 (of the last step run).
+    extra: g_ema_params, images_seen i32, level i32, alpha f32 (of the last step run), and the D
+    augmentation's entries (`augment.policy.DAugment.init_extra`: ADA's aug_p, ...).
     """
     _check_config(config)
     g, d = build_models(config)
@@ -171,7 +187,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     d_vars = {"params": pg.init_params(d, k_d, jnp.zeros((2, 4, 4, config.data.channels)), 0)}
     extra = {"g_ema_params": jax.tree_util.tree_map(jnp.copy, g_vars["params"]),
              "images_seen": jnp.zeros((), jnp.int32), "level": jnp.zeros((), jnp.int32),
-             "alpha": jnp.ones((), jnp.float32)}
+             "alpha": jnp.ones((), jnp.float32), **aug_policy.DAugment.from_config(config).init_extra()}
     return GANState(step=jnp.zeros((), jnp.int32), rng=k_run, g_params=g_vars["params"],
                     d_params=d_vars["params"], g_stats={}, d_stats={},
                     g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
@@ -199,7 +215,8 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     transformation noises it once and divides by E[B]) and metrics.
 
     real: faded reals f32 [B,r,r,C] (a padded Poisson batch, r = 4 * 2**level), mask f32 [B]
-    (1 = real example), fake: G's images f32 [B,r,r,C], eps: interpolation weights f32 [B],
+    (1 = real example), fake: G's images f32 [B,r,r,C] -- both as D sees them (augmented per
+    example when config.d_augment is active) --, eps: interpolation weights f32 [B],
     alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip and summed:
         -D(x_i) + gp_weight * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2
     Fake term: E[B] * mean over B of D(x~_j), not noised (clipped per example to C when
@@ -242,6 +259,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     batch: image f32 [B,R,R,C] in [-1,1] at data.image_size, B = train.batch_size >= the level's
     batch size b (the first b are used). Under DP: a padded Poisson batch with mask f32 [B], all
     used (`d_private_grads`); `mesh` (the device mesh) then makes the clipping run per shard.
+    D sees reals and fakes through `config.d_augment` (module docstring).
     """
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
@@ -250,6 +268,9 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     alpha = jnp.asarray(alpha, jnp.float32)
     rng = jax.random.fold_in(state.rng, state.step)
     k_dz, k_eps, k_gz = jax.random.split(rng, 3)
+    aug = aug_policy.DAugment.from_config(config)
+    # A separate stream (fold_in), so the three keys above are those of runs without augmentation.
+    k_aug_real, k_aug_fake, k_aug_g = jax.random.split(jax.random.fold_in(rng, 1), 3)
     images = batch["image"] if private else batch["image"][:b]
     real = pg.fade_reals(images.astype(jnp.float32), level, alpha)
     n = real.shape[0]
@@ -265,11 +286,16 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     z = jax.random.normal(k_dz, (n, config.model.latent_dim))
     fake = jax.lax.stop_gradient(gen(state.g_params, z))
     eps = jax.random.uniform(k_eps, (n,))
+    # What D sees (per example, so DP's per-example loss still reads x_i alone); the gradient
+    # penalty interpolates between these augmented reals and fakes.
+    real = aug(real, k_aug_real, state.extra)
+    fake = aug(fake, k_aug_fake, state.extra)
     lc = config.loss
 
     if private:
         d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], alpha,
                                              level=level, canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
+        extra = state.extra  # no adaptive p under DP (_check_config)
     else:
         def d_loss_fn(d_params):
             d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
@@ -282,6 +308,8 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_metrics = {"d_loss": d_loss, "wasserstein": mean("real_score") - mean("fake_score"),
                      "d_real_score": mean("real_score"), "d_fake_score": mean("fake_score"),
                      "gp": mean("gp"), "gp_grad_norm": mean("grad_norm"), "drift": mean("drift")}
+        # ADA's heuristic on the WGAN critic's sign (StyleGAN2-ADA's E[sign(D(real))]), b images per step.
+        extra = aug.update_p(state.extra, parts["real_score"], state.step + 1, b)
     noise = dp_sgd.noise_args(batch, d_metrics) if private else {}  # the step's secret key (+ canaries)
     d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, state.d_params, **noise)
     d_params = optax.apply_updates(state.d_params, d_updates)
@@ -291,7 +319,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     z = jax.random.normal(k_gz, (b, config.model.latent_dim))
 
     def g_loss_fn(g_params):
-        score = d.apply({"params": d_params}, gen(g_params, z), level, alpha)
+        score = d.apply({"params": d_params}, aug(gen(g_params, z), k_aug_g, state.extra), level, alpha)
         return jnp.mean(pg_losses.g_wgan(score))
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g_params)
@@ -301,13 +329,14 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     beta = config.ema.beta
     ema = jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), state.extra["g_ema_params"], g_params)
     seen = state.extra["images_seen"] + b
-    extra = {**state.extra, "g_ema_params": ema, "images_seen": seen,
+    extra = {**extra, "g_ema_params": ema, "images_seen": seen,
              "level": jnp.asarray(level, jnp.int32), "alpha": alpha}
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state, extra=extra)
     metrics = {**d_metrics, "g_loss": g_loss, "d_grad_norm": optax.tree.norm(d_grads),
                "g_grad_norm": optax.tree.norm(g_grads),
-               "level": jnp.float32(level), "alpha": alpha, "kimg": seen.astype(jnp.float32) / 1000}
+               "level": jnp.float32(level), "alpha": alpha, "kimg": seen.astype(jnp.float32) / 1000,
+               **aug.metrics(extra)}
     return new_state, metrics
 
 
@@ -323,7 +352,8 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 # Host side: per-level jits, cached across fit calls (a resumed run in the same process, tests).
 
 
-_STEP_SECTIONS = ("model", "loss", "optim", "schedule", "ema", "privacy")  # privacy: sigma, C, clip_fake
+# privacy: sigma, C, clip_fake; d_augment / ada: what D sees.
+_STEP_SECTIONS = ("model", "loss", "optim", "schedule", "ema", "privacy", "d_augment", "ada")
 _JIT_CACHE: dict[Any, Callable] = {}
 
 
@@ -431,8 +461,9 @@ FAMILY = common.Family(
     generate=generate,
     make_step=make_step,
     sample_grid=sample_grid,
-    # Under DP: G's loss and gradient norm, D's score on generated images, the schedule.
-    dp_public_metrics=("g_loss", "g_grad_norm", "d_fake_score", "level", "alpha", "kimg"),
+    # Under DP: G's loss and gradient norm, D's score on generated images, the schedule, ADA's
+    # (fixed: adaptive is refused) p.
+    dp_public_metrics=("g_loss", "g_grad_norm", "d_fake_score", "level", "alpha", "kimg", "aug_p"),
 )
 
 

@@ -5,6 +5,21 @@ Losses (Isola et al. 2017), per example and averaged over PatchGAN logits:
   G:  softplus(-D(m, G(m))) + lambda * mean |G(m) - x|          (lambda = config.loss.l1_weight, 100)
 with m the one-hot label map [B,H,W,K] ("cond") and x the real image [B,H,W,C] ("image"). One step
 updates D, then G against the updated D. Randomness: dropout in G only (no z, as in pix2pix).
+`loss.kind` = 'hinge' swaps the adversarial terms for relu(1 - D) + relu(1 + D) and -D per patch
+(`losses.gan.ADVERSARIAL`; absent: 'nonsaturating', the above).
+
+Data-efficient options (small medical sets; issue #18):
+  d_augment.kind    'diffaug' | 'ada' (augment/policy.py): D sees every pair -- real (m, x), (m, G(m))
+                    in D's step and in G's step, each with its own key -- through `DAugment.pair`:
+                    geometric ops (DiffAugment's translation and cutout, ADA's geometric transform)
+                    move map and image identically, colour ops touch the image only, never the
+                    one-hot map. The L1 term compares the un-augmented G(m) and x. An adaptive ADA p
+                    moves inside the step by E[sign(D(m, x))] over the real pairs' patch logits.
+  ema.enabled       an EMA of G's weights (extra['g_ema_params'], half-life ema.kimg with
+                    StyleGAN2-ADA's ramp-up, `common.ema_beta`) that `generate` -- hence eval/l1,
+                    the sample grids, `draw` and dual-GAN sampling -- renders with.
+  model.g_upsample  'nearest' | 'fir': the U-Net decoder up-samples by resize-conv (no checkerboard
+                    artefacts) instead of transposed convs ('transpose', the default).
 
 DP-SGD (config.privacy.enabled). Unlike an unconditional GAN, pix2pix's generator reads private
 data directly: the map m_i is an input and the L1 term compares with the real x_i, so G cannot be
@@ -15,7 +30,9 @@ per-example gradient is clipped to C (`privacy.dp_sgd.d_gradient`) and noised on
 optimisers' noise transformations (independent draws on the two halves of one vector), so a step is
 ONE sampled Gaussian mechanism and `common.fit`'s accountant (one event per step) stays exact.
 D and G are thus updated simultaneously from the pre-step parameters under DP. Norm layers that
-mix examples are refused in D (`privacy.checks`) and in G (here).
+mix examples are refused in D (`privacy.checks`) and in G (here). The D augmentation runs per
+example inside that clipped loss (one key per example), so l_i still reads example i alone; an
+adaptive ADA p (computed from D's outputs on private pairs) is refused (`DAugment.check_dp`).
 """
 from __future__ import annotations
 
@@ -30,13 +47,16 @@ import numpy as np
 import optax
 
 from jaxmedgan import images
+from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.data import registry
+from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import layers, pix2pix
 from jaxmedgan.privacy import dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
+from jaxmedgan.trainers.gan import ema_enabled
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +68,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[pix2pix.UNetGenerat
     g = pix2pix.UNetGenerator(image_size=d.image_size, out_channels=d.channels, base_features=m.g_features,
                               max_features=m.g_max_features, bottleneck_size=m.bottleneck_size,
                               norm=m.g_norm, dropout=m.dropout, num_dropout_blocks=m.num_dropout_blocks,
-                              dtype=dtype)
+                              upsample=m.get("g_upsample", "transpose"), dtype=dtype)
     disc = pix2pix.PatchDiscriminator(base_features=m.d_features, max_features=m.d_max_features,
                                       num_strided=m.d_num_strided, norm=m.d_norm, dtype=dtype)
     return g, disc
@@ -63,8 +83,22 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
             dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size))
 
 
+def adversarial(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
+    """(D's real term, D's fake term, G's term), elementwise on patch logits, for `config.loss.kind`
+    (absent: 'nonsaturating', what runs before the key trained with). ValueError names a bad kind."""
+    kind = str(config.loss.get("kind", "nonsaturating"))
+    if kind not in gan_losses.ADVERSARIAL:
+        raise ValueError(f"config.loss.kind={kind!r} must be one of {sorted(gan_losses.ADVERSARIAL)}.")
+    return gan_losses.ADVERSARIAL[kind]
+
+
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
-    """Initial state (pure; jit it with out_shardings to create it sharded)."""
+    """Initial state (pure; jit it with out_shardings to create it sharded). Refuses a bad loss.kind,
+    d_augment or an adaptive ADA p under DP before anything is built. extra: the D augmentation's
+    entries (`augment.policy`) and `g_ema_params` (ema.enabled)."""
+    adversarial(config)
+    aug = aug_policy.DAugment.from_config(config)
+    aug.check_dp(dp_enabled(config))
     g, d = build_models(config)
     g_tx, d_tx = build_optimizers(config)
     k_g, k_d, k_run = jax.random.split(rng, 3)
@@ -72,11 +106,14 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     cond = jnp.zeros((2, s, s, k))
     g_vars = g.init(k_g, cond, train=False)
     d_vars = d.init(k_d, cond, jnp.zeros((2, s, s, c)), train=False)
+    extra = aug.init_extra()
+    if ema_enabled(config):
+        extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=k_run,
         g_params=g_vars["params"], d_params=d_vars["params"],
         g_stats=g_vars.get("batch_stats", {}), d_stats=d_vars.get("batch_stats", {}),
-        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]))
+        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]), extra=extra)
 
 
 def _vars(params, stats) -> dict:
@@ -88,29 +125,56 @@ def _patch_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
 
-def d_loss(config, d_params, d_stats, batch: dict, fake: jax.Array) -> tuple[jax.Array, tuple[dict, Any]]:
-    """Mean D loss over the batch (real pairs vs generated pairs) and (metrics, new D stats)."""
+def d_view(config: ml_collections.ConfigDict, cond: jax.Array, image: jax.Array, key: jax.Array | None,
+           extra: dict | None) -> tuple[jax.Array, jax.Array]:
+    """The pair (map f32 [N,H,W,K], image f32 [N,H,W,C]) as D sees it: `DAugment.pair` of
+    `config.d_augment` (geometric ops identical for both, colour on the image only), or as is when
+    inactive. key: this pair's augmentation key (needed when active); extra: the state's extra (ADA p)."""
+    aug = aug_policy.DAugment.from_config(config)
+    if not aug.active:
+        return cond, image
+    if key is None:
+        raise ValueError(f"config.d_augment.kind={aug.kind!r} augments what D sees: pass the step's "
+                         "augmentation key (aug_key).")
+    return aug.pair(cond, image, key, extra or {})
+
+
+def _split(key: jax.Array | None, n: int) -> tuple:
+    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+
+
+def d_loss(config, d_params, d_stats, batch: dict, fake: jax.Array, *, aug_key: jax.Array | None = None,
+           extra: dict | None = None) -> tuple[jax.Array, tuple[dict, Any, jax.Array]]:
+    """Mean D loss over the batch (real pairs vs generated pairs) and (metrics, new D stats, real patch
+    logits f32 [B,h,w]). D sees both pairs through `d_view` (aug_key: the step's D-augmentation key,
+    split for the real and the generated pairs; extra: the state's extra)."""
     _, d = build_models(config)
+    d_real, d_fake, _ = adversarial(config)
+    k_real, k_fake = _split(aug_key, 2)
     cond, real = batch["cond"], batch["image"]
-    real_logit, stats = layers.apply(d, _vars(d_params, d_stats), cond, real, train=True)
+    real_logit, stats = layers.apply(d, _vars(d_params, d_stats), *d_view(config, cond, real, k_real, extra),
+                                     train=True)
     if stats:
         d_stats = stats
-    fake_logit, stats = layers.apply(d, _vars(d_params, d_stats), cond, fake, train=True)
-    per_example = _patch_mean(jax.nn.softplus(-real_logit)) + _patch_mean(jax.nn.softplus(fake_logit))
+    fake_logit, stats = layers.apply(d, _vars(d_params, d_stats), *d_view(config, cond, fake, k_fake, extra),
+                                     train=True)
+    per_example = _patch_mean(d_real(real_logit)) + _patch_mean(d_fake(fake_logit))
     metrics = {"d_loss": jnp.mean(per_example), "d_real_acc": jnp.mean(real_logit > 0),
                "d_fake_acc": jnp.mean(fake_logit < 0), "d_real_logit": jnp.mean(real_logit),
                "d_fake_logit": jnp.mean(fake_logit)}
-    return jnp.mean(per_example), (metrics, stats)
+    return jnp.mean(per_example), (metrics, stats, real_logit)
 
 
-def g_loss(config, g_params, g_stats, d_variables: dict, batch: dict, rng: jax.Array
-           ) -> tuple[jax.Array, tuple[dict, Any]]:
-    """Mean G loss: softplus(-D(m, G(m))) + l1_weight * |G(m) - x|, and (metrics, new G stats)."""
+def g_loss(config, g_params, g_stats, d_variables: dict, batch: dict, rng: jax.Array, *,
+           aug_key: jax.Array | None = None, extra: dict | None = None) -> tuple[jax.Array, tuple[dict, Any]]:
+    """Mean G loss: softplus(-D(m, G(m))) (hinge: -D) + l1_weight * |G(m) - x|, and (metrics, new G
+    stats). D sees the generated pair through `d_view` (aug_key, extra); the L1 term is un-augmented."""
     g, d = build_models(config)
+    _, _, g_adv = adversarial(config)
     fake, new_stats = layers.apply(g, _vars(g_params, g_stats), batch["cond"], train=True,
                                    rngs={"dropout": rng})
-    logit, _ = layers.apply(d, d_variables, batch["cond"], fake, train=True)
-    adv = jnp.mean(_patch_mean(jax.nn.softplus(-logit)))
+    logit, _ = layers.apply(d, d_variables, *d_view(config, batch["cond"], fake, aug_key, extra), train=True)
+    adv = jnp.mean(_patch_mean(g_adv(logit)))
     l1 = jnp.mean(jnp.abs(fake - batch["image"]))
     total = adv + config.loss.l1_weight * l1
     return total, ({"g_loss": adv, "g_l1": l1}, new_stats)
@@ -131,9 +195,14 @@ def private_config(config: ml_collections.ConfigDict) -> DPConfig:
 
 def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     """(D grads, G grads, metrics): the sum-scale clipped gradient of the joint per-example loss
-    (`dp_sgd.d_gradient`; both optimisers' noise transformations noise it and divide by E[B])."""
+    (`dp_sgd.d_gradient`; both optimisers' noise transformations noise it and divide by E[B]).
+    D's three views of example i (real pair, generated pair for D's and for G's term) are augmented
+    inside the loss with example i's own keys (split from fold_in(rng, 1))."""
     check_private_generator(config)
+    aug = aug_policy.DAugment.from_config(config)
+    aug.check_dp(True)
     g, d = build_models(config)
+    d_real, d_fake, g_adv = adversarial(config)
     p, lam = private_config(config), config.loss.l1_weight
     if p.clip_method != "vmap":
         raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
@@ -143,16 +212,23 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
                          "families whose private update is D's alone (gan, stylegan2, pggan), not pix2pix's "
                          "joint D + G update; set it to 0.")
     n = batch["image"].shape[0]
-    examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(rng, n)}
+    # The augmentation's state entries (ADA's p) ride along per example: the loss runs inside
+    # shard_map, which takes arrays as arguments.
+    view = {k: jnp.broadcast_to(state.extra[k], (n,)) for k in aug.init_extra()}
+    examples = {"image": batch["image"], "cond": batch["cond"], "key": jax.random.split(rng, n),
+                "aug_key": jax.random.split(jax.random.fold_in(rng, 1), n), "aug": view}
 
     def loss_one(params, ex):
         cond, real = ex["cond"][None], ex["image"][None]
+        k_real, k_fake, k_g = jax.random.split(ex["aug_key"], 3)
+        seen = functools.partial(d_view, config, extra=ex["aug"])
         fake = g.apply({"params": params["g"]}, cond, train=True, rngs={"dropout": ex["key"]})
-        real_logit = d.apply({"params": params["d"]}, cond, real, train=True)
-        fake_logit = d.apply({"params": params["d"]}, cond, jax.lax.stop_gradient(fake), train=True)
-        loss_d = jnp.mean(jax.nn.softplus(-real_logit)) + jnp.mean(jax.nn.softplus(fake_logit))
-        g_logit = d.apply({"params": jax.lax.stop_gradient(params["d"])}, cond, fake, train=True)
-        adv = jnp.mean(jax.nn.softplus(-g_logit))
+        real_logit = d.apply({"params": params["d"]}, *seen(cond, real, k_real), train=True)
+        fake_logit = d.apply({"params": params["d"]}, *seen(cond, jax.lax.stop_gradient(fake), k_fake),
+                             train=True)
+        loss_d = jnp.mean(d_real(real_logit)) + jnp.mean(d_fake(fake_logit))
+        g_logit = d.apply({"params": jax.lax.stop_gradient(params["d"])}, *seen(cond, fake, k_g), train=True)
+        adv = jnp.mean(g_adv(g_logit))
         l1 = jnp.mean(jnp.abs(fake - real))
         aux = {"d_loss": loss_d, "g_loss": adv, "g_l1": l1, "real_logit": jnp.mean(real_logit),
                "fake_logit": jnp.mean(fake_logit)}
@@ -174,12 +250,16 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
 def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *,
                mesh=None) -> tuple[GANState, dict]:
     """One D then one G update (simultaneous under DP). batch: image f32 [B,H,W,C] in [-1,1],
-    cond f32 one-hot [B,H,W,K], label i32 [B] (+ mask f32 [B] under DP)."""
+    cond f32 one-hot [B,H,W,K], label i32 [B] (+ mask f32 [B] under DP). Then ADA's adaptive p and
+    G's EMA (extra) when configured."""
     g, _ = build_models(config)
     g_tx, d_tx = build_optimizers(config)
     private = dp_enabled(config)
+    aug = aug_policy.DAugment.from_config(config)
     rng = jax.random.fold_in(state.rng, state.step)
     k_fake, k_g, k_dp = jax.random.split(rng, 3)
+    # A separate stream (fold_in), so the keys above are those of runs without augmentation.
+    k_aug_d, k_aug_g = jax.random.split(jax.random.fold_in(rng, 1))
 
     if private:
         d_grads, g_grads, metrics = _private_update(config, state, batch, k_dp, mesh)
@@ -194,22 +274,31 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         g_params = optax.apply_updates(state.g_params, g_updates)
         d_grads, g_grads = jax.tree_util.tree_map(lambda x: x / config.train.batch_size, (d_grads, g_grads))
         metrics["g_total_loss"] = metrics["g_loss"] + config.loss.l1_weight * metrics["g_l1"]
+        extra = state.extra  # no adaptive p under DP (init_state, _private_update)
     else:
         fake, g_stats = layers.apply(g, state.g_variables(), batch["cond"], train=True,
                                      rngs={"dropout": k_fake})
         fake = jax.lax.stop_gradient(fake)
-        (d_total, (d_metrics, d_stats)), d_grads = jax.value_and_grad(
-            lambda p: d_loss(config, p, state.d_stats, batch, fake), has_aux=True)(state.d_params)
+        (d_total, (d_metrics, d_stats, real_logit)), d_grads = jax.value_and_grad(
+            lambda p: d_loss(config, p, state.d_stats, batch, fake, aug_key=k_aug_d, extra=state.extra),
+            has_aux=True)(state.d_params)
         d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
         d_params = optax.apply_updates(state.d_params, d_updates)
         (g_total, (g_metrics, g_stats)), g_grads = jax.value_and_grad(
-            lambda p: g_loss(config, p, g_stats, _vars(d_params, d_stats), batch, k_g),
-            has_aux=True)(state.g_params)
+            lambda p: g_loss(config, p, g_stats, _vars(d_params, d_stats), batch, k_g, aug_key=k_aug_g,
+                             extra=state.extra), has_aux=True)(state.g_params)
         g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
         metrics = {**d_metrics, **g_metrics, "g_total_loss": g_total}
+        # ADA's heuristic E[sign(D(real))] over every real patch logit of the batch.
+        extra = aug.update_p(state.extra, real_logit.reshape(-1), state.step + 1, config.train.batch_size)
+    metrics.update(aug.metrics(extra))
+    if ema_enabled(config):
+        beta = common.ema_beta(config, state.step)
+        extra = {**extra, "g_ema_params": common.ema_update(state.extra["g_ema_params"], g_params, beta)}
+        metrics["ema_beta"] = beta
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_stats=g_stats,
-                              d_stats=d_stats, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+                              d_stats=d_stats, g_opt_state=g_opt_state, d_opt_state=d_opt_state, extra=extra)
     metrics.update(d_grad_norm=optax.tree.norm(d_grads), g_grad_norm=optax.tree.norm(g_grads))
     return new_state, metrics
 
@@ -217,10 +306,14 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
              labels: jax.Array | None = None) -> jax.Array:
     """Images f32 [N,H,W,C] in [-1,1] from one-hot maps `z` [N,H,W,K] (the condition plays the
-    latent's role; `labels` is ignored). Deterministic: dropout off at sampling time."""
+    latent's role; `labels` is ignored). Deterministic: dropout off at sampling time. From G's EMA
+    weights when `ema.enabled` (with G's running BatchNorm statistics, if any)."""
     del labels
     g, _ = build_models(config)
-    return g.apply(state.g_variables(), z, train=False)
+    variables = state.g_variables()
+    if "g_ema_params" in state.extra:
+        variables = {**variables, "params": state.extra["g_ema_params"]}
+    return g.apply(variables, z, train=False)
 
 
 def generate_batched(config: ml_collections.ConfigDict, state: GANState, maps: np.ndarray,
@@ -298,8 +391,9 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     sample_grid=sample_grid,
-    # Under DP both nets' losses see private maps and images: no training metric is public.
-    dp_public_metrics=(),
+    # Under DP both nets' losses see private maps and images: no loss metric is public; ADA's (fixed,
+    # adaptive is refused) p and the EMA decay are set by the config and the step.
+    dp_public_metrics=("aug_p", "ema_beta"),
 )
 
 

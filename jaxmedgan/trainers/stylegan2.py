@@ -494,20 +494,13 @@ def d_private_step(config: ml_collections.ConfigDict, state: GANState, batch: di
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, g_stats=g_stats), metrics
 
 
-def ema_beta(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-    """G EMA decay at `step`: 0.5 ** (batch / half-life in images), half-life ramped up by images seen."""
-    batch = config.train.batch_size
-    ema_kimg = config.ema.kimg if config.ema.kimg > 0 else batch * 10 / 32
-    ema_nimg = jnp.float32(ema_kimg * 1000)
-    if config.ema.rampup:
-        ema_nimg = jnp.minimum(ema_nimg, step.astype(jnp.float32) * batch * config.ema.rampup)
-    return 0.5 ** (batch / jnp.maximum(ema_nimg, 1e-8))
+ema_beta = common.ema_beta  # shared with the DCGAN / ACGAN family
 
 
 def finish_step(config: ml_collections.ConfigDict, state: GANState) -> tuple[GANState, dict]:
     """End of a step: G EMA update (with ramp-up) and step + 1."""
     beta = ema_beta(config, state.step)
-    ema = jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), state.extra["g_ema_params"], state.g_params)
+    ema = common.ema_update(state.extra["g_ema_params"], state.g_params, beta)
     extra = {**state.extra, "g_ema_params": ema}
     metrics = {"ada_p": state.extra["ada_p"], "ema_beta": beta, "pl_mean": state.extra["pl_mean"]}
     return state.replace(step=state.step + 1, extra=extra), metrics

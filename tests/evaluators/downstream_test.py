@@ -136,6 +136,7 @@ def test_per_fold_sources_merged_classes_and_real_only_run(tmp_path):
     assert set(div["per_class"]) == {"cyst", "metastasis", "hemangioma"} and len(div["per_fold"]) == 2
     assert all(0 < v["ratio"] for v in div["per_class"].values())
     assert not report["warnings"] and set(report["experiments"]) == {"real", "real+synthetic", "synthetic"}
+    c.downstream.gan_config = ""  # no fold GANs either (tests/evaluators/learning_curve_test.py trains them)
     report = downstream.run(c, None, str(tmp_path / "out2"))  # nothing synthetic: (a) alone
     assert set(report["experiments"]) == {"real"} and report["comparisons"] == {}
     assert set(report["skipped"]) == {"real+synthetic", "synthetic"}

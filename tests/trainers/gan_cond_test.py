@@ -189,10 +189,10 @@ def test_dp_d_gradient_without_noise_or_clipping_equals_the_batch_gradient(cond)
     fake = jnp.asarray(rng.uniform(-1, 1, batch["image"].shape), jnp.float32)
     fake_labels = jnp.asarray(rng.integers(0, 3, 8), jnp.int32)
     plain = {k: batch[k] for k in ("image", "label")}
-    grads, m, _ = jax.jit(functools.partial(gan._d_update, config))(state, plain, fake, fake_labels,
+    grads, m, _, _ = jax.jit(functools.partial(gan._d_update, config))(state, plain, fake, fake_labels,
                                                                      jax.random.PRNGKey(3))
     private = jax.jit(lambda s, b, f, y: gan._d_update_private(config, s, b, f, y, jax.random.PRNGKey(3), None))
-    dp_grads, dp_m, _ = private(state, batch, fake, fake_labels)
+    dp_grads, dp_m, _, _ = private(state, batch, fake, fake_labels)
     dp_grads = through_noise(dp_grads, config)  # sigma 0: / E[B]
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(dp_grads)):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6, err_msg=jax.tree_util.keystr(path))

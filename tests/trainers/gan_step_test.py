@@ -125,7 +125,7 @@ def test_r1_penalty_matches_a_per_example_loop_and_is_the_same_under_dp():
     grad_one = jax.jit(jax.grad(lambda x: d.apply({"params": state.d_params}, x[None], train=False)[0][0]))
     expected = np.mean([np.sum(np.square(grad_one(x))) for x in batch["image"]])
     fake = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, batch["image"].shape), jnp.float32)
-    grads, m, _ = jax.jit(functools.partial(gan._d_update, config))(state, batch, fake, None, jax.random.PRNGKey(3))
+    grads, m, _, _ = jax.jit(functools.partial(gan._d_update, config))(state, batch, fake, None, jax.random.PRNGKey(3))
     np.testing.assert_allclose(m["d_r1"], 0.5 * 2.0 * expected, rtol=1e-4)
     assert m["d_r1"] > 0
     # DP with no noise and no clipping: the per-example R1 inside the clipped loss gives the same gradient.
