@@ -78,6 +78,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.quality_classifier = ""  # classifier workdir for the domain features (configs/classifier_liver.py)
     c.eval.quality_num = 256  # generated vs held-out real images per measurement
     c.eval.quality_metrics = "fid"  # any of fid,kid,pr
+    # Class-conditional models: also per class (FID / PR of class k, share the classifier labels k),
+    # logged as quality/*_class{k}; which class fails shows while training runs.
+    c.eval.quality_per_class = True
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 250  # steps

@@ -7,6 +7,7 @@ image) trained per cross-validation fold and tested on that fold's held-out *rea
   real+synthetic    (b) real training folds + `synthetic_per_class` synthetic images per class
   synthetic         (c) synthetic images only
   real+synthetic_dp (d) real training folds + images of a DP-trained GAN (when given)
+  real+synthetic_filtered, real+synthetic_balanced  (e), (f): sample selection (learning curve, below)
 
 Splits are stratified k-fold over groups (`evaluators.folds`: one lesion per image for the liver
 phantoms, a `group` column for patient-level splits), redrawn for every repeated seed; within a

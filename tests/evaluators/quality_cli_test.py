@@ -208,6 +208,53 @@ def test_per_class_command_scores_each_class_like_the_library(workdirs, acgan_wo
         None, None]  # no resamples, no interval
 
 
+def test_agreement_is_the_share_of_samples_the_classifier_labels_as_requested(workdirs, acgan_workdir,
+                                                                               shared_extractors, capsys):
+    from jaxmedgan.trainers import classifier as clf_lib
+
+    _, clf_wd = workdirs
+    argv = ["--workdir", str(acgan_workdir), "--metrics", "agreement", "--num", "8", "--classifier", str(clf_wd),
+            "--seed", "1", "--bootstrap", "50", "--save-samples"]
+    assert quality_cli.quality_command(argv) == 0  # 'agreement' alone turns per-class on
+    report = json.load(open(acgan_workdir / "eval" / "metrics.json"))
+    saved = np.load(acgan_workdir / "eval" / "samples.npz")
+    clf, clf_names = clf_lib.load_classifier(str(clf_wd))
+    names = ["cyst", "metastasis", "hemangioma"]
+    assert list(clf_names) == names
+    pred = np.argmax(np.asarray(clf(saved["images"].astype(np.float32) / 127.5 - 1.0)), -1)  # independent path
+    config = checkpointing.read_config(str(acgan_workdir))
+    real, real_y = quality_cli.real_images_labelled(config, 8, "test", 2, 3)
+    real_pred = np.argmax(np.asarray(clf(real)), -1)
+    for c, name in enumerate(names):
+        v = report["per_class"][name]
+        assert v["agreement"] == pytest.approx(np.mean(pred[saved["labels"] == c] == c))
+        assert v["agreement_real"] == pytest.approx(np.mean(real_pred[real_y == c] == c))
+        assert v["agreement_ci"][0] <= v["agreement"] <= v["agreement_ci"][1]
+    per = [report["per_class"][n]["agreement"] for n in names]
+    assert report["metrics"]["class_agreement"] == pytest.approx(np.mean(per))
+    assert report["metrics"]["class_agreement_min"] == pytest.approx(min(per))
+    assert "classifier agrees" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no classifier head"):
+        quality_cli._predict_as(features.Extractor("inception", lambda x: x, "", "stub"), real, names, 8)
+
+
+def test_periodic_metrics_per_class_during_training(workdirs, acgan_workdir):
+    _, clf_wd = workdirs
+    config, state, _ = sampling.restore_state(str(acgan_workdir))
+    config.eval = {"quality_every": 2, "quality_classifier": str(clf_wd), "quality_num": 9,
+                   "quality_metrics": "fid,pr", "quality_per_class": True}
+    real, real_y = quality_cli.real_images_labelled(config, 7, "test", 0, 3)  # 21 > quality_num: all are used
+    measure = quality_cli.periodic_metrics(config, (real, real_y))
+    got = measure(state)
+    per_class = {f"quality/{key}_domain_class{c}" for c in range(3) for key in ("fid", *quality.PRDC)}
+    agreement = {f"quality/agreement_class{c}" for c in range(3)}
+    assert per_class | agreement | {"quality/class_agreement"} <= set(got)
+    assert got["quality/class_agreement"] == pytest.approx(np.mean([got[k] for k in sorted(agreement)]))
+    assert all(0.0 <= got[k] <= 1.0 for k in agreement)
+    assert all(np.isfinite(got[k]) for k in per_class)  # 7 reals and 9 samples per class > k = 5
+    np.testing.assert_equal(got, measure(state))  # fixed latents
+
+
 def test_labelled_reals_from_train_and_npz(acgan_workdir, tmp_path):
     config = checkpointing.read_config(str(acgan_workdir))
     x, y = quality_cli.real_images_labelled(config, 4, "train", 0, 3)
@@ -227,7 +274,7 @@ def test_per_class_needs_a_class_conditional_workdir(workdirs):
     gan_wd, clf_wd = workdirs
     with pytest.raises(ValueError, match=r"--per-class needs a class-conditional GAN workdir .*num_classes=0"):
         quality_cli.quality_command(["--workdir", str(gan_wd), "--classifier", str(clf_wd), "--per-class"])
-    with pytest.raises(ValueError, match=r"'diversity' metric \(intra-class\) needs a class-conditional"):
+    with pytest.raises(ValueError, match=r"'diversity' metric \(within classes\) needs a class-conditional"):
         quality_cli.quality_command(["--workdir", str(gan_wd), "--classifier", str(clf_wd), "--metrics", "diversity"])
 
 

@@ -140,3 +140,17 @@ def test_compute_names_and_suffix():
     assert (kid["kid"], kid["kid_std"]) == quality.kid(real, fake, subset_size=10, num_subsets=5, seed=2)
     with pytest.raises(ValueError, match="subset of"):
         quality.parse_metrics("fid,is")
+
+
+def test_class_agreement_counts_and_intervals_by_hand():
+    fake_labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    fake_pred = np.array([0, 0, 1, 0, 1, 0, 2, 2, 2, 2])
+    real_labels, real_pred = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0])
+    out = quality.class_agreement(fake_pred, fake_labels, real_pred, real_labels, ["a", "b", "c"], num_bootstrap=500)
+    assert [out[n]["agreement"] for n in "abc"] == [0.75, 0.5, 1.0]
+    assert [out[n]["agreement_real"] for n in "abc"] == [0.5, 1.0, 0.0]
+    assert out["c"]["agreement_ci"] == [1.0, 1.0]  # every resample agrees
+    lo, hi = out["a"]["agreement_ci"]
+    assert 0.0 <= lo < 0.75 < hi <= 1.0
+    empty = quality.class_agreement(fake_pred, fake_labels, None, None, ["a", "b", "c", "d"])
+    assert np.isnan(empty["d"]["agreement"]) and "agreement_real" not in empty["a"]
