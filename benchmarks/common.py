@@ -127,7 +127,14 @@ def load_config(path: str):
     spec = importlib.util.spec_from_file_location("bench_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    config = module.get_config()
+    if os.path.basename(path) == "acgan_liver.py":
+        # The classic ACGAN step: the model the recorded figures (docs/benchmarks.md) and the PyTorch
+        # twin (vs_pytorch.py) time; the data-efficient options add DiffAugment and an EMA update.
+        from configs import acgan_liver
+
+        acgan_liver.classic(config)
+    return config
 
 
 def write_json(path: str, data: Any) -> None:

@@ -45,6 +45,12 @@ def ada(**overrides) -> ml_collections.ConfigDict:
     return section
 
 
+def ema(enabled: bool = False) -> ml_collections.ConfigDict:
+    """G EMA for sampling (trainers/common.py ema_beta): half-life kimg (<= 0: batch * 10 / 32 kimg,
+    StyleGAN2-ADA's 'auto'), ramped up to rampup x images seen; off unless `enabled`."""
+    return ml_collections.ConfigDict(dict(enabled=enabled, kimg=-1.0, rampup=0.05))
+
+
 def d_augment(kind: str = "none", policy: str = "color,translation,cutout") -> ml_collections.ConfigDict:
     """What D sees (augment/policy.py): kind none | diffaug (DiffAugment `policy`) | ada (config.ada)."""
     return ml_collections.ConfigDict(dict(kind=kind, policy=policy))

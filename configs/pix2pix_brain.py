@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.d_augment = common.d_augment("none")
     c.ada = common.ada()  # used by d_augment.kind='ada' only
     # G EMA for sampling: half-life ema.kimg (<= 0: batch * 10 / 32 kimg), ramped up to rampup x images seen.
-    c.ema = ml_collections.ConfigDict(dict(enabled=False, kimg=-1.0, rampup=0.05))
+    c.ema = common.ema()
 
     c.optim = ml_collections.ConfigDict()
     c.optim.g_lr = 2e-4

@@ -24,11 +24,12 @@ commands:
             jaxmedgan privacy audit --workdir W;  jaxmedgan privacy curve --config C --workdir DIR --epsilons 1,3,10,inf
   export    shareable synthetic dataset:  jaxmedgan export --workdir W --num N --out DIR [--class NAME|INDEX]
             [--format png8|png16|dicom]  (png16 / dicom map back to the dataset's native units)
-  evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr,diversity --num N [--classifier C]
-            [--per-class]  (per-class diversity ratio, intra-class FID, precision/recall/coverage with 95% CIs)
-            [--features domain|inception --inception-weights F]
+  evaluate  image quality:  jaxmedgan evaluate --workdir W --metrics fid,kid,pr,diversity,agreement --num N
+            [--classifier C] [--per-class]  (per-class diversity ratio, intra-class FID, precision/recall/
+            coverage, classifier agreement, with 95% CIs)  [--features domain|inception --inception-weights F]
             downstream classifier / segmentation studies:
-            jaxmedgan evaluate downstream --config configs/downstream_liver.py --synthetic W_OR_DIR --out DIR
+            jaxmedgan evaluate downstream --config configs/downstream_liver.py --out DIR  (leak-free: a GAN per
+            fold)  [--real-fractions 0.1,0.25,0.5,1.0] [--gan-config C] [--gan-steps N] | [--synthetic W_OR_DIR]
             jaxmedgan evaluate segmentation --config configs/segmentation_brain.py ...
   reader-study  real-vs-synthetic reader study:  jaxmedgan reader-study create|serve|report ...
 

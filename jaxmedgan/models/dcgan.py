@@ -7,6 +7,9 @@ generator is conditioned on a class embedding, and the discriminator by `cond`:
               with a class embedding e_y in D; no classifier head.
   tac         twin auxiliary classifiers (Gong et al. 2019): the aux head plus a twin head of the
               same shape (the trainer fits the twin to generated images' labels).
+  proj_aux    the projection logit and an aux classifier head (the trainer fits the head to real
+              images only, and G to it, as ReACGAN/TAC-style hybrids do): projection matches each
+              class's distribution, the head makes G's images carry their class.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from jaxmedgan.models import layers
 from jaxmedgan.ops import misc
 
 
-CONDITIONINGS = ("aux", "projection", "tac")  # how a class-conditional D sees the class
+CONDITIONINGS = ("aux", "projection", "tac", "proj_aux")  # how a class-conditional D sees the class
 
 
 def _num_blocks(image_size: int) -> int:
@@ -71,7 +74,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images [B, H, W, C] (+ labels int [B] for `cond='projection'`) -> (real/fake logit f32 [B], heads).
 
-    heads: None (unconditional, projection), aux-head class logits f32 [B, K] ('aux'), or the aux
+    heads: None (unconditional, projection), aux-head class logits f32 [B, K] ('aux', 'proj_aux'), or the aux
     and twin heads' class logits stacked, f32 [B, 2, K] ('tac': [:, 0] aux, [:, 1] twin).
     """
 
@@ -94,9 +97,9 @@ class Discriminator(nn.Module):
                              f"got shape {x.shape}.")
         if self.num_classes and self.cond not in CONDITIONINGS:
             raise ValueError(f"Discriminator cond={self.cond!r} (config.model.cond) must be one of {CONDITIONINGS}.")
-        projection = bool(self.num_classes) and self.cond == "projection"
+        projection = bool(self.num_classes) and self.cond in ("projection", "proj_aux")
         if projection and labels is None:
-            raise ValueError("This discriminator is a projection discriminator (cond='projection'): pass labels.")
+            raise ValueError(f"This discriminator is a projection discriminator (cond={self.cond!r}): pass labels.")
         h = x.astype(self.dtype)
         for i in range(n):
             feats = min(self.base_features * 2 ** i, self.max_features)
@@ -118,7 +121,7 @@ class Discriminator(nn.Module):
             e = nn.Dense(h.shape[-1], use_bias=False, kernel_init=nn.initializers.normal(0.02),
                          dtype=self.dtype, name="class_embed")(onehot)
             adv = adv + jnp.sum(e * h, axis=-1).astype(jnp.float32)
-        elif self.num_classes:
+        if self.num_classes and self.cond != "projection":
             heads = head(self.num_classes, "aux")(h).astype(jnp.float32)
             if self.cond == "tac":
                 twin = head(self.num_classes, "twin")(h).astype(jnp.float32)

@@ -41,6 +41,15 @@ ARMS = {
                                                 "--config.train.steps=2000"]),
     "diffaug_ema_resize_wide": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
                                                   "--config.model.g_features=32", "--config.model.d_features=32"]),
+    "proj_diffaug_ema_resize": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
+                                                  "--config.model.cond=projection"]),
+    "projaux_diffaug_ema_resize": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
+                                                     "--config.model.cond=proj_aux"]),
+    "diffaug_ema_resize_ms": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
+                                                "--config.loss.mode_seeking=0.1"]),
+    "per_class_diffaug_ema_resize": (diversity.DCGAN, DIFFAUG + [
+        "--config.ema.enabled=True", "--config.model.g_upsample=nearest", "--config.train.per_class=True",
+        "--config.model.mbstd_group_size=4"]),
     "new_default": (ACGAN, []),  # the config file as it stands (after the defaults were chosen)
 }
 METRICS = "fid,pr,diversity,agreement"

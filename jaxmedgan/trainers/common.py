@@ -72,6 +72,12 @@ def ema_beta(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
     return 0.5 ** (batch / jnp.maximum(ema_nimg, 1e-8))
 
 
+def ema_enabled(config: ml_collections.ConfigDict) -> bool:
+    """Whether G's weights are averaged for sampling (`config.ema.enabled`; absent: off, as the
+    DCGAN / pix2pix runs written before the option). StyleGAN2 and PGGAN always keep their EMA."""
+    return config.get("ema") is not None and bool(config.ema.get("enabled", False))
+
+
 def ema_update(ema_params: Any, params: Any, beta: jax.Array) -> Any:
     """params + beta * (ema - params), leaf by leaf: the EMA after one step."""
     return jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), ema_params, params)

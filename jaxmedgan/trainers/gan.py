@@ -8,6 +8,9 @@ loss. With `model.num_classes > 0` G is conditioned on the class, and D as `mode
               with the label they were drawn for; no class loss.
   tac         TAC-GAN: D adds w CE(aux(x), y) on real images only and w CE(twin(G(z, y)), y) on
               generated ones; G adds w (CE(aux(G(z, y)), y) - CE(twin(G(z, y)), y)).
+  proj_aux    the projection logit, plus an aux head D fits to real images only (w CE(aux(x), y))
+              and G adds w CE(aux(G(z, y)), y): distribution matching per class from the projection,
+              class fidelity from a classifier that generated images never train.
 `loss.kind` is the adversarial loss: 'nonsaturating' (logistic, DCGAN) or 'hinge'.
 `loss.mode_seeking` = lambda > 0 adds MSGAN's lambda / (mean|G(z1,y) - G(z2,y)| / mean|z1 - z2| + 1e-5)
 to G's loss, G's step then generating a second batch for z2 with the same labels (both batches
@@ -86,12 +89,18 @@ class Objective:
 
     @property
     def aux_head(self) -> bool:
-        """D has an auxiliary classifier head (aux, tac)."""
-        return bool(self.num_classes) and self.cond in ("aux", "tac")
+        """D has an auxiliary classifier head (aux, tac, proj_aux)."""
+        return bool(self.num_classes) and self.cond in ("aux", "tac", "proj_aux")
 
     @property
     def projection(self) -> bool:
-        return bool(self.num_classes) and self.cond == "projection"
+        """D's logit is a projection D(x, y) (projection, proj_aux)."""
+        return bool(self.num_classes) and self.cond in ("projection", "proj_aux")
+
+    @property
+    def aux_real_only(self) -> bool:
+        """The aux head is fitted to real images only (tac, proj_aux)."""
+        return bool(self.num_classes) and self.cond in ("tac", "proj_aux")
 
     @property
     def tac(self) -> bool:
@@ -110,9 +119,10 @@ class Objective:
     def d_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None, *,
                      real: bool) -> jax.Array:
         """D's unweighted class term per example [B]: CE of the aux head on real and generated images
-        (aux), of the aux head on real and the twin head on generated images (tac); 0 otherwise."""
+        (aux), of the aux head on real and the twin head on generated images (tac), of the aux head
+        on real images only (proj_aux); 0 otherwise."""
         aux, twin = self.split_heads(heads)
-        if aux is None:
+        if aux is None or (not real and self.aux_real_only and twin is None):
             return jnp.zeros_like(logit)
         return gan_losses.class_cross_entropy(aux if real or twin is None else twin, labels)
 
@@ -131,6 +141,8 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dc
     m, d = config.model, config.data
     dtype = common.compute_dtype(config)
     obj = Objective.from_config(config)
+    if m.get("g_upsample", "transpose") not in layers.UPSAMPLES:
+        raise ValueError(f"config.model.g_upsample={m.g_upsample!r} must be one of {layers.UPSAMPLES}.")
     g = dcgan.Generator(image_size=d.image_size, channels=d.channels, latent_dim=m.latent_dim,
                         num_classes=m.num_classes, base_features=m.g_features,
                         max_features=m.max_features, norm=m.g_norm,
@@ -151,11 +163,6 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     return g_tx, d_tx
 
 
-def ema_enabled(config: ml_collections.ConfigDict) -> bool:
-    """Whether G's weights are averaged (`config.ema.enabled`; absent: off, as runs before it)."""
-    return config.get("ema") is not None and bool(config.ema.get("enabled", False))
-
-
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     """Initial state (pure; jit it with out_shardings to create it sharded). Under DP, refuses a D
     that mixes examples (BatchNorm, minibatch-stddev group > 1) or an adaptive ADA p before anything
@@ -173,7 +180,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     d_vars = d.init(k_d, jnp.zeros((2, size, size, ch)), Objective.from_config(config).d_labels(labels),
                     train=False)
     extra = aug.init_extra()
-    if ema_enabled(config):
+    if common.ema_enabled(config):
         extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=k_run,
@@ -314,6 +321,8 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
         if obj.tac:  # aux head on real images, twin head on generated ones
             metrics["d_aux_loss"] = jnp.mean(cls_real)
             metrics["d_twin_loss"] = jnp.mean(cls_fake)
+        elif obj.aux_real_only:  # proj_aux: the head sees real images only
+            metrics["d_aux_loss"] = jnp.mean(cls_real)
         elif obj.aux_head:
             metrics["d_aux_loss"] = jnp.mean(cls_real + cls_fake) / 2
         if obj.aux_head:
@@ -388,7 +397,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 
     extra = aug.update_p(state.extra, real_logit, state.step + 1, config.train.batch_size)
     aug_metrics = aug.metrics(extra)
-    if ema_enabled(config):
+    if common.ema_enabled(config):
         beta = common.ema_beta(config, state.step)
         extra = {**extra, "g_ema_params": common.ema_update(state.extra["g_ema_params"], g_params, beta)}
         aug_metrics["ema_beta"] = beta
@@ -436,20 +445,26 @@ def discriminate(config: ml_collections.ConfigDict, state: GANState, images: jax
     if obj.projection:
         if labels is not None:
             return _d_eval(config, state, images, jnp.asarray(labels, jnp.int32))[0]
-        return jax.nn.logsumexp(classify(config, state, images), axis=-1) - jnp.log(obj.num_classes)
+        return jax.nn.logsumexp(_projection_logits(config, state, images), axis=-1) - jnp.log(obj.num_classes)
     return _d_eval(config, state, images, None)[0]
+
+
+def _projection_logits(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array:
+    """A projection D's logit D(x, k) for every class k: f32 [N, K]."""
+    n = images.shape[0]
+    return jnp.stack([_d_eval(config, state, images, jnp.full((n,), k, jnp.int32))[0]
+                      for k in range(config.model.num_classes)], axis=-1)
 
 
 def classify(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array | None:
     """D's class logits f32 [N, K] for images [N,H,W,C] in [-1,1] (None if unconditional): the aux
-    head ('aux', 'tac'); for 'projection', D's logit D(x, k) for each class k, whose argmax over k is
-    the class D finds most real (psi(phi(x)) is common to all k, so it is argmax_k <e_k, phi(x)>)."""
+    head ('aux', 'tac', 'proj_aux'); for 'projection', D's logit D(x, k) for each class k, whose argmax
+    over k is the class D finds most real (psi(phi(x)) is common to all k, so it is argmax_k <e_k, phi(x)>)."""
     obj = Objective.from_config(config)
-    if obj.projection:
-        n = images.shape[0]
-        return jnp.stack([_d_eval(config, state, images, jnp.full((n,), k, jnp.int32))[0]
-                          for k in range(obj.num_classes)], axis=-1)
-    return obj.split_heads(_d_eval(config, state, images, None)[1])[0]
+    if obj.projection and not obj.aux_head:
+        return _projection_logits(config, state, images)
+    labels = jnp.zeros((images.shape[0],), jnp.int32) if obj.projection else None  # the head ignores them
+    return obj.split_heads(_d_eval(config, state, images, labels)[1])[0]
 
 
 # Jitted once per (config, shapes): the config is a static (hashable, frozen) argument, so repeated

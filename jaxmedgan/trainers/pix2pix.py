@@ -56,7 +56,6 @@ from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
-from jaxmedgan.trainers.gan import ema_enabled
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,13 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[pix2pix.UNetGenerat
     """Instantiates the U-Net G and PatchGAN D from `config.model` and `config.data`."""
     m, d = config.model, config.data
     dtype = common.compute_dtype(config)
+    upsample = m.get("g_upsample", "transpose")  # absent: transposed convs, as runs before the key
+    if upsample not in layers.UPSAMPLES:
+        raise ValueError(f"config.model.g_upsample={upsample!r} must be one of {layers.UPSAMPLES}.")
     g = pix2pix.UNetGenerator(image_size=d.image_size, out_channels=d.channels, base_features=m.g_features,
                               max_features=m.g_max_features, bottleneck_size=m.bottleneck_size,
                               norm=m.g_norm, dropout=m.dropout, num_dropout_blocks=m.num_dropout_blocks,
-                              upsample=m.get("g_upsample", "transpose"), dtype=dtype)
+                              upsample=upsample, dtype=dtype)
     disc = pix2pix.PatchDiscriminator(base_features=m.d_features, max_features=m.d_max_features,
                                       num_strided=m.d_num_strided, norm=m.d_norm, dtype=dtype)
     return g, disc
@@ -107,7 +109,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     g_vars = g.init(k_g, cond, train=False)
     d_vars = d.init(k_d, cond, jnp.zeros((2, s, s, c)), train=False)
     extra = aug.init_extra()
-    if ema_enabled(config):
+    if common.ema_enabled(config):
         extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
     return GANState(
         step=jnp.zeros((), jnp.int32), rng=k_run,
@@ -293,7 +295,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         # ADA's heuristic E[sign(D(real))] over every real patch logit of the batch.
         extra = aug.update_p(state.extra, real_logit.reshape(-1), state.step + 1, config.train.batch_size)
     metrics.update(aug.metrics(extra))
-    if ema_enabled(config):
+    if common.ema_enabled(config):
         beta = common.ema_beta(config, state.step)
         extra = {**extra, "g_ema_params": common.ema_update(state.extra["g_ema_params"], g_params, beta)}
         metrics["ema_beta"] = beta

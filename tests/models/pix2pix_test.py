@@ -38,6 +38,23 @@ def test_unet_shapes_tree_and_param_count():
     assert "batch_stats" not in v  # instance norm: no cross-example state
 
 
+@pytest.mark.parametrize("upsample", ["nearest", "fir"])
+def test_unet_resize_conv_decoder_keeps_shapes_and_tree_with_3x3_kernels(upsample):
+    g = pix2pix.UNetGenerator(image_size=16, out_channels=3, base_features=4, max_features=8, upsample=upsample)
+    cond = jax.nn.one_hot(jnp.arange(2 * 16 * 16).reshape(2, 16, 16) % 4, 4)
+    v = _init(g, cond)
+    out = _apply(g, v, cond)
+    assert out.shape == (2, 16, 16, 3) and float(jnp.max(jnp.abs(out))) <= 1.0
+    assert set(v["params"]) == {"down0", "down1", "down2", "down3", "up3", "up2", "up1", "to_image"}
+    # The encoder as in the transposed-conv count; every decoder kernel 3x3 instead of 4x4.
+    expected = (16 * 4 * 4 + 4) + (16 * 4 * 8 + 16) + (16 * 64 + 16) + (16 * 64 + 8) \
+        + (9 * 64 + 16) + (9 * 16 * 8 + 16) + (9 * 16 * 4 + 8) + (9 * 8 * 3 + 3)
+    assert _count(v["params"]) == expected
+    assert v["params"]["up1"]["Conv_0"]["kernel"].shape == (3, 3, 16, 4)
+    with pytest.raises(ValueError, match="Unknown upsample 'bilinear'"):
+        _init(pix2pix.UNetGenerator(image_size=16, base_features=4, max_features=8, upsample="bilinear"), cond)
+
+
 def test_unet_depth_follows_image_size_and_rejects_bad_sizes():
     assert pix2pix.unet_depth(256) == 8 and pix2pix.unet_depth(64) == 6 and pix2pix.unet_depth(64, 4) == 4
     with pytest.raises(ValueError, match="image_size=48"):

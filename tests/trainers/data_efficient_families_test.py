@@ -73,13 +73,19 @@ def test_pggan_diffaug_d_sees_augmented_reals_and_fakes_and_the_penalty_sits_bet
     k_dz, k_eps, _ = jax.random.split(rng, 3)
     k_real, k_fake, _ = jax.random.split(jax.random.fold_in(rng, 1), 3)
     real = pggan.pg.fade_reals(jnp.asarray(_pggan_batch(0)["image"]), LEVEL, ALPHA)
-    fake = g.apply({"params": state.g_params}, jax.random.normal(k_dz, (8, config.model.latent_dim)), LEVEL, ALPHA)
+    fake = jax.jit(lambda p, z: g.apply({"params": p}, z, LEVEL, ALPHA))(
+        state.g_params, jax.random.normal(k_dz, (8, config.model.latent_dim)))
     eps = jax.random.uniform(k_eps, (8,))
-    d_fn = lambda x: d.apply({"params": state.d_params}, x, LEVEL, ALPHA)
-    loss = lambda r, f: float(jnp.mean(pg_losses.d_wgan_gp(d_fn, r, f, eps)[0]))
-    want = loss(diffaug.augment(real, k_real), diffaug.augment(fake, k_fake))
+
+    @jax.jit
+    def losses(params, real, fake):
+        d_fn = lambda x: d.apply({"params": params}, x, LEVEL, ALPHA)
+        loss = lambda r, f: jnp.mean(pg_losses.d_wgan_gp(d_fn, r, f, eps)[0])
+        return loss(diffaug.augment(real, k_real), diffaug.augment(fake, k_fake)), loss(real, fake)
+
+    want, raw = map(float, losses(state.d_params, real, fake))
     assert history[0]["d_loss"] == pytest.approx(want, rel=1e-4, abs=1e-5)
-    assert history[0]["d_loss"] != pytest.approx(loss(real, fake), rel=1e-3)  # kind 'none' sees raw images
+    assert history[0]["d_loss"] != pytest.approx(raw, rel=1e-3)  # kind 'none' sees raw images
 
 
 def test_pggan_adaptive_ada_moves_p_in_the_step_and_is_refused_under_dp():
@@ -93,6 +99,13 @@ def test_pggan_adaptive_ada_moves_p_in_the_step_and_is_refused_under_dp():
         pggan.init_state(_pggan_config("ada", dp=True), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="config.d_augment.kind='flip'"):
         pggan.init_state(_pggan_config("flip"), jax.random.PRNGKey(0))
+
+
+def test_pggan_private_step_with_fixed_ada_trains():
+    config = _pggan_config("ada", dp=True, mode="fixed", p=0.5)
+    _, end, history = _pggan_run(config)
+    _finite(history)
+    assert history[-1]["aug_p"] == pytest.approx(0.5) and int(end.step) == 2
 
 
 def _sharded_steps(init, step_fn, batches, mesh, extra_args=()):
@@ -200,7 +213,7 @@ def test_ada_pair_applies_one_geometric_transform_to_both_and_colour_to_the_imag
 
 def _p2p_config(kind="diffaug", dp=False, batch=4, ema=False, upsample="transpose", loss="nonsaturating",
                 **ada_fields):
-    c = pix2pix_test.tiny_config(size=16)
+    c = pix2pix_test.tiny_config(size=8)  # U-Net depth 3, 2x2 PatchGAN logits
     c.train.batch_size = batch
     c.d_augment.kind, c.ema.enabled, c.model.g_upsample, c.loss.kind = kind, ema, upsample, loss
     c.ada.update(ada_fields)
@@ -226,26 +239,32 @@ def test_pix2pix_augmentation_changes_what_d_and_g_see_and_d_sees_the_jointly_au
     assert state.extra == {}  # no new state without the options
     batch = pix2pix_test._batch(none)
     g, d = pix2pix.build_models(none)
-    fake = g.apply(state.g_variables(), batch["cond"], train=False)
     key = jax.random.PRNGKey(7)
-    plain = float(pix2pix.d_loss(none, state.d_params, {}, batch, fake)[0])
-    augmented = float(pix2pix.d_loss(diff, state.d_params, {}, batch, fake, aug_key=key, extra={})[0])
-    assert augmented != pytest.approx(plain, rel=1e-3)
-    # By hand: the real and the generated pair each through augment_pair with its half of the key.
-    k_real, k_fake = jax.random.split(key)
-    logit = lambda k, x: d.apply({"params": state.d_params}, *diffaug.augment_pair(batch["cond"], x, k), train=True)
-    want = jnp.mean(jax.nn.softplus(-logit(k_real, batch["image"]))) + jnp.mean(jax.nn.softplus(logit(k_fake, fake)))
-    assert augmented == pytest.approx(float(want), rel=1e-5)
-    g_plain = float(pix2pix.g_loss(none, state.g_params, {}, state.d_variables(), batch, key)[1][0]["g_loss"])
-    g_aug = float(pix2pix.g_loss(diff, state.g_params, {}, state.d_variables(), batch, key, aug_key=key,
-                                 extra={})[1][0]["g_loss"])
-    assert g_aug != pytest.approx(g_plain, rel=1e-3)
+
+    @jax.jit
+    def losses(state, batch):
+        fake = g.apply(state.g_variables(), batch["cond"], train=False)
+        d_plain = pix2pix.d_loss(none, state.d_params, {}, batch, fake)[0]
+        d_aug = pix2pix.d_loss(diff, state.d_params, {}, batch, fake, aug_key=key, extra={})[0]
+        # By hand: the real and the generated pair each through augment_pair with its half of the key.
+        k_real, k_fake = jax.random.split(key)
+        logit = lambda k, x: d.apply({"params": state.d_params}, *diffaug.augment_pair(batch["cond"], x, k),
+                                     train=True)
+        want = jnp.mean(jax.nn.softplus(-logit(k_real, batch["image"]))) + jnp.mean(jax.nn.softplus(logit(k_fake, fake)))
+        g_term = lambda c, **kw: pix2pix.g_loss(c, state.g_params, {}, state.d_variables(), batch, key, **kw)[1][0]
+        return d_plain, d_aug, want, g_term(none)["g_loss"], g_term(diff, aug_key=key, extra={})["g_loss"]
+
+    d_plain, d_aug, want, g_plain, g_aug = map(float, losses(state, batch))
+    # At initialisation D's logits are near 0 (losses near log 2): the views differ by ~1e-4 relative.
+    assert d_aug != pytest.approx(d_plain, rel=1e-5) and g_aug != pytest.approx(g_plain, rel=1e-5)
+    assert d_aug == pytest.approx(want, rel=1e-5)
+    fake = jnp.zeros_like(batch["image"])
     with pytest.raises(ValueError, match="config.d_augment.kind='diffaug'.*aug_key"):
         pix2pix.d_loss(diff, state.d_params, {}, batch, fake)
 
 
 def test_pix2pix_diffaug_ema_resize_hinge_trains_and_generate_uses_the_ema():
-    config = _p2p_config("diffaug", ema=True, upsample="nearest", loss="hinge")
+    config = _p2p_config("diffaug", ema=True, upsample="fir", loss="hinge")
     config.ema.kimg, config.ema.rampup = 0.004, 0.0  # half-life = one batch of 4: beta = 0.5
     states, history = _p2p_run(config)
     _finite(history)
@@ -256,7 +275,7 @@ def test_pix2pix_diffaug_ema_resize_hinge_trains_and_generate_uses_the_ema():
     end = states[-1]
     maps = pix2pix_test._batch(config)["cond"]
     g, _ = pix2pix.build_models(config)
-    assert g.upsample == "nearest" and end.g_params["up1"]["Conv_0"]["kernel"].shape[:2] == (3, 3)
+    assert g.upsample == "fir" and end.g_params["up1"]["Conv_0"]["kernel"].shape[:2] == (3, 3)
     ema_out = g.apply({"params": end.extra["g_ema_params"]}, maps, train=False)
     np.testing.assert_allclose(pix2pix.generate(config, end, maps), ema_out, rtol=1e-6, atol=1e-7)
     assert not np.allclose(g.apply({"params": end.g_params}, maps, train=False), ema_out, atol=1e-4)
@@ -273,6 +292,8 @@ def test_pix2pix_adaptive_ada_moves_p_and_is_refused_under_dp():
         pix2pix.init_state(_p2p_config("ada", dp=True), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="config.loss.kind='wasserstein'"):
         pix2pix.init_state(_p2p_config(loss="wasserstein"), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="config.model.g_upsample='bilinear'"):
+        pix2pix.init_state(_p2p_config(upsample="bilinear"), jax.random.PRNGKey(0))
 
 
 def test_pix2pix_private_step_with_fixed_ada_trains_on_8_devices():
@@ -284,7 +305,7 @@ def test_pix2pix_private_step_with_fixed_ada_trains_on_8_devices():
 
 
 def test_pix2pix_private_step_with_diffaug_is_the_same_on_8_devices_as_on_1():
-    config = _p2p_config("diffaug", dp=True, batch=8, ema=True, upsample="fir", loss="hinge")
+    config = _p2p_config("diffaug", dp=True, batch=8, ema=True, upsample="nearest", loss="hinge")
     init = functools.partial(pix2pix.init_state, config)
     step = functools.partial(pix2pix.train_step, config)
     batches = [pix2pix_test._batch(config, n=8, seed=i) for i in range(2)]

@@ -17,7 +17,7 @@ from jaxmedgan.trainers import common, gan
 
 from tests.dp_helpers import noise_key_rows, through_noise
 
-CONDS = ("aux", "projection", "tac")
+CONDS = ("aux", "projection", "tac", "proj_aux")
 
 
 def tiny_config(cond="aux", dp=False, **loss):
@@ -52,7 +52,8 @@ def _ce(logits, labels):
 
 
 @pytest.mark.parametrize("cond,heads_shape,names", [
-    ("aux", (6, 3), {"aux"}), ("projection", None, {"class_embed"}), ("tac", (6, 2, 3), {"aux", "twin"})])
+    ("aux", (6, 3), {"aux"}), ("projection", None, {"class_embed"}), ("tac", (6, 2, 3), {"aux", "twin"}),
+    ("proj_aux", (6, 3), {"class_embed", "aux"})])
 def test_discriminator_outputs_and_heads_per_cond(cond, heads_shape, names):
     d = dcgan.Discriminator(image_size=16, base_features=4, num_classes=3, cond=cond, norm="layer")
     x, y = jnp.zeros((6, 16, 16, 1)), jnp.arange(6) % 3
@@ -61,7 +62,7 @@ def test_discriminator_outputs_and_heads_per_cond(cond, heads_shape, names):
     assert logit.shape == (6,) and logit.dtype == jnp.float32
     assert (heads is None) if heads_shape is None else heads.shape == heads_shape
     assert set(v["params"]) == {"down0", "down1", "adv"} | names
-    if cond == "projection":  # one embedding row per class, the size of phi(x) = 4*4*8
+    if cond in ("projection", "proj_aux"):  # one embedding row per class, the size of phi(x) = 4*4*8
         assert v["params"]["class_embed"]["kernel"].shape == (3, 4 * 4 * 8)
         with pytest.raises(ValueError, match="pass labels"):
             d.apply(v, x, train=False)
@@ -116,6 +117,12 @@ def test_tac_class_terms_and_generator_sign():
     proj = gan.Objective(num_classes=3, cond="projection")
     assert not np.any(np.asarray(proj.d_class_loss(logit, None, y, real=True)))
     assert not np.any(np.asarray(proj.g_class_loss(logit, None, y)))
+    # proj_aux: the aux head is fitted to real images only; G is fitted to it.
+    hybrid = gan.Objective(num_classes=3, cond="proj_aux")
+    assert hybrid.projection and hybrid.aux_head and hybrid.d_labels(y) is y
+    np.testing.assert_allclose(hybrid.d_class_loss(logit, jnp.asarray(aux), y, real=True), _ce(aux, y), rtol=1e-5)
+    assert not np.any(np.asarray(hybrid.d_class_loss(logit, jnp.asarray(aux), y, real=False)))
+    np.testing.assert_allclose(hybrid.g_class_loss(logit, jnp.asarray(aux), y), _ce(aux, y), rtol=1e-5)
 
 
 def test_mode_seeking_term_matches_numpy():
@@ -175,7 +182,7 @@ def test_each_cond_trains_two_steps(cond, dp):
     assert {"g_aux_loss", "g_twin_loss", "g_ms_ratio", "d_twin_loss"} <= set(gan.FAMILY.dp_public_metrics)
 
 
-@pytest.mark.parametrize("cond", ["projection", "tac"])
+@pytest.mark.parametrize("cond", ["projection", "tac", "proj_aux"])
 def test_dp_d_gradient_without_noise_or_clipping_equals_the_batch_gradient(cond):
     # The per-example terms DP clips are the batch loss's terms: with sigma 0, C huge and no fake
     # clipping, the DP gradient (ghost clipping, 'auto') equals the non-private one.
@@ -197,9 +204,12 @@ def test_dp_d_gradient_without_noise_or_clipping_equals_the_batch_gradient(cond)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(dp_grads)):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6, err_msg=jax.tree_util.keystr(path))
     assert dp_m["d_loss"] == pytest.approx(float(m["d_loss"]), rel=1e-4)
-    if cond == "projection":  # the class embedding is trained, by both paths
+    if cond in ("projection", "proj_aux"):  # the class embedding is trained, by both paths
         assert np.abs(np.asarray(grads["class_embed"]["kernel"])).max() > 0
-    else:
+    if cond == "proj_aux":  # the aux head learns from the real images' labels, in both paths
+        assert np.abs(np.asarray(grads["aux"]["kernel"])).max() > 0
+        assert dp_m["aux_real_acc"] == pytest.approx(float(m["aux_real_acc"]))
+    if cond == "tac":
         assert dp_m["d_twin_loss"] == pytest.approx(float(m["d_twin_loss"]), rel=1e-4)
 
 
@@ -264,6 +274,13 @@ def test_evaluate_logs_class_accuracy_and_diversity_ratio(cond):
         again = gan.evaluate(config, state, (images, labels))
         assert again["eval/diversity_ratio"] == out["eval/diversity_ratio"]
         assert gan._generate_jit._cache_size() == cached
+    if cond == "proj_aux":  # the accuracy is the aux head's; the marginal logit is over D(x, k)
+        heads = np.asarray(gan._d_eval(config, state, jnp.asarray(images), jnp.zeros(46, jnp.int32))[1])
+        np.testing.assert_allclose(np.asarray(gan.classify(config, state, jnp.asarray(images))), heads, rtol=1e-6)
+        per_class = np.stack([np.asarray(gan.discriminate(config, state, jnp.asarray(images), np.full(46, k)))
+                              for k in range(3)], -1)
+        marginal = np.log(np.mean(np.exp(per_class.astype(np.float64)), -1))
+        np.testing.assert_allclose(gan.discriminate(config, state, jnp.asarray(images)), marginal, rtol=1e-4, atol=1e-5)
     if cond == "projection":  # the accuracy is argmax_k D(x, k)
         logits = np.asarray(gan.classify(config, state, jnp.asarray(images)))
         per_class = [np.asarray(gan.discriminate(config, state, jnp.asarray(images), np.full(46, k)))

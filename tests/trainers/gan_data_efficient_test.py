@@ -90,6 +90,8 @@ def test_hinge_terms_match_their_formulas():
     np.testing.assert_allclose(ns.g_adv(logit), np.log1p(np.exp(-logit)), rtol=1e-6)
     with pytest.raises(ValueError, match="config.loss.kind='wasserstein'"):
         gan.Objective.from_config(_configure(tiny_config(), loss="wasserstein"))
+    with pytest.raises(ValueError, match="config.model.g_upsample='bicubic'"):
+        gan.build_models(_configure(tiny_config(), upsample="bicubic"))
 
 
 def test_adaptive_ada_moves_p_in_the_step_and_is_refused_under_dp():
