@@ -142,6 +142,15 @@ def newest_verified_step(mngr: ocp.CheckpointManager) -> int | None:
     return None
 
 
+def latest_step(workdir: str) -> int | None:
+    """The newest checkpoint step in `workdir` (None without one), for drivers that reuse finished runs."""
+    mngr = manager(workdir, async_save=False)
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
 def move_aside(mngr: ocp.CheckpointManager, step: int) -> str:
     """Moves checkpoint `step` to `<workdir>/corrupt_checkpoints/N-<time>` (never deletes it)."""
     directory = epath.Path(mngr.directory)

@@ -111,16 +111,6 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _latest_step(workdir: str) -> int | None:
-    from jaxmedgan import checkpointing
-
-    mngr = checkpointing.manager(workdir, async_save=False)
-    try:
-        return mngr.latest_step()
-    finally:
-        mngr.close()
-
-
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes, or reuses) one run; returns {'step', 'noise_multiplier', 'epsilon', 'delta',
     'reused', 'seconds'} read back from the run's config.json and last checkpoint."""
@@ -130,7 +120,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     fingerprint = _fingerprint(config)
     marker_path = os.path.join(workdir, RUN_FILE)
     marker = _read_json(marker_path)
-    step = _latest_step(workdir) if os.path.isdir(workdir) else None
+    step = checkpointing.latest_step(workdir) if os.path.isdir(workdir) else None
     if marker is not None and marker.get("fingerprint") == fingerprint and step == marker.get("step"):
         return {**marker, "reused": True}
     if marker is not None and marker.get("fingerprint") != fingerprint:  # also an unfinished run's claim
@@ -142,7 +132,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t = time.perf_counter()
     trainers.get(config.trainer).train_and_evaluate(copy.deepcopy(config), workdir)
     seconds = time.perf_counter() - t
-    step = _latest_step(workdir)
+    step = checkpointing.latest_step(workdir)
     if step is None:
         raise RuntimeError(f"Training {workdir} wrote no checkpoint.")
     trained = checkpointing.read_config(workdir)  # privacy.{noise_multiplier, delta} as filled by plan.prepare

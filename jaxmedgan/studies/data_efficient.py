@@ -16,10 +16,7 @@ the 182 training lesions and their labels are never read here; no downstream res
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 
 from jaxmedgan.studies import diversity
 
@@ -93,26 +90,8 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--classifier", required=True, help="liver classifier workdir (domain features and labels)")
-    p.add_argument("--workdir", required=True, help="where the arms' runs live (reused when finished)")
-    p.add_argument("--out", required=True, help="JSON path; a .md table is written beside it")
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
-    p.add_argument("--num", type=int, default=100, help="generated images per class")
-    p.add_argument("--steps", type=int, default=0, help="training steps (0 = the config's or the arm's)")
-    p.add_argument("--data-dir", default=None)
-    args = p.parse_args(argv)
-    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in args.arms if a not in ARMS]
-    if unknown:
-        p.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
-    rows = run(args)
-    command = "python -m jaxmedgan.studies.data_efficient " + " ".join(argv if argv is not None else sys.argv[1:])
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"command": command, "rows": rows}, f, indent=1, default=float)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(markdown(rows, command))
+    diversity.study_main(argv, module="jaxmedgan.studies.data_efficient", description=__doc__.split("\n")[0],
+                         arms=ARMS, run=run, markdown=markdown)
 
 
 if __name__ == "__main__":

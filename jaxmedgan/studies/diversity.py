@@ -113,27 +113,34 @@ def markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def study_main(argv, *, module: str, description: str, arms: dict, run, markdown) -> None:
+    """The command line every arm study shares: train and score `arms` (`run(args) -> rows`), write
+    --out (JSON) and the `markdown(rows, command)` table beside it."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--classifier", required=True, help="liver classifier workdir (domain features)")
     p.add_argument("--workdir", required=True, help="where the arms' runs live (reused when finished)")
     p.add_argument("--out", required=True, help="JSON path; a .md table is written beside it")
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    p.add_argument("--arms", default=",".join(arms), help=f"comma-separated subset of {', '.join(arms)}")
     p.add_argument("--num", type=int, default=100, help="generated images per class")
     p.add_argument("--steps", type=int, default=0, help="training steps (0 = the config's)")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in args.arms if a not in ARMS]
+    unknown = [a for a in args.arms if a not in arms]
     if unknown:
-        p.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+        p.error(f"unknown arms {unknown}; known: {', '.join(arms)}")
     rows = run(args)
-    command = "python -m jaxmedgan.studies.diversity " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = f"python -m {module} " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"command": command, "rows": rows}, f, indent=1, default=float)
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
         f.write(markdown(rows, command))
+
+
+def main(argv=None) -> None:
+    study_main(argv, module="jaxmedgan.studies.diversity", description=__doc__.split("\n")[0], arms=ARMS,
+               run=run, markdown=markdown)
 
 
 if __name__ == "__main__":

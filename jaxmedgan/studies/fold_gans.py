@@ -175,14 +175,6 @@ def _write_record(workdir: str, record: dict) -> None:
     os.replace(tmp, os.path.join(workdir, RECORD))
 
 
-def _latest_step(workdir: str) -> int | None:
-    mngr = checkpointing.manager(workdir, async_save=False)
-    try:
-        return mngr.latest_step()
-    finally:
-        mngr.close()
-
-
 def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.LabeledSet, indices: np.ndarray,
           meta: dict) -> dict:
     """Trains (or reuses a finished, or resumes an interrupted) fold GAN on `data` (the real images at
@@ -205,7 +197,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.Labeled
         raise ValueError(f"{workdir} holds a GAN trained with another GAN config or training set (fingerprint "
                          f"{record.get('fingerprint')} != {fp}): downstream.gan_config, downstream.gan_overrides, "
                          "--gan-steps or the real set changed. Use a new --out, or delete that workdir to retrain it.")
-    if record is not None and record.get("finished") and _latest_step(workdir) == steps:
+    if record is not None and record.get("finished") and checkpointing.latest_step(workdir) == steps:
         log.info("Reusing the finished GAN in %s (%d steps, %d training images).", workdir, steps, len(indices))
         return {**record, "reused": True}
     record = {**meta, "train_indices": indices.tolist(), "num_images": len(indices),
