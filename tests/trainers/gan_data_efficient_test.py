@@ -11,6 +11,7 @@ from jaxmedgan import sharding
 from jaxmedgan.trainers import common, gan
 
 from tests.trainers.gan_cond_test import _batch, tiny_config
+from tests.trainers.gan_dp_test import _steps
 
 
 def _configure(c, kind="diffaug", ema=True, upsample="nearest", loss="nonsaturating", **ada):
@@ -107,19 +108,8 @@ def test_private_step_with_diffaug_is_the_same_on_8_devices_as_on_1():
     # The augmentation keys come from the state's key, not from the device layout.
     config = _configure(tiny_config(dp=True), "diffaug", ema=True, upsample="nearest")
 
-    def steps(mesh):
-        init = functools.partial(gan.init_state, config)
-        shard = sharding.tree_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
-        state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
-        step = jax.jit(functools.partial(gan.train_step, config, mesh=mesh),
-                       in_shardings=(shard, sharding.batch_sharding(mesh)),
-                       out_shardings=(shard, sharding.replicated(mesh)))
-        for i in range(2):
-            state, m = step(state, sharding.shard_batch(_batch(seed=i, dp=True), mesh))
-        return jax.device_get(state), jax.device_get(m)
-
-    s1, m1 = steps(sharding.make_mesh(None, jax.devices()[:1]))
-    s8, m8 = steps(sharding.make_mesh(None, jax.devices()))
+    s1, (*_, m1) = _steps(config, sharding.make_mesh(None, jax.devices()[:1]))
+    s8, (*_, m8) = _steps(config, sharding.make_mesh(None, jax.devices()))
     for k in m1:
         np.testing.assert_allclose(m8[k], m1[k], rtol=1e-4, atol=1e-5, err_msg=k)
     for a, b in zip(jax.tree_util.tree_leaves(s1.extra), jax.tree_util.tree_leaves(s8.extra)):

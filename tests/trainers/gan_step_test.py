@@ -15,7 +15,10 @@ from tests.dp_helpers import noise_key_rows, through_noise
 
 
 def tiny_config(**model):
-    c = acgan_liver.get_config()
+    # The classic ACGAN step (aux head, raw images to D): these are unit tests of the step's terms;
+    # the data-efficient options are tested in gan_data_efficient_test.py, the default end to end
+    # in gan_train_test.py.
+    c = acgan_liver.classic(acgan_liver.get_config())
     c.data.image_size = 16
     c.model.latent_dim = 8
     c.model.g_features = 4
