@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxmedgan import checkpointing
 from jaxmedgan.data import datasets
 from jaxmedgan.privacy import accounting, checks, cli, curve, plan
 from jaxmedgan.trainers import classifier, gan
@@ -65,7 +66,7 @@ def trained(monkeypatch):
         if checks.dp_enabled(config):  # what trainers.common.fit does before training
             abstract = jax.eval_shape(functools.partial(gan.FAMILY.init_state, config), jax.random.PRNGKey(0))
             plan.prepare(config, abstract.d_variables(), len(datasets.load(config)[0]), jax.device_count())
-        if curve._latest_step(workdir) != config.train.steps:  # fit on a finished run trains nothing
+        if checkpointing.latest_step(workdir) != config.train.steps:  # fit on a finished run trains nothing
             checkpoint_random(workdir, config, step=config.train.steps)
 
     monkeypatch.setattr(gan, "train_and_evaluate", stand_in)

@@ -51,7 +51,8 @@ def test_options_train_and_stay_finite(kind, upsample, loss, ada, dp):
 
 def test_augmentation_changes_what_d_sees_and_none_does_not():
     # Same state and batch: with augmentation D's loss differs from the raw-image loss.
-    plain, diff = tiny_config(), _configure(tiny_config(), "diffaug", ema=False, upsample="transpose")
+    plain = _configure(tiny_config(), "none", ema=False, upsample="transpose")
+    diff = _configure(tiny_config(), "diffaug", ema=False, upsample="transpose")
     state = gan.init_state(plain, jax.random.PRNGKey(0))
     m_plain = jax.jit(functools.partial(gan.train_step, plain))(state, _batch())[1]
     m_aug = jax.jit(functools.partial(gan.train_step, diff))(state, _batch())[1]
