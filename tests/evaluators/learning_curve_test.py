@@ -51,6 +51,7 @@ def _mtimes(root):
             for d, _, files in os.walk(root) for f in files}
 
 
+@pytest.mark.slow  # end to end (~30-50 s on 2 cores): the slow set, which CI also runs
 def test_leak_free_learning_curve_with_fold_gans_and_selection_arms(tmp_path, capsys, jaxmedgan_log):
     out = tmp_path / "study"
     code = downstream.downstream_command(["downstream", "--config", CONFIG, *_flags(), "--out", str(out),

@@ -296,6 +296,7 @@ def test_pix2pix_adaptive_ada_moves_p_and_is_refused_under_dp():
         pix2pix.init_state(_p2p_config(upsample="bilinear"), jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # end to end (~30-50 s on 2 cores): the slow set, which CI also runs
 def test_pix2pix_private_step_with_fixed_ada_trains_on_8_devices():
     # ADA's p rides per example into the clipped loss that runs in shard_map.
     config = _p2p_config("ada", dp=True, batch=8, mode="fixed", p=0.5)
@@ -304,6 +305,7 @@ def test_pix2pix_private_step_with_fixed_ada_trains_on_8_devices():
     assert history[-1]["aug_p"] == pytest.approx(0.5) and int(states[-1].step) == 2
 
 
+@pytest.mark.slow  # end to end (~30-50 s on 2 cores): the slow set, which CI also runs
 def test_pix2pix_private_step_with_diffaug_is_the_same_on_8_devices_as_on_1():
     config = _p2p_config("diffaug", dp=True, batch=8, ema=True, upsample="nearest", loss="hinge")
     init = functools.partial(pix2pix.init_state, config)

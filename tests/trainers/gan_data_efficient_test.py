@@ -105,6 +105,7 @@ def test_adaptive_ada_moves_p_in_the_step_and_is_refused_under_dp():
         gan.init_state(_configure(tiny_config(dp=True), "ada", mode="adaptive"), jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # end to end (~30-50 s on 2 cores): the slow set, which CI also runs
 def test_private_step_with_diffaug_is_the_same_on_8_devices_as_on_1():
     # The augmentation keys come from the state's key, not from the device layout.
     config = _configure(tiny_config(dp=True), "diffaug", ema=True, upsample="nearest")

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from configs import stylegan2_ada_liver
 from jaxmedgan import main as cli
 
@@ -12,6 +14,7 @@ def test_config_is_the_spine_stylegan2_on_the_liver_classes():
     assert c.loss.r1_gamma == 0.0002 * 64 ** 2 / c.train.batch_size and c.ada.mode == "adaptive"
 
 
+@pytest.mark.slow  # end to end (~30-50 s on 2 cores): the slow set, which CI also runs
 def test_trains_on_tiny_shapes_and_samples_one_row_per_class(tmp_path):
     wd = str(tmp_path / "sg2_liver")
     over = ["--config.data.image_size=16", "--config.model.latent_dim=16", "--config.model.w_dim=16",
