@@ -21,33 +21,36 @@ import os
 from jaxmedgan.studies import diversity
 
 ACGAN = diversity.ACGAN
-DIFFAUG = ["--config.d_augment.kind=diffaug"]
+# Every arm states all four options, from the classic ACGAN (aux head, raw images to D, no EMA,
+# transposed convs), so an arm stays what was measured when the config file's defaults move.
+CLASSIC = {"model.cond": "aux", "d_augment.kind": "none", "ema.enabled": "False", "model.g_upsample": "transpose"}
+
+
+def _arm(config: str = ACGAN, **changes: str) -> tuple[str, list[str]]:
+    """(config path, --config overrides): CLASSIC with `changes` (keys with '__' for '.')."""
+    values = {**CLASSIC, **{k.replace("__", "."): v for k, v in changes.items()}}
+    return config, [f"--config.{k}={v}" for k, v in values.items()]
+
+
+DATA_EFFICIENT = {"d_augment__kind": "diffaug", "ema__enabled": "True", "model__g_upsample": "nearest"}
 ARMS = {
-    "base": (ACGAN, []),
-    "diffaug": (ACGAN, DIFFAUG),
-    "diffaug_ema": (ACGAN, DIFFAUG + ["--config.ema.enabled=True"]),
-    "diffaug_ema_resize": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest"]),
-    "diffaug_ema_fir": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=fir"]),
-    "diffaug_ema_resize_hinge": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                   "--config.loss.kind=hinge"]),
-    "diffaug_ema_resize_r1": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                "--config.loss.r1_gamma=0.1"]),
-    "ada_ema_resize": (ACGAN, ["--config.d_augment.kind=ada", "--config.ada.kimg=20",
-                               "--config.ema.enabled=True", "--config.model.g_upsample=nearest"]),
-    "diffaug_ema_resize_2k": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                "--config.train.steps=2000"]),
-    "diffaug_ema_resize_wide": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                  "--config.model.g_features=32", "--config.model.d_features=32"]),
-    "proj_diffaug_ema_resize": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                  "--config.model.cond=projection"]),
-    "projaux_diffaug_ema_resize": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                     "--config.model.cond=proj_aux"]),
-    "diffaug_ema_resize_ms": (ACGAN, DIFFAUG + ["--config.ema.enabled=True", "--config.model.g_upsample=nearest",
-                                                "--config.loss.mode_seeking=0.1"]),
-    "per_class_diffaug_ema_resize": (diversity.DCGAN, DIFFAUG + [
-        "--config.ema.enabled=True", "--config.model.g_upsample=nearest", "--config.train.per_class=True",
-        "--config.model.mbstd_group_size=4"]),
-    "new_default": (ACGAN, []),  # the config file as it stands (after the defaults were chosen)
+    "base": _arm(),
+    "diffaug": _arm(d_augment__kind="diffaug"),
+    "diffaug_ema": _arm(d_augment__kind="diffaug", ema__enabled="True"),
+    "diffaug_ema_resize": _arm(**DATA_EFFICIENT),
+    "diffaug_ema_fir": _arm(**{**DATA_EFFICIENT, "model__g_upsample": "fir"}),
+    "diffaug_ema_resize_hinge": _arm(**DATA_EFFICIENT, loss__kind="hinge"),
+    "diffaug_ema_resize_r1": _arm(**DATA_EFFICIENT, loss__r1_gamma="0.1"),
+    "ada_ema_resize": _arm(**{**DATA_EFFICIENT, "d_augment__kind": "ada"}, ada__kimg="20"),
+    "diffaug_ema_resize_2k": _arm(**DATA_EFFICIENT, train__steps="2000"),
+    "diffaug_ema_resize_wide": _arm(**DATA_EFFICIENT, model__g_features="32", model__d_features="32"),
+    "proj_diffaug_ema_resize": _arm(**DATA_EFFICIENT, model__cond="projection"),
+    "projaux_diffaug_ema_resize": _arm(**DATA_EFFICIENT, model__cond="proj_aux"),
+    "diffaug_ema_resize_ms": _arm(**DATA_EFFICIENT, loss__mode_seeking="0.1"),
+    "per_class_diffaug_ema_resize": (diversity.DCGAN, [
+        "--config.d_augment.kind=diffaug", "--config.ema.enabled=True", "--config.model.g_upsample=nearest",
+        "--config.train.per_class=True", "--config.model.mbstd_group_size=4"]),
+    "new_default": (ACGAN, []),  # the config file as it stands (projaux_diffaug_ema_resize since #18)
 }
 METRICS = "fid,pr,diversity,agreement"
 
