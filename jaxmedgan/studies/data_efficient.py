@@ -46,6 +46,8 @@ ARMS = {
     "diffaug_ema_resize_wide": _arm(**DATA_EFFICIENT, model__g_features="32", model__d_features="32"),
     "proj_diffaug_ema_resize": _arm(**DATA_EFFICIENT, model__cond="projection"),
     "projaux_diffaug_ema_resize": _arm(**DATA_EFFICIENT, model__cond="proj_aux"),
+    "projaux_ada_ema_resize": _arm(**{**DATA_EFFICIENT, "d_augment__kind": "ada"}, ada__kimg="20",
+                                   model__cond="proj_aux"),
     "diffaug_ema_resize_ms": _arm(**DATA_EFFICIENT, loss__mode_seeking="0.1"),
     "per_class_diffaug_ema_resize": (diversity.DCGAN, [
         "--config.d_augment.kind=diffaug", "--config.ema.enabled=True", "--config.model.g_upsample=nearest",
