@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxmedgan import atomic_io
 from jaxmedgan.data import intensity, registry, tfds_builders
 
 log = logging.getLogger("jaxmedgan")
@@ -231,21 +232,13 @@ def record_in_workdir(workdir: str, data_dir: str) -> dict:
     """
     info = read_info(data_dir)
     info["data_dir"] = os.path.abspath(data_dir)
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, f".{WORKDIR_RECORD}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(workdir, WORKDIR_RECORD))
+    atomic_io.write_json(os.path.join(workdir, WORKDIR_RECORD), info, indent=1, sort_keys=True)
     return info
 
 
 def workdir_record(workdir: str) -> dict | None:
     """WORKDIR/dataset.json (see `record_in_workdir`), or None for runs that have none."""
-    path = os.path.join(workdir, WORKDIR_RECORD)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return atomic_io.read_json(os.path.join(workdir, WORKDIR_RECORD))
 
 
 def class_names_for(workdir: str, num_classes: int) -> list[str]:

@@ -74,6 +74,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from jaxmedgan import atomic_io
 from jaxmedgan.data import labeled
 from jaxmedgan.evaluators import folds as folds_lib
 from jaxmedgan.evaluators import diversity, learning_curve, metrics, plots, synthetic as synthetic_lib
@@ -927,19 +928,12 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(out_dir: str, report: dict) -> None:
     """Writes out_dir/report.json and out_dir/report.md (each atomically)."""
     os.makedirs(out_dir, exist_ok=True)
     clean = _clean(report)
-    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(clean, indent=1, sort_keys=False, allow_nan=False))
-    _write_atomic(os.path.join(out_dir, "report.md"), render_markdown(clean))
+    atomic_io.write_text(os.path.join(out_dir, "report.json"), json.dumps(clean, indent=1, sort_keys=False, allow_nan=False))
+    atomic_io.write_text(os.path.join(out_dir, "report.md"), render_markdown(clean))
 
 
 USAGE = ("usage: jaxmedgan evaluate downstream --config configs/downstream_liver.py --out DIR "

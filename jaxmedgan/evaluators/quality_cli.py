@@ -47,13 +47,12 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
 
-from jaxmedgan import checkpointing, images, metric_writers
+from jaxmedgan import atomic_io, checkpointing, images, metric_writers
 from jaxmedgan.evaluators import features, quality
 
 log = logging.getLogger(__name__)
@@ -220,19 +219,6 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _write_json_atomic(path: str, obj: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".json", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def per_class_mode(workdir: str, names: Sequence[str], per_class: bool) -> bool:
     """Whether a run of `names` on `workdir` is per class ('diversity' and 'agreement' imply it); a
     clear error when it is asked of a workdir without classes."""
@@ -262,7 +248,7 @@ def _merge_report(workdir: str, step_value: Any, values: dict, run_key: str, run
     report["metrics"].update(_json_safe(values))
     report["runs"][run_key] = run
     report.update(_json_safe(extra))
-    _write_json_atomic(path, report)
+    atomic_io.write_json(path, report, indent=2, sort_keys=True)
     return report
 
 

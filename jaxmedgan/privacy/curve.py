@@ -40,6 +40,8 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from jaxmedgan import atomic_io
+
 log = logging.getLogger(__name__)
 
 RUN_FILE = "curve_run.json"
@@ -97,20 +99,6 @@ def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes, or reuses) one run; returns {'step', 'noise_multiplier', 'epsilon', 'delta',
     'reused', 'seconds'} read back from the run's config.json and last checkpoint."""
@@ -119,7 +107,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     fingerprint = _fingerprint(config)
     marker_path = os.path.join(workdir, RUN_FILE)
-    marker = _read_json(marker_path)
+    marker = atomic_io.read_json(marker_path)
     step = checkpointing.latest_step(workdir) if os.path.isdir(workdir) else None
     if marker is not None and marker.get("fingerprint") == fingerprint and step == marker.get("step"):
         return {**marker, "reused": True}
@@ -128,7 +116,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          f"{marker.get('fingerprint')} != {fingerprint}): the --config or its overrides changed. "
                          "Use a new --workdir, or delete that run to retrain it.")
     os.makedirs(workdir, exist_ok=True)  # claim the run for this config before training (see above)
-    _write_atomic(marker_path, json.dumps({"fingerprint": fingerprint, "step": None}, indent=2))
+    atomic_io.write_text(marker_path, json.dumps({"fingerprint": fingerprint, "step": None}, indent=2))
     t = time.perf_counter()
     trainers.get(config.trainer).train_and_evaluate(copy.deepcopy(config), workdir)
     seconds = time.perf_counter() - t
@@ -142,7 +130,7 @@ def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               "noise_multiplier": float(trained.privacy.noise_multiplier) if private else None,
               "delta": float(trained.privacy.delta) if private else None,
               "epsilon": guarantee[0] if private else None, "delta_prime": guarantee[1] if private else None}
-    _write_atomic(marker_path, json.dumps(marker, indent=2))
+    atomic_io.write_text(marker_path, json.dumps(marker, indent=2))
     return {**marker, "reused": False}
 
 
@@ -155,7 +143,7 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
     settings = {"step": int(step), "num": int(num), "seed": int(seed), "features": extractor.description,
                 "downstream": None if downstream_config is None else _fingerprint(downstream_config)}
     path = os.path.join(workdir, POINT_FILE)
-    cached = _read_json(path)
+    cached = atomic_io.read_json(path)
     if cached is not None and cached.get("settings") == settings:
         return cached
     report = quality_cli.evaluate(workdir, metrics="fid", num=num, extractor=extractor, reals="test", seed=seed)
@@ -171,7 +159,7 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
                                "macro_auc": float(m["macro_auc"]), "ci95": rep["experiments"][name]["ci95"],
                                "real_accuracy": float(base["accuracy"]), "real_macro_auc": float(base["macro_auc"]),
                                "report": os.path.join(out_dir, "report.md")}
-    _write_atomic(path, json.dumps(point, indent=2, allow_nan=True))
+    atomic_io.write_text(path, json.dumps(point, indent=2, allow_nan=True))
     return point
 
 
@@ -241,8 +229,8 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
                   "leak_free": ("yes: the study's real images are the held-out test split; every run's GAN trained "
                                 "on the train split only")},
               "rows": rows}
-    _write_atomic(os.path.join(workdir, "curve.json"), json.dumps(report, indent=2, allow_nan=True))
-    _write_atomic(os.path.join(workdir, "curve.md"), render_markdown(report))
+    atomic_io.write_text(os.path.join(workdir, "curve.json"), json.dumps(report, indent=2, allow_nan=True))
+    atomic_io.write_text(os.path.join(workdir, "curve.md"), render_markdown(report))
     plots.save(os.path.join(workdir, "curve.png"), curve_figure(rows))
     return report
 

@@ -25,13 +25,13 @@ import math
 import os
 import re
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from jaxmedgan import atomic_io
 from jaxmedgan.reader_study import db
 
 Z95 = 1.959963984540054  # standard normal 97.5% quantile
@@ -249,18 +249,6 @@ def answers_csv(conn: sqlite3.Connection) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Writes text to path via a temp file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_report(study_dir: str, out_dir: str | None = None) -> str:
     """Writes report.md, report.json and answers.csv to out_dir (default STUDY/report); returns out_dir."""
     out_dir = out_dir or os.path.join(study_dir, "report")
@@ -275,7 +263,7 @@ def write_report(study_dir: str, out_dir: str | None = None) -> str:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"--out {out_dir!r} exists and is not a directory.")
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(os.path.join(out_dir, "report.md"), to_markdown(rep))
-    _write_atomic(os.path.join(out_dir, "answers.csv"), csv_text)
+    atomic_io.write_text(os.path.join(out_dir, "report.json"), json.dumps(rep, indent=2, ensure_ascii=False) + "\n")
+    atomic_io.write_text(os.path.join(out_dir, "report.md"), to_markdown(rep))
+    atomic_io.write_text(os.path.join(out_dir, "answers.csv"), csv_text)
     return out_dir

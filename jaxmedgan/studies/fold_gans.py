@@ -26,7 +26,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from jaxmedgan import checkpointing, config_validation, sharding, trainers
+from jaxmedgan import atomic_io, checkpointing, config_validation, sharding, trainers
 from jaxmedgan.data import labeled, pipeline
 from jaxmedgan.evaluators import learning_curve
 from jaxmedgan.trainers import common
@@ -160,19 +160,11 @@ def workdir_for(out_dir: str, fraction: float, seed: int, fold: int) -> str:
 
 def read_record(workdir: str) -> dict | None:
     """WORKDIR/fold_gan.json (see the module docstring), or None."""
-    path = os.path.join(workdir, RECORD)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return atomic_io.read_json(os.path.join(workdir, RECORD))
 
 
 def _write_record(workdir: str, record: dict) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, f".{RECORD}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(workdir, RECORD))
+    atomic_io.write_json(os.path.join(workdir, RECORD), record, indent=1)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.LabeledSet, indices: np.ndarray,

@@ -1,0 +1,36 @@
+"""Small files written so a crash never leaves half of one: the one atomic writer and its JSON reader."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_text(path: str, text: str) -> str:
+    """Writes `text` (UTF-8) to `path` through a temporary file in the same folder and a rename, so a
+    reader sees the old file or the new one, never a torn one; creates the folder. Returns path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_json(path: str, obj, **dump_kwargs) -> str:
+    """`write_text` of json.dumps(obj, **dump_kwargs)."""
+    return write_text(path, json.dumps(obj, **dump_kwargs))
+
+
+def read_json(path: str):
+    """The JSON value in `path`, or None when there is no such file."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
