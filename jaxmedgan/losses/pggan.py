@@ -49,7 +49,10 @@ def d_wgan_gp_real(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array, 
     """The terms of D's loss that touch real x_i, f32 [N]: -D(x_i) + gp(x^_i) + drift * D(x_i)^2,
     and their parts {real_score, gp, grad_norm, drift} [N]. DP-SGD clips this per example."""
     real_score = d_fn(real).astype(jnp.float32)
-    gp, norms = gradient_penalty(d_fn, real, fake, eps, gp_weight)
+    if gp_weight:
+        gp, norms = gradient_penalty(d_fn, real, fake, eps, gp_weight)
+    else:  # no penalty: no input gradient in the loss (ghost clipping can then clip it)
+        gp = norms = jnp.zeros_like(real_score)
     drift = drift_weight * jnp.square(real_score)
     loss = gp + drift - real_score
     return loss, {"real_score": real_score, "gp": gp, "grad_norm": norms, "drift": drift}

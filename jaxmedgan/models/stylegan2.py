@@ -37,6 +37,7 @@ import numpy as np
 from jaxmedgan.ops import bias_act as bias_act_lib
 from jaxmedgan.ops import misc
 from jaxmedgan.ops import modulated_conv
+from jaxmedgan.ops import patches
 from jaxmedgan.ops import upfirdn2d
 
 ARCHITECTURES = ("orig", "skip", "resnet")
@@ -121,12 +122,22 @@ class FullyConnected(nn.Module):
         fan_in = x.shape[-1]
         lr = self.lr_multiplier
         w = self.param("weight", lambda k, s: jax.random.normal(k, s) / lr, (fan_in, self.features))
-        x = x @ (w * misc.weight_gain(fan_in, lr)).astype(x.dtype)
+        x = self.linear(x, w)
         b = None
         if self.use_bias:
             b = self.param("bias", lambda k, s: jnp.full(s, self.bias_init, jnp.float32), (self.features,))
             b = b * lr
         return bias_act_lib.bias_act(x, b, act=self.activation)
+
+    def linear(self, x: jax.Array, weight: jax.Array) -> jax.Array:
+        """x [..., in] @ (weight * equalised-lr gain) -> [..., features], before bias and activation."""
+        return x @ (weight * misc.weight_gain(x.shape[-1], self.lr_multiplier)).astype(x.dtype)
+
+    def linear_factors(self, x: jax.Array) -> tuple[jax.Array, float, float]:
+        """Ghost clipping's view of `linear` (privacy.ghost.LinearLayer): (x as [N, T, in], weight
+        gain, bias gain) for x [N, ..., in]."""
+        return x.reshape(x.shape[0], -1, x.shape[-1]), misc.weight_gain(x.shape[-1], self.lr_multiplier), \
+            float(self.lr_multiplier)
 
 
 class Conv2d(nn.Module):
@@ -144,14 +155,33 @@ class Conv2d(nn.Module):
     def __call__(self, x: jax.Array, gain: float = 1.0) -> jax.Array:
         k, cin = self.kernel_size, x.shape[-1]
         w = self.param("weight", nn.initializers.normal(1.0), (k, k, cin, self.features))
-        w = w * misc.weight_gain(k * k * cin)
-        f = _resample_filter() if (self.up > 1 or self.down > 1) else None
-        x = modulated_conv.conv2d_resample(x, w.astype(x.dtype), f=f, up=self.up, down=self.down,
-                                           padding=k // 2, flip_weight=(self.up == 1))
+        x = self.linear(x, w)
         b = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
         act_gain = bias_act_lib.ACTIVATIONS[self.activation].def_gain * gain
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act_lib.bias_act(x, b, act=self.activation, gain=act_gain, clamp=clamp)
+
+    def linear(self, x: jax.Array, weight: jax.Array) -> jax.Array:
+        """x [N,H,W,Cin] conv (FIR up/down) weight * equalised-lr gain -> [N,H',W',features], no bias."""
+        k = self.kernel_size
+        w = weight * misc.weight_gain(k * k * x.shape[-1])
+        f = _resample_filter() if (self.up > 1 or self.down > 1) else None
+        return modulated_conv.conv2d_resample(x, w.astype(x.dtype), f=f, up=self.up, down=self.down,
+                                              padding=k // 2, flip_weight=(self.up == 1))
+
+    def linear_factors(self, x: jax.Array) -> tuple[jax.Array, float, float]:
+        """Ghost clipping's view of `linear` (privacy.ghost.LinearLayer): (unfolded conv input
+        [N, H'W', k*k*Cin] in the weight's HWIO order, weight gain, bias gain 1) for x [N,H,W,Cin].
+        Down-sampling convs read the FIR low-passed input with stride `down`; up-sampling ones
+        (G only) are not covered."""
+        if self.up != 1:
+            raise ValueError(f"Conv2d(up={self.up}): ghost clipping covers down-sampling and plain convs only; "
+                             "use privacy.clip_method='vmap'.")
+        k = self.kernel_size
+        f = _resample_filter() if self.down > 1 else None
+        y, (x0, x1, y0, y1) = modulated_conv.conv_input(x, f, self.down, k // 2)
+        a = patches.unfold(y, (k, k), (self.down, self.down), ((y0, y1), (x0, x1)))
+        return a, misc.weight_gain(k * k * x.shape[-1]), 1.0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def conv2d_resample(
         px1 += (fw - up) // 2
         py0 += (fh + up - 1) // 2
         py1 += (fh - up) // 2
-    if down > 1:
+    if down > 1 and up > 1:
         px0 += (fw - down + 1) // 2
         px1 += (fw - down) // 2
         py0 += (fh - down + 1) // 2
@@ -148,11 +148,24 @@ def conv2d_resample(
         if down > 1:
             y = upfirdn2d_lib.upfirdn2d(y, f, down=down, flip_filter=flip_filter)
         return y
-    if down > 1:
-        # Low-pass first, then a strided conv: the stride is the subsampling.
-        y = upfirdn2d_lib.upfirdn2d(x, f, padding=(px0, px1, py0, py1), flip_filter=flip_filter)
-        return conv(y, (0, 0, 0, 0), stride=down)
-    return conv(x, (px0, px1, py0, py1))
+    y, pad = conv_input(x, f, down, padding, flip_filter)
+    return conv(y, pad, stride=down)
+
+
+def conv_input(x: jax.Array, f: Union[jax.Array, np.ndarray, None], down: int, padding: upfirdn2d_lib.Padding = 0,
+               flip_filter: bool = False) -> tuple[jax.Array, tuple[int, int, int, int]]:
+    """(input, pads (x0, x1, y0, y1)) of the plain stride-`down` correlation that `conv2d_resample`
+    runs for up = 1: x itself with the padding, or for down > 1 the FIR low-passed, padded x
+    (no further padding). Ghost clipping unfolds this input (models/stylegan2.Conv2d)."""
+    px0, px1, py0, py1 = upfirdn2d_lib.parse_padding(padding)
+    if down == 1:
+        return x, (px0, px1, py0, py1)
+    if f is None:
+        raise ValueError("conv_input: down > 1 needs an FIR filter f, e.g. setup_filter([1, 3, 3, 1]).")
+    fw, fh = upfirdn2d_lib.filter_size(f)
+    pads = (px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2)
+    # Low-pass first, then a strided conv: the stride is the subsampling.
+    return upfirdn2d_lib.upfirdn2d(x, f, padding=pads, flip_filter=flip_filter), (0, 0, 0, 0)
 
 
 def modulated_conv2d(

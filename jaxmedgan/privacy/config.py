@@ -111,10 +111,14 @@ class DPConfig:
             if not ok:
                 raise ValueError(f"config.privacy.{name}={getattr(self, name)!r} must be {expected}.")
 
-    def with_clip_method(self, ghost_supported: bool) -> "DPConfig":
+    def with_clip_method(self, ghost_supported: bool, why_not: str = "") -> "DPConfig":
         """This config with 'auto' resolved: 'ghost' where the family says ghost clipping covers its
         per-example loss (no gradient of an input gradient inside it, supported layers only), else
-        'vmap'. An explicit 'vmap' or 'ghost' is kept (the family refuses 'ghost' where it cannot)."""
+        'vmap'. An explicit 'vmap' is kept; an explicit 'ghost' where it is not supported is refused
+        with the family's reason `why_not` (ghost clipping would compute wrong norms there)."""
+        if self.clip_method == "ghost" and not ghost_supported:
+            raise ValueError(f"config.privacy.clip_method='ghost': {why_not or 'not supported here'}; set it "
+                             "to 'auto' (ghost where it applies, else vmap) or 'vmap'.")
         if self.clip_method != "auto":
             return self
         return dataclasses.replace(self, clip_method="ghost" if ghost_supported else "vmap")

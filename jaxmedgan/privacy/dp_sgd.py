@@ -155,8 +155,11 @@ def _microbatched(chunk: Chunk, params: PyTree, batch: PyTree, real: jax.Array,
 
 
 def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
-                      l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
-    """Reference method: vmap(grad) per chunk of `microbatch_size` examples, clip, sum."""
+                      l2_clip: float, microbatch_size: int | None, has_aux: bool,
+                      stop_gradient_calls: bool = False) -> PerExample:
+    """Reference method: vmap(grad) per chunk of `microbatch_size` examples, clip, sum (autodiff
+    honours stop_gradient itself: `stop_gradient_calls` is ghost's declaration, unused here)."""
+    del stop_gradient_calls
     _batch_size(batch, mask)
     per_example = jax.vmap(lambda x, r: _clip_one(loss_fn, has_aux, l2_clip, params, x, r))
 
@@ -168,10 +171,12 @@ def _clipped_sum_vmap(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.
 
 
 def _clipped_sum_ghost(loss_fn: LossFn, params: PyTree, batch: PyTree, mask: jax.Array, *,
-                       l2_clip: float, microbatch_size: int | None, has_aux: bool) -> PerExample:
+                       l2_clip: float, microbatch_size: int | None, has_aux: bool,
+                       stop_gradient_calls: bool = False) -> PerExample:
     """Ghost clipping + book-keeping (Bu et al. 2022; see ghost.py): no per-example full gradients."""
     _batch_size(batch, mask)
-    chunk = functools.partial(ghost.clipped_sum_chunk, loss_fn, params, l2_clip=l2_clip, has_aux=has_aux)
+    chunk = functools.partial(ghost.clipped_sum_chunk, loss_fn, params, l2_clip=l2_clip, has_aux=has_aux,
+                              stop_gradient_calls=stop_gradient_calls)
     return _microbatched(chunk, params, batch, mask > 0, microbatch_size)
 
 
@@ -183,7 +188,8 @@ def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree,
                                  l2_clip: float, microbatch_size: int | None = None,
                                  method: str = "vmap", has_aux: bool = False,
                                  axis_name: str | None = None, mesh: Mesh | None = None,
-                                 data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+                                 data_axis: str = DATA_AXIS,
+                                 stop_gradient_calls: bool = False) -> tuple[PyTree, dict[str, Any]]:
     """Sum over real examples (mask f32 [B] > 0) of grads clipped to L2 norm `l2_clip`; + metrics.
 
     batch: pytree with leading axis B; `loss_fn(params, example)` sees one example (no B axis).
@@ -192,7 +198,8 @@ def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree,
     NOT private -- monitoring only) and, with `has_aux=True`, `loss_aux`: `loss_fn`'s second output
     stacked per example [B, ...]. Sharded batch under jit: pass `mesh` (clips per shard in
     shard_map over `data_axis`, then psums); already inside shard_map: pass `axis_name`.
-    `microbatch_size` then counts examples per device.
+    `microbatch_size` then counts examples per device. `stop_gradient_calls`: the loss applies
+    layers to stop_gradient-ed copies of `params` (ghost clipping then skips those calls).
     """
     if method not in CLIPPED_SUM_METHODS:
         raise ValueError(f"Unknown DP clipping method={method!r}; expected one of "
@@ -207,11 +214,12 @@ def per_example_clipped_grad_sum(loss_fn: LossFn, params: PyTree, batch: PyTree,
                              "(inside shard_map), not both.")
         return _clipped_sum_sharded(loss_fn, params, batch, mask, mesh=mesh, data_axis=data_axis,
                                     l2_clip=l2_clip, microbatch_size=microbatch_size, method=method,
-                                    has_aux=has_aux)
+                                    has_aux=has_aux, stop_gradient_calls=stop_gradient_calls)
     if axis_name is not None:
         params = _as_varying(params, axis_name)
     out = CLIPPED_SUM_METHODS[method](loss_fn, params, batch, mask, l2_clip=l2_clip,
-                                      microbatch_size=microbatch_size, has_aux=has_aux)
+                                      microbatch_size=microbatch_size, has_aux=has_aux,
+                                      stop_gradient_calls=stop_gradient_calls)
     real = mask > 0  # `where`, not `*`: a padded example's NaN/inf must not reach the metrics
     stats = {"norm_sum": jnp.sum(jnp.where(real, out.norms, 0.0)),
              "clipped": jnp.sum(jnp.where(real, out.norms > l2_clip, False), dtype=jnp.float32),
@@ -257,7 +265,7 @@ def public_grad_mean(loss_fn: LossFn, params: PyTree, batch: PyTree, *, clip: bo
 def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array, dp: Any, *,
                fake_loss: LossFn | None = None, fake: PyTree | None = None, expected_batch_size: float = 1.0,
                canaries: jax.Array | None = None, mesh: Mesh | None = None,
-               data_axis: str = DATA_AXIS) -> tuple[PyTree, dict[str, Any]]:
+               data_axis: str = DATA_AXIS, stop_gradient_calls: bool = False) -> tuple[PyTree, dict[str, Any]]:
     """The one private-gradient path of every family's discriminator update (pix2pix: D and G jointly).
 
     A family states its loss as two per-example terms:
@@ -276,7 +284,8 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
     like an example; their sum is `canary_sum` f32 [K] in the metrics, which the noise
     transformation noises together with the gradient (`noise_args`).
     Metrics: `dp_*` monitoring (private; see monitoring.py), `real_aux` [B, ...], `fake_aux` [M, ...],
-    `fake_loss` (mean over M).
+    `fake_loss` (mean over M). `stop_gradient_calls`: real_loss applies layers to stop_gradient-ed
+    copies of params (pix2pix's G term reading D); ghost clipping skips those calls.
     """
     if not dp.enabled:
         n_real = jnp.asarray(expected_batch_size, jnp.float32)
@@ -295,7 +304,8 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
                          "(DPConfig.with_clip_method) first.")
     clip_kwargs = dict(l2_clip=dp.clip_bound, microbatch_size=dp.microbatch, method=dp.clip_method, mesh=mesh,
                        data_axis=data_axis)
-    grads, aux = per_example_clipped_grad_sum(real_loss, params, real, mask, has_aux=True, **clip_kwargs)
+    grads, aux = per_example_clipped_grad_sum(real_loss, params, real, mask, has_aux=True,
+                                              stop_gradient_calls=stop_gradient_calls, **clip_kwargs)
     metrics = {f"dp_{k}": v for k, v in aux.items() if k != "loss_aux"}
     metrics["dp_noise_std"] = jnp.asarray(dp.noise_multiplier * dp.l2_clip / expected_batch_size, jnp.float32)
     metrics.update(real_aux=aux["loss_aux"], fake_aux=None, fake_loss=jnp.zeros((), jnp.float32))

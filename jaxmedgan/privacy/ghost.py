@@ -22,9 +22,22 @@ About half of the remaining overhead at batch 16 is the Gaussian noise draw (thr
 How the activations and output gradients are obtained for any flax model: `loss_fn` runs under
 `flax.linen.intercept_methods`; every supported layer call records its input and adds a zero
 perturbation eps to its output, so grad w.r.t. eps (vmapped over examples) is the per-example
-output gradient. A first abstract trace (`jax.eval_shape`) finds the layers, their output shapes,
+output gradient. A first abstract trace (`jax.make_jaxpr`) finds the layers, their output shapes,
 and which leaves of `params` each one owns (by identity). Parameters not owned by a supported
-layer (another layer type, or used outside any layer) raise a ValueError naming them.
+layer (another layer type, or read outside any layer) raise a ValueError naming them; parameters
+the loss never reads get a zero gradient.
+
+Supported layers: nn.Conv, nn.ConvTranspose (a correlation over the zero-dilated input), nn.Dense,
+the norm layers above, and any module implementing `LinearLayer` (a method `linear(x, weight)`
+linear in its `weight` parameter, e.g. StyleGAN2's equalised-lr Conv2d with FIR down-sampling and
+FullyConnected, which PGGAN shares): the model says how its weight meets its input
+(`linear_factors`), the privacy code stays generic. A layer called k times per example (pix2pix's
+D sees a real and a generated pair) has weight gradient sum_c a_cᵀ g_c = [a_1; ..; a_k]ᵀ [g_1; ..;
+g_k]: its calls' positions are concatenated (T -> k T). With `stop_gradient_calls=True`, a call
+whose parameters are stop_gradient-ed copies (pix2pix's G term reading D) contributes nothing.
+
+Not covered: a loss holding a gradient of the model (R1, WGAN-GP): the weights then also act in
+the backward pass; such losses use method="vmap" (the families resolve 'auto' per phase).
 
 Numerics: activations and output gradients are nan_to_num-ed, and both the norm and the clipped
 sum are computed from those same sanitised factors, so the bound ||c_i g_i|| <= C holds even for
@@ -34,38 +47,63 @@ a gradient), a real example whose gradient norm is not finite is dropped (c_i = 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.linen.linear import canonicalize_padding
 
+from jaxmedgan.ops import patches as patches_lib
+
 PyTree = Any
 KeyPath = tuple[Any, ...]
 
-_MATMUL_LAYERS = (nn.Conv, nn.Dense)  # weight gradient = a_iᵀ g_i: ghost norm or instantiated
+
+@runtime_checkable
+class LinearLayer(Protocol):
+    """A custom layer ghost clipping covers. Its `__call__` creates a parameter 'weight' (and
+    optionally 'bias', added right after `linear` and before any nonlinearity) and calls
+    `self.linear(x, weight)`, whose output [N, *positions, O] is linear in `weight`;
+    `linear_factors(x)` returns (a f32 [N, T, K], weight_gain, bias_gain) such that row i's
+    gradients are weight_gain * (a_iᵀ g_i).reshape(weight.shape) and bias_gain * sum_t g_i, with
+    g_i = dL_i / d linear(x, weight)_i [T, O]."""
+
+    def linear(self, x: jax.Array, weight: jax.Array) -> jax.Array: ...
+
+    def linear_factors(self, x: jax.Array) -> tuple[jax.Array, float, float]: ...
+
+
+_MATMUL_LAYERS = (nn.Conv, nn.ConvTranspose, nn.Dense)  # weight gradient = a_iᵀ g_i
 _NORM_LAYERS = (nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, nn.InstanceNorm)  # small: vmapped vjp
 SUPPORTED_LAYERS = _MATMUL_LAYERS + _NORM_LAYERS
 NORM_MODES = ("auto", "ghost", "direct")
 
 
 def supported_layer_names() -> str:
-    """'nn.Conv, nn.Dense, ...': the flax layer types whose parameters ghost clipping handles."""
-    return ", ".join(f"nn.{t.__name__}" for t in SUPPORTED_LAYERS)
+    """'nn.Conv, nn.Dense, ...': the layer types whose parameters ghost clipping handles."""
+    return ", ".join(f"nn.{t.__name__}" for t in SUPPORTED_LAYERS) + " and LinearLayer modules"
+
+
+def _method(module: nn.Module) -> str | None:
+    """The intercepted method of a supported layer ('linear' for LinearLayer), else None."""
+    if isinstance(module, SUPPORTED_LAYERS):
+        return "__call__"
+    if isinstance(module, LinearLayer):
+        return "linear"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class _Layer:
-    """A supported layer call found by the abstract trace of one example's loss."""
+    """A supported layer found by the abstract trace of one example's loss (all its calls)."""
 
     name: str  # module path, e.g. "down1/Conv_0"
     module: nn.Module  # unbound clone: re-applies a norm layer for its per-example vjp
     param_paths: tuple[tuple[str, KeyPath], ...]  # (local param name, key path in `params`)
-    out_shape: tuple[int, ...]  # one example's output shape (no batch axis)
-    out_dtype: Any
+    out_shapes: tuple[tuple[int, ...], ...]  # one example's output shape (no batch axis) per call
+    out_dtypes: tuple[Any, ...]
 
 
 def _vma(x: jax.Array) -> frozenset:
@@ -100,20 +138,31 @@ def _check_layer(module: nn.Module, name: str, args: tuple, kwargs: dict) -> Non
         raise ValueError(f"method='ghost': layer {name!r} ({type(module).__name__}) has {what}, which ghost "
                          "clipping does not handle; use method='vmap'.")
 
+    if isinstance(module, LinearLayer) and not isinstance(module, SUPPORTED_LAYERS):
+        if len(args) != 2 or kwargs:
+            refuse(f"linear() arguments beyond (x, weight) (got {len(args)} positional, kwargs {sorted(kwargs)})")
+        names = set(module.variables.get("params", {}))
+        if "weight" not in names or names - {"weight", "bias"}:
+            refuse(f"parameters {sorted(names)} (a LinearLayer owns 'weight' and optionally 'bias')")
+        return
     if len(args) != 1 or kwargs:
         refuse(f"call arguments beyond the input (got {len(args)} positional, kwargs {sorted(kwargs)})")
-    if isinstance(module, nn.Conv):
+    if isinstance(module, (nn.Conv, nn.ConvTranspose)):
         k = len(module.kernel_size) if not isinstance(module.kernel_size, int) else 1
-        if module.feature_group_count != 1:
+        if getattr(module, "feature_group_count", 1) != 1:
             refuse(f"feature_group_count={module.feature_group_count}")
         if module.mask is not None:
             refuse("a kernel mask")
-        if any(d != 1 for d in _broadcast(module.input_dilation, k)):
-            refuse(f"input_dilation={module.input_dilation}")
-        if module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None:
-            refuse("a custom conv_general_dilated")
+        if isinstance(module, nn.Conv):
+            if any(d != 1 for d in _broadcast(module.input_dilation, k)):
+                refuse(f"input_dilation={module.input_dilation}")
+            if module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None:
+                refuse("a custom conv_general_dilated")
+        elif module.transpose_kernel:
+            refuse("transpose_kernel=True")
         padding = canonicalize_padding(module.padding, k)
-        if isinstance(padding, str) and padding not in ("SAME", "VALID", "SAME_LOWER"):
+        allowed = ("SAME", "VALID", "SAME_LOWER") if isinstance(module, nn.Conv) else ("SAME", "VALID")
+        if isinstance(padding, str) and padding not in allowed:
             refuse(f"padding={padding!r}")
     elif isinstance(module, nn.Dense):
         if module.dot_general is not None or module.dot_general_cls is not None:
@@ -128,9 +177,35 @@ def _broadcast(x: int | tuple[int, ...] | None, n: int) -> tuple[int, ...]:
     return (x,) * n if isinstance(x, int) else tuple(x)
 
 
-def _discover(loss_fn: Callable, params: PyTree, example: PyTree) -> tuple[_Layer, ...]:
+def _owned(module: nn.Module, name: str, by_id: dict[int, KeyPath],
+           stop_gradient_calls: bool) -> tuple[tuple[str, KeyPath], ...] | None:
+    """(local name, path in params) of the call's parameters; None for a call that is not
+    differentiated (closed-over constants, or stop_gradient-ed copies when allowed)."""
+    own = jax.tree_util.tree_flatten_with_path(module.variables.get("params", {}))[0]
+    if not any(isinstance(leaf, jax.core.Tracer) for _, leaf in own):
+        return None  # a frozen layer (closed-over constants): not differentiated
+    found = [id(leaf) in by_id for _, leaf in own]
+    if stop_gradient_calls and not any(found):
+        return None
+    if not all(found):
+        local = next(path for (path, _), ok in zip(own, found) if not ok)
+        raise ValueError(
+            f"method='ghost': parameter {_path_str(local)!r} of layer {name!r} is not a leaf of the params "
+            "passed to loss_fn (was it transformed, e.g. cast, or closed over?); pass params unchanged to "
+            "model.apply"
+            + ("" if stop_gradient_calls else " (a stop_gradient-ed call needs stop_gradient_calls=True)")
+            + ", or use method='vmap'.")
+    return tuple((_path_str(local), by_id[id(leaf)]) for local, leaf in own)
+
+
+def _key(paths: tuple[tuple[str, KeyPath], ...]) -> tuple[KeyPath, ...]:
+    return tuple(path for _, path in paths)
+
+
+def _discover(loss_fn: Callable, params: PyTree, example: PyTree,
+              stop_gradient_calls: bool) -> tuple[_Layer, ...]:
     """Abstractly traces one example's loss; returns its supported layers (params owned by identity)."""
-    layers: list[_Layer] = []
+    layers: dict[tuple, _Layer] = {}  # by the key paths of the parameters a layer owns
     called: dict[str, str] = {}  # module path -> type name, every module call (for error messages)
     owned: set[KeyPath] = set()
 
@@ -141,92 +216,86 @@ def _discover(loss_fn: Callable, params: PyTree, example: PyTree) -> tuple[_Laye
             out = next_fun(*args, **kwargs)
             module, name = ctx.module, _module_name(ctx.module)
             called.setdefault(name, type(module).__name__)
-            if ctx.method_name != "__call__" or not isinstance(module, SUPPORTED_LAYERS):
+            if ctx.method_name != _method(module):
                 return out
-            own = jax.tree_util.tree_flatten_with_path(module.variables.get("params", {}))[0]
-            if not any(isinstance(leaf, jax.core.Tracer) for _, leaf in own):
-                return out  # a frozen layer (closed-over constants): not differentiated
-            paths = []
-            for local, leaf in own:
-                if id(leaf) not in by_id:
-                    raise ValueError(
-                        f"method='ghost': parameter {_path_str(local)!r} of layer {name!r} is not a leaf of "
-                        "the params passed to loss_fn (was it transformed, e.g. cast, or closed over?); "
-                        "pass params unchanged to model.apply, or use method='vmap'.")
-                paths.append((_path_str(local), by_id[id(leaf)]))
-            if any(layer.name == name for layer in layers):
-                raise ValueError(f"method='ghost': layer {name!r} is called more than once per example "
-                                 "(shared weights); use method='vmap'.")
+            paths = _owned(module, name, by_id, stop_gradient_calls)
+            if paths is None:
+                return out
             _check_layer(module, name, args, kwargs)
+            key = _key(paths)
+            if key in layers:  # the same weights again (shared within one example)
+                prev = layers[key]
+                if type(prev.module) is not type(module) or [n for n, _ in prev.param_paths] != [n for n, _ in paths]:
+                    raise ValueError(f"method='ghost': the parameters of layer {prev.name!r} are used by another "
+                                     f"layer {name!r} too; use method='vmap'.")
+                layers[key] = dataclasses.replace(prev, out_shapes=prev.out_shapes + (tuple(out.shape),),
+                                                  out_dtypes=prev.out_dtypes + (out.dtype,))
+            elif owned.intersection(p for _, p in paths):
+                raise ValueError(f"method='ghost': layer {name!r} shares some but not all parameters with another "
+                                 "layer; use method='vmap'.")
+            else:
+                layers[key] = _Layer(name, module.clone(parent=None), paths, (tuple(out.shape),), (out.dtype,))
             owned.update(p for _, p in paths)
-            layers.append(_Layer(name, module.clone(parent=None), tuple(paths), tuple(out.shape), out.dtype))
             return out
 
         with nn.intercept_methods(interceptor):
             return loss_fn(params, example)
 
-    jax.eval_shape(trace, params, example)
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if path in owned:
+    jaxpr = jax.make_jaxpr(trace)(params, example).jaxpr
+    # A parameter the loss never reads (PGGAN's blocks above the current level) has gradient 0.
+    read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
+    for (path, _), var in zip(jax.tree_util.tree_flatten_with_path(params)[0], jaxpr.invars):
+        if path in owned or id(var) not in read:
             continue
         owner = _path_str(path[:-1])
         kind = called.get(owner)
         where = (f"belongs to a {kind} layer ({owner!r})" if kind is not None
-                 else "is not used by any flax layer call (read directly in loss_fn, or unused)")
+                 else "is read by the loss outside any flax layer call")
         raise ValueError(f"method='ghost': parameter {_path_str(path)!r} {where}; ghost clipping supports "
                          f"{supported_layer_names()}. Use method='vmap' for this model.")
-    return tuple(layers)
+    return tuple(layers.values())
 
 
-def _conv_patches(conv: nn.Conv, x: jax.Array, out_shape: tuple[int, ...]) -> jax.Array:
+def _conv_geometry(conv: nn.Conv | nn.ConvTranspose, spatial: tuple[int, ...]):
+    """(kernel, strides, dilation, pads) of the VALID stride-`strides` correlation a conv layer runs."""
+    nsp = len(spatial)
+    k = _broadcast(conv.kernel_size, 1) if isinstance(conv.kernel_size, int) else tuple(conv.kernel_size)
+    strides, dil = _broadcast(conv.strides, nsp), _broadcast(conv.kernel_dilation, nsp)
+    eff = tuple((ki - 1) * di + 1 for ki, di in zip(k, dil))
+    padding = canonicalize_padding(conv.padding, nsp)
+    if isinstance(conv, nn.ConvTranspose):  # lax.conv_transpose's pads of the zero-dilated input
+        if isinstance(padding, str):
+            pads = tuple(_transpose_pads(e, s, padding) for e, s in zip(eff, strides))
+        else:
+            pads = tuple(tuple(p) for p in padding)
+        return k, strides, dil, pads
+    pads = jax.lax.padtype_to_pads(spatial, eff, strides, padding) if isinstance(padding, str) else padding
+    return k, strides, dil, tuple(tuple(p) for p in pads)
+
+
+def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
+    """(lo, hi) zeros around the stride-dilated input of a transposed conv (jax.lax.conv_transpose)."""
+    if padding == "SAME":
+        total, lo = k + s - 2, (k - 1 if s > k - 1 else -(-(k + s - 2) // 2))
+    else:  # VALID
+        total, lo = k + s - 2 + max(k - s, 0), k - 1
+    return lo, total - lo
+
+
+def _conv_patches(conv: nn.Conv | nn.ConvTranspose, x: jax.Array, out_shape: tuple[int, ...]) -> jax.Array:
     """x [n, *lead, *spatial, C] -> unfolded patches [n, T, prod(kernel) * C], kernel (HWIO) order."""
     k = _broadcast(conv.kernel_size, 1) if isinstance(conv.kernel_size, int) else tuple(conv.kernel_size)
     nsp, n, c = len(k), x.shape[0], x.shape[-1]
-    strides, dil = _broadcast(conv.strides, nsp), _broadcast(conv.kernel_dilation, nsp)
     spatial = x.shape[-1 - nsp:-1]
     x = x.reshape(-1, *spatial, c)
-    eff = tuple((ki - 1) * di + 1 for ki, di in zip(k, dil))
-    padding = canonicalize_padding(conv.padding, nsp)
-    pads = jax.lax.padtype_to_pads(spatial, eff, strides, padding) if isinstance(padding, str) else padding
-    x = jnp.pad(x, [(0, 0), *[tuple(p) for p in pads], (0, 0)])
-    out = tuple((s + lo + hi - e) // st + 1 for s, (lo, hi), e, st in zip(spatial, pads, eff, strides))
+    k, strides, dil, pads = _conv_geometry(conv, spatial)
+    if isinstance(conv, nn.ConvTranspose):
+        x, strides, pads = patches_lib.dilate(x, strides, pads), (1,) * nsp, ((0, 0),) * nsp
+    out = patches_lib.output_size(x.shape[1:-1], k, strides, pads, dil)
     if out != tuple(out_shape[-1 - nsp:-1]):
         raise ValueError(f"method='ghost': unfolding conv input {spatial} gave output positions {out}, but the "
                          f"layer produced {out_shape[-1 - nsp:-1]}; use method='vmap'.")
-    if all(d == 1 for d in dil) and all(ki % st == 0 for ki, st in zip(k, strides)):
-        return _space_to_depth_patches(x, k, strides, out).reshape(n, -1, math.prod(k) * c)
-    slices = []  # general case: one strided slice per kernel offset
-    for offset in itertools.product(*(range(ki) for ki in k)):
-        start = (0, *(o * d for o, d in zip(offset, dil)), 0)
-        limit = (x.shape[0], *(o * d + (m - 1) * st + 1 for o, d, m, st in zip(offset, dil, out, strides)), c)
-        slices.append(jax.lax.slice(x, start, limit, (1, *strides, 1)))
-    return jnp.stack(slices, axis=-2).reshape(n, -1, math.prod(k) * c)
-
-
-def _space_to_depth_patches(x: jax.Array, k: tuple[int, ...], strides: tuple[int, ...],
-                            out: tuple[int, ...]) -> jax.Array:
-    """Padded x [N, *spatial, C] -> patches [N, *out, *k, C] when every k_d % stride_d == 0.
-
-    Kernel offset k_d = stride_d * q + r: view each axis as blocks of `stride` ([m, stride]); a patch
-    is then k_d / stride_d whole blocks, so prod(k / stride) unstrided slices (DCGAN's 4x4 stride-2
-    conv: 4 instead of 16 strided slices; ~3x faster on CPU).
-    """
-    nsp, c = len(k), x.shape[-1]
-    q = tuple(ki // st for ki, st in zip(k, strides))
-    m = tuple(o + qi - 1 for o, qi in zip(out, q))  # blocks used; (o - 1) * st + k = m * st <= padded size
-    x = x[(slice(None), *(slice(0, mi * st) for mi, st in zip(m, strides)))]
-    x = x.reshape(x.shape[0], *itertools.chain.from_iterable(zip(m, strides)), c)  # [N, m1, s1, m2, s2, .., C]
-    slices = []
-    for offset in itertools.product(*(range(qi) for qi in q)):
-        index = [slice(None)]
-        for o, size in zip(offset, out):
-            index += [slice(o, o + size), slice(None)]
-        slices.append(x[tuple(index)])  # [N, o1, s1, o2, s2, .., C]
-    p = jnp.stack(slices, axis=0).reshape(*q, *slices[0].shape)  # [q1, .., N, o1, s1, o2, s2, .., C]
-    # -> [N, o1, o2, .., q1, s1, q2, s2, .., C]: kernel index q * stride + r, as in the HWIO kernel.
-    order = [nsp] + [nsp + 1 + 2 * d for d in range(nsp)]
-    order += list(itertools.chain.from_iterable((d, nsp + 2 + 2 * d) for d in range(nsp))) + [3 * nsp + 1]
-    return p.transpose(order)
+    return patches_lib.unfold(x, k, strides, pads, dil).reshape(n, -1, math.prod(k) * c)
 
 
 def _choose(mode: str, t: int, k: int, o: int) -> str:
@@ -235,16 +304,30 @@ def _choose(mode: str, t: int, k: int, o: int) -> str:
     return "ghost" if t * (k + o) < k * o else "direct"  # FLOPs: T^2 (K+O) vs T K O (Bu et al.)
 
 
-def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], x: jax.Array, g: jax.Array,
+def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], xs: list[jax.Array], gs: list[jax.Array],
                   mode: str) -> tuple[jax.Array, Callable[[jax.Array], dict[str, jax.Array]]]:
-    """Conv/Dense: (squared per-example grad norm f32 [n], c [n] -> clipped sums {local name: array})."""
-    n = x.shape[0]
-    if isinstance(layer.module, nn.Conv):
-        a = _conv_patches(layer.module, x, layer.out_shape)
-    else:
-        a = x.reshape(n, -1, x.shape[-1])
-    a = a.astype(jnp.float32)
-    g = g.reshape(n, -1, g.shape[-1]).astype(jnp.float32)
+    """Conv/ConvTranspose/Dense/LinearLayer over all its calls (positions concatenated):
+    (squared per-example grad norm f32 [n], c [n] -> clipped sums {local name: array})."""
+    module, n = layer.module, xs[0].shape[0]
+    weight_name, w_gain, b_gain = "kernel", 1.0, 1.0
+    factors = []
+    for x, shape in zip(xs, layer.out_shapes):
+        if isinstance(module, (nn.Conv, nn.ConvTranspose)):
+            factors.append(_conv_patches(module, x, shape))
+        elif isinstance(module, nn.Dense):
+            factors.append(x.reshape(n, -1, x.shape[-1]))
+        else:  # LinearLayer: the model states how its weight meets its input
+            # One example's input keeps the batch axis `linear` expects ([b, ...], b = 1 usually):
+            # merge it into n, then put each example's b * T positions back together.
+            a, w_gain, b_gain = module.linear_factors(x.reshape(-1, *x.shape[2:]))
+            weight_name = "weight"
+            factors.append(a.reshape(n, -1, a.shape[-1]))
+    a = jnp.concatenate(factors, axis=1).astype(jnp.float32) if len(factors) > 1 else factors[0].astype(jnp.float32)
+    a = _sanitise(a)
+    g = jnp.concatenate([v.reshape(n, -1, v.shape[-1]) for v in gs], axis=1).astype(jnp.float32)
+    if a.shape[1] != g.shape[1]:
+        raise ValueError(f"method='ghost': layer {layer.name!r}: unfolded input has {a.shape[1]} positions but "
+                         f"its output {g.shape[1]}; use method='vmap'.")
     t, kk, o = a.shape[1], a.shape[2], g.shape[2]
     mode = _choose(mode, t, kk, o)
     if mode == "direct":  # instantiate W_i = a_iᵀ g_i  [n, K, O]
@@ -252,7 +335,8 @@ def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], x: jax.Array, g: jax.A
         sq = jnp.sum(jnp.square(w), axis=(1, 2))
     else:  # ghost norm: <a_i a_iᵀ, g_i g_iᵀ>_F over positions
         sq = jnp.sum(jnp.einsum("ntk,nsk->nts", a, a) * jnp.einsum("nto,nso->nts", g, g), axis=(1, 2))
-    gb = jnp.sum(g, axis=1)  # bias gradient [n, O]
+    sq = sq * w_gain**2
+    gb = jnp.sum(g, axis=1) * b_gain  # bias gradient [n, O]
     has_bias = "bias" in p
     if has_bias:
         sq = sq + jnp.sum(jnp.square(gb), axis=1)
@@ -262,7 +346,7 @@ def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], x: jax.Array, g: jax.A
             kernel = jnp.einsum("n,nko->ko", c, jnp.where((c > 0)[:, None, None], w, 0.0))
         else:
             kernel = jnp.einsum("ntk,nto->ko", a, g * c[:, None, None])
-        out = {"kernel": kernel.reshape(p["kernel"].shape)}
+        out = {weight_name: (kernel * w_gain).reshape(p[weight_name].shape)}
         if has_bias:
             out["bias"] = jnp.einsum("n,no->o", c, jnp.where((c > 0)[:, None], gb, 0.0))
         return out
@@ -270,14 +354,15 @@ def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], x: jax.Array, g: jax.A
     return sq, clipped
 
 
-def _norm_layer(layer: _Layer, p: dict[str, jax.Array], x: jax.Array,
-                g: jax.Array) -> tuple[jax.Array, Callable[[jax.Array], dict[str, jax.Array]]]:
-    """Norm layers: per-example scale/bias grads by a vmapped vjp of the layer itself (they are small)."""
+def _norm_layer(layer: _Layer, p: dict[str, jax.Array], xs: list[jax.Array],
+                gs: list[jax.Array]) -> tuple[jax.Array, Callable[[jax.Array], dict[str, jax.Array]]]:
+    """Norm layers: per-example scale/bias grads by a vmapped vjp of the layer itself (they are small),
+    summed over its calls."""
     def one(x_i, g_i):
         _, vjp = jax.vjp(lambda q: layer.module.apply({"params": q}, x_i), p)
         return vjp(g_i)[0]
 
-    grads = jax.vmap(one)(x, g)
+    grads = jax.tree.map(lambda *v: sum(v), *[jax.vmap(one)(x, g) for x, g in zip(xs, gs)])
     grads = jax.tree.map(lambda v: jnp.nan_to_num(v.astype(jnp.float32), nan=0.0, posinf=0.0, neginf=0.0), grads)
     sq = sum(jnp.sum(jnp.square(v), axis=tuple(range(1, v.ndim))) for v in jax.tree.leaves(grads))
 
@@ -292,41 +377,51 @@ def _sanitise(x: jax.Array) -> jax.Array:
 
 
 def clipped_sum_chunk(loss_fn: Callable, params: PyTree, batch: PyTree, real: jax.Array, *, l2_clip: float,
-                      has_aux: bool, norm_mode: str = "auto") -> tuple[PyTree, jax.Array, jax.Array, PyTree]:
+                      has_aux: bool, norm_mode: str = "auto",
+                      stop_gradient_calls: bool = False) -> tuple[PyTree, jax.Array, jax.Array, PyTree]:
     """(sum of clipped grads like params, pre-clip norms f32 [n], losses f32 [n], aux [n, ...]).
 
     batch: pytree with leading axis n; real: bool [n] (False -> contributes exactly 0).
     norm_mode: "auto" (cheaper by FLOPs, per layer) | "ghost" | "direct" (forced, for tests).
+    stop_gradient_calls: layer calls on stop_gradient-ed copies of `params` contribute nothing
+    (otherwise they are an error: a transformed parameter would be missed).
     """
     if norm_mode not in NORM_MODES:
         raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {norm_mode!r}.")
     n = real.shape[0]
-    layers = _discover(loss_fn, params, jax.tree.map(lambda x: x[0], batch))
-    by_name = {layer.name: layer for layer in layers}
+    layers = _discover(loss_fn, params, jax.tree.map(lambda x: x[0], batch), stop_gradient_calls)
+    index = {_key(layer.param_paths): i for i, layer in enumerate(layers)}  # eps, acts: by layer index
     # Inside shard_map eps must vary per device, or grad w.r.t. it is psum-ed (dp_sgd module doc).
     zero = _vary_like(jnp.zeros((n,), jnp.float32), real)
-    eps = {layer.name: jnp.zeros((n, *layer.out_shape), layer.out_dtype)
-           + zero.reshape((n,) + (1,) * len(layer.out_shape)).astype(layer.out_dtype) for layer in layers}
+    eps = tuple(tuple(jnp.zeros((n, *shape), dtype) + zero.reshape((n,) + (1,) * len(shape)).astype(dtype)
+                      for shape, dtype in zip(layer.out_shapes, layer.out_dtypes)) for layer in layers)
 
     def one(eps_i, example):
-        acts = {}
+        acts: dict[int, list] = {}
+        by_id = {id(leaf): path for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
         def interceptor(next_fun, args, kwargs, ctx):
             out = next_fun(*args, **kwargs)
-            name = _module_name(ctx.module)
-            if ctx.method_name != "__call__" or name not in by_name:
+            if ctx.method_name != _method(ctx.module):
                 return out
-            if name in acts:
-                raise ValueError(f"method='ghost': layer {name!r} ran twice; the loss changed between traces.")
-            acts[name] = args[0]
-            return out + eps_i[name]
+            own = jax.tree.leaves(ctx.module.variables.get("params", {}))
+            i = index.get(tuple(by_id.get(id(leaf)) for leaf in own))
+            if i is None:
+                return out  # frozen (constants or, when declared, stop_gradient-ed): as in the abstract trace
+            calls = acts.setdefault(i, [])
+            if len(calls) == len(layers[i].out_shapes):
+                raise ValueError(f"method='ghost': layer {layers[i].name!r} ran more often than in the abstract "
+                                 "trace; the loss changed between traces.")
+            eps_c = eps_i[i][len(calls)]
+            calls.append(args[0])
+            return out + eps_c
 
         with nn.intercept_methods(interceptor):
             out = loss_fn(params, example)
         loss, aux = out if has_aux else (out, None)
-        missing = set(by_name) - set(acts)
+        missing = sorted(layer.name for i, layer in enumerate(layers) if len(acts.get(i, ())) != len(layer.out_shapes))
         if missing:
-            raise ValueError(f"method='ghost': layers {sorted(missing)} did not run in the batched trace.")
+            raise ValueError(f"method='ghost': layers {missing} did not run as often in the batched trace.")
         return loss, (aux, acts)
 
     def total(eps):
@@ -337,13 +432,13 @@ def clipped_sum_chunk(loss_fn: Callable, params: PyTree, batch: PyTree, real: ja
     outs, (losses, aux, acts) = jax.grad(total, has_aux=True)(eps)
     sq = jnp.zeros((n,), jnp.float32)
     finishers = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         p = {local: _get(params, path) for local, path in layer.param_paths}
-        x, g = _sanitise(acts[layer.name]), _sanitise(outs[layer.name])
-        if isinstance(layer.module, _MATMUL_LAYERS):
-            s, finish = _matmul_layer(layer, p, x, g, norm_mode)
+        xs, gs = [_sanitise(x) for x in acts[i]], [_sanitise(g) for g in outs[i]]
+        if isinstance(layer.module, _NORM_LAYERS):
+            s, finish = _norm_layer(layer, p, xs, gs)
         else:
-            s, finish = _norm_layer(layer, p, x, g)
+            s, finish = _matmul_layer(layer, p, xs, gs, norm_mode)
         sq = sq + s
         finishers.append((layer, finish))
     norms = jnp.sqrt(sq)

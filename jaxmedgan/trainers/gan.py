@@ -221,7 +221,9 @@ def _r1(d, d_vars: dict, real: jax.Array, d_labels: jax.Array | None, rng: jax.A
 def private_config(config: ml_collections.ConfigDict) -> DPConfig:
     """The run's DPConfig, clip_method 'auto' resolved: ghost clipping covers D's Conv/Dense/norm
     layers, but not R1 (a gradient of D's input gradient inside the clipped loss)."""
-    return DPConfig.from_config(config).with_clip_method(ghost_supported=not Objective.from_config(config).r1_gamma)
+    return DPConfig.from_config(config).with_clip_method(
+        ghost_supported=not Objective.from_config(config).r1_gamma,
+        why_not="loss.r1_gamma > 0 puts R1 (a gradient of D's input gradient) in the clipped loss")
 
 
 def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, rng, mesh):
@@ -351,8 +353,8 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     # --- D update: real batch vs a batch generated with the current G, both as D sees them.
     z, fake_labels = _draw_latents(config, k_dz, n)
     fake, g_stats = layers.apply(g, state.g_variables(), z, fake_labels, train=True)
-    fake = aug(jax.lax.stop_gradient(fake), k_aug_fake, state.extra)
-    d_batch = {**batch, "image": aug(batch["image"], k_aug_real, state.extra)}
+    fake = aug(jax.lax.stop_gradient(fake), k_aug_fake, state.extra, real=False)
+    d_batch = {**batch, "image": aug(batch["image"], k_aug_real, state.extra, real=True)}
     if private:
         d_grads, d_metrics, d_stats, real_logit = _d_update_private(config, state, d_batch, fake, fake_labels,
                                                                     k_d, mesh)
@@ -376,7 +378,8 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     def g_loss_fn(g_params):
         g_vars = {"params": g_params, **({"batch_stats": g_stats} if g_stats else {})}
         fake, new_g_stats = layers.apply(g, g_vars, z_g, labels_g, train=True)
-        (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), aug(fake, k_aug_g, state.extra),
+        seen = aug(fake, k_aug_g, state.extra, real=False)
+        (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), seen,
                                          obj.d_labels(labels_g), train=True, rngs={"dropout": k_gdrop})
         per_example = obj.g_adv(logit)
         total = jnp.mean(per_example + obj.aux_weight * obj.g_class_loss(logit, heads, labels_g))

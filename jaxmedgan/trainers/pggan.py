@@ -152,11 +152,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                 f"{big} (the expected Poisson batch): taking the first b images of a Poisson sample is not "
                 f"the sampling the accountant analyses. Got {', '.join(unequal)}; set them to {big} or "
                 "remove config.train.batch_sizes.")
-        method = DPConfig.from_config(config).clip_method
-        if method == "ghost":
-            raise ValueError(f"config.privacy.clip_method={method!r}: the pggan trainer clips per-example "
-                             "gradients of a loss holding the gradient penalty (a gradient of D's input "
-                             "gradient), which only 'vmap' handles; set it to 'vmap'.")
+        private_config(config)  # refuses an explicit 'ghost' with the gradient penalty on
     for level in range(levels):
         b = batch_size_at(config, level)
         if not 1 <= b <= big:
@@ -203,9 +199,13 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
 
 
 def private_config(config: ml_collections.ConfigDict) -> DPConfig:
-    """The run's DPConfig, clip_method 'auto' resolved to vmap: the gradient penalty inside the clipped
-    loss is a gradient of D's input gradient, which ghost clipping cannot take."""
-    return DPConfig.from_config(config).with_clip_method(ghost_supported=False)
+    """The run's DPConfig, clip_method 'auto' resolved: vmap while the gradient penalty is in the
+    clipped loss (a gradient of D's input gradient, which ghost clipping cannot take), ghost when
+    loss.gp_weight = 0 (D's equalised-lr layers are `ghost.LinearLayer`s)."""
+    return DPConfig.from_config(config).with_clip_method(
+        ghost_supported=not config.loss.gp_weight,
+        why_not="the pggan trainer clips per-example gradients of a loss holding the gradient penalty (a "
+                "gradient of D's input gradient), which only 'vmap' handles")
 
 
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.Array, fake: jax.Array,

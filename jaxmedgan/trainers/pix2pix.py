@@ -191,8 +191,10 @@ def check_private_generator(config: ml_collections.ConfigDict) -> None:
 
 
 def private_config(config: ml_collections.ConfigDict) -> DPConfig:
-    """The run's DPConfig, clip_method 'auto' resolved to vmap (the joint D + G loss is clipped by vmap only)."""
-    return DPConfig.from_config(config).with_clip_method(ghost_supported=False)
+    """The run's DPConfig, clip_method 'auto' resolved to ghost: ghost clipping covers the joint
+    D + G loss (D's convs called on the real and the generated pair, G's convs and transposed
+    convs, instance/group/layer norms; D's frozen call in G's term skipped)."""
+    return DPConfig.from_config(config).with_clip_method(ghost_supported=True)
 
 
 def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
@@ -206,9 +208,6 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     g, d = build_models(config)
     d_real, d_fake, g_adv = adversarial(config)
     p, lam = private_config(config), config.loss.l1_weight
-    if p.clip_method != "vmap":
-        raise ValueError(f"config.privacy.clip_method={p.clip_method!r}: pix2pix clips its joint D + G "
-                         "per-example loss with 'vmap' only.")
     if p.canaries:
         raise ValueError(f"config.privacy.canaries={p.canaries}: the white-box canary audit covers the GAN "
                          "families whose private update is D's alone (gan, stylegan2, pggan), not pix2pix's "
@@ -238,7 +237,8 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
 
     # The generated image is made from example i's private map: every term is in the clipped loss.
     grads, out = dp_sgd.d_gradient(loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"],
-                                   p, expected_batch_size=config.train.batch_size, mesh=mesh)
+                                   p, expected_batch_size=config.train.batch_size, mesh=mesh,
+                                   stop_gradient_calls=True)
     per_ex = out.pop("real_aux")
     out.pop("fake_aux"), out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=batch["mask"])  # monitoring only: private metrics

@@ -410,10 +410,14 @@ def d_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, extra=extra), metrics
 
 
-def private_config(config: ml_collections.ConfigDict) -> DPConfig:
-    """The run's DPConfig, clip_method 'auto' resolved to vmap: ghost clipping does not cover the
-    equalised-lr / FIR layers or R1 inside the clipped loss."""
-    return DPConfig.from_config(config).with_clip_method(ghost_supported=False)
+def private_config(config: ml_collections.ConfigDict, *, with_r1: bool = False) -> DPConfig:
+    """The run's DPConfig for a D phase, clip_method 'auto' resolved: ghost clipping (which covers
+    D's equalised-lr convs, FIR down-sampling and projection head) for Dmain, vmap for the phases
+    with R1 in the clipped loss (a gradient of D's input gradient, which ghost clipping cannot
+    take). An explicit 'ghost' is refused for those phases."""
+    return DPConfig.from_config(config).with_clip_method(
+        ghost_supported=not with_r1, why_not="StyleGAN2's regularised D phases clip a loss holding R1 (a "
+        "gradient of D's input gradient), which only 'vmap' handles")
 
 
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dict, fake_aug: jax.Array,
@@ -457,7 +461,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
 
     m = fake_aug.shape[0]
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
-    grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, private_config(config),
+    grads, out = dp_sgd.d_gradient(real_loss, d_params, examples, mask, private_config(config, with_r1=with_r1),
                                    fake_loss=fake_loss, fake=fakes, expected_batch_size=config.train.batch_size,
                                    canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     per_ex, fake_logits, loss_fake = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")

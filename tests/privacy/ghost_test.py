@@ -9,7 +9,7 @@ import pytest
 
 from jaxmedgan import sharding
 from jaxmedgan.losses import gan as gan_losses
-from jaxmedgan.models import dcgan
+from jaxmedgan.models import dcgan, pggan, stylegan2
 from jaxmedgan.privacy import dp_sgd, ghost
 
 IMAGE = 16
@@ -201,26 +201,113 @@ class _GroupedConv(nn.Module):
         return jnp.sum(nn.Conv(4, (3, 3), feature_group_count=2)(x))
 
 
-class _Shared(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        layer = nn.Dense(4)
-        return jnp.sum(layer(layer(x)))
-
-
 def test_unsupported_models_raise_clear_errors():
     f = functools.partial(dp_sgd.per_example_clipped_grad_sum, l2_clip=1.0, method="ghost")
     x = jnp.ones((2, 4))
-    cases = [(_WithEmbed(), x, r"'Embed_0/embedding' belongs to a Embed layer .*nn.Conv, nn.Dense"),
+    cases = [(_WithEmbed(), x, r"'Embed_0/embedding' belongs to a Embed layer .*nn.Conv, nn.ConvTranspose, nn.Dense"),
              (_GroupedConv(), jnp.ones((2, 5, 5, 2)), "feature_group_count=2.*method='vmap'"),
-             (_Shared(), x, "'Dense_0' is called more than once")]
+             (stylegan2.Conv2d(2, 3, up=2), jnp.ones((2, 1, 4, 4, 1)), r"Conv2d\(up=2\).*clip_method='vmap'")]
     for model, xs, match in cases:
         params = model.init(jax.random.PRNGKey(0), xs[0])["params"]
         with pytest.raises(ValueError, match=match):
             f(lambda p, xi, m=model: m.apply({"params": p}, xi), params, xs, jnp.ones(2))
     raw = {"w": jnp.ones((4, 4))}
-    with pytest.raises(ValueError, match="'w' is not used by any flax layer call"):
+    with pytest.raises(ValueError, match="'w' is read by the loss outside any flax layer call"):
         f(lambda p, xi: jnp.sum(xi @ p["w"]), raw, x, jnp.ones(2))
     with pytest.raises(ValueError, match="norm_mode must be one of"):
         ghost.clipped_sum_chunk(lambda p, xi: jnp.sum(xi), raw, x, jnp.ones(2, bool), l2_clip=1.0,
                                 has_aux=False, norm_mode="fast")
+
+
+def _equal_to_vmap(loss, params, batch, clip, *, stop_gradient_calls=False):
+    """Ghost (each norm route) == vmap on `batch` with some examples clipped, some not."""
+    want = _method(loss, params, batch, MASK, clip, method="vmap", has_aux=False)
+    norms = np.asarray(want.norms)[:5]
+    assert (norms > clip).any() and (norms < clip).any(), norms
+    for norm_mode in ("ghost", "direct"):
+        got = jax.jit(functools.partial(ghost.clipped_sum_chunk, loss, l2_clip=clip, has_aux=False,
+                                        norm_mode=norm_mode, stop_gradient_calls=stop_gradient_calls))(
+            params, batch, jnp.asarray(MASK > 0))
+        _assert_equal(dp_sgd.PerExample(got[0], got[1], got[2], None), want, clip)
+
+
+class _SharedAndTransposed(nn.Module):
+    """A Dense applied twice and a conv applied to two inputs (weights shared within one example),
+    transposed convs (SAME stride 2 with kernel 4 and 3, VALID stride 2), and a frozen copy's call."""
+
+    @nn.compact
+    def __call__(self, seq, img, frozen=None):  # seq [4, 8], img [1, 6, 6, 2]
+        dense = nn.Dense(8)
+        h = nn.tanh(dense(nn.tanh(dense(seq))))
+        conv = nn.Conv(3, (3, 3))
+        v = nn.tanh(conv(img)) + nn.tanh(conv(img[:, ::-1]))
+        v = nn.tanh(nn.ConvTranspose(4, (4, 4), (2, 2), padding="SAME")(v))  # 12 x 12
+        v = nn.tanh(nn.ConvTranspose(2, (3, 3), (2, 2), padding="SAME", use_bias=False)(v))  # 24 x 24
+        v = nn.ConvTranspose(1, (2, 3), (2, 1), padding="VALID")(v)
+        return jnp.sum(h**2) + jnp.sum(jnp.sin(v))
+
+
+def test_shared_calls_and_transposed_convs_equal_vmap():
+    model = _SharedAndTransposed()
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((4, 8)), jnp.zeros((1, 6, 6, 2)))["params"]
+    rng = np.random.default_rng(3)
+    batch = {"seq": rng.normal(size=(B, 4, 8)).astype(np.float32) * SCALE[:, None, None],
+             "img": rng.normal(size=(B, 6, 6, 2)).astype(np.float32) * SCALE[:, None, None, None]}
+    loss = lambda p, ex: model.apply({"params": p}, ex["seq"], ex["img"][None])
+    norms = np.asarray(_method(loss, params, batch, MASK, 1.0, method="vmap", has_aux=False).norms)
+    _equal_to_vmap(loss, params, batch, float(np.median(norms[:5])))
+
+
+def test_stop_gradient_calls_are_skipped_only_when_declared():
+    """pix2pix's G term reads D through stop_gradient: that call must not add to D's clipped gradient."""
+    dense = nn.Dense(3)
+    params = {"a": dense.init(jax.random.PRNGKey(0), jnp.zeros((5,)))["params"],
+              "b": dense.init(jax.random.PRNGKey(1), jnp.zeros((3,)))["params"]}
+
+    def loss(p, ex):
+        h = jnp.tanh(dense.apply({"params": p["a"]}, ex["x"]))
+        frozen = jax.lax.stop_gradient(p["a"])
+        return jnp.sum(h**2) + jnp.sum(dense.apply({"params": frozen}, ex["x"] * 2.0) ** 3) \
+            + jnp.sum(nn.Dense(3).apply({"params": p["b"]}, h) ** 2)
+
+    rng = np.random.default_rng(4)
+    batch = {"x": rng.normal(size=(B, 5)).astype(np.float32) * SCALE[:, None]}
+    norms = np.asarray(_method(loss, params, batch, MASK, 1.0, method="vmap", has_aux=False).norms)
+    _equal_to_vmap(loss, params, batch, float(np.median(norms[:5])), stop_gradient_calls=True)
+    with pytest.raises(ValueError, match="not a leaf of the params.*stop_gradient_calls=True"):
+        ghost.clipped_sum_chunk(loss, params, batch, jnp.ones(B, bool), l2_clip=1.0, has_aux=False)
+
+
+def test_stylegan2_discriminator_equals_vmap(c_dim=3):
+    """Equalised-lr convs, FIR down-sampling (resnet skips), minibatch-stddev per example, the label
+    mapping and the projection head: `LinearLayer`s and plain ops only."""
+    d = stylegan2.Discriminator(c_dim=c_dim, img_resolution=16, img_channels=1, channel_base=64, channel_max=8,
+                                mbstd_group_size=1, mapping_layers=2)
+    labels = jnp.zeros((1,), jnp.int32) if c_dim else None
+    params = d.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)), labels)["params"]
+
+    def loss(p, ex):
+        return jax.nn.softplus(-d.apply({"params": p}, ex["image"][None], ex["label"][None] if c_dim else None)[0])
+
+    rng = np.random.default_rng(5)
+    batch = {"image": rng.normal(size=(B, 16, 16, 1)).astype(np.float32) * SCALE[:, None, None, None],
+             "label": rng.integers(0, 3, B).astype(np.int32)}
+    norms = np.asarray(_method(loss, params, batch, MASK, 1.0, method="vmap", has_aux=False).norms)
+    _equal_to_vmap(loss, params, batch, float(np.median(norms[:5])))
+
+
+def test_pggan_discriminator_while_fading_equals_vmap():
+    """All levels' parameters exist; the blocks above the current level are never read (gradient 0)."""
+    d = pggan.Discriminator(resolution=16, channels=1, channel_base=32, channel_max=8, mbstd_group_size=1)
+    params = pggan.init_params(d, jax.random.PRNGKey(0), jnp.zeros((2, 4, 4, 1)), 0)
+
+    def loss(p, ex):
+        score = d.apply({"params": p}, ex["image"][None], 1, 0.3)[0]
+        return -score + 0.001 * score**2
+
+    rng = np.random.default_rng(6)
+    batch = {"image": rng.normal(size=(B, 8, 8, 1)).astype(np.float32) * SCALE[:, None, None, None]}
+    norms = np.asarray(_method(loss, params, batch, MASK, 1.0, method="vmap", has_aux=False).norms)
+    _equal_to_vmap(loss, params, batch, float(np.median(norms[:5])))
+    got = _method(loss, params, batch, MASK, 1.0, method="ghost", has_aux=False)
+    assert not _flat(got.clipped_sum["b16_conv0"]).any()  # a 16 px block at the 8 px level

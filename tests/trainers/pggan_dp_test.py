@@ -107,5 +107,7 @@ def test_minibatch_stddev_and_unequal_level_batches_are_refused_under_dp():
         tr._check_config(c)
     c = pggan_chest_dp.tiny()
     c.privacy.clip_method = "ghost"
-    with pytest.raises(ValueError, match=r"clip_method='ghost'"):
+    with pytest.raises(ValueError, match=r"clip_method='ghost': the pggan trainer .*gradient penalty"):
         tr._check_config(c)
+    c.privacy.clip_method, c.loss.gp_weight = "auto", 0.0  # no penalty: D's layers are ghost-clippable
+    assert tr.private_config(c).clip_method == "ghost"

@@ -77,6 +77,27 @@ def test_private_update_equals_plain_gradients_without_noise_or_clipping():
     assert float(metrics["dp_clip_fraction"]) == 0.0 and float(metrics["dp_num_examples"]) == 4
 
 
+def test_private_update_ghost_clipping_equals_vmap_with_clipping_active():
+    """auto resolves to ghost for pix2pix: D's two calls per example, G's transposed convs and
+    instance norms, and D's stop_gradient-ed call in G's term give vmap's clipped sums and norms."""
+    assert pix2pix.private_config(tiny_config()).clip_method == "ghost"
+    out = {}
+    for method in ("vmap", "ghost"):
+        c = tiny_config()
+        c.privacy.enabled, c.privacy.noise_multiplier, c.privacy.l2_clip = True, 0.0, 0.05
+        c.privacy.clip_method = method
+        state = pix2pix.init_state(c, jax.random.PRNGKey(0))
+        batch = _batch(c)
+        batch["image"] = batch["image"] * jnp.asarray([0.1, 1.0, 3.0, 0.5])[:, None, None, None]
+        out[method] = jax.device_get(jax.jit(
+            lambda s, b: pix2pix._private_update(c, s, b, jax.random.PRNGKey(5), None))(state, batch))
+    (vd, vg, vm), (gd, gg, gm) = out["vmap"], out["ghost"]
+    for a, b in zip(jax.tree_util.tree_leaves((gd, gg)), jax.tree_util.tree_leaves((vd, vg))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gm["dp_grad_norm_mean"], vm["dp_grad_norm_mean"], rtol=1e-5)
+    assert float(vm["dp_clip_fraction"]) == 1.0  # every example clipped: the norms decide the sums
+
+
 def test_dp_refuses_batch_norm_in_either_net():
     from jaxmedgan.privacy import checks
 

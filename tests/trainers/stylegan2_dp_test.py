@@ -111,3 +111,37 @@ def test_private_run_on_8_devices_logs_the_accountants_epsilon(tmp_path):
     assert not {"d_loss", "r1_penalty", "d_real_logit", "dp_num_examples"} & set(records[0])  # private
     assert "r1_penalty" in private[0] and np.isfinite(private[0]["d_loss"])
     assert 0 < private[0]["dp_num_examples"] <= 32
+
+
+@pytest.mark.slow  # ~30 s: tests/privacy/ghost_test.py checks the same D (no ADA) in the default suite
+def test_dmain_ghost_clipping_equals_vmap_and_r1_phases_stay_on_vmap():
+    """'auto': ghost for Dmain (through the per-example ADA pipeline, the equalised-lr convs, FIR
+    down-sampling and the projection head), vmap where R1 is in the clipped loss; an explicit
+    'ghost' is refused there (its norms would be wrong)."""
+    c = tiny_dp_config()
+    assert c.privacy.clip_method == "auto"
+    assert tr.private_config(c).clip_method == "ghost"
+    assert tr.private_config(c, with_r1=True).clip_method == "vmap"
+    c.privacy.clip_method = "ghost"
+    with pytest.raises(ValueError, match=r"clip_method='ghost': StyleGAN2's regularised D phases .*R1"):
+        tr.private_config(c, with_r1=True)
+    x, y = spine_phantoms.generate((2, 2, 2, 2), 0, 16)
+    x = x * np.array([0.1, 1, 3, 0.5, 2, 1, 0.3, 4], np.float32)[:, None, None, None]
+    batch = {"image": jnp.asarray(x), "label": jnp.asarray(y),
+             "mask": jnp.asarray([1, 1, 0, 1, 1, 1, 1, 0], np.float32)}
+    rng = np.random.default_rng(1)
+    fake = jnp.asarray(rng.uniform(-1, 1, (8, 16, 16, 1)), jnp.float32)
+    fake_c = jnp.asarray(rng.integers(0, 4, 8), jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(2), 8)
+    out = {}
+    for method in ("vmap", "ghost"):
+        c.privacy.clip_method, c.privacy.l2_clip = method, 0.02
+        state = jax.jit(functools.partial(tr.init_state, c))(jax.random.PRNGKey(0))
+        out[method] = jax.device_get(jax.jit(functools.partial(tr.d_private_grads, c, with_r1=False))(
+            state.d_params, batch, fake, fake_c, jnp.float32(0.5), keys))
+    (vg, vm), (gg, gm) = out["vmap"], out["ghost"]
+    assert 0 < float(vm["dp_clip_fraction"]) <= 1
+    np.testing.assert_allclose(gm["dp_grad_norm_mean"], vm["dp_grad_norm_mean"], rtol=1e-5)
+    np.testing.assert_allclose(gm["dp_clip_fraction"], vm["dp_clip_fraction"])
+    for a, b in zip(jax.tree_util.tree_leaves(gg), jax.tree_util.tree_leaves(vg)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
