@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 
 import numpy as np
 
@@ -211,8 +212,19 @@ FAMILY_CONFIGS = {"gan": "configs/acgan_liver_dp.py", "stylegan2": "configs/styl
                   "pggan": "configs/pggan_chest_dp.py", "pix2pix": "configs/pix2pix_brain.py"}
 
 
+def schedule_period(family: str, c) -> int:
+    """Steps after which a family's step schedule repeats, so a repeat times its mean step:
+    StyleGAN2's lazy regularisation (R1 every r1_interval D steps, path length every pl_interval),
+    PGGAN's lazy gradient penalty (loss.gp_interval), else 1."""
+    if family == "stylegan2":
+        return math.lcm(int(c.loss.r1_interval), int(c.loss.pl_interval))
+    if family == "pggan":
+        return int(c.loss.gp_interval)
+    return 1
+
+
 def family_rows(families: list[str], batches: list[int], resolution: int, quick: bool, n_dev: int,
-                warmup: int, repeats: int, dataset_size: int = 10000) -> list[dict]:
+                warmup: int, repeats: int, dataset_size: int = 10000, overrides: tuple[str, ...] = ()) -> list[dict]:
     """DP/non-DP of each family's own training step (benchmarks.run's measurement, DP off then on).
 
     The step is what `common.fit` runs (D and G updates); under DP the batch is the padded Poisson
@@ -231,16 +243,17 @@ def family_rows(families: list[str], batches: list[int], resolution: int, quick:
             raise SystemExit(f"--family {family!r}: expected some of {sorted(FAMILY_CONFIGS)}")
         for batch in batches:
             row = {"family": family, "config": FAMILY_CONFIGS[family], "batch": batch, "resolution": resolution,
-                   "quick": quick, "devices": n_dev}
+                   "quick": quick, "devices": n_dev,
+                   "overrides": list(overrides)}
             try:
                 for dp in (False, True):
                     c = run.make_config(family, os.path.join(root, FAMILY_CONFIGS[family]), resolution, batch, dp,
-                                        quick, [])
-                    m = run.measure(family, c, n_dev, dp, warmup=warmup, repeats=repeats, steps_per_repeat=1,
-                                    dataset_size=dataset_size)
+                                        quick, list(overrides))
+                    m = run.measure(family, c, n_dev, dp, warmup=warmup, repeats=repeats,
+                                    steps_per_repeat=schedule_period(family, c), dataset_size=dataset_size)
                     row["dp_step_s" if dp else "nondp_step_s"] = m["step_s_median"]
                     if dp:
-                        row.update(padded_batch=m["padded_batch"],
+                        row.update(padded_batch=m["padded_batch"], steps_per_repeat=m["steps_per_repeat"],
                                    clip_method=trainers.get(family).private_config(c).clip_method)
                 row["dp_over_nondp"] = row["dp_step_s"] / row["nondp_step_s"]
                 print(f"{family:>10} batch {batch:4d} @ {resolution} px: non-DP {row['nondp_step_s']:.3f} s, DP "
@@ -267,13 +280,16 @@ def main(argv=None) -> list[dict]:
                    "instead of the BASELINES.md discriminator, time each family's training step, DP off vs on")
     p.add_argument("--resolution", type=int, default=32, help="--family rows: image size, px")
     p.add_argument("--quick", action="store_true", help="--family rows: the tests' tiny widths")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="--family rows: a config override for every family, e.g. privacy.microbatch_size=1000 "
+                        "or loss.gp_interval=4 (repeatable; applied to the DP and the non-DP config)")
     args = p.parse_args(argv)
     devices = common.parse_ints(args.devices, "--devices")
     args.batch = common.parse_ints(args.batch, "--batch")
     if args.family:
         common.force_host_devices(devices[0])
         rows = family_rows(args.family.split(","), args.batch, args.resolution, args.quick, devices[0],
-                           args.warmup, args.repeats)
+                           args.warmup, args.repeats, overrides=tuple(args.set))
         common.write_json(args.out, rows)
         return rows
     methods = args.method.split(",")

@@ -206,13 +206,20 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     # PGGAN: its make_step follows the growing schedule (4 px first); a throughput row times the
     # final, full-resolution level (FAMILY.train_step's default), where a long run spends its time.
     if fam.make_step is None or family == "pggan":
-        jitted = jax.jit(functools.partial(fam.train_step, c, mesh=mesh), in_shardings=(shard, bs),
-                         out_shardings=(shard, rep), donate_argnums=(0,))
-        lowered, compiled, compile_s = common.lower_and_compile(jitted, state, data)
-        flops = common.lowered_flops(lowered)
-        xla_mem = common.xla_memory_bytes(compiled)
+        # PGGAN's lazy gradient penalty (loss.gp_interval > 1): both step variants, on its schedule.
+        variants = ({True: {"with_gp": True}, False: {"with_gp": False}}
+                    if family == "pggan" and int(c.loss.gp_interval) > 1 else {True: {}})
+        compiled, compile_s, flops, xla_mem = {}, 0.0, None, None
+        for key, kwargs in variants.items():
+            jitted = jax.jit(functools.partial(fam.train_step, c, mesh=mesh, **kwargs), in_shardings=(shard, bs),
+                             out_shardings=(shard, rep), donate_argnums=(0,))
+            lowered, compiled[key], seconds = common.lower_and_compile(jitted, state, data)
+            compile_s += seconds
+            if key:  # the penalty step's figures (the plain step's when there is one variant)
+                flops, xla_mem = common.lowered_flops(lowered), common.xla_memory_bytes(compiled[key])
         method = "lower+compile"
-        step_fn = lambda s, b, i: compiled(s, b)
+        pick = (lambda i: module.penalty_step(c, i)) if len(variants) > 1 else (lambda i: True)
+        step_fn = lambda s, b, i: compiled[pick(i)](s, b)
     else:
         step_fn = fam.make_step(c, shard, bs, rep)
         compile_s, xla_mem, method = None, None, "first call minus median step"

@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.gp_weight = 10.0  # WGAN-GP lambda
+    # Lazy penalty: every k-th D step with weight x k (StyleGAN2's lazy R1 applied to WGAN-GP); under
+    # DP the other steps' clipped loss holds no input gradient, so ghost clipping covers them.
+    c.loss.gp_interval = 1
     c.loss.drift_weight = 0.001  # epsilon_drift * D(real)^2
 
     # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every image D sees, at

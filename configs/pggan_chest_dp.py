@@ -37,7 +37,9 @@ def _make_private(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     p = c.privacy  # fields: jaxmedgan/privacy/config.py
     p.enabled = True  # DP-SGD on the discriminator
     p.target_epsilon = 10.0  # >0: calibrate sigma so train.steps spend exactly this epsilon
-    p.clip_method = "vmap"  # the gradient penalty's double backward needs the vmap method
+    # 'auto': vmap on the steps whose clipped loss holds the gradient penalty (its double backward),
+    # ghost clipping on the others (loss.gp_interval > 1 makes the penalty lazy).
+    p.clip_method = "auto"
     return c
 
 

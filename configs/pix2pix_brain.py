@@ -79,8 +79,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.async_save = True
 
     # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py); the fields are every GAN's
-    # (jaxmedgan/privacy/config.py). clip_fake is unused
-    # here (pix2pix's fake term is inside the clipped loss) and clip_method must be 'vmap'.
+    # (jaxmedgan/privacy/config.py). clip_fake is unused here (pix2pix's fake term is inside the
+    # clipped loss); clip_method 'auto' is ghost clipping of the joint loss.
     c.privacy = common.privacy()
 
     c.samples = ml_collections.ConfigDict()

@@ -153,6 +153,9 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                 f"the sampling the accountant analyses. Got {', '.join(unequal)}; set them to {big} or "
                 "remove config.train.batch_sizes.")
         private_config(config)  # refuses an explicit 'ghost' with the gradient penalty on
+    if int(config.loss.gp_interval) < 1:
+        raise ValueError(f"config.loss.gp_interval={config.loss.gp_interval} must be >= 1 (1: the gradient "
+                         "penalty every D step; k: every k-th step with weight x k).")
     for level in range(levels):
         b = batch_size_at(config, level)
         if not 1 <= b <= big:
@@ -198,18 +201,30 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda f, o: jnp.where(flag, f, o), fresh, old)
 
 
-def private_config(config: ml_collections.ConfigDict) -> DPConfig:
-    """The run's DPConfig, clip_method 'auto' resolved: vmap while the gradient penalty is in the
-    clipped loss (a gradient of D's input gradient, which ghost clipping cannot take), ghost when
-    loss.gp_weight = 0 (D's equalised-lr layers are `ghost.LinearLayer`s)."""
+def private_config(config: ml_collections.ConfigDict, *, with_gp: bool = True) -> DPConfig:
+    """The run's DPConfig for a D step, clip_method 'auto' resolved: vmap while the gradient penalty
+    is in the clipped loss (a gradient of D's input gradient, which ghost clipping cannot take),
+    ghost for the steps without it (lazy penalty: loss.gp_interval > 1; or loss.gp_weight = 0):
+    D's equalised-lr layers are `ghost.LinearLayer`s."""
     return DPConfig.from_config(config).with_clip_method(
-        ghost_supported=not config.loss.gp_weight,
+        ghost_supported=not (with_gp and config.loss.gp_weight),
         why_not="the pggan trainer clips per-example gradients of a loss holding the gradient penalty (a "
                 "gradient of D's input gradient), which only 'vmap' handles")
 
 
+def gp_weight(config: ml_collections.ConfigDict, with_gp: bool) -> float:
+    """The gradient penalty's weight this D step: gp_weight * gp_interval on the lazy schedule's
+    penalty steps (as StyleGAN2's lazy R1), 0 on the others."""
+    return float(config.loss.gp_weight) * int(config.loss.gp_interval) if with_gp else 0.0
+
+
+def penalty_step(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Whether training step `step` (host int) includes the gradient penalty (loss.gp_interval)."""
+    return step % int(config.loss.gp_interval) == 0
+
+
 def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.Array, fake: jax.Array,
-                    eps: jax.Array, mask: jax.Array, alpha: jax.Array, *, level: int,
+                    eps: jax.Array, mask: jax.Array, alpha: jax.Array, *, level: int, with_gp: bool = True,
                     canaries: jax.Array | None = None, mesh: Any = None) -> tuple[Any, dict]:
     """DP-SGD sum-scale gradient of D's WGAN-GP loss at `level` (like d_params; the optimiser's noise
     transformation noises it once and divides by E[B]) and metrics.
@@ -218,7 +233,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     (1 = real example), fake: G's images f32 [B,r,r,C] -- both as D sees them (augmented per
     example when config.d_augment is active) --, eps: interpolation weights f32 [B],
     alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip and summed:
-        -D(x_i) + gp_weight * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2
+        -D(x_i) + w_gp * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2   (w_gp = `gp_weight`)
     Fake term: E[B] * mean over B of D(x~_j), not noised (clipped per example to C when
     privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum (`dp_sgd.d_gradient`).
     """
@@ -230,8 +245,8 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
     def real_loss(params, ex):
         d_fn = lambda x: d.apply({"params": params}, x, level, ex["alpha"])
-        return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"], gp_weight=lc.gp_weight,
-                                               drift_weight=lc.drift_weight)
+        return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"],
+                                               gp_weight=gp_weight(config, with_gp), drift_weight=lc.drift_weight)
 
     def fake_loss(params, ex):
         score = d.apply({"params": params}, ex["image"][None], level, ex["alpha"])[0].astype(jnp.float32)
@@ -239,7 +254,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
     grads, out = dp_sgd.d_gradient(
         real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,
-        private_config(config), fake_loss=fake_loss, fake={"image": fake, "alpha": alphas},
+        private_config(config, with_gp=with_gp), fake_loss=fake_loss, fake={"image": fake, "alpha": alphas},
         expected_batch_size=config.train.batch_size, canaries=canaries, mesh=mesh)
     parts, fake_score = out.pop("real_aux"), out.pop("fake_aux")
     out.pop("fake_loss")
@@ -253,8 +268,9 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
 
 def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, alpha: jax.Array, *,
-               level: int, mesh: Any = None) -> tuple[GANState, dict]:
+               level: int, with_gp: bool = True, mesh: Any = None) -> tuple[GANState, dict]:
     """One WGAN-GP D update then one G update at `level` (static) with fade-in weight `alpha` f32 [].
+    with_gp (static): this step's D loss holds the gradient penalty (`gp_weight`, `penalty_step`).
 
     batch: image f32 [B,R,R,C] in [-1,1] at data.image_size, B = train.batch_size >= the level's
     batch size b (the first b are used). Under DP: a padded Poisson batch with mask f32 [B], all
@@ -294,12 +310,13 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 
     if private:
         d_grads, d_metrics = d_private_grads(config, state.d_params, real, fake, eps, batch["mask"], alpha,
-                                             level=level, canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
+                                             level=level, with_gp=with_gp, canaries=dp_sgd.batch_canaries(batch),
+                                             mesh=mesh)
         extra = state.extra  # no adaptive p under DP (_check_config)
     else:
         def d_loss_fn(d_params):
             d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
-            per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=lc.gp_weight,
+            per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=gp_weight(config, with_gp),
                                                 drift_weight=lc.drift_weight)
             return jnp.mean(per_ex), parts
 
@@ -341,11 +358,11 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
 
 
 def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, *, mesh: Any = None,
-               level: int | None = None, alpha: float = 1.0) -> tuple[GANState, dict]:
+               level: int | None = None, alpha: float = 1.0, with_gp: bool = True) -> tuple[GANState, dict]:
     """`level_step` at `level` (default: the last, stabilised). `common.fit` uses `make_step`,
-    which follows the growing schedule instead."""
+    which follows the growing schedule (and the lazy penalty's) instead."""
     level = pg.num_levels(config.data.image_size) - 1 if level is None else level
-    return level_step(config, state, batch, jnp.float32(alpha), level=level, mesh=mesh)
+    return level_step(config, state, batch, jnp.float32(alpha), level=level, with_gp=with_gp, mesh=mesh)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,9 +404,10 @@ def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sha
     leaves, treedef = jax.tree_util.tree_flatten(state_shardings)
     base_key = (_jit_key(config), tuple(leaves), treedef, batch_sharding, replicated)
 
-    def jitted(level: int) -> Callable:
-        return _cached_jit(("step", level) + base_key, lambda: jax.jit(
-            functools.partial(level_step, config, level=level, mesh=getattr(batch_sharding, "mesh", None)),
+    def jitted(level: int, with_gp: bool) -> Callable:
+        return _cached_jit(("step", level, with_gp) + base_key, lambda: jax.jit(
+            functools.partial(level_step, config, level=level, with_gp=with_gp,
+                              mesh=getattr(batch_sharding, "mesh", None)),
             in_shardings=(state_shardings, batch_sharding, replicated),
             out_shardings=(state_shardings, replicated), donate_argnums=(0,), compiler_options=options))
 
@@ -403,7 +421,7 @@ def make_step(config: ml_collections.ConfigDict, state_shardings: Any, batch_sha
             log.info("PGGAN step %d, %.3f kimg: level %d (%d px), %s phase.", step, host["seen"] / 1000,
                      phase.level, pg.resolution_at(phase.level), phase.name)
             host["phase"] = (phase.level, phase.name)
-        state, metrics = jitted(phase.level)(state, batch, np.float32(phase.alpha))
+        state, metrics = jitted(phase.level, penalty_step(config, step))(state, batch, np.float32(phase.alpha))
         host["seen"] += batch_size_at(config, phase.level)
         host["step"] = step + 1
         return state, metrics

@@ -111,3 +111,27 @@ def test_minibatch_stddev_and_unequal_level_batches_are_refused_under_dp():
         tr._check_config(c)
     c.privacy.clip_method, c.loss.gp_weight = "auto", 0.0  # no penalty: D's layers are ghost-clippable
     assert tr.private_config(c).clip_method == "ghost"
+
+
+def test_lazy_gradient_penalty_schedule_weight_and_clip_method():
+    """loss.gp_interval = k: the penalty on steps 0, k, 2k, ... with weight x k; under DP the other
+    steps' clipped loss holds no input gradient, so 'auto' ghost-clips them."""
+    c = pggan_chest_dp.tiny()
+    assert c.loss.gp_interval == 1 and all(tr.penalty_step(c, s) for s in range(3))
+    c.loss.gp_interval = 4
+    assert [tr.penalty_step(c, s) for s in range(6)] == [True, False, False, False, True, False]
+    assert tr.gp_weight(c, True) == 4 * c.loss.gp_weight and tr.gp_weight(c, False) == 0.0
+    assert tr.private_config(c, with_gp=True).clip_method == "vmap"
+    assert tr.private_config(c, with_gp=False).clip_method == "ghost"
+    c.loss.gp_interval = 0
+    with pytest.raises(ValueError, match=r"config.loss.gp_interval=0 must be >= 1"):
+        tr._check_config(c)
+    # A step without the penalty: no gp in the loss, so no input-gradient in what ghost clips.
+    c.loss.gp_interval = 4
+    state = tr.init_state(c, jax.random.PRNGKey(0))
+    real, fake, eps = _inputs()
+    mask = np.ones((8,), np.float32)
+    grads, m = jax.jit(functools.partial(tr.d_private_grads, c, level=LEVEL, with_gp=False))(
+        state.d_params, real, fake, eps, mask, jnp.float32(ALPHA))
+    assert float(m["gp"]) == 0.0 and float(m["dp_num_examples"]) == 8
+    assert np.isfinite(np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)])).all()
