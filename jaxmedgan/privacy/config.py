@@ -13,7 +13,9 @@ missing `privacy` section means DP off):
   sampling_rate        derived at start: q = batch_size / N (recorded in config.json)
   sampling             'poisson' (what the accountant analyses) | 'shuffle'
   accountant           'rdp' | 'pld'
-  microbatch_size      > 0 chunks the per-example gradients to cap memory
+  microbatch_size      > 0: clip the padded Poisson batch in contiguous chunks of this many rows
+                       per device to cap memory; chunks holding only padding are skipped
+                       (`dp_sgd._microbatched`); 0 = the whole batch in one pass
   clip_method          'auto' (ghost clipping where the family's per-example loss allows it, else
                        vmap: `with_clip_method`) | 'vmap' | 'ghost' (`dp_sgd.CLIPPED_SUM_METHODS`)
   overflow_prob        P[Poisson batch > padded size] per step; 0 = chosen so that

@@ -121,13 +121,18 @@ Chunk = Callable[[PyTree, jax.Array], tuple[PyTree, jax.Array, jax.Array, PyTree
 
 def _microbatched(chunk: Chunk, params: PyTree, batch: PyTree, real: jax.Array,
                   microbatch_size: int | None) -> PerExample:
-    """Runs `chunk(examples, real) -> (clipped sum, norms, losses, aux)` over microbatches, summed."""
+    """Runs `chunk(examples, real) -> (clipped sum, norms, losses, aux)` over microbatches, summed.
+
+    Microbatch j holds the contiguous examples [j m, (j + 1) m) (m = microbatch_size). A microbatch
+    with no real example (mask all 0: the tail of a padded Poisson batch, whose real examples come
+    first) is skipped by `lax.cond` and contributes exactly zero. Measured on 2 CPU cores (ACGAN D,
+    32 px, 64 real of 123 rows): chunks of 16 skip half the rows yet take 1.1x one pass over all
+    123, each chunk running ~2.3x slower per row than the full batch; so microbatching stays
+    opt-in (privacy.microbatch_size), for memory.
+    """
     size = real.shape[0]
     if microbatch_size is None or microbatch_size >= size:
         return PerExample(*chunk(batch, real))
-
-    # Microbatch j holds examples {j, j + m, j + 2m, ...} (m microbatches, strided like optax's
-    # microbatching) so a batch-sharded axis stays sharded within each microbatch.
     m = -(-size // microbatch_size)  # number of microbatches
     padded = m * microbatch_size
     pad = padded - size
@@ -137,17 +142,22 @@ def _microbatched(chunk: Chunk, params: PyTree, batch: PyTree, real: jax.Array,
             tail = (jnp.repeat(x[-1:], pad, axis=0) if fill is None
                     else jnp.full((pad, *x.shape[1:]), fill, x.dtype))
             x = jnp.concatenate([x, tail], axis=0)
-        return jnp.swapaxes(x.reshape(microbatch_size, m, *x.shape[1:]), 0, 1)
+        return x.reshape(m, microbatch_size, *x.shape[1:])
 
     def merge(y):  # [m, microbatch, ...] -> [B, ...] in the original example order
-        return jnp.swapaxes(y, 0, 1).reshape(padded, *y.shape[2:])[:size]
+        return y.reshape(padded, *y.shape[2:])[:size]
 
     xs = jax.tree.map(split, batch)
     rs = split(real, fill=False)
     zero = jax.tree.map(jnp.zeros_like, params)
+    shapes = jax.eval_shape(chunk, jax.tree.map(lambda x: x[0], xs), rs[0])
 
     def body(acc, inputs):
-        s, norms, losses, aux = chunk(*inputs)
+        x, r = inputs
+        # Zeros that vary like the data (inside shard_map both branches must agree on that).
+        like = jnp.sum(r, dtype=jnp.float32) * 0.0
+        skip = lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype) + like.astype(a.dtype), shapes)
+        s, norms, losses, aux = jax.lax.cond(jnp.any(r), lambda: chunk(x, r), skip)
         return jax.tree.map(jnp.add, acc, s), (norms, losses, aux)
 
     total, (norms, losses, aux) = jax.lax.scan(body, zero, (xs, rs))
