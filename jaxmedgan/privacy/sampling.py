@@ -1,7 +1,9 @@
 """Host-side (numpy) batch sampling for DP-SGD: Poisson subsampling padded to a fixed shape.
 
 Poisson sampling -- every example joins a step's batch independently with probability q -- is what
-the privacy accountant (`accounting.py`, sampling='poisson') analyses. Its batch size is random
+the privacy accountant (`accounting.py`, sampling='poisson') analyses; the draw itself is
+jax-privacy's (`jax_privacy.batch_selection.CyclicPoissonSampling`, cycle length 1), driven by the
+numpy Generator the caller passes (the run's secret sampling stream, `secret.py`). Its batch size is random
 (Binomial(N, q)), but jit wants static shapes, so a batch is padded to `max_batch_size` with a mask
 (padding has mask 0 and contributes exactly zero to the clipped gradient sum).
 
@@ -20,6 +22,7 @@ import math
 from typing import Iterator, NamedTuple
 
 import numpy as np
+from jax_privacy import batch_selection
 
 
 class PoissonBatch(NamedTuple):
@@ -46,7 +49,9 @@ def poisson_batch(rng: np.random.Generator, num_examples: int, sampling_rate: fl
     _check_count("num_examples", num_examples)
     _check_rate(sampling_rate)
     _check_count("max_batch_size", max_batch_size)
-    chosen = np.flatnonzero(rng.random(num_examples) < sampling_rate)
+    # jax-privacy's Poisson sampler (cycle length 1, untruncated: we truncate and count drops below).
+    strategy = batch_selection.CyclicPoissonSampling(sampling_prob=sampling_rate, iterations=1)
+    chosen = np.sort(next(iter(strategy.batch_iterator(num_examples, rng)))).astype(np.int64)
     dropped = max(len(chosen) - max_batch_size, 0)
     if dropped:  # overflow: keep a uniformly random subset (see module docstring)
         chosen = np.sort(rng.choice(chosen, size=max_batch_size, replace=False))
