@@ -223,6 +223,18 @@ def schedule_period(family: str, c) -> int:
     return 1
 
 
+def clip_methods(family: str, c) -> dict[str, str]:
+    """The clipping method each kind of D step of a family's schedule resolves to (privacy 'auto')."""
+    from jaxmedgan import trainers
+
+    private = trainers.get(family).private_config
+    if family == "stylegan2":
+        return {"Dmain": private(c).clip_method, "R1 steps": private(c, with_r1=True).clip_method}
+    if family == "pggan" and int(c.loss.gp_interval) > 1:
+        return {"penalty steps": private(c).clip_method, "other steps": private(c, with_gp=False).clip_method}
+    return {"every step": private(c).clip_method}
+
+
 def family_rows(families: list[str], batches: list[int], resolution: int, quick: bool, n_dev: int,
                 warmup: int, repeats: int, dataset_size: int = 10000, overrides: tuple[str, ...] = ()) -> list[dict]:
     """DP/non-DP of each family's own training step (benchmarks.run's measurement, DP off then on).
@@ -254,7 +266,8 @@ def family_rows(families: list[str], batches: list[int], resolution: int, quick:
                     row["dp_step_s" if dp else "nondp_step_s"] = m["step_s_median"]
                     if dp:
                         row.update(padded_batch=m["padded_batch"], steps_per_repeat=m["steps_per_repeat"],
-                                   clip_method=trainers.get(family).private_config(c).clip_method)
+                                   clip_method=trainers.get(family).private_config(c).clip_method,
+                                   clip_methods=clip_methods(family, c))
                 row["dp_over_nondp"] = row["dp_step_s"] / row["nondp_step_s"]
                 print(f"{family:>10} batch {batch:4d} @ {resolution} px: non-DP {row['nondp_step_s']:.3f} s, DP "
                       f"{row['dp_step_s']:.3f} s ({row['clip_method']}) -> DP/non-DP {row['dp_over_nondp']:.2f}",

@@ -110,3 +110,14 @@ def test_dp_overhead_family_rows_time_each_familys_step_with_dp_off_and_on(tmp_p
     assert row["family"] == "gan" and row["clip_method"] == "ghost" and row["padded_batch"] > 8  # auto: ghost for the ACGAN
     assert row["dp_over_nondp"] == pytest.approx(row["dp_step_s"] / row["nondp_step_s"])
     assert json.loads((tmp_path / "f.json").read_text()) == [row]
+
+
+@pytest.mark.slow  # compiles PGGAN's two step variants with DP off and on (~2 min on 2 cores)
+def test_dp_overhead_family_rows_time_pggans_whole_lazy_penalty_schedule(tmp_path):
+    from benchmarks import dp_overhead
+
+    (row,) = dp_overhead.main(["--family", "pggan", "--batch", "8", "--resolution", "16", "--quick", "--repeats", "1",
+                               "--warmup", "1", "--set", "loss.gp_interval=2", "--out", str(tmp_path / "f.json")])
+    assert row["steps_per_repeat"] == 2 and row["overrides"] == ["loss.gp_interval=2"]
+    assert row["clip_methods"] == {"penalty steps": "vmap", "other steps": "ghost"}
+    assert row["dp_step_s"] > 0 and row["nondp_step_s"] > 0
