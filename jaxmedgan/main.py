@@ -31,7 +31,11 @@ commands:
             jaxmedgan evaluate downstream --config configs/downstream_liver.py --out DIR  (leak-free: a GAN per
             fold)  [--real-fractions 0.1,0.25,0.5,1.0] [--gan-config C] [--gan-steps N] | [--synthetic W_OR_DIR]
             jaxmedgan evaluate segmentation --config configs/segmentation_brain.py ...
+            augmentation leaks (do generated images carry the training's flips / rotations / inversion?):
+            jaxmedgan evaluate leak --workdir W --num N --out DIR [--transforms hflip,invert,...]
   reader-study  real-vs-synthetic reader study:  jaxmedgan reader-study create|serve|report ...
+  project   GAN inversion (resumable):  jaxmedgan project --workdir W --images DIR_or_NPZ|--split train|heldout
+            --out DIR [--num N] [--space z|w|w+] [--class NAME|label|search] [--steps S] [--classifier C]
 
 `jaxmedgan <command> --help` shows a command's options.
 """
@@ -303,9 +307,16 @@ def _export(argv: list[str]) -> int:
     return export.export_command(argv[1:])
 
 
+def _project(argv: list[str]) -> int:
+    from jaxmedgan.studies import inversion
+
+    return inversion.project_command(argv[1:])
+
+
 EVALUATORS = {"downstream": "jaxmedgan.evaluators.downstream:downstream_command",
               "segmentation": "jaxmedgan.evaluators.segmentation:segmentation_command",
-              "quality": "jaxmedgan.evaluators.quality_cli:quality_command"}
+              "quality": "jaxmedgan.evaluators.quality_cli:quality_command",
+              "leak": "jaxmedgan.studies.leak:leak_command"}
 
 
 def _evaluate(argv: list[str]) -> int:
@@ -321,7 +332,7 @@ def _evaluate(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": _train, "sample": _sample, "dataset": _dataset, "privacy": _privacy,
-            "reader-study": _reader_study, "export": _export, "evaluate": _evaluate}
+            "reader-study": _reader_study, "export": _export, "project": _project, "evaluate": _evaluate}
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,12 @@
             `config.ada` (augment/controller.py): 'fixed' keeps `ada.p`, 'adaptive' moves it by
             StyleGAN2-ADA's overfitting heuristic r_t = E[sign(D(real))], here inside the jitted
             step (`update_p`), so the families without a host-side step need no extra hook.
+  leak_test_<t>  TEST / DEMONSTRATION SWITCH THAT BREAKS TRAINING ON PURPOSE: the fixed transform t
+            of augment/leak_transforms.py (hflip, vflip, rot90, rot180, rot270, transpose,
+            antitranspose, invert) on every one of D's REAL inputs, never on generated ones, so G
+            learns to emit transformed images -- a forced augmentation leak for testing `jaxmedgan
+            evaluate leak`. The trainer must say which inputs are real (`__call__(..., real=)`): only
+            trainers/gan.py does; the other families (and `pair`) refuse it.
 
 Both pipelines act per image with per-image randomness, so they run under DP-SGD (inside the
 per-example clipped loss); an *adaptive* p is refused there, because it is computed from D's
@@ -30,9 +36,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxmedgan.augment import ada, controller, diffaug
+from jaxmedgan.augment import ada, controller, diffaug, leak_transforms
 
-KINDS = ("none", "diffaug", "ada")
+LEAK_TEST_PREFIX = "leak_test_"  # + a fixed transform: the forced-leak test switch (module docstring)
+LEAK_TEST_KINDS = tuple(LEAK_TEST_PREFIX + t for t in leak_transforms.FIXED if t != "identity")
+KINDS = ("none", "diffaug", "ada", *LEAK_TEST_KINDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +76,13 @@ class DAugment:
     @property
     def active(self) -> bool:
         """Whether D's inputs are augmented at all."""
-        return self.kind == "diffaug" or (self.kind == "ada" and self.ada_settings.augments)
+        return (self.kind == "diffaug" or (self.kind == "ada" and self.ada_settings.augments)
+                or self.leak_test is not None)
+
+    @property
+    def leak_test(self) -> str | None:
+        """The fixed transform the leak-test switch applies to D's real inputs (kind 'leak_test_<t>'), else None."""
+        return self.kind[len(LEAK_TEST_PREFIX):] if self.kind.startswith(LEAK_TEST_PREFIX) else None
 
     @property
     def adaptive(self) -> bool:
@@ -91,9 +105,16 @@ class DAugment:
             out.update(aug_sign_sum=jnp.zeros((), jnp.float32), aug_sign_count=jnp.zeros((), jnp.float32))
         return out
 
-    def __call__(self, images: jax.Array, key: jax.Array, extra: dict) -> jax.Array:
+    def __call__(self, images: jax.Array, key: jax.Array, extra: dict, *, real: bool | None = None) -> jax.Array:
         """images f32 [N,H,W,C] in [-1,1] as D should see them (differentiable; the identity if inactive).
-        `extra`: the state's extra dict (reads `aug_p` for ADA)."""
+        `extra`: the state's extra dict (reads `aug_p` for ADA). `real`: whether these are real images;
+        only the leak-test switch reads it, and refuses None (a trainer that does not say)."""
+        if self.leak_test is not None:
+            if real is None:
+                raise ValueError(f"config.d_augment.kind={self.kind!r} is a test switch that transforms D's real "
+                                 "inputs only; this trainer does not say which inputs are real (only the DCGAN / "
+                                 "ACGAN trainer, trainers/gan.py, does). Use it with that trainer.")
+            return leak_transforms.apply(self.leak_test, images) if real else images
         if not self.active:
             return images
         if self.kind == "diffaug":
@@ -104,6 +125,9 @@ class DAugment:
         """(condition map f32 [N,H,W,K], images f32 [N,H,W,C] in [-1,1]) as a conditional D should see
         them: geometric ops identical for both, colour on the images only (`diffaug.augment_pair`,
         `ada_pair`); the identity if inactive. The image part equals `self(images, key, extra)`."""
+        if self.leak_test is not None:
+            raise ValueError(f"config.d_augment.kind={self.kind!r} (a test switch for unconditioned DCGAN / ACGAN "
+                             "runs) is not available for (condition map, image) pairs.")
         if not self.active:
             return cond, images
         if self.kind == "diffaug":

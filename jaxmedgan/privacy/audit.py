@@ -11,6 +11,15 @@ Works for private and non-private runs alike, so users can see what DP buys.
   - D-score attack: the discriminator's real/fake logit; training images tend to score higher.
   - distance attack: a real image's distance to its nearest synthetic image; members are closer.
   Reported as ROC AUC (0.5 = no leakage) computed by the Mann-Whitney statistic.
+* Feature-space memorisation (with a feature extractor: `--classifier` or `--inception-weights`):
+  the same nearest-neighbour ratios on unit-normalised features (`evaluators.features`), which
+  also catch shifted or re-windowed copies that pixel L2 misses; grid of the closest pairs.
+* Inversion (`--inversion-steps S` > 0): each of N training and N held-out images is projected
+  onto the generator (`studies.inversion`: z with the shell prior, or StyleGAN2's W); a generator
+  that reproduces its training images better than unseen ones has memorised them. Reported: the
+  reconstruction distances of both sets, the membership-inference AUC of the attack 'smaller
+  distance = member' with a bootstrap 95 % interval, and a grid of the training images the
+  generator reproduces best (image | reconstruction).
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxmedgan import images as image_utils
+from jaxmedgan.evaluators import features as features_lib
+from jaxmedgan.evaluators import metrics as metrics_lib
 
 
 def nearest(queries: np.ndarray, refs: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +107,81 @@ def membership_inference(train: np.ndarray, heldout: np.ndarray, synthetic: np.n
     return out
 
 
+def auc_with_ci(member_scores: np.ndarray, other_scores: np.ndarray, *, num_bootstrap: int = 1000,
+                seed: int = 0) -> dict:
+    """ROC AUC of scores f [N] (members) vs [M] (others; higher = more member-like) with its
+    percentile-bootstrap 95 % interval (images resampled with replacement; `metrics.bootstrap_ci`)."""
+    pos, neg = np.asarray(member_scores, np.float64), np.asarray(other_scores, np.float64)
+    scores, is_member = np.concatenate([pos, neg]), np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+
+    def statistic(index: np.ndarray) -> float:
+        m = is_member[index]
+        if m.all() or not m.any():
+            return float("nan")
+        return roc_auc(scores[index][m], scores[index][~m])
+
+    out = {"auc": roc_auc(pos, neg)}
+    if num_bootstrap:
+        lo, hi = metrics_lib.bootstrap_ci(statistic, np.arange(len(scores)), num_samples=num_bootstrap, seed=seed)[""]
+        out["ci95"] = [lo, hi]
+    return out
+
+
+def feature_memorisation(extractor: features_lib.Extractor, synthetic: np.ndarray, train: np.ndarray,
+                         heldout: np.ndarray, seed: int = 0) -> dict:
+    """`memorisation` on the extractor's unit-normalised features of images f32 [N,H,W,C] in [-1, 1]."""
+
+    def feats(x: np.ndarray) -> np.ndarray:
+        f = features_lib.extract(extractor, x).reshape(len(x), -1).astype(np.float64)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    out = memorisation(feats(synthetic), feats(train), feats(heldout), seed)
+    out["features"] = extractor.description
+    return out
+
+
+def inversion_membership(config: Any, state: Any, train: np.ndarray, train_labels: np.ndarray | None,
+                         heldout: np.ndarray, heldout_labels: np.ndarray | None, *, steps: int, num: int = 64,
+                         space: str | None = None, extractor: features_lib.Extractor | None = None, seed: int = 0,
+                         num_bootstrap: int = 1000, num_best: int = 16) -> tuple[dict, np.ndarray]:
+    """Inversion membership inference: N = min(num, #train, #held-out) images of each set, drawn
+    at random (`seed`), projected for `steps` Adam steps (a conditional model with each image's own
+    class: the attacker who holds a patient's image knows its diagnosis). Returns (report, uint8
+    grid of the `num_best` best-reproduced training images, each | its reconstruction)."""
+    from jaxmedgan.studies import inversion  # the projector loads trainers (a floor above privacy)
+
+    n = min(num, len(train), len(heldout))
+    if n < 1:
+        raise ValueError(f"The inversion audit needs training and held-out images; got {len(train)} and {len(heldout)}.")
+    rng = np.random.default_rng(seed)
+    members, others = rng.choice(len(train), n, replace=False), rng.choice(len(heldout), n, replace=False)
+    settings = inversion.Settings(space=space or ("w" if config.trainer == "stylegan2" else "z"), steps=steps)
+    projector = inversion.Projector(config, state, settings, extractor=extractor, seed=seed)
+    class_mode = inversion.LABEL if projector.num_classes else None
+    single = lambda y, idx: None if y is None or np.asarray(y).ndim != 1 else np.asarray(y)[idx]
+    r_in = projector(train[members], single(train_labels, members), class_mode, indices=np.arange(n))
+    r_out = projector(heldout[others], single(heldout_labels, others), class_mode, indices=np.arange(n, 2 * n))
+    summary = lambda d: {"mean": float(np.mean(d)), "median": float(np.median(d))}
+    best = np.argsort(r_in.distance, kind="stable")[:num_best]
+    report = {
+        "space": settings.space, "steps": steps, "num_each": int(n), "class_mode": class_mode,
+        "features": None if extractor is None else extractor.description,
+        "pixel_weight": settings.pixel_weight, "perceptual_weight": settings.perceptual_weight if extractor else 0.0,
+        "distance_train": summary(r_in.distance), "distance_heldout": summary(r_out.distance),
+        "pixel_mse_train": summary(r_in.pixel_mse), "pixel_mse_heldout": summary(r_out.pixel_mse),
+        "initial_distance_train": summary(r_in.initial_distance),
+        "initial_distance_heldout": summary(r_out.initial_distance),
+        # Members are reproduced better: the attacker's score is minus the distance.
+        "auc_distance": auc_with_ci(-r_in.distance, -r_out.distance, num_bootstrap=num_bootstrap, seed=seed),
+        "auc_pixel_mse": auc_with_ci(-r_in.pixel_mse, -r_out.pixel_mse, num_bootstrap=num_bootstrap, seed=seed),
+        "best_reproduced_train": [{"train_index": int(members[i]), "distance": float(r_in.distance[i]),
+                                   "pixel_mse": float(r_in.pixel_mse[i])} for i in best],
+    }
+    pairs = np.concatenate([image_utils.to_uint8(train[members[best]]),
+                            image_utils.to_uint8(r_in.reconstructions[best])], axis=2)
+    return report, image_utils.grid(pairs, rows=max(1, -(-len(best) // 4)))
+
+
 def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | None:
     """The white-box canary audit of a DP run with `privacy.canaries` > 0 (None otherwise).
 
@@ -135,9 +221,13 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
     return report
 
 
-def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: int = 16) -> dict:
-    """Runs both audits on the latest checkpoint of `workdir`; writes audit.json, audit.md and
-    closest_pairs.png (synthetic | nearest training image, most train-like first) to `out`."""
+def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: int = 16,
+          extractor: features_lib.Extractor | None = None, inversion_steps: int = 0, inversion_num: int = 64,
+          inversion_space: str | None = None, num_bootstrap: int = 1000) -> dict:
+    """Runs the audits on the latest checkpoint of `workdir`; writes audit.json, audit.md and
+    closest_pairs.png (synthetic | nearest training image, most train-like first) to `out`; with
+    an `extractor` also feature_pairs.png (the same in feature space), with `inversion_steps` > 0
+    also inversion_best.png (training image | reconstruction, best reproduced first)."""
     import jax
 
     from jaxmedgan import sampling, trainers
@@ -147,11 +237,11 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     config, state, step = sampling.restore_state(workdir)
     trainer = trainers.get(config.trainer)
     data_dir = datasets.prepare(config)
-    train, _ = tfds_builders.load_arrays(data_dir, config.data.source, "train")
+    train, train_labels = tfds_builders.load_arrays(data_dir, config.data.source, "train")
     if "test" not in tfds_builders.split_names(data_dir, config.data.source):
         raise ValueError(f"The dataset in {data_dir} has no held-out 'test' split; the audit compares "
                          "training images with held-out ones (build image folders with a hold-out fraction).")
-    heldout, _ = tfds_builders.load_arrays(data_dir, config.data.source, "test")
+    heldout, heldout_labels = tfds_builders.load_arrays(data_dir, config.data.source, "test")
     synth_u8, _ = sampling.generate(config, state, trainer, num, None, seed)
     synthetic = synth_u8.astype(np.float32) / 127.5 - 1.0
     mem = memorisation(synthetic, train, heldout, seed)
@@ -165,14 +255,32 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
               "dp_epsilon": plan.run_epsilon(config, int(step)),
               "dp_delta_prime": (plan.run_guarantee(config, int(step)) or (None, None))[1], "memorisation": mem,
               "membership_inference": mia, "canary_audit": canary_audit(config, state, int(step), workdir)}
-    order = np.argsort(ratio)[:num_pairs]
-    pairs = np.stack([np.concatenate([synth_u8[i], image_utils.to_uint8(train[nearest_train[i]])], axis=1)
-                      for i in order])
-    _write(out, report, image_utils.grid(pairs, rows=max(1, len(order) // 4)))
+    grids = {"closest_pairs.png": _pairs_grid(synth_u8, train, ratio, nearest_train, num_pairs)}
+    report["feature_memorisation"] = None
+    if extractor is not None:
+        fmem = feature_memorisation(extractor, synthetic, train, heldout, seed)
+        f_ratio, f_nearest = fmem.pop("_ratio"), fmem.pop("_nearest_train")
+        report["feature_memorisation"] = fmem
+        grids["feature_pairs.png"] = _pairs_grid(synth_u8, train, f_ratio, f_nearest, num_pairs)
+    report["inversion"] = None
+    if inversion_steps > 0:
+        report["inversion"], grids["inversion_best.png"] = inversion_membership(
+            config, state, train, train_labels, heldout, heldout_labels, steps=inversion_steps, num=inversion_num,
+            space=inversion_space, extractor=extractor, seed=seed, num_bootstrap=num_bootstrap, num_best=num_pairs)
+    _write(out, report, grids)
     return report
 
 
-def _write(out: str, report: dict, pairs_grid: np.ndarray) -> None:
+def _pairs_grid(synth_u8: np.ndarray, train: np.ndarray, ratio: np.ndarray, nearest_train: np.ndarray,
+                num_pairs: int) -> np.ndarray:
+    """uint8 grid of synthetic | nearest training image pairs, smallest ratio (most train-like) first."""
+    order = np.argsort(ratio)[:num_pairs]
+    pairs = np.stack([np.concatenate([synth_u8[i], image_utils.to_uint8(train[nearest_train[i]])], axis=1)
+                      for i in order])
+    return image_utils.grid(pairs, rows=max(1, len(order) // 4))
+
+
+def _write(out: str, report: dict, grids: dict[str, np.ndarray]) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".audit-", dir=parent)
@@ -181,7 +289,8 @@ def _write(out: str, report: dict, pairs_grid: np.ndarray) -> None:
             json.dump(report, f, indent=2, default=float)
         with open(os.path.join(tmp, "audit.md"), "w") as f:
             f.write(_markdown(report))
-        image_utils.save_png(os.path.join(tmp, "closest_pairs.png"), pairs_grid)
+        for name, image in grids.items():
+            image_utils.save_png(os.path.join(tmp, name), image)
         if os.path.isdir(out):
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -206,8 +315,35 @@ def _markdown(r: dict) -> str:
     if "d_score_attack_auc" in a:
         lines.append(f"| discriminator score | {a['d_score_attack_auc']:.3f} |")
     lines += ["", "`closest_pairs.png`: synthetic | nearest training image, most train-like first.", ""]
+    f = r.get("feature_memorisation")
+    if f:
+        lines += ["## Memorisation in feature space (nearest neighbours of unit-normalised features)", "",
+                  f"Features: {f['features']}.", "", "| d_train / d_heldout quantile | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in f["ratio_quantiles"].items()]
+        lines += ["", f"Fraction closer to a training image: {f['fraction_closer_to_train']:.3f} (about 0.5 "
+                  "without memorisation). `feature_pairs.png`: synthetic | nearest training image in feature "
+                  "space, most train-like first.", ""]
+    lines += inversion_markdown(r.get("inversion"))
     lines += canary_markdown(r.get("canary_audit"))
     return "\n".join(lines)
+
+
+def inversion_markdown(v: dict | None) -> list[str]:
+    """The inversion audit's section of audit.md (empty when it did not run)."""
+    if not v:
+        return []
+    ci = lambda a: (f"{a['auc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]" if "ci95" in a else f"{a['auc']:.3f}")
+    return ["## Is it copying? Reconstruction by GAN inversion", "",
+            f"{v['num_each']} training and {v['num_each']} held-out images projected in {v['space']} "
+            f"({v['steps']} Adam steps, class: {v['class_mode'] or 'unconditional'}; distance: pixel MSE"
+            + (f" + perceptual on {v['features']}" if v["features"] else "") + ").", "",
+            "| | training | held-out |", "|---|---:|---:|",
+            f"| mean distance | {v['distance_train']['mean']:.4g} | {v['distance_heldout']['mean']:.4g} |",
+            f"| median distance | {v['distance_train']['median']:.4g} | {v['distance_heldout']['median']:.4g} |",
+            f"| mean pixel MSE | {v['pixel_mse_train']['mean']:.4g} | {v['pixel_mse_heldout']['mean']:.4g} |", "",
+            f"Membership-inference AUC (smaller reconstruction distance = member; 0.5 = no leakage, "
+            f"[bootstrap 95 % CI]): distance {ci(v['auc_distance'])}, pixel MSE {ci(v['auc_pixel_mse'])}.", "",
+            "`inversion_best.png`: the training images the generator reproduces best | their reconstructions.", ""]
 
 
 def canary_markdown(c: dict | None) -> list[str]:
@@ -226,7 +362,8 @@ def canary_markdown(c: dict | None) -> list[str]:
 
 
 def audit_command(argv: list[str]) -> int:
-    """`jaxmedgan privacy audit --workdir W [--num N] [--out DIR] [--seed S]`."""
+    """`jaxmedgan privacy audit --workdir W [--num N] [--out DIR] [--seed S] [--classifier C | --inception-weights F]
+    [--inversion-steps S --inversion-num N]`."""
     import argparse
     import sys
 
@@ -235,9 +372,27 @@ def audit_command(argv: list[str]) -> int:
     p.add_argument("--num", type=int, default=500, help="synthetic images to draw")
     p.add_argument("--out", default=None, help="output directory (default WORKDIR/audit)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--features", choices=features_lib.KINDS, default=None,
+                   help="feature-space nearest neighbours and the inversion's perceptual distance (default: "
+                   "domain with --classifier, inception with --inception-weights, else neither)")
+    p.add_argument("--classifier", default=None, help="classifier workdir (domain features)")
+    p.add_argument("--inception-weights", default=None, help="converted FID Inception npz (inception features)")
+    p.add_argument("--inversion-steps", type=int, default=0,
+                   help="Adam steps of the inversion membership audit (0 = off)")
+    p.add_argument("--inversion-num", type=int, default=64, help="training and held-out images to project (each)")
+    p.add_argument("--inversion-space", choices=("z", "w", "w+"), default=None,
+                   help="latent space of the inversion (default: w for StyleGAN2, else z)")
     args = p.parse_args(argv)
     try:
-        report = audit(args.workdir, args.out or os.path.join(args.workdir, "audit"), num=args.num, seed=args.seed)
+        if args.inversion_steps < 0 or args.inversion_num < 1:
+            raise ValueError(f"--inversion-steps must be >= 0 and --inversion-num >= 1; got {args.inversion_steps} "
+                             f"and {args.inversion_num}.")
+        kind = args.features or ("domain" if args.classifier else "inception" if args.inception_weights else None)
+        extractor = None if kind is None else features_lib.make(kind, classifier=args.classifier,
+                                                                 inception_weights=args.inception_weights)
+        report = audit(args.workdir, args.out or os.path.join(args.workdir, "audit"), num=args.num, seed=args.seed,
+                       extractor=extractor, inversion_steps=args.inversion_steps, inversion_num=args.inversion_num,
+                       inversion_space=args.inversion_space)
     except (FileNotFoundError, ValueError) as e:
         print(f"jaxmedgan privacy audit: error: {e}", file=sys.stderr)
         return 1
