@@ -105,6 +105,13 @@ class DAugment:
             out.update(aug_sign_sum=jnp.zeros((), jnp.float32), aug_sign_count=jnp.zeros((), jnp.float32))
         return out
 
+    def per_example(self, images: jax.Array, key: jax.Array, extra: dict, *, real: bool | None = None) -> jax.Array:
+        """`self` applied to each image with its own key (split(key, N)[i]): image i's draw depends
+        on (key, i) alone, not on N. DP batches need that: their row count can follow the private
+        Poisson draw (privacy.padding_buckets), which must not change any real example's view."""
+        keys = jax.random.split(key, images.shape[0])
+        return jax.vmap(lambda x, k: self(x[None], k, extra, real=real)[0])(images, keys)
+
     def __call__(self, images: jax.Array, key: jax.Array, extra: dict, *, real: bool | None = None) -> jax.Array:
         """images f32 [N,H,W,C] in [-1,1] as D should see them (differentiable; the identity if inactive).
         `extra`: the state's extra dict (reads `aug_p` for ADA). `real`: whether these are real images;

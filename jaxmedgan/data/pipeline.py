@@ -166,7 +166,7 @@ class _PoissonBatch:
             active = canaries.step_active(rng, self.canary_coins, self.q)
             batch[dp_secret.CANARY_FIELD] = np.broadcast_to(active, (len(positions), len(active))).copy()
         return {**batch, "mask": drawn.mask[list(positions)], dp_secret.NOISE_KEY_FIELD: noise_key,
-                "num_dropped": np.int32(drawn.num_dropped)}
+                "num_dropped": np.int32(drawn.num_dropped), "num_real": np.int32(drawn.mask.sum())}
 
 
 def poisson_train_dataset(
@@ -188,7 +188,8 @@ def poisson_train_dataset(
     sampling the privacy accountant analyses); the global batch is padded to `max_batch_size`
     with `mask` 0 and this process holds positions [process_index::process_count]:
     {"image": f32 [M_local,H,W,C], "label": i32 [M_local], "mask": f32 [M_local],
-    "dp_noise_key": u32 [M_local, 2] (step k's noise key, the same on every row), "num_dropped": i32 []}
+    "dp_noise_key": u32 [M_local, 2] (step k's noise key, the same on every row), "num_dropped": i32 [],
+    "num_real": i32 [] (the global draw's size, for the host's padding bucket; private, never logged)}
     with M_local = max_batch_size / process_count; with `num_canaries` K > 0 also "dp_canaries":
     f32 [M_local, K], the white-box canaries (privacy/canaries.py) step k includes, on every row.
     Membership, canaries and noise key come from `secret`

@@ -20,6 +20,10 @@ missing `privacy` section means DP off):
                        vmap: `with_clip_method`) | 'vmap' | 'ghost' (`dp_sgd.CLIPPED_SUM_METHODS`)
   overflow_prob        P[Poisson batch > padded size] per step; 0 = chosen so that
                        delta' = delta + T * p * (1 + e^eps) <= 1.01 * delta (`plan.prepare`)
+  padding_buckets      k > 1: also compile the step for k - 1 smaller padded sizes (the Poisson
+                       batch size's 0.9, 0.99, ... quantiles) and run each step at the smallest
+                       one that holds its draw (`plan.Plan.bucket_for`): on average far fewer
+                       padded rows (1 = always the full padded size; k compiles per step shape)
   clip_fake            clip D's per-example gradient on generated images too (no noise)
   secure_rng           True: batch membership and noise from an OS-CSPRNG secret kept in the
                        workdir's private/ folder (`secret.py`); False: derived from config.seed,
@@ -60,6 +64,7 @@ class DPConfig:
     microbatch_size: int = 0
     clip_method: str = "auto"
     overflow_prob: float = 0.0
+    padding_buckets: int = 1
     clip_fake: bool = True
     secure_rng: bool = True
     log_private_metrics: bool = False
@@ -105,6 +110,7 @@ class DPConfig:
             ("microbatch_size", self.microbatch_size >= 0, ">= 0 (0 = whole batch)"),
             ("clip_method", self.clip_method in CLIP_METHODS, f"one of {CLIP_METHODS}"),
             ("overflow_prob", 0 <= self.overflow_prob < 0.5, "in [0, 0.5) (0 = chosen for delta' <= 1.01 delta)"),
+            ("padding_buckets", 1 <= self.padding_buckets <= 6, "in 1..6 (1 = one padded size)"),
             ("canaries", self.canaries >= 0, ">= 0 (0 = no canary audit)"),
             ("canary_norm", self.canary_norm > 0, "> 0 (units of l2_clip)"),
             ("break_mechanism", self.break_mechanism in BREAKS, f"one of {BREAKS} (test only)"),

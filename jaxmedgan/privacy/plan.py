@@ -43,6 +43,12 @@ class Plan:
     epsilon_at_end: float  # epsilon after max_steps
     overflow_prob: float  # exact P[Poisson draw > max_batch_size] per step
     delta_prime: float  # delta + max_steps * overflow_prob * (1 + e^epsilon_at_end)
+    buckets: tuple[int, ...] = ()  # ascending padded sizes, the last max_batch_size (privacy.padding_buckets)
+
+    def bucket_for(self, num_real: int) -> int:
+        """The smallest padded size that holds a draw of `num_real` examples (the host picks the
+        step's shape from it; padding rows add exactly zero, so the result is the same mechanism)."""
+        return next((b for b in self.buckets if b >= num_real), self.max_batch_size)
 
 
 def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batch_multiple: int) -> Plan:
@@ -80,7 +86,10 @@ def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batc
              "%d steps (%s accountant).", q, config.train.batch_size, max_batch, overflow, sigma,
              f" (calibrated for epsilon {p.target_epsilon:g})" if p.target_epsilon > 0 else "", p.l2_clip,
              eps, d_prime, delta, max_steps, p.accountant)
-    return Plan(q, delta, sigma, max_batch, max_steps, eps, overflow, d_prime)
+    buckets = sampling.padding_buckets(num_examples, q, max_batch, p.padding_buckets, multiple_of=batch_multiple)
+    if len(buckets) > 1:
+        log.info("Padding buckets %s: each step runs at the smallest that holds its Poisson draw.", buckets)
+    return Plan(q, delta, sigma, max_batch, max_steps, eps, overflow, d_prime, buckets)
 
 
 def delta_prime(delta: float, overflow_prob: float, steps: int, epsilon: float) -> float:

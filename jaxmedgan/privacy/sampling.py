@@ -96,6 +96,17 @@ def max_batch_size_for(num_examples: int, sampling_rate: float, overflow_prob: f
     return -(-m // multiple_of) * multiple_of
 
 
+def padding_buckets(num_examples: int, sampling_rate: float, max_batch_size: int, count: int,
+                    multiple_of: int = 1) -> tuple[int, ...]:
+    """`count` ascending padded sizes ending at max_batch_size: the Binomial(N, q) batch size's
+    1 - 10^-j quantiles (j = 1, 2, ...; each a multiple of `multiple_of`, duplicates dropped), so
+    a step can run at the smallest size that holds its draw instead of always at max_batch_size."""
+    _check_count("count", count)
+    sizes = [max_batch_size_for(num_examples, sampling_rate, 10.0 ** -j, multiple_of=multiple_of)
+             for j in range(1, count)]
+    return tuple(sorted({min(s, max_batch_size) for s in sizes} | {max_batch_size}))
+
+
 def overflow_probability(num_examples: int, sampling_rate: float, max_batch_size: int) -> float:
     """P[Binomial(num_examples, q) > max_batch_size]: the per-step chance that a padded Poisson batch
     truncates (exact binomial tail; 0 when max_batch_size >= num_examples)."""

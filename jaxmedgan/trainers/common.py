@@ -178,6 +178,12 @@ def _check_finite(step: int, metrics: dict[str, float], workdir: str,
             f"{where}. Lower the learning rate or check the data.")
 
 
+def bucket_rows(host_batch: dict, rows: int) -> dict:
+    """This process's first `rows` rows of a padded Poisson batch (its real examples come first, so
+    only padding is cut): the step then runs at a smaller padded shape (`plan.Plan.bucket_for`)."""
+    return {k: v[:rows] if getattr(v, "ndim", 0) else v for k, v in host_batch.items()}
+
+
 def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=None,
         data_dir: str | None = None) -> Any:
     """Trains `family` per `config`, resuming from `workdir` if it holds a checkpoint.
@@ -309,6 +315,9 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
         for step in range(start, total):
             host_batch = next(batches)
             num_dropped += int(host_batch.pop("num_dropped", 0))
+            num_real = host_batch.pop("num_real", None)
+            if dp is not None and len(dp.buckets) > 1:
+                host_batch = bucket_rows(host_batch, dp.bucket_for(int(num_real)) // jax.process_count())
             state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), step)
             pending.append(metrics)
             steps_since += 1

@@ -265,8 +265,9 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
         cls = obj.d_class_loss(logit, heads, labels, real=False)[0]
         return obj.d_fake(logit)[0] + obj.aux_weight * cls, {"logit": logit[0], "class_loss": cls}
 
-    fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((n,), jnp.int32),
-             "key": jax.random.split(k_drop_fake, n)}
+    m = fake.shape[0]  # train.batch_size: independent of the padded row count n
+    fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((m,), jnp.int32),
+             "key": jax.random.split(k_drop_fake, m)}
     grads, out = dp_sgd.d_gradient(real_loss, state.d_params, examples, mask, p, fake_loss=fake_loss, fake=fakes,
                                    expected_batch_size=config.train.batch_size,
                                    canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
@@ -346,7 +347,9 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     private = dp_enabled(config)
     obj = Objective.from_config(config)
     aug = aug_policy.DAugment.from_config(config)
-    n = batch["image"].shape[0]
+    # Under DP the batch is a padded Poisson batch whose row count may follow the draw (padding
+    # buckets): fakes come in the expected batch size, so nothing but padding depends on it.
+    n = config.train.batch_size if private else batch["image"].shape[0]
     rng = jax.random.fold_in(state.rng, state.step)
     k_dz, k_gz, k_d, k_gdrop, k_aug_real, k_aug_fake, k_aug_g = jax.random.split(rng, 7)
 
@@ -354,7 +357,8 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     z, fake_labels = _draw_latents(config, k_dz, n)
     fake, g_stats = layers.apply(g, state.g_variables(), z, fake_labels, train=True)
     fake = aug(jax.lax.stop_gradient(fake), k_aug_fake, state.extra, real=False)
-    d_batch = {**batch, "image": aug(batch["image"], k_aug_real, state.extra, real=True)}
+    see_real = aug.per_example if private else aug  # DP: each real example's draw independent of the rows
+    d_batch = {**batch, "image": see_real(batch["image"], k_aug_real, state.extra, real=True)}
     if private:
         d_grads, d_metrics, d_stats, real_logit = _d_update_private(config, state, d_batch, fake, fake_labels,
                                                                     k_d, mesh)

@@ -234,7 +234,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     example when config.d_augment is active) --, eps: interpolation weights f32 [B],
     alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip and summed:
         -D(x_i) + w_gp * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2   (w_gp = `gp_weight`)
-    Fake term: E[B] * mean over B of D(x~_j), not noised (clipped per example to C when
+    Fake term: E[B] * mean over the first E[B] of D(x~_j), not noised (clipped per example to C when
     privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum (`dp_sgd.d_gradient`).
     """
     _, d = build_models(config)
@@ -254,7 +254,9 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
     grads, out = dp_sgd.d_gradient(
         real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,
-        private_config(config, with_gp=with_gp), fake_loss=fake_loss, fake={"image": fake, "alpha": alphas},
+        private_config(config, with_gp=with_gp), fake_loss=fake_loss,
+        # The expected batch's worth of fakes: independent of the padded row count n (padding buckets).
+        fake={"image": fake[:min(n, config.train.batch_size)], "alpha": alphas[:min(n, config.train.batch_size)]},
         expected_batch_size=config.train.batch_size, canaries=canaries, mesh=mesh)
     parts, fake_score = out.pop("real_aux"), out.pop("fake_aux")
     out.pop("fake_loss")
@@ -304,8 +306,10 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     eps = jax.random.uniform(k_eps, (n,))
     # What D sees (per example, so DP's per-example loss still reads x_i alone); the gradient
     # penalty interpolates between these augmented reals and fakes.
-    real = aug(real, k_aug_real, state.extra)
-    fake = aug(fake, k_aug_fake, state.extra)
+    # DP: each real example's (and its paired fake's) draw independent of the padded row count.
+    see = aug.per_example if private else aug
+    real = see(real, k_aug_real, state.extra)
+    fake = see(fake, k_aug_fake, state.extra)
     lc = config.loss
 
     if private:

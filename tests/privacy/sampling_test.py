@@ -97,3 +97,13 @@ def test_errors_name_the_bad_value():
         sampling.max_batch_size_for(10, 0.5, overflow_prob=0.7)
     with pytest.raises(ValueError, match="batch_size 11 exceeds num_examples 10"):
         next(sampling.shuffled_batches(rng, 10, 11))
+
+
+def test_padding_buckets_are_binomial_quantiles_ending_at_the_padded_size():
+    n, q = 10000, 64 / 10000
+    m = sampling.max_batch_size_for(n, q, 1e-12, multiple_of=8)
+    buckets = sampling.padding_buckets(n, q, m, 3, multiple_of=8)
+    assert buckets[-1] == m and list(buckets) == sorted(set(buckets)) and len(buckets) == 3
+    for j, b in enumerate(buckets[:-1], start=1):  # smallest multiple of 8 with P[X > b] <= 10^-j
+        assert b % 8 == 0 and stats.binom.sf(b, n, q) <= 10.0**-j < stats.binom.sf(b - 8, n, q)
+    assert sampling.padding_buckets(n, q, m, 1) == (m,)

@@ -206,3 +206,18 @@ def test_dp_runs_are_unpredictable_resume_exactly_and_leak_no_secret(tmp_path):
     manifest = json.load(open(out / "manifest.json"))
     assert manifest["privacy"]["randomness"].startswith("secret")
     assert manifest["privacy"]["delta_prime"] <= 1.01 * manifest["privacy"]["delta"]
+
+
+def test_padding_buckets_pick_the_smallest_size_holding_the_draw_and_the_pipeline_reports_it():
+    c = acgan_liver_dp.get_config()
+    c.train.steps, c.train.batch_size, c.privacy.padding_buckets = 100, 16, 3
+    p = plan.prepare(c, {}, 182, 1)
+    assert len(p.buckets) == 3 and p.buckets[-1] == p.max_batch_size
+    assert [p.bucket_for(k) for k in (0, p.buckets[0], p.buckets[0] + 1, p.max_batch_size)] == [
+        p.buckets[0], p.buckets[0], p.buckets[1], p.max_batch_size]
+    assert _planned()[1].buckets == (_planned()[1].max_batch_size,)  # default: one padded size
+    src = [{"image": np.full((4, 4, 1), i, np.float32), "label": np.int32(0)} for i in range(40)]
+    batch = pipeline.poisson_train_dataset(src, sampling_rate=0.2, max_batch_size=24, secret=secret.from_seed(0),
+                                           seed=0, augment=False, process_index=0, process_count=1)[2]
+    assert batch["num_real"] == batch["mask"].sum()  # the global draw's size, reals first
+    assert batch["mask"][:batch["num_real"]].all()

@@ -162,3 +162,25 @@ def test_epsilon_budget_stops_training_before_it_is_exceeded(tmp_path, caplog):
     records = [r for r in metric_writers.read_jsonl(wd / "metrics.jsonl") if "dp/epsilon" in r]
     assert records[-1]["step"] == 3 and records[-1]["dp/epsilon"] <= budget
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "3"]
+
+
+def test_a_smaller_padding_bucket_is_the_same_step():
+    """privacy.padding_buckets: a step at a smaller padded size (padding rows cut off, the real rows
+    kept) updates D and G as at the full size -- fakes, keys and augmentation draws must not
+    depend on the row count, or the bucket (a function of the private batch size) would leak."""
+    config = tiny_dp_config()
+    config.data.augment = False
+    config.d_augment.kind = "diffaug"  # per-row random draws: must not depend on the row count
+    mesh = sharding.make_mesh(None, jax.devices()[:1])
+    state = jax.jit(functools.partial(gan.init_state, config))(jax.random.PRNGKey(0))
+    step = jax.jit(functools.partial(gan.train_step, config, mesh=mesh))
+    full = _batch(n=16)
+    full["mask"][:] = 0
+    full["mask"][:5] = 1  # 5 real examples first, then padding (as the pipeline lays them out)
+    got = [jax.device_get(step(state, common.bucket_rows(full, rows))[1]) for rows in (16, 8)]
+    # The metrics hold every loss and both nets' gradient norms (the new parameters differ only where
+    # Adam's first step, lr * g / |g|, meets float noise in a gradient entry that is ~0).
+    assert set(got[0]) == set(got[1]) and {"d_loss", "g_loss", "d_grad_norm", "g_grad_norm"} <= set(got[0])
+    for k in got[0]:
+        np.testing.assert_allclose(got[1][k], got[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+    assert float(got[1]["dp_num_examples"]) == 5
