@@ -164,6 +164,7 @@ def test_epsilon_budget_stops_training_before_it_is_exceeded(tmp_path, caplog):
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "3"]
 
 
+@pytest.mark.slow  # two compiles of the DP step (~40 s on 2 cores); CI runs it after the default suite
 def test_a_smaller_padding_bucket_is_the_same_step():
     """privacy.padding_buckets: a step at a smaller padded size (padding rows cut off, the real rows
     kept) updates D and G as at the full size -- fakes, keys and augmentation draws must not

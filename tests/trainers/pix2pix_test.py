@@ -77,6 +77,7 @@ def test_private_update_equals_plain_gradients_without_noise_or_clipping():
     assert float(metrics["dp_clip_fraction"]) == 0.0 and float(metrics["dp_num_examples"]) == 4
 
 
+@pytest.mark.slow  # ~25 s; the default suite checks ghost sums here (no clipping) and ghost norms on D alone
 def test_private_update_ghost_clipping_equals_vmap_with_clipping_active():
     """auto resolves to ghost for pix2pix: D's two calls per example, G's transposed convs and
     instance norms, and D's stop_gradient-ed call in G's term give vmap's clipped sums and norms."""
