@@ -1,9 +1,11 @@
-"""Small files written so a crash never leaves half of one: the one atomic writer and its JSON reader."""
+"""Files written so a crash never leaves half of one: the atomic writers (text, JSON, npz) and a JSON reader."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+
+import numpy as np
 
 
 def write_text(path: str, text: str) -> str:
@@ -15,6 +17,23 @@ def write_text(path: str, text: str) -> str:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_npz(path: str, arrays: dict, *, compressed: bool = True) -> str:
+    """np.savez(_compressed) of `arrays` to `path` (ending in .npz) through a temporary file in the
+    same folder and a rename, as `write_text`; creates the folder. Returns path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".npz", dir=folder)
+    os.close(fd)
+    try:
+        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

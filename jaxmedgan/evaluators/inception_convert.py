@@ -18,10 +18,11 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from jaxmedgan import atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +91,7 @@ def convert_file(pth: str, out: str) -> dict[str, np.ndarray]:
     if isinstance(state, dict) and "state_dict" in state and not any(k.endswith(".weight") for k in state):
         state = state["state_dict"]
     arrays = convert_state_dict(state)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".inception-", suffix=".npz", dir=parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_io.write_npz(out, arrays, compressed=False)
     log.info("Wrote %s: %d arrays, %d values, from %s (sha256 %s).", out, len(arrays),
              sum(a.size for a in arrays.values()), pth, digest)
     return arrays

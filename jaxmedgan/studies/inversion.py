@@ -53,7 +53,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -642,7 +641,7 @@ def project_to_dir(workdir: str, out: str, images: np.ndarray, labels: np.ndarra
         arrays.update({f"noise_{j}": p for j, p in enumerate(res.noise)})
         if res.class_distance is not None:
             arrays["class_distance"] = res.class_distance
-        _save_npz(base + ".npz", arrays)
+        atomic_io.write_npz(base + ".npz", arrays)
         atomic_io.write_json(base + ".json", {"start": start, "stop": stop, "mean_distance": float(res.distance.mean())})
         done += 1
         log.info("Projected images %d..%d of %d (mean distance %.4g, from %.4g at the start).", start, stop - 1,
@@ -650,19 +649,6 @@ def project_to_dir(workdir: str, out: str, images: np.ndarray, labels: np.ndarra
     if skipped:
         log.info("Skipped %d chunk(s) already projected in %s.", skipped, out)
     return _assemble(out, images, run, names, done, skipped)
-
-
-def _save_npz(path: str, arrays: dict) -> None:
-    """np.savez_compressed to a temporary file in the same folder, then a rename (never a torn file)."""
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".npz", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _assemble(out: str, images: np.ndarray, run: dict, names: Sequence[str], done: int, skipped: int) -> dict:
@@ -674,7 +660,7 @@ def _assemble(out: str, images: np.ndarray, run: dict, names: Sequence[str], don
     merged["targets"] = image_utils.to_uint8(images)
     merged["class_names"] = np.asarray(list(names), dtype=str)
     merged["checkpoint_step"] = run["checkpoint_step"]
-    _save_npz(os.path.join(out, "latents.npz"), merged)
+    atomic_io.write_npz(os.path.join(out, "latents.npz"), merged)
     name = lambda k: (names[k] if 0 <= k < len(names) else None)
     records = []
     for i in range(len(merged["index"])):

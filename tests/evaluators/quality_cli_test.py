@@ -292,3 +292,25 @@ def test_periodic_metrics_for_training(workdirs):
     with pytest.raises(ValueError, match="quality_classifier"):
         del config.eval["quality_classifier"]
         quality_cli.periodic_metrics(config, (eval_images, None))
+
+
+def test_write_npz_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    import numpy as np
+    import pytest as _pytest
+
+    from jaxmedgan import atomic_io
+
+    path = tmp_path / "sub" / "a.npz"
+    atomic_io.write_npz(str(path), {"x": np.arange(3)})
+    np.testing.assert_array_equal(np.load(path)["x"], np.arange(3))
+
+    def torn(file, **arrays):  # writes part of the file, then fails (a full disk, a crash)
+        with open(file, "wb") as f:
+            f.write(b"PK")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", torn)
+    with _pytest.raises(OSError, match="disk full"):
+        atomic_io.write_npz(str(path), {"x": np.arange(2)}, compressed=False)
+    np.testing.assert_array_equal(np.load(path)["x"], np.arange(3))  # the old file is intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.npz"]  # no temporary left
