@@ -45,6 +45,7 @@ def _finite(metrics, keys):
         assert np.isfinite(float(metrics[k])), f"{k} = {metrics[k]}"
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_pix2pix_bf16_keeps_fp32_params_and_finite_losses():
     from jaxmedgan.trainers import pix2pix
 

@@ -26,6 +26,7 @@ def _quick_gan_run(tmp_path, dp: str, devices: str) -> tuple[dict, subprocess.Co
     return json.loads(out.read_text()), proc
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_quick_sweep_writes_every_field_for_each_device_count_and_a_png(tmp_path):
     result, proc = _quick_gan_run(tmp_path, "off", "1,2")
     rows = result["rows"]

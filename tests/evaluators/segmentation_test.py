@@ -67,6 +67,7 @@ def test_tables_are_written_as_markdown_and_json(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["segmentation.json", "segmentation.md"]
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_tiny_experiment_end_to_end(dual_gan_workdir, tmp_path):
     """The shared dual-GAN fixture's stage II (a retina pix2pix) is the generator; the real pairs
     are its retina crops (the MNI path is the default config, run for the README table)."""

@@ -282,6 +282,7 @@ def test_stop_gradient_calls_are_skipped_only_when_declared():
         ghost.clipped_sum_chunk(loss, params, batch, jnp.ones(B, bool), l2_clip=1.0, has_aux=False)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_stylegan2_discriminator_equals_vmap(c_dim=3):
     """Equalised-lr convs, FIR down-sampling (resnet skips), minibatch-stddev per example, the label
     mapping and the projection head: `LinearLayer`s and plain ops only."""

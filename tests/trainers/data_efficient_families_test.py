@@ -130,6 +130,7 @@ def _same_on_8_devices_as_on_1(run):
     _leaves_close((s1.g_params, s1.d_params, s1.extra), (s8.g_params, s8.d_params, s8.extra), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_pggan_private_step_with_diffaug_is_the_same_on_8_devices_as_on_1():
     config = _pggan_config("diffaug", dp=True)
     init = functools.partial(pggan.init_state, config)

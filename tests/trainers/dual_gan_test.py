@@ -91,6 +91,7 @@ def tiny_stylegan2_config(steps1=8):
     return c
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_stylegan2_stage_one_trains_and_draws_mask_image_pairs(workdir, tmp_path):
     wd = tmp_path / "run"
     shutil.copytree(workdir / "stage2", wd / "stage2")  # stage II resumes at its last step: 0 steps

@@ -49,7 +49,7 @@ def _steps(config, mesh, n=2):
     return jax.device_get(state), out
 
 
-@pytest.mark.parametrize("clip_fake", [True, False])
+@pytest.mark.parametrize("clip_fake", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_private_step_on_8_devices_equals_1_device_noise_included(clip_fake):
     config = tiny_dp_config()
     config.privacy.clip_fake = clip_fake

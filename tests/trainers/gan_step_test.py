@@ -51,7 +51,7 @@ def _run_steps(config, mesh, n_steps=3):
     return jax.device_get(state), history
 
 
-@pytest.mark.parametrize("g_norm,d_norm", [("batch", "layer"), ("batch", "batch")])
+@pytest.mark.parametrize("g_norm,d_norm", [("batch", "layer"), pytest.param("batch", "batch", marks=pytest.mark.slow)])
 def test_eight_devices_match_one_device(g_norm, d_norm):
     assert jax.device_count() == 8, "conftest forces 8 CPU devices"
     config = tiny_config(g_norm=g_norm, d_norm=d_norm)

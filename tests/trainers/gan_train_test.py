@@ -122,6 +122,7 @@ def _tiny_config(tmp_path):
     return c
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     config = _tiny_config(tmp_path)
 

@@ -25,6 +25,7 @@ def per_class_run(tmp_path_factory):
     return root, wd
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_trains_one_run_per_class_on_that_class_only(per_class_run):
     _, wd = per_class_run
     index = json.load(open(wd / "per_class.json"))

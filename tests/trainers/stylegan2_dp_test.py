@@ -48,6 +48,7 @@ def test_dp_refuses_minibatch_stddev_and_adaptive_ada():
         ("Gmain", "Greg", "Dboth"), ("Gmain", "Dmain"), ("Gmain", "Greg", "Dboth")]
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_private_d_gradient_without_clipping_or_noise_equals_the_plain_gradient():
     # C huge, sigma 0: DP-SGD's D gradient on an 8-device mesh must equal the ordinary gradient of
     #   sum_i mask_i [softplus(-D(aug_i(x_i))) + r1_interval * gamma/2 ||d D(aug_i(x_i))/d x_i||^2] / E[B]

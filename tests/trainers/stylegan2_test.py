@@ -177,6 +177,7 @@ def test_stylegan_folder_data_source(stylegan_folder):
         tr.load_data(tiny_config(**{"data.source": "stylegan-folder"}))
 
 
+@pytest.mark.slow  # 25-60 s on 2 cores: in CI's slow set, keeping the default suite near 15 min
 def test_bf16_fit_on_a_stylegan_folder_on_8_devices(tmp_path, classifier_dir, stylegan_folder):
     # End to end through train_and_evaluate: StyleGAN-format data, bfloat16 compute (params and
     # Adam state stay float32; fit raises on any non-finite metric), clinical term, lazy phases.
