@@ -49,6 +49,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if kwargs is None:
         return False
     # Must run before any JAX computation. CPU devices of different processes then talk through
-    # JAX's default CPU collectives (gloo over TCP).
-    jax.distributed.initialize(**kwargs)
+    # JAX's default CPU collectives (gloo over TCP). Generous heartbeat / shutdown timeouts: on a
+    # shared host (CI's parallel test workers) a CPU-starved process is slow, not dead; JAX's 300 s
+    # shutdown barrier failed a 2-process CI run whose second process arrived late.
+    jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=300, shutdown_timeout_seconds=900)
     return True
