@@ -8,38 +8,38 @@ import tempfile
 import numpy as np
 
 
-def write_text(path: str, text: str) -> str:
-    """Writes `text` (UTF-8) to `path` through a temporary file in the same folder and a rename, so a
-    reader sees the old file or the new one, never a torn one; creates the folder. Returns path."""
+def _replace_atomically(path: str, write, suffix: str = "") -> str:
+    """Calls write(tmp) on a temporary file in `path`'s folder (created), then renames it to `path`;
+    on any failure the temporary file is removed and `path` is left as it was. Returns path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def write_text(path: str, text: str) -> str:
+    """Writes `text` (UTF-8) to `path` through a temporary file in the same folder and a rename, so a
+    reader sees the old file or the new one, never a torn one; creates the folder. Returns path."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    return _replace_atomically(path, write)
 
 
 def write_npz(path: str, arrays: dict, *, compressed: bool = True) -> str:
     """np.savez(_compressed) of `arrays` to `path` (ending in .npz) through a temporary file in the
     same folder and a rename, as `write_text`; creates the folder. Returns path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".npz", dir=folder)
-    os.close(fd)
-    try:
-        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    save = np.savez_compressed if compressed else np.savez
+    return _replace_atomically(path, lambda tmp: save(tmp, **arrays), suffix=".npz")
 
 
 def write_json(path: str, obj, **dump_kwargs) -> str:
