@@ -21,7 +21,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from jaxmedgan.privacy import canaries
+from jaxmedgan.privacy import canaries, sampling
 from jaxmedgan.privacy import secret as dp_secret
 
 from jaxmedgan.data import transforms
@@ -129,21 +129,29 @@ class _PoissonBatch:
     """Element k of a Poisson-sampled dataset (picklable callable for grain's map)."""
 
     def __init__(self, data_source, sampling_rate, max_batch_size, secret, seed, augmentation,
-                 process_index, process_count, num_canaries=0):
+                 process_index, process_count, num_canaries=0, cycle_length=1):
         self.source = data_source
         self.q = sampling_rate
         self.max_batch_size = max_batch_size
         self.secret = secret
         self.canary_coins = canaries.coins(secret.words, num_canaries) if num_canaries else None
+        self.cycle_length = cycle_length
+        self.groups = self.canary_groups = None
+        if cycle_length > 1:  # cyclic Poisson (band_mf): a secret group per example and per canary
+            rng = secret.partition_rng()
+            groups = sampling.cyclic_groups(rng, len(data_source), cycle_length)
+            self.groups = [np.flatnonzero(groups == j) for j in range(cycle_length)]
+            if num_canaries:
+                self.canary_groups = sampling.cyclic_groups(rng, num_canaries, cycle_length)
         _, self.augment_seed = _derived_seeds(seed)
         self.augmentation = augmentation
         self.process_index, self.process_count = process_index, process_count
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        from jaxmedgan.privacy import sampling  # privacy owns the sampling rule and its accounting
-
         rng = self.secret.sampling_rng(step)
-        drawn = sampling.poisson_batch(rng, len(self.source), self.q, self.max_batch_size)
+        group = None if self.groups is None else self.groups[step % self.cycle_length]
+        rate = self.q * self.cycle_length  # within the step's group (each example: q per step overall)
+        drawn = sampling.poisson_batch(rng, len(self.source), rate, self.max_batch_size, population=group)
         positions = range(self.process_index, self.max_batch_size, self.process_count)
         examples = []
         for pos in positions:
@@ -163,7 +171,9 @@ class _PoissonBatch:
         # The step's noise key rides along on every row (the batch is sharded by rows); a step uses row 0.
         noise_key = np.broadcast_to(self.secret.noise_key(step), (len(positions), 2)).copy()
         if self.canary_coins is not None:  # the in-canaries this step's Poisson draw includes, on every row
-            active = canaries.step_active(rng, self.canary_coins, self.q)
+            eligible = self.canary_coins if self.canary_groups is None else (
+                self.canary_coins & (self.canary_groups == step % self.cycle_length))
+            active = canaries.step_active(rng, eligible, rate)
             batch[dp_secret.CANARY_FIELD] = np.broadcast_to(active, (len(positions), len(active))).copy()
         return {**batch, "mask": drawn.mask[list(positions)], dp_secret.NOISE_KEY_FIELD: noise_key,
                 "num_dropped": np.int32(drawn.num_dropped), "num_real": np.int32(drawn.mask.sum())}
@@ -181,6 +191,7 @@ def poisson_train_dataset(
     process_count: int,
     augmentation: transforms.Augment | None = None,
     num_canaries: int = 0,
+    cycle_length: int = 1,
 ) -> grain.MapDataset:
     """DP-SGD input: element k = Poisson-sampled batch of step k, padded to a fixed shape.
 
@@ -192,6 +203,8 @@ def poisson_train_dataset(
     "num_real": i32 [] (the global draw's size, for the host's padding bucket; private, never logged)}
     with M_local = max_batch_size / process_count; with `num_canaries` K > 0 also "dp_canaries":
     f32 [M_local, K], the white-box canaries (privacy/canaries.py) step k includes, on every row.
+    `cycle_length` b > 1 (band_mf): cyclic Poisson sampling, i.e. step k draws at rate b x q from
+    the k mod b-th of b secret groups (`privacy.sampling.cyclic_groups`), canaries likewise.
     Membership, canaries and noise key come from `secret`
     (`privacy.secret.Secret`: the run's private streams); `seed` only seeds the augmentation.
     """
@@ -203,5 +216,6 @@ def poisson_train_dataset(
     if augment and augmentation is None:
         augmentation = transforms.Augment()
     fn = _PoissonBatch(data_source, sampling_rate, max_batch_size, secret, seed,
-                       augmentation if augment else None, process_index, process_count, num_canaries)
+                       augmentation if augment else None, process_index, process_count, num_canaries,
+                       cycle_length)
     return grain.MapDataset.range(2**62).map(fn)

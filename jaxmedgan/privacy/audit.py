@@ -199,10 +199,10 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
     dp = DPConfig.from_config(config)
     if not dp.enabled or not dp.canaries:
         return None
-    noise_states = [s for s in state.d_opt_state if isinstance(s, noise.NoiseState)]
-    if not noise_states:
+    held = noise.noise_state(state.d_opt_state)
+    if held is None:
         raise ValueError(f"{workdir}: D's optimiser state holds no noise transformation; was it trained with DP?")
-    scores = np.asarray(noise_states[0].canary_scores, np.float64)
+    scores = np.asarray(held.canary_scores, np.float64)
     run_secret = secret.load_or_create(workdir, secure=dp.secure_rng, seed=config.seed, resuming=True)
     in_coins = canaries.coins(run_secret.words, dp.canaries)
     mechanism = dp.break_mechanism or "correct"
@@ -210,8 +210,7 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
         mechanism = "public_noise" if mechanism == "correct" else f"{mechanism}+public_noise"
         tree = noise.joint(jax.tree_util.tree_map(jnp.zeros_like, state.d_params), jnp.zeros((dp.canaries,)))
         std = 0.0 if dp.break_mechanism == "no_noise" else dp.noise_multiplier * dp.l2_clip
-        canary_noise = jax.jit(lambda key: noise.add_noise(tree, std, key)[1])  # the draw each step added
-        scores = scores - sum(np.asarray(canary_noise(run_secret.noise_key(t)), np.float64) for t in range(step))
+        scores = scores - _replayed_canary_noise(dp, config.train.steps, tree, std, run_secret, step)
     eps, delta_prime = plan.run_guarantee(config, step)
     report = canaries.audit(scores[in_coins], scores[~in_coins], epsilon=eps, delta=delta_prime)
     report.update(kind="white-box gradient canaries", mechanism=mechanism, steps=int(step),
@@ -219,6 +218,28 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
                   attacker_view=("the sum over steps of the noised clipped-gradient sums (before the optimiser)"
                                  + (", minus the noise replayed from the public seed" if run_secret.public else "")))
     return report
+
+
+def _replayed_canary_noise(dp: Any, steps: int, tree: Any, std: float, run_secret: Any, step: int) -> np.ndarray:
+    """f64 [K]: the noise the first `step` steps added at the canaries' coordinates, replayed from the
+    (public) noise keys as anyone holding the config could: i.i.d. draws, or band_mf's correlated ones."""
+    import jax
+
+    from jaxmedgan.privacy import noise
+
+    total = np.zeros(dp.canaries, np.float64)
+    if dp.mechanism == "band_mf":
+        strategy = noise.banded_strategy(steps, dp.bands)
+        draw = jax.jit(lambda key, corr: noise.add_correlated_noise(tree, std, key, strategy, corr))
+        corr = noise.init_correlated(strategy, tree)
+        for t in range(step):
+            noised, corr = draw(run_secret.noise_key(t), corr)
+            total += np.asarray(noised[1], np.float64)
+        return total
+    draw = jax.jit(lambda key: noise.add_noise(tree, std, key)[1])  # the draw each step added
+    for t in range(step):
+        total += np.asarray(draw(run_secret.noise_key(t)), np.float64)
+    return total
 
 
 def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: int = 16,

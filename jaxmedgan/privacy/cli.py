@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from jaxmedgan.privacy import accounting
+from jaxmedgan.privacy.config import MECHANISMS
 
 USAGE = """usage: jaxmedgan privacy <command> [options]
 
@@ -23,7 +24,8 @@ commands:
              --config CONFIG.py --workdir DIR --epsilons 1,3,10,inf --classifier CLASSIFIER_WORKDIR
              [--downstream-config configs/downstream_liver.py] [--num N] [--config.x.y=...]
 
-epsilon and calibrate take [--accountant rdp|pld] [--sampling poisson|shuffle]; `<command> --help` for details.
+epsilon and calibrate take [--accountant rdp|pld] [--sampling poisson|shuffle] [--mechanism dpsgd|band_mf
+[--bands B]]; `<command> --help` for details.
 """
 
 
@@ -66,6 +68,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="rdp (fast, looser) or pld (tighter); default rdp")
     p.add_argument("--sampling", choices=accounting.SAMPLINGS, default="poisson",
                    help="how batches are drawn; shuffle is accounted as Poisson (an approximation)")
+    p.add_argument("--mechanism", choices=MECHANISMS, default="dpsgd",
+                   help="dpsgd (i.i.d. noise) or band_mf (banded matrix-factorization noise with cyclic "
+                        "Poisson sampling over --bands groups); default dpsgd")
+    p.add_argument("--bands", type=_steps, default=1, help="band_mf's number of bands b (>= 1; default 1)")
+
+
+def _cycle_length(args: argparse.Namespace) -> int:
+    """b for band_mf; ValueError for --bands > 1 without it (DP-SGD has no bands)."""
+    if args.mechanism != "band_mf" and args.bands != 1:
+        raise ValueError(f"--bands {args.bands} needs --mechanism band_mf.")
+    return args.bands if args.mechanism == "band_mf" else 1
 
 
 def _parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
@@ -78,6 +91,9 @@ def _parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | 
 def _describe(args: argparse.Namespace) -> str:
     lines = [f"sampling: {args.sampling} (q = {args.sampling_rate:g}), steps = {args.steps}, "
              f"delta = {args.delta:g}", f"accountant: {args.accountant}"]
+    if args.mechanism == "band_mf":
+        lines.append(f"mechanism: band_mf, {args.bands} bands (cyclic Poisson over {args.bands} groups, "
+                     f"each at rate {args.bands} q)")
     if args.sampling == "shuffle":
         lines.append(f"note: {accounting.SHUFFLE_NOTE}")
     return "\n".join(lines)
@@ -95,7 +111,8 @@ def epsilon_command(argv: list[str]) -> int:
         return args
     try:
         eps = accounting.epsilon(args.sampling_rate, args.noise_multiplier, args.steps, args.delta,
-                                 accountant=args.accountant, sampling=args.sampling)
+                                 accountant=args.accountant, sampling=args.sampling,
+                                 cycle_length=_cycle_length(args))
     except ValueError as e:
         print(f"jaxmedgan privacy epsilon: error: {e}", file=sys.stderr)
         return 1
@@ -115,10 +132,12 @@ def calibrate_command(argv: list[str]) -> int:
     if isinstance(args, int):
         return args
     try:
+        cycle_length = _cycle_length(args)
         sigma = accounting.calibrate_noise(args.target_epsilon, args.delta, args.sampling_rate,
-                                           args.steps, accountant=args.accountant, sampling=args.sampling)
+                                           args.steps, accountant=args.accountant, sampling=args.sampling,
+                                           cycle_length=cycle_length)
         eps = accounting.epsilon(args.sampling_rate, sigma, args.steps, args.delta,
-                                 accountant=args.accountant, sampling=args.sampling)
+                                 accountant=args.accountant, sampling=args.sampling, cycle_length=cycle_length)
     except ValueError as e:
         print(f"jaxmedgan privacy calibrate: error: {e}", file=sys.stderr)
         return 1

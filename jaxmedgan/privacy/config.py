@@ -13,6 +13,10 @@ missing `privacy` section means DP off):
   sampling_rate        derived at start: q = batch_size / N (recorded in config.json)
   sampling             'poisson' (what the accountant analyses) | 'shuffle'
   accountant           'rdp' | 'pld'
+  mechanism            'dpsgd' (i.i.d. Gaussian noise each step) | 'band_mf' (banded matrix-
+                       factorization noise, correlated over `bands` steps, with cyclic Poisson
+                       sampling over `bands` groups: `noise.py`, `accounting.py`)
+  bands                b >= 1: the band width of 'band_mf' (1 = DP-SGD's noise); 'dpsgd' needs 1
   microbatch_size      > 0: clip the padded Poisson batch in contiguous chunks of this many rows
                        per device to cap memory; chunks holding only padding are skipped
                        (`dp_sgd._microbatched`); 0 = the whole batch in one pass
@@ -44,6 +48,7 @@ from typing import Any
 
 SAMPLINGS = ("poisson", "shuffle")
 ACCOUNTANTS = ("rdp", "pld")
+MECHANISMS = ("dpsgd", "band_mf")
 CLIP_METHODS = ("auto", "vmap", "ghost")  # auto + the keys of dp_sgd.CLIPPED_SUM_METHODS (tested equal)
 BREAKS = ("", "no_noise", "no_clipping")  # canaries.BREAKS: test-only broken mechanisms
 
@@ -61,6 +66,8 @@ class DPConfig:
     sampling_rate: float = 0.0
     sampling: str = "poisson"
     accountant: str = "rdp"
+    mechanism: str = "dpsgd"
+    bands: int = 1
     microbatch_size: int = 0
     clip_method: str = "auto"
     overflow_prob: float = 0.0
@@ -107,6 +114,9 @@ class DPConfig:
             ("sampling_rate", 0 <= self.sampling_rate <= 1, "in [0, 1] (filled in at start)"),
             ("sampling", self.sampling in SAMPLINGS, f"one of {SAMPLINGS}"),
             ("accountant", self.accountant in ACCOUNTANTS, f"one of {ACCOUNTANTS}"),
+            ("mechanism", self.mechanism in MECHANISMS, f"one of {MECHANISMS}"),
+            ("bands", self.bands >= 1 and (self.bands == 1 or self.mechanism == "band_mf"),
+             ">= 1, and 1 unless mechanism='band_mf' (bands are the width of its correlated noise)"),
             ("microbatch_size", self.microbatch_size >= 0, ">= 0 (0 = whole batch)"),
             ("clip_method", self.clip_method in CLIP_METHODS, f"one of {CLIP_METHODS}"),
             ("overflow_prob", 0 <= self.overflow_prob < 0.5, "in [0, 0.5) (0 = chosen for delta' <= 1.01 delta)"),
@@ -135,6 +145,12 @@ class DPConfig:
     def clip_bound(self) -> float:
         """The L2 bound clipping enforces: l2_clip, or inf under break_mechanism='no_clipping'."""
         return float("inf") if self.break_mechanism == "no_clipping" else self.l2_clip
+
+    @property
+    def cycle_length(self) -> int:
+        """Groups of cyclic Poisson sampling: `bands` under band_mf (each example is eligible every
+        b-th step, the participation the banded noise is analysed for), else 1 (plain Poisson)."""
+        return self.bands if self.mechanism == "band_mf" else 1
 
     @property
     def microbatch(self) -> int | None:

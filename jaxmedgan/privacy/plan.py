@@ -64,16 +64,22 @@ def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batc
     if not 0 < q <= 1:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} (the expected Poisson batch) "
                          f"must be in (0, {num_examples}] for a dataset of {num_examples} examples.")
+    if q * p.cycle_length > 1:
+        raise ValueError(f"config.privacy.bands={p.bands}: cyclic Poisson sampling draws the expected batch of "
+                         f"{config.train.batch_size} from one of {p.bands} groups of ~{num_examples // p.bands} "
+                         "examples; use at most train.batch_size x bands <= dataset size.")
     delta = p.delta or 1.0 / (10 * num_examples)
     if delta >= 1.0 / num_examples:
         log.warning("delta=%.3g is not below 1/N=%.3g: the guarantee is weak.", delta, 1.0 / num_examples)
     steps = config.train.steps
     sigma = p.noise_multiplier
     if p.target_epsilon > 0:
-        sigma = accounting.calibrate_noise(p.target_epsilon, delta, q, steps, accountant=p.accountant)
+        sigma = accounting.calibrate_noise(p.target_epsilon, delta, q, steps, accountant=p.accountant,
+                                           cycle_length=p.cycle_length)
     budget = p.epsilon_budget or p.target_epsilon  # hard stop; 0 = none
-    max_steps = steps if budget <= 0 else _steps_within(budget, q, sigma, delta, steps, p.accountant)
-    eps = accounting.epsilon(q, sigma, max_steps, delta, accountant=p.accountant) if max_steps else 0.0
+    max_steps = steps if budget <= 0 else _steps_within(budget, q, sigma, delta, steps, p.accountant, p.cycle_length)
+    eps = (accounting.epsilon(q, sigma, max_steps, delta, accountant=p.accountant, cycle_length=p.cycle_length)
+           if max_steps else 0.0)
     target = p.overflow_prob or _overflow_target(delta, max_steps, eps)
     max_batch = sampling.max_batch_size_for(num_examples, q, target, multiple_of=batch_multiple)
     overflow = sampling.overflow_probability(num_examples, q, max_batch)
@@ -81,15 +87,20 @@ def prepare(config: Any, d_variables: Mapping[str, Any], num_examples: int, batc
     section.sampling_rate, section.delta, section.noise_multiplier = q, delta, sigma
     section.overflow_prob = float(overflow)
     d_prime = delta_prime(delta, overflow, max_steps, eps)
-    log.info("DP-SGD on D: Poisson sampling q=%.4g (expected batch %d, padded to %d: overflow %.2g per "
+    log.info("DP-SGD on D (%s): Poisson sampling q=%.4g (expected batch %d, padded to %d: overflow %.2g per "
              "step), noise multiplier %.4g%s, clip %.3g; epsilon=%.3g at delta'=%.3g (delta %.2g) after "
-             "%d steps (%s accountant).", q, config.train.batch_size, max_batch, overflow, sigma,
+             "%d steps (%s accountant).", _mechanism_name(p), q, config.train.batch_size, max_batch, overflow, sigma,
              f" (calibrated for epsilon {p.target_epsilon:g})" if p.target_epsilon > 0 else "", p.l2_clip,
              eps, d_prime, delta, max_steps, p.accountant)
     buckets = sampling.padding_buckets(num_examples, q, max_batch, p.padding_buckets, multiple_of=batch_multiple)
     if len(buckets) > 1:
         log.info("Padding buckets %s: each step runs at the smallest that holds its Poisson draw.", buckets)
     return Plan(q, delta, sigma, max_batch, max_steps, eps, overflow, d_prime, buckets)
+
+
+def _mechanism_name(p: DPConfig) -> str:
+    return ("i.i.d. Gaussian noise" if p.mechanism == "dpsgd"
+            else f"banded MF noise, {p.bands} bands, cyclic Poisson over {p.bands} groups")
 
 
 def delta_prime(delta: float, overflow_prob: float, steps: int, epsilon: float) -> float:
@@ -113,9 +124,10 @@ def _overflow_target(delta: float, steps: int, epsilon: float) -> float:
     return math.exp(log_p) if log_p > -690 else 0.0  # below float range: pad to the whole dataset
 
 
-def _steps_within(budget: float, q: float, sigma: float, delta: float, steps: int, accountant: str) -> int:
+def _steps_within(budget: float, q: float, sigma: float, delta: float, steps: int, accountant: str,
+                  cycle_length: int = 1) -> int:
     """Largest T <= steps with epsilon(T) <= budget (epsilon grows with T: binary search)."""
-    eps = lambda t: accounting.epsilon(q, sigma, t, delta, accountant=accountant)
+    eps = lambda t: accounting.epsilon(q, sigma, t, delta, accountant=accountant, cycle_length=cycle_length)
     if eps(steps) <= budget:
         return steps
     lo, hi = 0, steps  # eps(lo) <= budget < eps(hi)
@@ -142,7 +154,8 @@ def run_guarantee(config: Any, step: int) -> tuple[float, float] | None:
         return 0.0, p.delta
     if not p.sampling_rate:
         raise ValueError("config.privacy.sampling_rate is not set: this config was not written by a DP run.")
-    eps = accounting.epsilon(p.sampling_rate, p.noise_multiplier, step, p.delta, accountant=p.accountant)
+    eps = accounting.epsilon(p.sampling_rate, p.noise_multiplier, step, p.delta, accountant=p.accountant,
+                             cycle_length=p.cycle_length)
     return eps, delta_prime(p.delta, p.overflow_prob, step, eps)
 
 
@@ -176,8 +189,11 @@ def check_resume(old: Any, new: Any) -> None:
     if not (dp_enabled(old) or dp_enabled(new)):
         return
     a, b = flatten(old), flatten(new)
+    defaults = {f"privacy.{f.name}": f.default for f in dataclasses.fields(DPConfig)}
+    # A privacy field added after the run started, at its default, is the mechanism the run used.
+    added_at_default = lambda key: key not in a and key in defaults and b.get(key) == defaults[key]
     changed = [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-               if is_locked(key) and a.get(key) != b.get(key)]
+               if is_locked(key) and a.get(key) != b.get(key) and not added_at_default(key)]
     if changed:
         raise ValueError("Cannot resume this differentially private run with changed privacy settings, seed, "
                          "dataset or sampling (" + "; ".join(changed) + "): the guarantee holds for one mechanism "

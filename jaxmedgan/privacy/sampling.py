@@ -15,6 +15,13 @@ the analysed one only on that event, so over T steps the guarantee holds with
 delta' = delta + T * overflow_prob * (1 + e^epsilon) (a coupling argument). `privacy.plan` picks
 the padded size so that delta' <= 1.01 delta by default and reports delta' wherever it reports
 epsilon (max_batch_size grows only like sqrt(log(1/p))).
+
+Cyclic Poisson sampling (banded MF noise, b bands): a secret partition puts every example in one
+of b groups, independently and uniformly (`cyclic_groups`; jax-privacy's INDEPENDENT partition,
+the one add-or-remove-one adjacency is analysed under), and step t draws only from group t mod b,
+at rate b q (`poisson_batch(..., population=group)`). Each example is then in a step's batch with
+probability q, independently of the others, so a step's batch size is Binomial(N, q) as before and
+the padding and delta' above carry over unchanged.
 """
 from __future__ import annotations
 
@@ -44,14 +51,23 @@ def _check_count(name: str, value: int, minimum: int = 1) -> None:
 
 
 def poisson_batch(rng: np.random.Generator, num_examples: int, sampling_rate: float,
-                  max_batch_size: int) -> PoissonBatch:
-    """Includes each of `num_examples` independently with prob q; pads/truncates to max_batch_size."""
+                  max_batch_size: int, *, population: np.ndarray | None = None) -> PoissonBatch:
+    """Includes each of `num_examples` independently with prob q; pads/truncates to max_batch_size.
+    `population`: int [P] indices eligible this step (cyclic sampling: the step's group); the
+    draw is then Poisson(q) over those only. None: all of range(num_examples)."""
     _check_count("num_examples", num_examples)
     _check_rate(sampling_rate)
     _check_count("max_batch_size", max_batch_size)
     # jax-privacy's Poisson sampler (cycle length 1, untruncated: we truncate and count drops below).
     strategy = batch_selection.CyclicPoissonSampling(sampling_prob=sampling_rate, iterations=1)
-    chosen = np.sort(next(iter(strategy.batch_iterator(num_examples, rng)))).astype(np.int64)
+    if population is None:
+        chosen = np.sort(next(iter(strategy.batch_iterator(num_examples, rng)))).astype(np.int64)
+    else:
+        population = np.asarray(population, np.int64)
+        if population.size == 0:  # an empty group (tiny datasets): an all-padding step
+            chosen = np.zeros(0, np.int64)
+        else:
+            chosen = np.sort(population[next(iter(strategy.batch_iterator(len(population), rng)))])
     dropped = max(len(chosen) - max_batch_size, 0)
     if dropped:  # overflow: keep a uniformly random subset (see module docstring)
         chosen = np.sort(rng.choice(chosen, size=max_batch_size, replace=False))
@@ -60,6 +76,14 @@ def poisson_batch(rng: np.random.Generator, num_examples: int, sampling_rate: fl
     mask = np.zeros(max_batch_size, np.float32)
     mask[: len(chosen)] = 1.0
     return PoissonBatch(indices, mask, dropped)
+
+
+def cyclic_groups(rng: np.random.Generator, num_examples: int, cycle_length: int) -> np.ndarray:
+    """int64 [num_examples]: each example's group in 0..cycle_length-1, independent and uniform (the
+    secret partition of cyclic Poisson sampling; step t samples group t mod cycle_length)."""
+    _check_count("num_examples", num_examples)
+    _check_count("cycle_length", cycle_length)
+    return rng.integers(0, cycle_length, size=num_examples, dtype=np.int64)
 
 
 def _binomial_log_sf(num_examples: int, q: float) -> tuple[np.ndarray, np.ndarray]:

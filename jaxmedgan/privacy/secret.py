@@ -7,7 +7,12 @@ config.json, a checkpoint, metrics, TensorBoard or anything `export` writes. Res
 same secret back, so a resumed run is bitwise equal to an uninterrupted one. Per step k,
 
     membership rng = numpy Generator(SeedSequence([*secret words, SAMPLING_TAG, k]))
+    partition rng  = numpy Generator(SeedSequence([*secret words, PARTITION_TAG])) (band_mf's groups)
     noise key      = SeedSequence([*secret words, NOISE_TAG, k]) -> uint32[2] (a raw threefry key)
+
+band_mf's streaming noise state (`noise.CorrelatedNoiseState`, a function of past noise draws) is
+secret too: checkpoints hold zeros in its place and the real one is written beside the secret as
+`WORKDIR/private/noise_state_<step>.npz` (0600) for every checkpoint step (`save_noise_state`).
 
 `privacy.secure_rng=False` derives the same streams from `config.seed` instead: reproducible from
 the config alone, so the noise can be subtracted by anyone holding it (debugging only; the export
@@ -16,14 +21,17 @@ manifest says "noise derivable from the seed").
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import secrets
 import numpy as np
 
+from jaxmedgan import atomic_io
+
 PRIVATE_DIR = "private"
 SECRET_FILE = "dp_secret.json"
-SAMPLING_TAG, NOISE_TAG = 0x53414D50, 0x4E4F4953  # "SAMP", "NOIS": independent streams
+SAMPLING_TAG, NOISE_TAG, PARTITION_TAG = 0x53414D50, 0x4E4F4953, 0x50415254  # "SAMP", "NOIS", "PART"
 SECRET_BITS = 256
 NOISE_KEY_FIELD = "dp_noise_key"  # the batch field that carries step k's noise key (data/pipeline.py)
 CANARY_FIELD = "dp_canaries"  # ... and step k's active white-box canaries (privacy/canaries.py)
@@ -39,6 +47,10 @@ class Secret:
     def sampling_rng(self, step: int) -> np.random.Generator:
         """The generator that draws step `step`'s Poisson batch membership."""
         return np.random.default_rng(np.random.SeedSequence([*self.words, SAMPLING_TAG, int(step)]))
+
+    def partition_rng(self) -> np.random.Generator:
+        """The generator that draws cyclic Poisson sampling's groups, once per run (band_mf)."""
+        return np.random.default_rng(np.random.SeedSequence([*self.words, PARTITION_TAG]))
 
     def noise_key(self, step: int) -> np.ndarray:
         """uint32 [2]: the raw threefry key of step `step`'s one Gaussian noise draw."""
@@ -123,3 +135,45 @@ def load_or_create(workdir: str, *, secure: bool, seed: int, resuming: bool, is_
     if broadcast is not None:
         words = np.asarray(broadcast(words), np.uint32)
     return Secret(tuple(int(w) for w in words), "os-csprng")
+
+
+NOISE_STATE_PREFIX = "noise_state_"
+
+
+def noise_state_path(workdir: str, step: int) -> str:
+    """WORKDIR/private/noise_state_<step>.npz: band_mf's streaming noise state at checkpoint `step`."""
+    return os.path.join(workdir, PRIVATE_DIR, f"{NOISE_STATE_PREFIX}{int(step)}.npz")
+
+
+def save_noise_state(workdir: str, step: int, leaves: list[np.ndarray]) -> str:
+    """Writes the streaming noise state's leaves (in tree order) for checkpoint `step` (atomic, 0600,
+    in the 0700 private folder). Call before the checkpoint itself is saved, so a checkpoint never
+    exists without its noise state."""
+    private_dir(workdir)
+    return atomic_io.write_npz(noise_state_path(workdir, step),
+                               {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}, compressed=False)
+
+
+def load_noise_state(workdir: str, step: int, like: list) -> list[np.ndarray]:
+    """The leaves saved by `save_noise_state` for `step`, checked against `like` (arrays or
+    ShapeDtypeStructs of the expected leaves); ValueError naming the file when missing or different."""
+    file = noise_state_path(workdir, step)
+    if not os.path.exists(file):
+        raise ValueError(f"This band_mf run resumes from checkpoint {step} but its secret noise state {file} is "
+                         "missing: the correlated noise cannot be continued. Restore the file (it is never "
+                         "copied into checkpoints or exports) or start a new workdir.")
+    with np.load(file) as data:
+        leaves = [data[f"leaf_{i}"] for i in range(len(data.files))]
+    shapes = [(tuple(x.shape), np.dtype(x.dtype)) for x in like]
+    if [(x.shape, x.dtype) for x in leaves] != shapes:
+        raise ValueError(f"{file} holds {len(leaves)} arrays that do not match this run's noise state "
+                         f"({len(shapes)} arrays); was the model or privacy config changed?")
+    return leaves
+
+
+def prune_noise_states(workdir: str, keep_from: int) -> None:
+    """Removes saved noise states of steps before `keep_from` (the oldest checkpoint still kept)."""
+    for file in glob.glob(os.path.join(workdir, PRIVATE_DIR, f"{NOISE_STATE_PREFIX}*.npz")):
+        step = os.path.basename(file)[len(NOISE_STATE_PREFIX):-len(".npz")]
+        if step.isdigit() and int(step) < keep_from:
+            os.remove(file)

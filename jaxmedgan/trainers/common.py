@@ -25,6 +25,7 @@ from jaxmedgan import (checkpointing, config_drift, config_validation, images, m
                        sharding, workdir_lock)
 from jaxmedgan.evaluators import diversity
 from jaxmedgan.privacy import checks, monitoring, plan
+from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.privacy.config import DPConfig
 
@@ -252,6 +253,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
         if secret.public:
             log.warning("config.privacy.secure_rng=False: batch membership and noise follow from config.seed, "
                         "so anyone holding the config can recompute them; this run is NOT private.")
+        if start > 0:  # band_mf: the streaming noise state, kept out of the checkpoint
+            state = _restore_noise_state(state, workdir, start, is_main)
         if dp.max_steps < total:
             log.warning("The epsilon budget %g allows %d of the %d configured steps; training will stop "
                         "there.", config.privacy.epsilon_budget or config.privacy.target_epsilon,
@@ -267,8 +270,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
     if dp is not None:
         ds = pipeline.poisson_train_dataset(
             train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, secret=secret,
-            num_canaries=dp_config.canaries, seed=config.seed, augment=config.data.augment, process_index=jax.process_index(),
-            process_count=jax.process_count())
+            num_canaries=dp_config.canaries, cycle_length=dp_config.cycle_length, seed=config.seed,
+            augment=config.data.augment, process_index=jax.process_index(), process_count=jax.process_count())
     else:
         ds = pipeline.train_dataset(train_source, global_batch_size=global_batch, seed=config.seed,
                                     augment=config.data.augment, process_index=jax.process_index(),
@@ -340,8 +343,7 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
                 scalars = publish(done, scalars)
                 bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
             if stopped_by is not None:
-                checkpointing.save(mngr, done, state, config,
-                                   checkpoint_meta(done))
+                _save(mngr, workdir, done, state, config, checkpoint_meta(done), is_main)
                 break
             if last or done % config.samples.every == 0:
                 # Every process computes (the state spans all of them); process 0 writes.
@@ -356,8 +358,7 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
             if quality is not None and (last or done % quality_every == 0):
                 publish(done, quality(state))
             if save_now:
-                checkpointing.save(mngr, done, state, config,
-                                   checkpoint_meta(done))
+                _save(mngr, workdir, done, state, config, checkpoint_meta(done), is_main)
             if log_now:  # restart the throughput clock after eval/sample/save host work
                 t_last, steps_since = time.perf_counter(), 0
     finally:
@@ -370,6 +371,34 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
             f"Stopped by {preemption.signal_name(stopped_by)} after step {done}: checkpoint saved in "
             f"{workdir}/checkpoints/{done}; rerun the same command to resume.", stopped_by)
     return state
+
+
+def _save(mngr, workdir: str, step: int, state: Any, config: ml_collections.ConfigDict, meta: dict,
+          is_main: bool) -> None:
+    """Checkpoints `state` at `step`; band_mf's secret streaming noise state goes to the private
+    workdir first (the checkpoint holds zeros in its place: `privacy.noise.public_copy`)."""
+    secret_part = dp_noise.secret_part(state)
+    if secret_part is not None and is_main:
+        leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(secret_part)]
+        dp_secret.save_noise_state(workdir, step, leaves)
+        dp_secret.prune_noise_states(workdir, keep_from=min([*mngr.all_steps(), step]))
+    checkpointing.save(mngr, step, dp_noise.public_copy(state), config, meta)
+
+
+def _restore_noise_state(state: Any, workdir: str, step: int, is_main: bool) -> Any:
+    """`state` (restored from checkpoint `step`, noise state zeroed) with band_mf's streaming noise
+    state read back from the private workdir (process 0 reads, the others receive it)."""
+    secret_part = dp_noise.secret_part(state)
+    if secret_part is None:
+        return state
+    like, treedef = jax.tree.flatten(secret_part)
+    leaves = (dp_secret.load_noise_state(workdir, step, like) if is_main
+              else [np.zeros(x.shape, x.dtype) for x in like])
+    if jax.process_count() > 1:
+        leaves = list(multihost_utils.broadcast_one_to_all(leaves))
+    placed = [jax.make_array_from_callback(x.shape, x.sharding, lambda idx, a=np.asarray(a): a[idx])
+              for x, a in zip(like, leaves)]
+    return dp_noise.with_secret_part(state, jax.tree.unflatten(treedef, placed))
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:

@@ -159,7 +159,7 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     o = config.optim
     g_tx = optax.adam(o.g_lr, b1=o.b1, b2=o.b2)
     d_tx = dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), DPConfig.from_config(config),
-                            config.train.batch_size)
+                            config.train.batch_size, config.train.steps)
     return g_tx, d_tx
 
 

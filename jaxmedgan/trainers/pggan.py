@@ -89,7 +89,8 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     under DP, D's with the noise transformation in front."""
     o = config.optim
     tx = lambda lr: optax.flatten(optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps))
-    return tx(o.g_lr), dp_noise.private(tx(o.d_lr), DPConfig.from_config(config), config.train.batch_size)
+    return tx(o.g_lr), dp_noise.private(tx(o.d_lr), DPConfig.from_config(config), config.train.batch_size,
+                                        config.train.steps)
 
 
 def batch_size_at(config: ml_collections.ConfigDict, level: int) -> int:

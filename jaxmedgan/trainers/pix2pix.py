@@ -81,8 +81,9 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     front (G reads private maps and images, so its update is private too)."""
     o = config.optim
     dp = DPConfig.from_config(config)
-    return (dp_noise.private(optax.adam(o.g_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size),
-            dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size))
+    steps = config.train.steps
+    return (dp_noise.private(optax.adam(o.g_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size, steps),
+            dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size, steps))
 
 
 def adversarial(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:

@@ -103,7 +103,7 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
     dp = DPConfig.from_config(config)
     d_interval = None if dp.enabled else config.loss.r1_interval
     return (_adam(config, config.loss.pl_interval),
-            dp_noise.private(_adam(config, d_interval), dp, config.train.batch_size))
+            dp_noise.private(_adam(config, d_interval), dp, config.train.batch_size, config.train.steps))
 
 
 def ada_settings(config: ml_collections.ConfigDict) -> ada_controller.AdaSettings:
