@@ -3,14 +3,19 @@
   jaxmedgan privacy curve --config configs/acgan_liver_dp.py --workdir runs/curve_liver \\
       --epsilons 1,3,10,inf --classifier runs/classifier_liver \\
       [--downstream-config configs/downstream_liver.py] [--num 256] [--config.train.steps=300 ...]
+      [--mechanisms dpsgd,band_mf --bands 4]
 
 For each epsilon a run DIR/eps_<epsilon> is trained with `privacy.enabled=True,
 privacy.target_epsilon=epsilon` (sigma is calibrated by `privacy.plan.prepare` so that
 `train.steps` D steps spend exactly epsilon at the config's delta); `inf` is the same config with
 privacy off. Every other field, and every `--config.x.y=...` override, is shared by all runs.
-Each run is then scored by
-  * FID-domain (`evaluators.quality_cli.evaluate`, metric `fid`): N samples against the config's
-    held-out real images, embedded by the domain classifier of `--classifier`;
+`--mechanisms dpsgd,band_mf` trains each finite epsilon once per noise mechanism (DP-SGD's i.i.d.
+noise in DIR/eps_<epsilon>, banded matrix-factorization noise with `--bands` b in
+DIR/band_mf<b>_eps_<epsilon>; same steps, expected batch and target epsilon, sigma calibrated by
+each mechanism's accountant); the no-DP run is shared. Each run is then scored by
+  * FID-domain and KID-domain (`evaluators.quality_cli.evaluate`, metrics `fid,kid`): N samples
+    against the config's held-out real images, embedded by the domain classifier of
+    `--classifier` (KID with its standard deviation over subsets);
   * the downstream study (`evaluators.downstream.run`, default experiment `synthetic`: a classifier
     trained on the run's synthetic images only, tested on real images with k-fold CV; the study
     needs its `real` baseline, which is reported once as the reference line). Leak-free: its real
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "curve_run.json"
 POINT_FILE = "curve_point.json"
 DOWNSTREAM_EXPERIMENTS = ("synthetic", "real+synthetic")
+MECHANISMS = ("dpsgd", "band_mf")
 
 
 def parse_epsilons(text: str) -> list[float]:
@@ -69,9 +75,20 @@ def parse_epsilons(text: str) -> list[float]:
     return sorted(values)
 
 
-def run_name(epsilon: float) -> str:
-    """Directory name of one run: 'eps_1', 'eps_0.5', 'eps_inf'."""
-    return "eps_inf" if math.isinf(epsilon) else f"eps_{epsilon:g}"
+def parse_mechanisms(text: str) -> list[str]:
+    """'dpsgd,band_mf' -> ['dpsgd', 'band_mf']; ValueError naming the bad entry otherwise."""
+    names = [part.strip() for part in (text or "").split(",") if part.strip()]
+    bad = [n for n in names if n not in MECHANISMS]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"--mechanisms must list distinct names from {MECHANISMS}; got {text!r}.")
+    return names
+
+
+def run_name(epsilon: float, mechanism: str = "dpsgd", bands: int = 1) -> str:
+    """Directory name of one run: 'eps_1', 'eps_0.5', 'eps_inf' (DP-SGD or no DP), 'band_mf4_eps_1'."""
+    if math.isinf(epsilon):
+        return "eps_inf"
+    return f"eps_{epsilon:g}" if mechanism == "dpsgd" else f"{mechanism}{bands}_eps_{epsilon:g}"
 
 
 def check_config(config: ml_collections.ConfigDict, source: str = "--config") -> None:
@@ -83,12 +100,16 @@ def check_config(config: ml_collections.ConfigDict, source: str = "--config") ->
         raise ValueError(f"{source} has trainer={config.get('trainer')!r}; the curve trains a GAN config.")
 
 
-def run_config(config: ml_collections.ConfigDict, epsilon: float) -> ml_collections.ConfigDict:
-    """A copy of `config` with DP at `epsilon` (target_epsilon; sigma calibrated at start) or off (inf)."""
+def run_config(config: ml_collections.ConfigDict, epsilon: float, mechanism: str = "dpsgd",
+               bands: int = 1) -> ml_collections.ConfigDict:
+    """A copy of `config` with DP at `epsilon` (target_epsilon; sigma calibrated at start) under
+    `mechanism` (band_mf: `bands` bands), or off (inf)."""
     c = copy.deepcopy(config)
     with c.unlocked():
         c.privacy.enabled = not math.isinf(epsilon)
         c.privacy.target_epsilon = 0.0 if math.isinf(epsilon) else float(epsilon)
+        if mechanism == "band_mf":  # DP-SGD and no-DP runs keep the config as given (and their fingerprints)
+            c.privacy.mechanism, c.privacy.bands = mechanism, int(bands)
         c.train.quiet = True  # the curve draws its own progress bar over runs
     return c
 
@@ -146,10 +167,12 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
     cached = atomic_io.read_json(path)
     if cached is not None and cached.get("settings") == settings:
         return cached
-    report = quality_cli.evaluate(workdir, metrics="fid", num=num, extractor=extractor, reals="test", seed=seed)
-    run = report["runs"][extractor.kind]
-    point = {"settings": settings, "fid_domain": float(report["metrics"]["fid_domain"]),
-             "num_fake": run["num_fake"], "num_real": run["num_real"], "downstream": None}
+    report = quality_cli.evaluate(workdir, metrics="fid,kid", num=num, extractor=extractor, reals="test", seed=seed,
+                                  kid_subset_size=min(1000, num))
+    run, m = report["runs"][extractor.kind], report["metrics"]
+    point = {"settings": settings, "fid_domain": float(m["fid_domain"]), "kid_domain": float(m["kid_domain"]),
+             "kid_domain_std": float(m["kid_std_domain"]), "num_fake": run["num_fake"], "num_real": run["num_real"],
+             "downstream": None}
     if downstream_config is not None:
         out_dir = os.path.join(workdir, "downstream")
         rep = downstream.run(downstream_config, workdir, out_dir)
@@ -179,10 +202,17 @@ def downstream_for(config: ml_collections.ConfigDict, experiment: str) -> ml_col
     return c
 
 
+def plan_runs(epsilons: Sequence[float], mechanisms: Sequence[str]) -> list[tuple[float, str]]:
+    """(epsilon, mechanism) per run, by epsilon then mechanism; inf (no DP) once, as 'none'."""
+    return [(eps, "none") if math.isinf(eps) else (eps, m) for eps in sorted(epsilons)
+            for m in (mechanisms[:1] if math.isinf(eps) else mechanisms)]
+
+
 def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[float], *, classifier: str,
           downstream_config: ml_collections.ConfigDict | None = None, num: int = 256, seed: int = 0,
-          quiet: bool = False) -> dict:
-    """Trains and scores one run per epsilon under `workdir`; writes curve.json/.md/.png; returns the report."""
+          quiet: bool = False, mechanisms: Sequence[str] = ("dpsgd",), bands: int = 4) -> dict:
+    """Trains and scores one run per (epsilon, mechanism) under `workdir`; writes curve.json/.md/.png;
+    returns the report."""
     from tqdm import tqdm
 
     from jaxmedgan.evaluators import features, plots
@@ -199,27 +229,30 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
     extractor = features.domain(classifier)
     os.makedirs(workdir, exist_ok=True)
     rows = []
-    bar = tqdm(list(epsilons), desc="privacy curve", unit="run", dynamic_ncols=True, disable=quiet)
+    bar = tqdm(plan_runs(epsilons, mechanisms), desc="privacy curve", unit="run", dynamic_ncols=True, disable=quiet)
     try:
-        for eps in bar:
-            name = run_name(eps)
+        for eps, mechanism in bar:
+            name = run_name(eps, mechanism, bands)
             bar.set_postfix_str(name)
             run_dir = os.path.join(workdir, name)
-            trained = train_run(run_config(config, eps), run_dir)
+            trained = train_run(run_config(config, eps, mechanism, bands), run_dir)
             point = score_run(run_dir, extractor=extractor, num=num, seed=seed,
                               downstream_config=downstream_config, step=trained["step"])
-            rows.append({"target_epsilon": None if math.isinf(eps) else eps, "run": name,
+            rows.append({"target_epsilon": None if math.isinf(eps) else eps, "run": name, "mechanism": mechanism,
+                         "bands": bands if mechanism == "band_mf" else None,
                          "noise_multiplier": trained["noise_multiplier"], "epsilon_spent": trained["epsilon"],
                          "delta": trained["delta"], "delta_prime": trained.get("delta_prime"),
                          "steps": trained["step"], "reused": trained["reused"],
                          "train_seconds": trained["seconds"], "fid_domain": point["fid_domain"],
+                         "kid_domain": point.get("kid_domain"), "kid_domain_std": point.get("kid_domain_std"),
                          "num_fake": point["num_fake"], "num_real": point["num_real"],
                          "downstream": point["downstream"]})
     finally:
         bar.close()
     report = {"config": {"trainer": config.trainer, "train_steps": int(config.train.steps),
                          "batch_size": int(config.train.batch_size), "data": config.data.get("source"),
-                         "image_size": config.data.get("image_size"), "accountant": config.privacy.get("accountant")},
+                         "image_size": config.data.get("image_size"), "accountant": config.privacy.get("accountant"),
+                         "mechanisms": list(mechanisms), "bands": int(bands) if "band_mf" in mechanisms else None},
               "classifier": extractor.description, "num": num, "seed": seed,
               "downstream": None if downstream_config is None else {
                   "experiment": downstream_config.downstream.experiments[1],
@@ -239,6 +272,12 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def mechanism_label(row: dict) -> str:
+    """'DP-SGD', 'band MF (b=4)' or 'none' for a curve row (rows without the field are DP-SGD)."""
+    mechanism = row.get("mechanism") or ("none" if row.get("target_epsilon") is None else "dpsgd")
+    return {"dpsgd": "DP-SGD", "none": "none"}.get(mechanism, f"band MF (b={row.get('bands')})")
+
+
 def render_markdown(report: dict) -> str:
     """The table: epsilon, sigma, steps, spent epsilon, FID-domain, downstream accuracy and macro AUC."""
     rows, ds = report["rows"], report["downstream"]
@@ -253,8 +292,8 @@ def render_markdown(report: dict) -> str:
                      f"images{' only' if ds['experiment'] == 'synthetic' else ' plus real'}, tested on real), "
                      f"{ds['num_folds']}-fold CV x seeds {ds['seeds']}, {ds['steps']} classifier steps; "
                      "[95 % bootstrap interval]. Leak-free: " + ds.get("leak_free", "not recorded") + ".")
-    lines += ["", "| ε (target) | σ | steps | ε spent (δ′) | FID-domain | accuracy | macro AUC |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| ε (target) | noise | σ | steps | ε spent (δ′) | FID-domain | KID-domain (± std) | accuracy | "
+              "macro AUC |", "|---:|:---|---:|---:|---:|---:|---:|---:|---:|"]
     def with_ci(d: dict, key: str) -> str:
         lo, hi = (d.get("ci95") or {}).get(key) or (None, None)
         return _fmt(d.get(key)) + ("" if lo is None or hi is None else f" [{lo:.3g}, {hi:.3g}]")
@@ -263,17 +302,20 @@ def render_markdown(report: dict) -> str:
         d = r["downstream"] or {}
         d_prime = r.get("delta_prime") or r["delta"]  # delta' (padding truncation included)
         spent = "–" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3g} ({d_prime:.2g})"
+        kid = "–" if r.get("kid_domain") is None else f"{r['kid_domain']:.3g} ± {r['kid_domain_std']:.2g}"
         lines.append(f"| {'∞' if r['target_epsilon'] is None else format(r['target_epsilon'], 'g')} | "
+                     f"{mechanism_label(r)} | "
                      f"{_fmt(r['noise_multiplier'], '.4g') if r['noise_multiplier'] is not None else '0 (no DP)'} | "
-                     f"{r['steps']} | {spent} | {_fmt(r['fid_domain'], '.4g')} | {with_ci(d, 'accuracy')} | "
+                     f"{r['steps']} | {spent} | {_fmt(r['fid_domain'], '.4g')} | {kid} | {with_ci(d, 'accuracy')} | "
                      f"{with_ci(d, 'macro_auc')} |")
     base = [r["downstream"] for r in rows if r["downstream"]]
     if base:
         lines += ["", f"Real-data baseline of the same study (experiment 'real'): accuracy "
                       f"{_fmt(base[0]['real_accuracy'])}, macro AUC {_fmt(base[0]['real_macro_auc'])}."]
     lines += ["", f"σ is calibrated per run so that its steps spend the target ε ({c.get('accountant')} accountant, "
-                  "Poisson sampling); only D's updates on real images are privatised (G is private by "
-                  "post-processing).", ""]
+                  "Poisson sampling; band_mf: cyclic Poisson over b groups, charged as DP-SGD with T/b steps at "
+                  "rate b q); only D's updates on real images are privatised (G is private by "
+                  "post-processing). One GAN per row (one training seed).", ""]
     return "\n".join(lines)
 
 
@@ -351,20 +393,33 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
         ImageDraw.Draw(label).text(((bottom - top) / 2 - 40, 0), ylabel, fill="black", font=small)
         img.paste(label.rotate(90, expand=True), (x0 + 2, top))
 
+    labels = list(dict.fromkeys(mechanism_label(r) for r in rows if r["target_epsilon"] is not None)) or ["none"]
+
+    def per_mechanism(values: list) -> list[tuple[str, list]]:
+        """One series per mechanism; the no-DP point (inf) belongs to every series."""
+        return [(label, [v if mechanism_label(r) in (label, "none") else None for r, v in zip(rows, values)])
+                for label in labels]
+
+    several = len(labels) > 1
     panel(0, "epsilon vs FID-domain (lower is better)", "FID-domain",
-          [("FID-domain", [r["fid_domain"] for r in rows], plots.COLOURS[0])])
+          [(label if several else "FID-domain", ys, plots.COLOURS[i % len(plots.COLOURS)])
+           for i, (label, ys) in enumerate(per_mechanism([r["fid_domain"] for r in rows]))])
     ds = [r["downstream"] or {} for r in rows]
     base = next((d["real_accuracy"] for d in ds if d.get("real_accuracy") is not None), None)
-    panel(panel_w, "epsilon vs downstream (tested on real images)", "accuracy / macro AUC",
-          [("accuracy", [d.get("accuracy") for d in ds], plots.COLOURS[1]),
-           ("macro AUC", [d.get("macro_auc") for d in ds], plots.COLOURS[2])], ylim=(0.0, 1.0),
-          hline=None if base is None else ("real-data accuracy", base))
+    series = [(f"accuracy, {label}" if several else "accuracy", ys) for label, ys in
+              per_mechanism([d.get("accuracy") for d in ds])]
+    if not several:
+        series.append(("macro AUC", [d.get("macro_auc") for d in ds]))
+    panel(panel_w, "epsilon vs downstream (tested on real images)", "accuracy" if several else "accuracy / macro AUC",
+          [(name, ys, plots.COLOURS[(i + 1) % len(plots.COLOURS)]) for i, (name, ys) in enumerate(series)],
+          ylim=(0.0, 1.0), hline=None if base is None else ("real-data accuracy", base))
     return np.asarray(img)
 
 
 USAGE = ("usage: jaxmedgan privacy curve --config CONFIG.py --workdir DIR --epsilons 1,3,10,inf "
          "--classifier CLASSIFIER_WORKDIR [--downstream-config configs/downstream_liver.py] "
          "[--downstream-experiment synthetic|real+synthetic] [--num N] [--seed S] "
+         "[--mechanisms dpsgd,band_mf] [--bands B] "
          "[--config.x.y=... (every run)] [--downstream_config.x.y=...]")
 
 
@@ -392,6 +447,10 @@ def curve_command(argv: Sequence[str]) -> int:
     flags.DEFINE_integer("num", 256, "Samples per run for FID-domain (vs as many held-out reals).", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Sampling seed.", flag_values=fv)
     flags.DEFINE_boolean("quiet", False, "Hide the progress bar.", flag_values=fv)
+    flags.DEFINE_string("mechanisms", "dpsgd", "Comma-separated noise mechanisms per epsilon: dpsgd, band_mf.",
+                        flag_values=fv)
+    flags.DEFINE_integer("bands", 4, "band_mf's number of bands (needs bands x batch <= dataset size).",
+                         flag_values=fv)
 
     def usage_error(message: str) -> int:
         print(f"{prog}: error: {message}\n{USAGE}", file=sys.stderr)
@@ -411,6 +470,9 @@ def curve_command(argv: Sequence[str]) -> int:
         return usage_error("--config, --workdir and --classifier are required.")
     try:
         epsilons = parse_epsilons(fv.epsilons)
+        mechanisms = parse_mechanisms(fv.mechanisms)
+        if fv.bands < 1:
+            raise ValueError(f"--bands must be >= 1, got {fv.bands}.")
         check_config(config, "--config")
         if d_config is not None:
             d_config = downstream_for(d_config, fv.downstream_experiment)
@@ -421,7 +483,7 @@ def curve_command(argv: Sequence[str]) -> int:
                            "one with `jaxmedgan train --config configs/classifier_liver.py --workdir DIR`.")
     try:
         report = curve(config, fv.workdir, epsilons, classifier=fv.classifier, downstream_config=d_config,
-                       num=fv.num, seed=fv.seed, quiet=fv.quiet)
+                       num=fv.num, seed=fv.seed, quiet=fv.quiet, mechanisms=mechanisms, bands=fv.bands)
     except (FileNotFoundError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

@@ -116,7 +116,8 @@ def test_curve_writes_table_and_plot_and_reuses_finished_runs(tmp_path, classifi
     md = (out / "curve.md").read_text()
     assert "Leak-free: yes: the study's real images are the held-out test split" in md
     table = [line for line in md.splitlines() if line.startswith("| ") and "σ" not in line]
-    assert len(table) == 2 and table[0].startswith("| 1 |") and table[1].startswith("| ∞ | 0 (no DP) | 2 |")
+    assert len(table) == 2 and table[0].startswith("| 1 | DP-SGD |")
+    assert table[1].startswith("| ∞ | none | 0 (no DP) | 2 |")
     png = Image.open(out / "curve.png")
     assert png.size == (900, 420)
     assert len(np.unique(np.asarray(png).reshape(-1, 3), axis=0)) > 3  # something was drawn
@@ -144,6 +145,35 @@ def test_curve_writes_table_and_plot_and_reuses_finished_runs(tmp_path, classifi
     changed = [a.replace("train.steps=2", "train.steps=3") for a in argv]
     assert cli.main(changed) == 1
     assert "eps_1 was trained by the curve with another config" in capsys.readouterr().err
+
+
+def test_curve_compares_noise_mechanisms_at_the_same_epsilon(tmp_path, classifier_workdir, trained, capsys):
+    out = tmp_path / "curve"
+    argv = ["curve", "--config", GAN_CONFIG, *tiny_gan_flags(tmp_path / "data"), "--workdir", str(out),
+            "--epsilons", "1,inf", "--classifier", classifier_workdir, "--num", "8", "--quiet",
+            "--mechanisms", "dpsgd,band_mf", "--bands", "2"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert trained == ["eps_1", "band_mf2_eps_1", "eps_inf"]  # the no-DP run once
+    report = json.load(open(out / "curve.json"))
+    assert report["config"]["mechanisms"] == ["dpsgd", "band_mf"] and report["config"]["bands"] == 2
+    dpsgd, band, nodp = report["rows"]
+    assert (dpsgd["mechanism"], band["mechanism"], nodp["mechanism"]) == ("dpsgd", "band_mf", "none")
+    q, delta = 8 / 182, 1 / 1820  # each sigma calibrated by its own mechanism's accountant for epsilon 1
+    assert dpsgd["noise_multiplier"] == pytest.approx(accounting.calibrate_noise(1.0, delta, q, 2), rel=1e-9)
+    assert band["noise_multiplier"] == pytest.approx(
+        accounting.calibrate_noise(1.0, delta, q, 2, cycle_length=2), rel=1e-9)
+    assert band["noise_multiplier"] != dpsgd["noise_multiplier"]
+    assert 0.9 < band["epsilon_spent"] <= 1.0
+    trained_privacy = json.load(open(out / "band_mf2_eps_1" / "config.json"))["privacy"]
+    assert trained_privacy["mechanism"] == "band_mf" and trained_privacy["bands"] == 2
+    for r in report["rows"]:
+        assert r["kid_domain_std"] >= 0 and math.isfinite(r["kid_domain"])
+        metrics = json.load(open(out / r["run"] / "eval" / "metrics.json"))["metrics"]
+        assert metrics["kid_domain"] == pytest.approx(r["kid_domain"])
+    md = (out / "curve.md").read_text()
+    assert "| 1 | DP-SGD |" in md and "| 1 | band MF (b=2) |" in md and "| ∞ | none |" in md
+    assert cli.main(argv[:-4] + ["--mechanisms", "dpsgd,sgd"]) == 2
+    assert "--mechanisms must list distinct names" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text,message", [
