@@ -220,6 +220,47 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
     return report
 
 
+def input_canary_audit(config: Any, state: Any, step: int, workdir: str, trainer: Any, shape: tuple[int, int, int],
+                       d_score: Callable[[np.ndarray], np.ndarray] | None = None, *, num_samples: int = 256,
+                       seed: int = 0) -> list[dict] | None:
+    """The input-space (black-box) canary audit of a DP run with `privacy.input_canaries` > 0 (None
+    otherwise): one report per score, D's logit on each canary (if `d_score`, f32 [N] of images
+    [N, H, W, C] in [-1, 1], is given) and minus the distance from each canary to its nearest of
+    `num_samples` generated images (of the canary's class for a class-conditional G). Canary images
+    and coins are regenerated from the run's secret (`canaries.input_canaries`, `shape` = [H, W, C])."""
+    from jaxmedgan import sampling
+    from jaxmedgan.privacy import canaries, plan, secret
+    from jaxmedgan.privacy.config import DPConfig
+
+    dp = DPConfig.from_config(config)
+    if not dp.enabled or not dp.input_canaries:
+        return None
+    run_secret = secret.load_or_create(workdir, secure=dp.secure_rng, seed=config.seed, resuming=True)
+    num_classes = config.model.get("num_classes", 0)
+    images, labels, is_in = canaries.input_canaries(run_secret.words, dp.input_canaries, shape, num_classes)
+    eps, delta_prime = plan.run_guarantee(config, step)
+    reports = []
+    if d_score is not None:
+        scores = np.asarray(d_score(images), np.float64)
+        reports.append({**canaries.audit(scores[is_in], scores[~is_in], epsilon=eps, delta=delta_prime),
+                        "kind": "input-space canaries: D logit", "steps": int(step),
+                        "attacker_view": "the final discriminator's real/fake logit on each canary (a checkpoint)"})
+    distance = np.zeros(len(images))
+    for c in range(max(num_classes, 1)):
+        rows = labels == c
+        if not rows.any():
+            continue
+        fake_u8, _ = sampling.generate(config, state, trainer, num_samples, c if num_classes else None, seed + c)
+        distance[rows] = nearest(images[rows], fake_u8.astype(np.float32) / 127.5 - 1.0)[0]
+    scores = -distance  # closer to a generated image = more likely in
+    reports.append({**canaries.audit(scores[is_in], scores[~is_in], epsilon=eps, delta=delta_prime),
+                    "kind": "input-space canaries: G nearest sample", "steps": int(step),
+                    "num_samples_per_class": int(num_samples),
+                    "attacker_view": f"{num_samples} samples of the released generator per class; a canary's "
+                                     "score is minus its L2 distance to the nearest one"})
+    return reports
+
+
 def _replayed_canary_noise(dp: Any, steps: int, tree: Any, std: float, run_secret: Any, step: int) -> np.ndarray:
     """f64 [K]: the noise the first `step` steps added at the canaries' coordinates, replayed from the
     (public) noise keys as anyone holding the config could: i.i.d. draws, or band_mf's correlated ones."""
@@ -275,7 +316,9 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     report = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "seed": seed,
               "dp_epsilon": plan.run_epsilon(config, int(step)),
               "dp_delta_prime": (plan.run_guarantee(config, int(step)) or (None, None))[1], "memorisation": mem,
-              "membership_inference": mia, "canary_audit": canary_audit(config, state, int(step), workdir)}
+              "membership_inference": mia, "canary_audit": canary_audit(config, state, int(step), workdir),
+              "input_canary_audit": input_canary_audit(config, state, int(step), workdir, trainer, train.shape[1:],
+                                                       d_score, seed=seed)}
     grids = {"closest_pairs.png": _pairs_grid(synth_u8, train, ratio, nearest_train, num_pairs)}
     report["feature_memorisation"] = None
     if extractor is not None:
@@ -345,7 +388,7 @@ def _markdown(r: dict) -> str:
                   "without memorisation). `feature_pairs.png`: synthetic | nearest training image in feature "
                   "space, most train-like first.", ""]
     lines += inversion_markdown(r.get("inversion"))
-    lines += canary_markdown(r.get("canary_audit"))
+    lines += canary_markdown([r.get("canary_audit"), *(r.get("input_canary_audit") or [])])
     return "\n".join(lines)
 
 
@@ -367,19 +410,22 @@ def inversion_markdown(v: dict | None) -> list[str]:
             "`inversion_best.png`: the training images the generator reproduces best | their reconstructions.", ""]
 
 
-def canary_markdown(c: dict | None) -> list[str]:
-    """The canary audit's section of audit.md (empty without canaries)."""
-    if not c:
+def canary_markdown(reports: list[dict | None]) -> list[str]:
+    """The canary audits' section of audit.md, one row per canary kind (empty without canaries)."""
+    reports = [c for c in reports if c]
+    if not reports:
         return []
-    return ["## Canary audit (empirical epsilon lower bounds, 95 % confidence)", "",
-            f"{c['kind']}: {c['num_in']} in / {c['num_out']} out, mechanism '{c['mechanism']}', {c['steps']} steps; "
-            f"attacker view: {c['attacker_view']}.", "",
-            "| reported epsilon (delta') | one-run bound (cap for M) | one-run f-DP bound (cap for M) | "
-            "AUROC | TPR at FPR 0.01 |", "|---:|---:|---:|---:|---:|",
-            f"| {c['epsilon']:.3g} ({c['delta']:.2g}) | {c['epsilon_lower_bound']:.3g} "
-            f"({c['max_provable_epsilon']:.3g}) | {c['epsilon_lower_bound_fdp']:.3g} "
-            f"({c['max_provable_epsilon_fdp']:.3g}) | {c['auroc']:.3f} | {c['tpr_at_fpr_0_01']:.3f} |", "",
-            "A cap is the bound perfectly separated scores would give: the most this many canaries can show.", ""]
+    lines = ["## Canary audit (empirical epsilon lower bounds, 95 % confidence)", ""]
+    for c in reports:
+        mechanism = f", mechanism '{c['mechanism']}'" if "mechanism" in c else ""
+        lines.append(f"- {c['kind']}: {c['num_in']} in / {c['num_out']} out{mechanism}, {c['steps']} steps; "
+                     f"attacker view: {c['attacker_view']}.")
+    lines += ["", "| canaries | reported epsilon (delta') | one-run bound (cap for M) | one-run f-DP bound (cap for M) | "
+              "AUROC | TPR at FPR 0.01 |", "|:---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {c['kind']} | {c['epsilon']:.3g} ({c['delta']:.2g}) | {c['epsilon_lower_bound']:.3g} "
+              f"({c['max_provable_epsilon']:.3g}) | {c['epsilon_lower_bound_fdp']:.3g} "
+              f"({c['max_provable_epsilon_fdp']:.3g}) | {c['auroc']:.3f} | {c['tpr_at_fpr_0_01']:.3f} |" for c in reports]
+    return lines + ["", "A cap is the bound perfectly separated scores would give: the most this many canaries can show.", ""]
 
 
 def audit_command(argv: list[str]) -> int:

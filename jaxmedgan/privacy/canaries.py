@@ -15,6 +15,14 @@ With `privacy.canaries = M`, M Dirac canaries ride along with D's DP-SGD steps:
     examples like any other (sensitivity C on the joint vector): the guarantee covers them, so a
     correct mechanism keeps every lower bound at or below the reported epsilon.
 
+Input-space (black-box) canaries, `privacy.input_canaries = M`: M out-of-distribution images
+(random +-1 block patterns, `input_canaries`, drawn from the run's secret like their coins) of
+which the in-canaries join the real training set (`WithInputCanaries`) and are then sampled,
+clipped and noised like any image. Scores come from what a holder of the released artifacts sees:
+D's logit on the canary (the final checkpoint) and minus the distance from the canary to its
+nearest generated sample (the released G). The accountant counts all M in the dataset size, so
+N (public through `privacy.sampling_rate`) says nothing about how many are in.
+
 `audit(in_scores, out_scores, ...)` turns the scores into jax-privacy's `CanaryScoreAuditor`
 bounds (one-run, Steinke-Nasr-Jagielski 2023; one-run f-DP, Mahloujifar et al. 2024), AUROC and TPR
 at FPR 0.01, plus the largest bound M canaries could prove at all (perfectly separated scores).
@@ -32,6 +40,7 @@ from typing import Any
 import numpy as np
 
 CANARY_TAG = 0x43414E41  # "CANA"
+INPUT_TAG = 0x494E5054  # "INPT": input-space canaries' coins, patterns and labels
 SIGNIFICANCE = 0.05  # bounds hold with 95 % confidence
 FPR = 0.01
 
@@ -39,6 +48,53 @@ FPR = 0.01
 def coins(words: tuple[int, ...], num: int) -> np.ndarray:
     """bool [num]: which canaries are in the training set (fair coins from the run's secret words)."""
     return np.random.default_rng(np.random.SeedSequence([*words, CANARY_TAG, int(num)])).random(num) < 0.5
+
+
+def input_canaries(words: tuple[int, ...], num: int, shape: tuple[int, int, int],
+                   num_classes: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images f32 [num, H, W, C] in {-1, 1}, labels i32 [num], in-coins bool [num]) of the input-space
+    canaries, all from the run's secret words: each image a random +-1 pattern of square blocks
+    (side 1, 2 or 4 px), clearly unlike smooth medical images; labels uniform over num_classes
+    (0 without classes)."""
+    rng = np.random.default_rng(np.random.SeedSequence([*words, INPUT_TAG, int(num)]))
+    is_in = rng.random(num) < 0.5
+    labels = rng.integers(0, max(num_classes, 1), num).astype(np.int32)
+    height, width, channels = shape
+    images = np.empty((num, height, width, channels), np.float32)
+    for i in range(num):
+        side = int(rng.choice([1, 2, 4]))
+        blocks = rng.choice([-1.0, 1.0], size=(-(-height // side), -(-width // side), channels))
+        images[i] = np.repeat(np.repeat(blocks, side, 0), side, 1)[:height, :width]
+    return images, labels, is_in
+
+
+class WithInputCanaries:
+    """A data source: the real examples, then the in-canaries as {"image", "label"} examples."""
+
+    def __init__(self, source: Any, images: np.ndarray, labels: np.ndarray):
+        first = source[0]
+        extra = sorted(set(first) - {"image", "label"}) if isinstance(first, dict) else []
+        if extra:
+            raise ValueError(f"config.privacy.input_canaries needs image + label examples; this dataset's also carry "
+                             f"{extra} (e.g. a paired translation task), which a canary image cannot supply.")
+        self.source, self.images, self.labels = source, images, labels
+
+    def __len__(self) -> int:
+        return len(self.source) + len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if index < len(self.source):
+            return self.source[index]
+        j = index - len(self.source)
+        return {"image": self.images[j], "label": np.int32(self.labels[j])}
+
+
+def with_input_canaries(source: Any, words: tuple[int, ...], num: int, num_classes: int = 0) -> WithInputCanaries:
+    """`source` plus the in-canaries among the run's `num` input-space canaries."""
+    shape = tuple(np.asarray(source[0]["image"]).shape)
+    images, labels, is_in = input_canaries(words, num, shape, num_classes)
+    return WithInputCanaries(source, images[is_in], labels[is_in])
 
 
 def step_active(rng: np.random.Generator, in_coins: np.ndarray, sampling_rate: float) -> np.ndarray:

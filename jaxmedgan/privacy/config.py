@@ -36,6 +36,9 @@ missing `privacy` section means DP off):
                        log private/metrics_private.jsonl (never metrics.jsonl / TensorBoard)
   canaries             M > 0: white-box gradient canaries audit the run (`canaries.py`; the
                        `jaxmedgan privacy audit` report gives the empirical epsilon lower bounds)
+  input_canaries       M > 0: input-space (black-box) canaries: M out-of-distribution images, each
+                       in the training set by a secret coin, scored from the final D and the
+                       released G by the audit (`canaries.py`)
   canary_norm          a canary's gradient norm before clipping, in units of C (> 1, so that a
                        mechanism that skips clipping shows in the audit)
   break_mechanism      TEST ONLY: '' | 'no_noise' | 'no_clipping' breaks the mechanism while the
@@ -76,6 +79,7 @@ class DPConfig:
     secure_rng: bool = True
     log_private_metrics: bool = False
     canaries: int = 0
+    input_canaries: int = 0
     canary_norm: float = 100.0
     break_mechanism: str = ""
 
@@ -122,6 +126,7 @@ class DPConfig:
             ("overflow_prob", 0 <= self.overflow_prob < 0.5, "in [0, 0.5) (0 = chosen for delta' <= 1.01 delta)"),
             ("padding_buckets", 1 <= self.padding_buckets <= 6, "in 1..6 (1 = one padded size)"),
             ("canaries", self.canaries >= 0, ">= 0 (0 = no canary audit)"),
+            ("input_canaries", self.input_canaries >= 0, ">= 0 (0 = none)"),
             ("canary_norm", self.canary_norm > 0, "> 0 (units of l2_clip)"),
             ("break_mechanism", self.break_mechanism in BREAKS, f"one of {BREAKS} (test only)"),
         )

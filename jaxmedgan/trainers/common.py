@@ -24,6 +24,7 @@ from tqdm import tqdm
 from jaxmedgan import (checkpointing, config_drift, config_validation, images, metric_writers, preemption,
                        sharding, workdir_lock)
 from jaxmedgan.evaluators import diversity
+from jaxmedgan.privacy import canaries as dp_canaries
 from jaxmedgan.privacy import checks, monitoring, plan
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy import secret as dp_secret
@@ -227,7 +228,8 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
     dp_config = DPConfig.from_config(config)
     if dp_config.enabled:  # before init: sigma, calibrated here, is held by D's optimiser state
         multiple = mesh.shape[sharding.DATA_AXIS] * jax.process_count()
-        dp = plan.prepare(config, abstract.d_variables(), len(train_source), multiple)
+        # Input-space canaries count in N whether in or out: N is public, their coins are not.
+        dp = plan.prepare(config, abstract.d_variables(), len(train_source) + dp_config.input_canaries, multiple)
     # A fresh partial after the plan: jax caches a trace per function object, so reusing the one
     # eval_shape traced would bake in the pre-calibration sigma (caught by the canary audit).
     init = functools.partial(family.init_state, config)
@@ -253,6 +255,9 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
         if secret.public:
             log.warning("config.privacy.secure_rng=False: batch membership and noise follow from config.seed, "
                         "so anyone holding the config can recompute them; this run is NOT private.")
+        if dp_config.input_canaries:  # the in-canaries join the training set (privacy/canaries.py)
+            train_source = dp_canaries.with_input_canaries(train_source, secret.words, dp_config.input_canaries,
+                                                           config.model.get("num_classes", 0))
         if start > 0:  # band_mf: the streaming noise state, kept out of the checkpoint
             state = _restore_noise_state(state, workdir, start, is_main)
         if dp.max_steps < total:

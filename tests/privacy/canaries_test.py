@@ -41,12 +41,61 @@ def test_auditor_bounds_from_scores():
     assert apart["epsilon_lower_bound_fdp"] == pytest.approx(apart["max_provable_epsilon_fdp"])
     assert apart["max_provable_epsilon_fdp"] > 2
     apart.update(kind="white-box gradient canaries", mechanism="no_noise", steps=3, attacker_view="sums")
-    table = "\n".join(audit.canary_markdown(apart))
+    table = "\n".join(audit.canary_markdown([apart, None]))
     assert f"| {apart['epsilon_lower_bound']:.3g} ({apart['max_provable_epsilon']:.3g}) |" in table
-    assert "300 in / 300 out, mechanism 'no_noise'" in table and audit.canary_markdown(None) == []
+    assert "300 in / 300 out, mechanism 'no_noise'" in table and audit.canary_markdown([None]) == []
     alike = canaries.audit(rng.normal(size=300), rng.normal(size=300), epsilon=1.0, delta=1e-5)
     assert alike["epsilon_lower_bound"] < 0.5 and 0.4 < alike["auroc"] < 0.6
     assert alike["ratio_to_epsilon"] == pytest.approx(alike["epsilon_lower_bound"])
+
+
+def test_input_canaries_are_secret_ood_patterns_that_join_the_training_set():
+    words, other = secret.from_seed(1).words, secret.from_seed(2).words
+    images, labels, is_in = canaries.input_canaries(words, 200, (16, 16, 1), num_classes=3)
+    assert images.shape == (200, 16, 16, 1) and set(np.unique(images)) == {-1.0, 1.0}
+    assert set(np.unique(labels)) == {0, 1, 2} and 0.4 < is_in.mean() < 0.6
+    again = canaries.input_canaries(words, 200, (16, 16, 1), num_classes=3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (images, labels, is_in)))
+    assert not np.array_equal(canaries.input_canaries(other, 200, (16, 16, 1), 3)[0], images)
+    src = pipeline.ArraySource(np.zeros((40, 16, 16, 1), np.float32), np.zeros(40, np.int32))
+    joined = canaries.with_input_canaries(src, words, 200, num_classes=3)
+    assert len(joined) == 40 + is_in.sum()
+    np.testing.assert_array_equal(joined[40]["image"], images[is_in][0])
+    assert int(joined[len(joined) - 1]["label"]) == labels[is_in][-1]
+    assert np.array_equal(joined[3]["image"], src[3]["image"])
+    paired = [{"image": np.zeros((16, 16, 1)), "label": 0, "cond": np.zeros((16, 16, 2))}]
+    with pytest.raises(ValueError, match="also carry \\['cond'\\]"):
+        canaries.with_input_canaries(paired, words, 4)
+
+
+def test_input_canary_audit_scores_d_and_g_and_sees_a_copying_generator(tmp_path, monkeypatch):
+    # A DP config as a run leaves it (plan filled in) and the run's secret; G and D are stand-ins:
+    # a G whose samples are its in-canaries (it copied them) and a D that recognises them.
+    from configs import acgan_liver_dp
+    from jaxmedgan.privacy import plan
+
+    config = acgan_liver_dp.get_config()
+    config.train.steps, config.train.batch_size, config.privacy.input_canaries = 50, 16, 400
+    config.privacy.target_epsilon = 1.0
+    plan.prepare(config, {}, 182 + 400, 1)
+    run_secret = secret.load_or_create(str(tmp_path), secure=True, seed=0, resuming=False)
+    images, labels, is_in = canaries.input_canaries(run_secret.words, 400, (32, 32, 1), 3)
+
+    def copying_generator(config, state, trainer, num, class_id, seed):
+        copies = images[is_in & (labels == class_id)]
+        return np.round((copies + 1) * 127.5).astype(np.uint8), None
+
+    monkeypatch.setattr(sampling, "generate", copying_generator)
+    recognise = lambda x: np.array([float(any(np.array_equal(i, c) for c in images[is_in])) for i in x])
+    d_report, g_report = audit.input_canary_audit(config, None, 50, str(tmp_path), None, (32, 32, 1), recognise)
+    for report in (d_report, g_report):
+        assert report["num_in"] + report["num_out"] == 400 and report["auroc"] == 1.0
+        assert report["epsilon"] <= 1.0 + 1e-6
+        # The attack separates in from out perfectly: the bound reaches the most 400 canaries can show.
+        assert report["epsilon_lower_bound"] == pytest.approx(report["max_provable_epsilon"])
+    assert g_report["kind"].endswith("G nearest sample") and d_report["kind"].endswith("D logit")
+    blind = lambda x: np.zeros(len(x))  # a D that learned nothing about the canaries
+    assert audit.input_canary_audit(config, None, 50, str(tmp_path), None, (32, 32, 1), blind)[0]["auroc"] == 0.5
 
 
 def test_break_switches_are_validated():
@@ -80,3 +129,23 @@ def test_canary_audit_holds_for_the_mechanism_and_catches_each_break(tmp_path):
         broken = audited(name, extra)
         assert broken["mechanism"] == name and broken["epsilon"] == pytest.approx(correct["epsilon"])
         assert broken["epsilon_lower_bound"] > broken["epsilon"], (name, broken)
+
+
+@pytest.mark.slow  # one tiny DP run with input-space canaries, audited end to end
+def test_input_canaries_train_with_the_run_and_their_audit_stays_below_epsilon(tmp_path):
+    dp_config = os.path.join(os.path.dirname(CONFIG), "acgan_liver_dp.py")
+    wd, out = tmp_path / "run", tmp_path / "audit"
+    args = ["jaxmedgan", "train", "--config", dp_config, "--workdir", str(wd),
+            *tiny_overrides(tmp_path / "data", steps=20, every=20), "--config.train.batch_size=32",
+            "--config.privacy.target_epsilon=2.0", "--config.privacy.input_canaries=60"]
+    assert cli.main(args) == 0
+    config = sampling.restore_state(str(wd))[0]
+    assert config.privacy.sampling_rate == pytest.approx(32 / (182 + 60))  # every canary counts in N
+    assert cli.main(["jaxmedgan", "privacy", "audit", "--workdir", str(wd), "--out", str(out), "--num", "32"]) == 0
+    import json
+
+    reports = json.load(open(out / "audit.json"))["input_canary_audit"]
+    assert [r["kind"] for r in reports] == ["input-space canaries: D logit", "input-space canaries: G nearest sample"]
+    for r in reports:
+        assert r["num_in"] + r["num_out"] == 60 and r["epsilon_lower_bound"] <= r["epsilon"] <= 2.0 + 1e-6
+    assert "input-space canaries: G nearest sample |" in (out / "audit.md").read_text()
