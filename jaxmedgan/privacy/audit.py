@@ -182,8 +182,8 @@ def inversion_membership(config: Any, state: Any, train: np.ndarray, train_label
     return report, image_utils.grid(pairs, rows=max(1, -(-len(best) // 4)))
 
 
-def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | None:
-    """The white-box canary audit of a DP run with `privacy.canaries` > 0 (None otherwise).
+def canary_scores(config: Any, state: Any, step: int, workdir: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(scores f64 [K], in-coins bool [K], mechanism name) of a DP run's white-box canaries.
 
     Scores are the noised sums at the canaries' coordinates, accumulated over the run by D's noise
     transformation (the view the accountant grants an attacker); the in/out coins come from the
@@ -193,12 +193,10 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
     import jax
     import jax.numpy as jnp
 
-    from jaxmedgan.privacy import canaries, noise, plan, secret
+    from jaxmedgan.privacy import canaries, noise, secret
     from jaxmedgan.privacy.config import DPConfig
 
     dp = DPConfig.from_config(config)
-    if not dp.enabled or not dp.canaries:
-        return None
     held = noise.noise_state(state.d_opt_state)
     if held is None:
         raise ValueError(f"{workdir}: D's optimiser state holds no noise transformation; was it trained with DP?")
@@ -211,12 +209,26 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
         tree = noise.joint(jax.tree_util.tree_map(jnp.zeros_like, state.d_params), jnp.zeros((dp.canaries,)))
         std = 0.0 if dp.break_mechanism == "no_noise" else dp.noise_multiplier * dp.l2_clip
         scores = scores - _replayed_canary_noise(dp, config.train.steps, tree, std, run_secret, step)
+    return scores, in_coins, mechanism
+
+
+def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | None:
+    """The white-box canary audit of a DP run with `privacy.canaries` > 0 (None otherwise): the
+    empirical epsilon lower bounds of `canary_scores` beside the accountant's epsilon."""
+    from jaxmedgan.privacy import canaries, plan
+    from jaxmedgan.privacy.config import DPConfig
+
+    dp = DPConfig.from_config(config)
+    if not dp.enabled or not dp.canaries:
+        return None
+    scores, in_coins, mechanism = canary_scores(config, state, step, workdir)
+    public = mechanism.endswith("public_noise")
     eps, delta_prime = plan.run_guarantee(config, step)
     report = canaries.audit(scores[in_coins], scores[~in_coins], epsilon=eps, delta=delta_prime)
     report.update(kind="white-box gradient canaries", mechanism=mechanism, steps=int(step),
                   canary_norm=dp.canary_norm,
                   attacker_view=("the sum over steps of the noised clipped-gradient sums (before the optimiser)"
-                                 + (", minus the noise replayed from the public seed" if run_secret.public else "")))
+                                 + (", minus the noise replayed from the public seed" if public else "")))
     return report
 
 

@@ -36,6 +36,8 @@ adaptive ADA p (computed from D's outputs on private pairs) is refused (`DAugmen
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import logging
 from typing import Any
@@ -78,11 +80,13 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[pix2pix.UNetGenerat
 
 def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, ...]:
     """Adam for G and D (pix2pix: lr 2e-4, beta1 0.5); under DP both with the noise transformation in
-    front (G reads private maps and images, so its update is private too)."""
+    front (G reads private maps and images, so its update is private too); white-box canaries ride
+    on D's half only."""
     o = config.optim
     dp = DPConfig.from_config(config)
     steps = config.train.steps
-    return (dp_noise.private(optax.adam(o.g_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size, steps),
+    g_dp = dataclasses.replace(dp, canaries=0)
+    return (dp_noise.private(optax.adam(o.g_lr, b1=o.b1, b2=o.b2), g_dp, config.train.batch_size, steps),
             dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size, steps))
 
 
@@ -209,10 +213,6 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     g, d = build_models(config)
     d_real, d_fake, g_adv = adversarial(config)
     p, lam = private_config(config), config.loss.l1_weight
-    if p.canaries:
-        raise ValueError(f"config.privacy.canaries={p.canaries}: the white-box canary audit covers the GAN "
-                         "families whose private update is D's alone (gan, stylegan2, pggan), not pix2pix's "
-                         "joint D + G update; set it to 0.")
     n = batch["image"].shape[0]
     # The augmentation's state entries (ADA's p) ride along per example: the loss runs inside
     # shard_map, which takes arrays as arguments.
@@ -237,9 +237,10 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
         return loss_d + adv + lam * l1, aux
 
     # The generated image is made from example i's private map: every term is in the clipped loss.
+    # White-box canaries (privacy.canaries) own coordinates appended to D's half of the joint vector.
     grads, out = dp_sgd.d_gradient(loss_one, {"d": state.d_params, "g": state.g_params}, examples, batch["mask"],
                                    p, expected_batch_size=config.train.batch_size, mesh=mesh,
-                                   stop_gradient_calls=True)
+                                   stop_gradient_calls=True, canaries=dp_sgd.batch_canaries(batch))
     per_ex = out.pop("real_aux")
     out.pop("fake_aux"), out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=batch["mask"])  # monitoring only: private metrics
@@ -267,10 +268,11 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
     if private:
         d_grads, g_grads, metrics = _private_update(config, state, batch, k_dp, mesh)
         d_stats, g_stats = state.d_stats, state.g_stats
-        # One Gaussian draw over the joint (D, G) vector: independent keys for the two halves.
-        key = dp_sgd.batch_noise_key(batch)
-        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params,
-                                             noise_key=jax.random.fold_in(key, 0))
+        # One Gaussian draw over the joint (D + canaries, G) vector: the step's key for D's half (as in
+        # the other families, so the audit replays it alike), an independent fold_in for G's.
+        noise = dp_sgd.noise_args(batch, metrics)
+        key = noise["noise_key"]
+        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params, **noise)
         g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params,
                                              noise_key=jax.random.fold_in(key, 1))
         d_params = optax.apply_updates(state.d_params, d_updates)

@@ -155,3 +155,17 @@ def test_short_dp_run_completes_and_logs_epsilon(tmp_path):
     assert checkpointing.read_meta(mngr, 3)["dp_epsilon"] == pytest.approx(eps[2])
     cfg = checkpointing.read_config(str(tmp_path))
     assert cfg.privacy.sampling_rate == pytest.approx(4 / 32)  # q = expected batch / N, recorded
+    # White-box canaries ride on D's half of the joint vector. With the noise from the public seed the
+    # audit's replay subtracts it exactly: out-canaries score 0, in-canaries C x (steps they joined).
+    from jaxmedgan import sampling
+    from jaxmedgan.privacy import audit
+
+    c.privacy.canaries, c.privacy.secure_rng = 40, False
+    wd = tmp_path / "canaries"
+    pix2pix.train_and_evaluate(c, str(wd), data=(source, test))
+    config, state, step = sampling.restore_state(str(wd))
+    scores, in_coins, mechanism = audit.canary_scores(config, state, step, str(wd))
+    assert mechanism == "public_noise" and step == 3
+    np.testing.assert_allclose(scores[~in_coins], 0.0, atol=1e-3)
+    np.testing.assert_allclose(scores[in_coins], np.round(scores[in_coins]), atol=1e-3)  # C = 1: integers
+    assert scores[in_coins].max() > 0.99 and scores[in_coins].min() > -1e-3
