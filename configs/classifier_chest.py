@@ -9,7 +9,7 @@ At 64 px (--config.data.image_size=64) the same 400-step budget of the liver con
 macro AUC 0.696 (cardiomegaly 0.929, nodule 0.557): small findings need many more steps there.
 Real data: --config.data.source=chexpert (or chestxray14) --config.data.image_dir=ROOT
 --config.data.findings="('Cardiomegaly','Pleural Effusion')" --config.model.num_classes=2; see
-`jaxmedgan.data.chest` for the layouts. The workdir serves `trainers.classifier.load_classifier`
+`jaxmedgan.data.chest` for the layouts. The workdir serves `models.trained_classifier.load_classifier`
 (latent class optimisation, FID-domain features).
 """
 import ml_collections

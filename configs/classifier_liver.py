@@ -3,7 +3,7 @@
 Run:  jaxmedgan train --config configs/classifier_liver.py --workdir runs/classifier_liver
 Expect: about 1.5-3 minutes on 2 CPU cores (400 steps of batch 32 at 64 px); on the 90 held-out
 phantom lesions we measured `eval/accuracy` 0.867 and macro AUC 0.987 (per class 0.97-0.995).
-The workdir then serves `trainers.classifier.load_classifier` (clinical loss, features).
+The workdir then serves `models.trained_classifier.load_classifier` (clinical loss, features).
 This file is also the base of the downstream study's classifier (configs/downstream_liver.py).
 """
 import ml_collections
@@ -16,9 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.trainer = "classifier"  # jaxmedgan.trainers registry key
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis (-1: all)
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = common.data("phantom-liver", 64, holdout_fraction=0.0)  # shared keys: configs/common.py
     c.data.labels_csv = ""  # labels-csv source: file,label[,group] (train / cross-validation set)
@@ -53,16 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
     c.optim.weight_decay = 1e-4
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 400
-    c.train.batch_size = 32  # global batch over all devices and processes
-    c.train.log_every = 50
-    c.train.eval_every = 200
-    c.train.dtype = "float32"
-    c.train.quiet = False  # True hides the progress bar
+    c.train = common.train(400, 32, log_every=50, eval_every=200)
 
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 200  # steps
-    c.checkpoint.keep = 2
-    c.checkpoint.async_save = True
+    c.checkpoint = common.checkpoint(every=200, keep=2)
     return c

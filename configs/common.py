@@ -1,4 +1,9 @@
-"""Config sections every experiment shares (one definition; configs import them)."""
+"""Config sections every experiment shares (one definition; configs import them).
+
+mesh, train, checkpoint and samples hold the keys every trainer reads (`config_drift` lists which
+of them may change on resume); data, privacy, ada, ema and d_augment the shared defaults of their
+sections. A config passes its own values and adds family keys through the keyword arguments.
+"""
 import dataclasses
 
 import ml_collections
@@ -54,3 +59,32 @@ def ema(enabled: bool = False) -> ml_collections.ConfigDict:
 def d_augment(kind: str = "none", policy: str = "color,translation,cutout") -> ml_collections.ConfigDict:
     """What D sees (augment/policy.py): kind none | diffaug (DiffAugment `policy`) | ada (config.ada)."""
     return ml_collections.ConfigDict(dict(kind=kind, policy=policy))
+
+
+def mesh() -> ml_collections.ConfigDict:
+    """The device mesh (sharding.py): every device on the data axis (-1: all), 1 on the model axis."""
+    return ml_collections.ConfigDict(dict(data=-1, model=1))
+
+
+def train(steps: int, batch_size: int, *, log_every: int, eval_every: int, **fields) -> ml_collections.ConfigDict:
+    """The train section: `steps`, `batch_size` (global, over all devices and processes), how often to
+    log and evaluate, compute dtype float32 (params and optimiser state stay float32; bfloat16 on
+    accelerators), quiet=False (True hides the progress bar); `fields` add family keys."""
+    section = ml_collections.ConfigDict(dict(steps=steps, batch_size=batch_size, log_every=log_every,
+                                             eval_every=eval_every, dtype="float32", quiet=False))
+    section.update(fields)
+    return section
+
+
+def checkpoint(every: int, keep: int) -> ml_collections.ConfigDict:
+    """The checkpoint section (checkpointing.py): every `every` steps, the newest `keep` kept, saved
+    asynchronously."""
+    return ml_collections.ConfigDict(dict(every=every, keep=keep, async_save=True))
+
+
+def samples(every: int, **fields) -> ml_collections.ConfigDict:
+    """The sample-grid section: a grid every `every` steps, 8 per row, from fixed latents (seed 1234)
+    so grids compare across steps; `fields` add family keys (e.g. StyleGAN2's truncation_psi)."""
+    section = ml_collections.ConfigDict(dict(every=every, per_row=8, seed=1234))
+    section.update(fields)
+    return section

@@ -16,9 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.trainer = "gan"  # jaxmedgan.trainers registry key
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis (-1: all)
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = common.data("phantom-liver", 64)  # shared keys: configs/common.py
 
@@ -64,14 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 1000
-    c.train.batch_size = 32  # global batch over all devices and processes
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.dtype = "float32"  # compute dtype; params and optimiser state stay float32
-    c.train.quiet = False  # True hides the progress bar
-    c.train.per_class = False  # True (model.num_classes=0): one GAN per class (jaxmedgan/trainers/per_class.py)
+    # per_class=True (model.num_classes=0): one GAN per class (jaxmedgan/trainers/per_class.py)
+    c.train = common.train(1000, 32, log_every=50, eval_every=250, per_class=False)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.quality_every = 0  # >0: FID-domain (quality/fid_domain) every this many steps
@@ -82,16 +74,10 @@ def get_config() -> ml_collections.ConfigDict:
     # logged as quality/*_class{k}; which class fails shows while training runs.
     c.eval.quality_per_class = True
 
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 250  # steps
-    c.checkpoint.keep = 3
-    c.checkpoint.async_save = True
+    c.checkpoint = common.checkpoint(every=250, keep=3)
 
     # DP-SGD on the discriminator (see configs/acgan_liver_dp.py); fields: jaxmedgan/privacy/config.py.
     c.privacy = common.privacy()
 
-    c.samples = ml_collections.ConfigDict()
-    c.samples.every = 250  # steps
-    c.samples.per_row = 8
-    c.samples.seed = 1234  # fixed latents for comparable grids across steps
+    c.samples = common.samples(every=250)
     return c

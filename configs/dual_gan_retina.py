@@ -35,7 +35,7 @@ minibatch-stddev did not fix it within 1000-1500 steps); it is kept as the `:gan
 """
 import ml_collections
 
-from configs import dcgan_liver, pix2pix_brain, stylegan2_ada_spine
+from configs import common, dcgan_liver, pix2pix_brain, stylegan2_ada_spine
 from jaxmedgan.data import retina
 from jaxmedgan.trainers.dual_gan import STAGE1_FAMILIES  # trainer registry keys a stage I may use
 
@@ -84,9 +84,7 @@ def get_config(stage1_family: str = DEFAULT_STAGE1_FAMILY) -> ml_collections.Con
     c.seed = 0
     c.trainer = "dual_gan"
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = ml_collections.ConfigDict()
     c.data.image_dir = ""  # fundus-folder source: DRIVE / STARE / HRF-style folder

@@ -29,9 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.trainer = "pggan"  # jaxmedgan.trainers registry key
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis (-1: all)
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = common.data("phantom-chest", 64, augment=False)  # PGGAN trains on the data as is; keys: configs/common.py
     c.data.image_size = 64  # px, final resolution: a power of two >= 16 (phantom-chest's minimum)
@@ -76,29 +74,22 @@ def get_config() -> ml_collections.ConfigDict:
     # the newest layers and sampled saturated white images at the end while the raw G drew chests.
     c.ema.beta = 0.99
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 1125  # = trainers.pggan.steps_for_schedule at these defaults
-    c.train.batch_size = 16  # what the pipeline delivers per step: the largest per-level batch
-    c.train.batch_sizes = ml_collections.ConfigDict(
-        {"r4": 16, "r8": 16, "r16": 16, "r32": 16, "r64": 16})  # per resolution; missing = batch_size
-    c.train.log_every = 20
-    c.train.eval_every = 1000000  # no evaluator yet (metrics: jaxmedgan evaluate)
-    c.train.dtype = "float32"  # compute dtype (bfloat16 on accelerators); params stay float32
-    c.train.quiet = False
-    c.train.per_class = False  # True: one unconditional GAN per class (trainers/per_class.py)
-    c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
+    # steps = trainers.pggan.steps_for_schedule at these defaults; batch_size: what the pipeline
+    # delivers per step (the largest per-level batch), batch_sizes per resolution (missing =
+    # batch_size); eval_every: no evaluator yet (metrics: jaxmedgan evaluate); per_class=True: one
+    # unconditional GAN per class (trainers/per_class.py); fast_compile=True: XLA opt level 0,
+    # faster compiles, slower steps (tests, smoke runs).
+    batch_sizes = ml_collections.ConfigDict({"r4": 16, "r8": 16, "r16": 16, "r32": 16, "r64": 16})
+    c.train = common.train(1125, 16, log_every=20, eval_every=1000000, per_class=False, fast_compile=False,
+                           batch_sizes=batch_sizes)
 
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 125  # steps = one phase (2 kimg / batch 16): a checkpoint at every phase end
-    c.checkpoint.keep = 10  # all phase ends (FID-domain ranks them: python -m jaxmedgan.evaluators.fid_validation --rank-workdir)
-    c.checkpoint.async_save = True
+    # Every 125 steps = one phase (2 kimg / batch 16); all 10 phase ends kept (FID-domain ranks
+    # them: python -m jaxmedgan.studies.fid_validation --rank-workdir).
+    c.checkpoint = common.checkpoint(every=125, keep=10)
 
     c.privacy = common.privacy()  # DP-SGD on D: see configs/pggan_chest_dp.py
 
-    c.samples = ml_collections.ConfigDict()
-    c.samples.every = 125  # steps = one phase at these defaults: one sample grid per phase end
-    c.samples.per_row = 8
-    c.samples.seed = 1234  # fixed latents for comparable grids across steps
+    c.samples = common.samples(every=125)  # one sample grid per phase end
 
     # `jaxmedgan sample --labels ...`: latent class optimisation (jaxmedgan/lco.py) via a classifier.
     c.lco = ml_collections.ConfigDict()

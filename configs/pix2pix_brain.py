@@ -17,9 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.trainer = "pix2pix"  # jaxmedgan.trainers registry key
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis (-1: all)
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "mni-brain"  # mni-brain | brats-folder | nifti-folder | retina | fundus-folder
@@ -65,26 +63,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 1500
-    c.train.batch_size = 8
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.dtype = "float32"
-    c.train.quiet = False
+    c.train = common.train(1500, 8, log_every=50, eval_every=250)
 
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 500
-    c.checkpoint.keep = 2
-    c.checkpoint.async_save = True
+    c.checkpoint = common.checkpoint(every=500, keep=2)
 
     # DP-SGD on the joint per-example D + G loss (trainers/pix2pix.py); the fields are every GAN's
     # (jaxmedgan/privacy/config.py). clip_fake is unused here (pix2pix's fake term is inside the
     # clipped loss); clip_method 'auto' is ghost clipping of the joint loss.
     c.privacy = common.privacy()
 
-    c.samples = ml_collections.ConfigDict()
-    c.samples.every = 500
-    c.samples.per_row = 8
-    c.samples.seed = 1234
+    c.samples = common.samples(every=500)
     return c

@@ -1,6 +1,6 @@
 """Segmentation experiment on MNI152 slices: U-Net segmenters trained on real, real + synthetic
 and synthetic-only label-map/T1 pairs, scored by per-label Dice (95 % bootstrap CIs over slices)
-on held-out real slices (jaxmedgan/evaluators/segmentation.py).
+on held-out real slices (jaxmedgan/studies/segmentation.py).
 
 Run:  jaxmedgan evaluate segmentation --config configs/segmentation_brain.py --workdir runs/seg_brain
       (trains the pix2pix generator into runs/seg_brain/pix2pix first, from configs/pix2pix_brain.py,

@@ -29,9 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.trainer = "stylegan2"  # jaxmedgan.trainers registry key
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis (-1: all)
-    c.mesh.model = 1
+    c.mesh = common.mesh()
 
     c.data = common.data("phantom-spine", 32, augment=False)  # ADA augments what D sees instead; keys: configs/common.py
 
@@ -80,28 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.clinical.public_data = False
     c.clinical.eval_per_class = 32  # generated images per class for the classifier accuracy
 
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 300
-    c.train.batch_size = 16  # global batch over all devices and processes
-    c.train.log_every = 25
-    c.train.eval_every = 100
-    c.train.dtype = "float32"  # activation dtype; params and optimiser state stay float32
-    c.train.quiet = False
-    c.train.per_class = False  # True (with model.num_classes=0): one GAN per class (trainers/per_class.py)
-    c.train.fast_compile = False  # XLA opt level 0: faster compiles, slower steps (tests, smoke runs)
+    # per_class=True (with model.num_classes=0): one GAN per class (trainers/per_class.py);
+    # fast_compile=True: XLA opt level 0, faster compiles, slower steps (tests, smoke runs).
+    c.train = common.train(300, 16, log_every=25, eval_every=100, per_class=False, fast_compile=False)
 
-    c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 100  # steps
-    c.checkpoint.keep = 3
-    c.checkpoint.async_save = True
+    c.checkpoint = common.checkpoint(every=100, keep=3)
 
     # DP-SGD on D's real-data term (see configs/stylegan2_ada_spine_dp.py and trainers/stylegan2.py):
     # the project's shared privacy section, off here.
     c.privacy = common.privacy()
 
-    c.samples = ml_collections.ConfigDict()
-    c.samples.every = 100  # steps
-    c.samples.per_row = 8
-    c.samples.seed = 1234  # fixed latents for comparable grids across steps
-    c.samples.truncation_psi = 1.0
+    c.samples = common.samples(every=100, truncation_psi=1.0)
     return c

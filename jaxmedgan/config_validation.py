@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from jaxmedgan.data import registry
+
 
 class ConfigError(ValueError):
     """The config or workdir cannot be used; the message lists each problem on its own line."""
@@ -104,8 +106,6 @@ def _config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> lis
         out.append(problem)
     found, source = _get(config, "data.source")
     if found and source:
-        from jaxmedgan.data import registry
-
         try:
             registry.get(source)
         except ValueError as e:

@@ -151,7 +151,7 @@ def make_optimiser(generate_fn: GenerateFn, logits_fn: LogitsFn, *, steps: int, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Classifier adapters: a trainers.classifier.LoadedClassifier, at the generator's resolution.
+# Classifier adapters: a models.trained_classifier.LoadedClassifier, at the generator's resolution.
 
 
 def classifier_input(classifier: Any, images: jax.Array) -> jax.Array:

@@ -313,9 +313,9 @@ def _project(argv: list[str]) -> int:
     return inversion.project_command(argv[1:])
 
 
-EVALUATORS = {"downstream": "jaxmedgan.evaluators.downstream:downstream_command",
-              "segmentation": "jaxmedgan.evaluators.segmentation:segmentation_command",
-              "quality": "jaxmedgan.evaluators.quality_cli:quality_command",
+EVALUATORS = {"downstream": "jaxmedgan.studies.downstream:downstream_command",
+              "segmentation": "jaxmedgan.studies.segmentation:segmentation_command",
+              "quality": "jaxmedgan.studies.quality_cli:quality_command",
               "leak": "jaxmedgan.studies.leak:leak_command"}
 
 

@@ -19,8 +19,10 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxmedgan import checkpointing, images, trainers, workdir_lock
+from jaxmedgan import checkpointing, images, lco, trainers, workdir_lock
 from jaxmedgan.data import datasets
+from jaxmedgan.models import trained_classifier
+from jaxmedgan.trainers.common import latent_batch
 
 
 def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]:
@@ -107,8 +109,6 @@ def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
              batch_size: int = 64, as_float: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [num,H,W,C] (as_float: float32 in [-1, 1], unrounded) and int labels [num]
     (-1 when unconditional)."""
-    from jaxmedgan.trainers.common import latent_batch
-
     num_classes = config.model.get("num_classes", 0)
     if class_id is not None:
         if not num_classes:
@@ -218,8 +218,6 @@ def _write_atomically(out: str, write: Callable[[str], None]) -> str:
 
 def lco_settings(config) -> dict:
     """LCO hyperparameters: `config.lco` of the generator's config over `lco.DEFAULTS`."""
-    from jaxmedgan import lco
-
     section = config.get("lco") or {}
     return {key: type(default)(section.get(key, default)) for key, default in lco.DEFAULTS.items()}
 
@@ -246,9 +244,6 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
     """
     import json
 
-    from jaxmedgan import lco
-    from jaxmedgan.trainers import classifier as classifier_trainer
-
     _check_out(out, num)
     config = checkpointing.read_config(workdir)
     trainer = trainers.get(config.trainer)
@@ -265,7 +260,7 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
     if not classifier_workdir:
         raise ValueError(f"--labels needs a multi-label classifier: pass --classifier CLASSIFIER_WORKDIR or set "
                          f"lco.classifier_workdir in {workdir}/config.json.")
-    clf, class_names = classifier_trainer.load_classifier(classifier_workdir)
+    clf, class_names = trained_classifier.load_classifier(classifier_workdir)
     if not clf.multi_label:
         raise ValueError(f"{classifier_workdir} holds a single-label classifier {list(class_names)}; LCO needs a "
                          "multi-label one (config.data.multi_label=True).")

@@ -17,10 +17,11 @@ release's archives unpacked) or ``root/``. Splits: ``test_list.txt`` (one file n
 'test' and ``train_val_list.txt`` (or every other row) -> 'train'; without ``test_list.txt`` a
 ``holdout_fraction`` of the patients (drawn with ``seed``) goes to 'test'.
 
-Both give a ``labeled.LabeledSet`` (multi_label=True, groups = patient ids, so cross-validation
-and hold-outs never split a patient) over the chosen ``findings`` in the given order, images read by
-``readers.read_image`` and resized (bilinear) to ``image_size``. Unknown cell values, unknown
-finding names, missing columns and missing image files raise errors naming the CSV and its row.
+Both give (``labeled.load_chest``) a ``labeled.LabeledSet`` (multi_label=True, groups = patient
+ids, so cross-validation and hold-outs never split a patient) over the chosen ``findings`` in the
+given order, images read by ``readers.read_image`` and resized (bilinear) to ``image_size``.
+Unknown cell values, unknown finding names, missing columns and missing image files raise errors
+naming the CSV and its row.
 """
 from __future__ import annotations
 
@@ -328,20 +329,3 @@ def index_fingerprint(kind: str, root: str) -> list[tuple[str, int, int]]:
             st = os.stat(path)
             out.append((name, st.st_size, st.st_mtime_ns))
     return out
-
-
-def load(kind: str, root: str, split: str = "train", *, findings: Sequence[str] | None = None,
-         uncertainty: str = "u_ones", frontal_only: bool = False, image_size: int = 64, channels: int = 1,
-         holdout_fraction: float = 0.0, seed: int = 0):
-    """The `split` of a CheXpert / ChestX-ray14 root as a multi-label `labeled.LabeledSet`."""
-    from jaxmedgan.data import labeled  # labeled imports the data sources; avoid a cycle
-
-    splits = index_splits(kind, root, findings=findings, uncertainty=uncertainty, frontal_only=frontal_only,
-                          holdout_fraction=holdout_fraction, seed=seed)
-    if split not in splits:
-        raise ValueError(f"The {kind} root {root} has no {split!r} split (has {sorted(splits)}); "
-                         f"expected {LAYOUT[kind]}, or set holdout_fraction.")
-    index = splits[split]
-    return labeled.LabeledSet(read_images(index, image_size, channels), index.targets, index.findings,
-                              multi_label=True, groups=index.patients,
-                              mask=None if index.mask.all() else index.mask, source=f"{index.source} ({split})")

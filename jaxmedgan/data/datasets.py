@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from jaxmedgan import atomic_io
-from jaxmedgan.data import intensity, registry, tfds_builders
+from jaxmedgan.data import chest_phantoms, intensity, registry, tfds_builders
 
 log = logging.getLogger("jaxmedgan")
 
@@ -38,8 +38,6 @@ def _build_kwargs(config: ml_collections.ConfigDict) -> dict:
         "prevalence": tuple(d.get("prevalence", ()) or ()) or None,
     }
     if d.source == "phantom-chest":
-        from jaxmedgan.data import chest_phantoms
-
         from_config["num_examples"] = (int(d.get("num_train", 0) or chest_phantoms.NUM_TRAIN),
                                        int(d.get("num_test", 0) or chest_phantoms.NUM_TEST))
     options = registry.get(d.source).options

@@ -27,7 +27,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from jaxmedgan.data import chest_phantoms, phantoms, readers
+from jaxmedgan.data import chest, chest_phantoms, phantoms, readers
 
 MULTI_LABEL_SEP = "|"
 
@@ -267,6 +267,22 @@ def _phantom_chest(d: ml_collections.ConfigDict, split: str) -> LabeledSet:
     columns = [chest_phantoms.FINDING_NAMES.index(f) for f in findings]
     return LabeledSet(_quantise(images), targets[:, columns], findings, multi_label=True,
                       source=f"phantom-chest {split}")
+
+
+def load_chest(kind: str, root: str, split: str = "train", *, findings: Sequence[str] | None = None,
+               uncertainty: str = "u_ones", frontal_only: bool = False, image_size: int = 64, channels: int = 1,
+               holdout_fraction: float = 0.0, seed: int = 0) -> LabeledSet:
+    """The `split` of a CheXpert / ChestX-ray14 root (`chest`) as a multi-label `LabeledSet`, read
+    directly (the TFDS copy that `load` reads holds the same images and labels)."""
+    splits = chest.index_splits(kind, root, findings=findings, uncertainty=uncertainty, frontal_only=frontal_only,
+                                holdout_fraction=holdout_fraction, seed=seed)
+    if split not in splits:
+        raise ValueError(f"The {kind} root {root} has no {split!r} split (has {sorted(splits)}); "
+                         f"expected {chest.LAYOUT[kind]}, or set holdout_fraction.")
+    index = splits[split]
+    return LabeledSet(chest.read_images(index, image_size, channels), index.targets, index.findings,
+                      multi_label=True, groups=index.patients,
+                      mask=None if index.mask.all() else index.mask, source=f"{index.source} ({split})")
 
 
 def relabel(data: LabeledSet, spec: str) -> LabeledSet:

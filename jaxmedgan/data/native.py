@@ -19,7 +19,7 @@ import os
 import numpy as np
 import tqdm
 
-from jaxmedgan.data import intensity, readers
+from jaxmedgan.data import intensity, readers, stylegan_dataset
 
 log = logging.getLogger("jaxmedgan")
 
@@ -239,8 +239,6 @@ def read_stylegan_folder(path: str, *, image_size: int, channels: int = 1, resiz
                          seed: int = 0, **unused) -> NativeRecords:
     """A StyleGAN2-ADA dataset folder or .zip (dataset.json labels), held-out split drawn here."""
     del unused
-    from jaxmedgan.data import stylegan_dataset
-
     ds = stylegan_dataset.StyleGANImageDataset(path, channels=channels, use_labels=True)
     raw, labels = ds.arrays()  # uint8 [N,H,W,C], int32 [N] (zeros when unlabelled)
     k = ds.class_count if ds.has_labels else 1

@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxmedgan.data import registry
+from jaxmedgan.data import brain_mri, readers, registry, retina
 
 SOURCES = registry.names("pairs")
 
@@ -62,41 +62,23 @@ class PairSource(Sequence):
                 "cond": one_hot(self._maps[index], self._k)}
 
 
-def _split_cases(cases: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train cases, held-out cases): a seeded `fraction` of cases (>= 1 when 2+ cases) held out."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"config.data.holdout_fraction must be in (0, 1) for user folders, got {fraction}.")
-    if len(cases) < 2:
-        raise ValueError(f"need >= 2 cases to hold some out for evaluation; found {len(cases)}.")
-    order = np.random.default_rng([seed, 0x484F4C44]).permutation(len(cases))
-    n_test = min(max(int(round(fraction * len(cases))), 1), len(cases) - 1)
-    test = set(order[:n_test].tolist())
-    return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]
-
-
 def load_arrays(config: ml_collections.ConfigDict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(train, held-out) dicts {"image" f32 [N,H,W,C], "map" uint8 [N,H,W]} for `config.data`."""
     d = config.data
     size, src = d.image_size, d.source
     if src == "mni-brain":
-        from jaxmedgan.data import brain_mri
-
         kw = dict(variants=d.get("variants", 4), resolution_mm=d.get("resolution_mm", 2))
         return brain_mri.mni_pairs(size, "train", **kw), brain_mri.mni_pairs(size, "test", **kw)
     if src in ("brats-folder", "nifti-folder"):
-        from jaxmedgan.data import brain_mri
-
         if not d.image_dir:
             raise ValueError(f"config.data.source={src!r} needs config.data.image_dir.")
         cases = (brain_mri.find_brats_cases(d.image_dir) if src == "brats-folder"
                  else brain_mri.find_nifti_pairs(d.image_dir))
-        train, test = _split_cases(cases, d.get("holdout_fraction", 0.2), config.seed)
+        train, test = readers.split_cases(cases, d.get("holdout_fraction", 0.2), config.seed)
         mapping = brain_mri.BRATS_MAPPING if src == "brats-folder" else None
         return (brain_mri.load_cases(train, size, mapping=mapping),
                 brain_mri.load_cases(test, size, mapping=mapping))
     if src in ("retina", "fundus-folder"):
-        from jaxmedgan.data import retina
-
         return retina.load_arrays(config)
     raise ValueError(f"config.data.source={src!r} is a {registry.get(src).kind!r} source; this model needs "
                      f"(label map, image) pairs from one of {', '.join(SOURCES)}.")
@@ -132,8 +114,6 @@ def condition_maps(config: ml_collections.ConfigDict, num: int, seed: int) -> np
     where the training maps may be shared.
     """
     if config.data.source == "mni-brain":
-        from jaxmedgan.data import brain_mri
-
         return brain_mri.synthetic_maps(config.data.image_size, num, seed,
                                         resolution_mm=config.data.get("resolution_mm", 2))
     train, _ = load_arrays(config)

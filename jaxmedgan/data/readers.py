@@ -38,7 +38,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from jaxmedgan.data import intensity
+from jaxmedgan.data import brain_mri, intensity
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -100,8 +100,6 @@ def read_nifti_slices(path: str, *, axis: int = 2, channels: int = 1, min_fracti
     are skipped (air above the head). Window: the volume's own min..max (source 'minmax'), one for
     all its slices so they stay comparable.
     """
-    from jaxmedgan.data import brain_mri  # nibabel on use
-
     if channels != 1:
         raise ValueError(f"{path}: NIfTI volumes are single-channel; got channels={channels}")
     if axis not in (0, 1, 2):
@@ -359,3 +357,16 @@ def new_dicom(sop_class_uid: str, rows: int, columns: int, *, signed: bool, phot
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if signed else 0
     return ds
+
+
+def split_cases(cases: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train cases, held-out cases) of a user folder: a seeded `fraction` of cases (>= 1 when 2+
+    cases) held out, so no case (patient, fundus) sits on both sides."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"config.data.holdout_fraction must be in (0, 1) for user folders, got {fraction}.")
+    if len(cases) < 2:
+        raise ValueError(f"need >= 2 cases to hold some out for evaluation; found {len(cases)}.")
+    order = np.random.default_rng([seed, 0x484F4C44]).permutation(len(cases))
+    n_test = min(max(int(round(fraction * len(cases))), 1), len(cases) - 1)
+    test = set(order[:n_test].tolist())
+    return [c for i, c in enumerate(cases) if i not in test], [c for i, c in enumerate(cases) if i in test]

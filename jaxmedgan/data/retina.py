@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from jaxmedgan.data import readers
+
 FRANGI_SIGMAS = (1.0, 1.5, 2.0, 3.0)  # px at the working size
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".ppm", ".gif", ".bmp")
 
@@ -252,12 +254,10 @@ def load_arrays(config) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         te = random_crops(rgb, vessels, fov, d.test_crops, seed=config.seed + 1, band=(d.split, 1.0), **kw)
         return {"image": tr[0], "map": tr[1]}, {"image": te[0], "map": te[1]}
     if d.source == "fundus-folder":
-        from jaxmedgan.data import paired
-
         if not d.image_dir:
             raise ValueError("config.data.source='fundus-folder' needs config.data.image_dir.")
         triples = find_fundus_triples(d.image_dir)
-        train, test = paired._split_cases(triples, d.get("holdout_fraction", 0.2), config.seed)
+        train, test = readers.split_cases(triples, d.get("holdout_fraction", 0.2), config.seed)
         out = []
         for part, n_total, offset in ((train, d.train_crops, 0), (test, d.test_crops, 1000)):
             per = -(-n_total // len(part))

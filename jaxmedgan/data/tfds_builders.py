@@ -36,6 +36,7 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmedgan.data import chest
 from jaxmedgan.data import chest_phantoms
 from jaxmedgan.data import intensity
 from jaxmedgan.data import native
@@ -223,9 +224,6 @@ class ChestXRays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def __init__(self, *, root: str, image_size: int = 64, channels: int = 1,
                  findings: Sequence[str] = (), uncertainty: str = "u_ones", frontal_only: bool = False,
                  holdout_fraction: float = 0.0, seed: int = 0, **kwargs):
-        from jaxmedgan.data import chest
-
-        self._chest = chest
         self._kind, self._root = self.KIND, root
         self._image_size, self._channels = int(image_size), int(channels)
         self._findings = chest.check_findings(findings, self.KIND)
@@ -246,12 +244,12 @@ class ChestXRays(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
-        splits = self._chest.index_splits(self._kind, self._root, **self._split_kwargs)
+        splits = chest.index_splits(self._kind, self._root, **self._split_kwargs)
         return {name: self._generate_examples(index) for name, index in splits.items()}
 
     def _generate_examples(self, index):
         for i in range(len(index)):  # one image at a time: the full-size files never sit in memory together
-            image = self._chest.read_one(index, i, self._image_size, self._channels)
+            image = chest.read_one(index, i, self._image_size, self._channels)
             yield i, {"image": to_uint8(image), "label": index.targets[i].astype(np.uint8),
                       "label_mask": index.mask[i].astype(np.uint8), "group": int(index.patients[i])}
 
@@ -410,8 +408,6 @@ def _plan_phantom_chest(o: dict) -> tuple[dict, type, dict]:
 
 
 def _plan_chest(o: dict) -> tuple[dict, type, dict]:
-    from jaxmedgan.data import chest  # pandas-free CSV parsing; imported on use
-
     source, image_dir = o["source"], os.path.abspath(o["image_dir"])
     names = chest.check_findings(o["findings"], source)
     chest.check_uncertainty(o["uncertainty"])

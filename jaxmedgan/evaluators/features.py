@@ -1,7 +1,7 @@
 """Feature extractors for the image-quality metrics: 'domain' (offline default) and 'inception'.
 
 * domain: the penultimate embedding of a classifier trained on the real data with
-  `jaxmedgan train --config configs/classifier_*.py` (`trainers.classifier.load_classifier`).
+  `jaxmedgan train --config configs/classifier_*.py` (`models.trained_classifier.load_classifier`).
   Metrics on these features are reported with a `_domain` suffix (`fid_domain`, ...) and called
   "FID-domain": they rank models on one data set but are not comparable with published FID.
 * inception: the FID Inception-v3 (`models.inception`) with user-supplied weights converted by
@@ -20,6 +20,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxmedgan.models import inception as inception_lib
+from jaxmedgan.models import trained_classifier
 
 log = logging.getLogger(__name__)
 KINDS = ("domain", "inception")
@@ -48,9 +51,7 @@ def _resize(images: jax.Array, size: int) -> jax.Array:
 
 def domain(classifier_workdir: str) -> Extractor:
     """The trained classifier in `classifier_workdir` (its global-average-pooled embedding)."""
-    from jaxmedgan.trainers import classifier
-
-    clf, names = classifier.load_classifier(classifier_workdir)
+    clf, names = trained_classifier.load_classifier(classifier_workdir)
     size, channels = clf.image_size, clf.channels
 
     def fn(images):
@@ -66,8 +67,6 @@ def domain(classifier_workdir: str) -> Extractor:
 
 def inception(weights_path: str, *, resize_to: int | None = 299) -> Extractor:
     """The FID Inception-v3 with the converted weights in `weights_path` (npz)."""
-    from jaxmedgan.models import inception as inception_lib
-
     variables = inception_lib.load_variables(weights_path)
     model = inception_lib.InceptionV3FID(resize_to=resize_to)
     apply = jax.jit(model.apply)

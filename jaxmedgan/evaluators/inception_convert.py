@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxmedgan import atomic_io
+from jaxmedgan.models import inception
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.nda
 
     Validated against `models.inception.InceptionV3FID` (every variable present, every shape right).
     """
-    from jaxmedgan.models import inception
-
     out: dict[str, np.ndarray] = {}
     unknown = []
     for key, value in state_dict.items():

@@ -1,4 +1,4 @@
-"""Learning-curve pieces of the downstream study (`evaluators.downstream`), in numpy on the host.
+"""Learning-curve pieces of the downstream study (`studies.downstream`), in numpy on the host.
 
 * Real fractions (`downstream.real_fractions`): each (seed, fold)'s training part is cut to a
   fraction r of its groups (images when every image is its own group), stratified by

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from jaxmedgan.models import classifier as classifier_lib
+from jaxmedgan.models import trained_classifier
 
 FORMAT = 1
 META_FILE = "classifier.json"
@@ -96,9 +97,7 @@ def load_frozen_classifier(path: str) -> Any:
     meta_path = os.path.join(path, META_FILE)
     var_path = os.path.join(path, VARIABLES_FILE)
     if not os.path.isfile(meta_path) and os.path.isfile(os.path.join(path, "config.json")):
-        from jaxmedgan.trainers import classifier as classifier_trainer  # a `trainer='classifier'` run
-
-        return classifier_trainer.load_classifier(path)[0]
+        return trained_classifier.load_classifier(path)[0]  # a `trainer='classifier'` run
     for p in (meta_path, var_path):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"Clinical classifier checkpoint {path!r} lacks {os.path.basename(p)}; "

@@ -13,6 +13,15 @@ import jax.numpy as jnp
 
 from jaxmedgan.ops import upfirdn2d
 
+def compute_dtype(config: Any) -> Any:
+    """The activation/compute dtype named by `config.train.dtype` (parameters stay float32)."""
+    name = config.train.get("dtype", "float32")
+    table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if name not in table:
+        raise ValueError(f"config.train.dtype must be one of {sorted(table)}, got {name!r}.")
+    return table[name]
+
+
 # Normalisation layers that mix statistics across examples of a batch. Per-example gradient
 # clipping (DP-SGD) is meaningless with them, so privacy code refuses these by name.
 BATCH_MIXING_NORMS = ("batch",)

@@ -147,13 +147,13 @@ def calibrate_command(argv: list[str]) -> int:
 
 
 def _audit(argv: list[str]) -> int:
-    from jaxmedgan.privacy import audit
+    from jaxmedgan.studies import audit
 
     return audit.audit_command(argv)
 
 
 def _curve(argv: list[str]) -> int:
-    from jaxmedgan.privacy import curve
+    from jaxmedgan.studies import privacy_curve as curve
 
     return curve.curve_command(argv)
 

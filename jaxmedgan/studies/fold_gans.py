@@ -1,5 +1,5 @@
 """One GAN per (real fraction, seed, fold) of the downstream study, trained on that (seed, fold)'s real
-training images only, so no test fold reaches the synthetic images (`evaluators.downstream`).
+training images only, so no test fold reaches the synthetic images (`studies.downstream`).
 
 `load_gan_config` reads `downstream.gan_config` (a configs/*.py file) with `downstream.gan_overrides`
 ('key=value' strings, parsed as `--config.key=value` would be; an unknown key is an error naming

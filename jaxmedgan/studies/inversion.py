@@ -2,7 +2,7 @@
 
 `jaxmedgan project` writes it for many images; `jaxmedgan privacy audit --inversion-steps S` uses
 it to ask the stronger memorisation question -- how much better does the generator reproduce
-its training images than unseen ones? (jaxmedgan/privacy/audit.py).
+its training images than unseen ones? (jaxmedgan/studies/audit.py).
 
 Spaces (`space`):
 * `z`, every latent family (DCGAN/ACGAN, PGGAN, StyleGAN2 through its `generate`): Adam on z [d]
@@ -61,7 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmedgan import atomic_io, images as image_utils, lco, sampling, trainers
+from jaxmedgan import atomic_io, checkpointing, images as image_utils, lco, sampling, trainers
+from jaxmedgan.data import datasets, readers, tfds_builders
 from jaxmedgan.evaluators import features as features_lib
 from jaxmedgan.models import stylegan2 as sg
 
@@ -541,8 +542,6 @@ def load_images(path: str, image_size: int, channels: int) -> tuple[np.ndarray, 
     PNG/JPEG files (natural order)."""
     from PIL import Image
 
-    from jaxmedgan.data import readers
-
     expected = (image_size, image_size, channels)
     if os.path.isfile(path) and path.endswith(".npz"):
         with np.load(path) as npz:
@@ -580,8 +579,6 @@ def load_images(path: str, image_size: int, channels: int) -> tuple[np.ndarray, 
 def split_images(config, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(images f32 [N,H,W,C] in [-1, 1], labels int [N] or None) of the run's dataset split:
     'train' or 'heldout' (the built dataset's 'test' split)."""
-    from jaxmedgan.data import datasets, tfds_builders
-
     data_dir = datasets.prepare(config)
     name = {"train": "train", "heldout": "test"}[split]
     if name not in tfds_builders.split_names(data_dir, config.data.source):
@@ -722,8 +719,6 @@ def project_command(argv: list[str]) -> int:
     p.add_argument("--chunk", type=int, default=64, help="images per resumable chunk")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from jaxmedgan import checkpointing
-
     try:
         config = checkpointing.read_config(args.workdir)
         space = args.space or ("w" if config.trainer == "stylegan2" else "z")

@@ -42,8 +42,8 @@ from jaxmedgan import atomic_io, checkpointing, metric_writers, sampling, traine
 from jaxmedgan.augment import ada, controller, leak_transforms
 from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.evaluators import leak as leak_stats
-from jaxmedgan.evaluators import quality_cli
 from jaxmedgan.models import classifier as classifier_model
+from jaxmedgan.studies import quality_cli
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Trains `configs/acgan_liver_dp.py` (sigma calibrated to each target epsilon) onc
 mechanism and once per deliberately broken one (`privacy.break_mechanism` no_noise / no_clipping,
 and noise from the public seed: `privacy.secure_rng=False`) at --break-epsilon, each with
 --canaries white-box gradient canaries (and --input-canaries input-space canaries), then audits
-each run (`privacy.audit.canary_audit`, `input_canary_audit`). With `--mechanisms dpsgd,band_mf`
+each run (`studies.audit.canary_audit`, `input_canary_audit`). With `--mechanisms dpsgd,band_mf`
 the correct runs are repeated with banded matrix-factorization noise (--bands b). Writes the JSON
 (one entry per run and canary kind: mechanism, noise, canary_kind, epsilon, epsilon_lower_bound,
 ...) and a markdown table next to it. Runs live in --workdir (default: a folder beside --out); finished runs are
@@ -48,7 +48,7 @@ def run(args) -> list[dict]:
     import numpy as np
 
     from jaxmedgan import sampling, trainers
-    from jaxmedgan.privacy import audit
+    from jaxmedgan.studies import audit
 
     band = ["--config.privacy.mechanism=band_mf", f"--config.privacy.bands={args.bands}"]
     plan = [("correct", "dpsgd", eps, []) for eps in args.epsilons]

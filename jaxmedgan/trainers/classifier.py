@@ -19,7 +19,8 @@ only (`multi_label_metrics`). With no mask (all ones) every number is bit-identi
 mean over findings.
 
 `config.model.arch` picks the network: 'resnet' (`models/resnet_classifier.py`, default) or 'cnn'
-(the plain CNN of `models/classifier.py`). `load_classifier(workdir)` returns a frozen
+(the plain CNN of `models/classifier.py`); both, with the state layout the checkpoints hold, are
+defined in `models/trained_classifier.py`, whose `load_classifier(workdir)` returns a frozen
 `LoadedClassifier` (callable: images -> logits, plus `features` and the `logits(variables,
 images)` interface of `losses.clinical.FrozenClassifier`) and the class names, so a trained
 classifier can drive a clinical loss, latent class optimisation or FID-domain features;
@@ -27,7 +28,6 @@ classifier can drive a clinical loss, latent class optimisation or FID-domain fe
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -36,8 +36,6 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -47,100 +45,21 @@ from tqdm import tqdm
 
 from jaxmedgan import checkpointing, config_drift, config_validation, metric_writers, preemption, sharding, workdir_lock
 from jaxmedgan.data import labeled, pipeline, transforms
+from jaxmedgan.evaluators import metrics as metrics_lib
+from jaxmedgan.losses import clinical
 from jaxmedgan.models import classifier as classifier_lib
-from jaxmedgan.models import layers, resnet_classifier
+from jaxmedgan.models import layers
+from jaxmedgan.models.trained_classifier import (CLASSES_FILE, ClassifierState, build_model, build_optimizer,
+                                                    init_state, load_classifier, model_features, model_logits)
 
 log = logging.getLogger(__name__)
 
-CLASSES_FILE = "classes.json"
 WEIGHTINGS = ("none", "inverse_frequency")
-ARCHS = ("resnet", "cnn")
-
-
-@flax.struct.dataclass
-class ClassifierState:
-    """Everything a step reads and writes; the per-step key is fold_in(rng, step)."""
-
-    step: jax.Array  # int32 scalar: completed steps
-    rng: jax.Array  # base PRNG key (dropout)
-    params: Any
-    batch_stats: Any  # BatchNorm running statistics ({} for the default GroupNorm)
-    opt_state: Any
-    class_weights: jax.Array  # f32 [K]: per-class (single-label) or positive (multi-label) weights
-
-    def variables(self) -> dict:
-        """Flax variables dict of the classifier."""
-        return {"params": self.params, **({"batch_stats": self.batch_stats} if self.batch_stats else {})}
 
 
 def is_multi_label(config: ml_collections.ConfigDict) -> bool:
     """True when the task is multi-label (one sigmoid per finding)."""
     return bool(config.data.get("multi_label", False))
-
-
-def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """The classifier named by `config.model.arch` (K = config.model.num_classes).
-
-    'resnet': `models.resnet_classifier.ResNetClassifier`; 'cnn': the small plain CNN of
-    `models.classifier.Classifier` (the clinical-loss classifier; `export_clinical` saves it in
-    the format `losses.clinical` loads).
-    """
-    from jaxmedgan.trainers import common
-
-    m = config.model
-    arch = m.get("arch", "resnet")
-    dtype = common.compute_dtype(config)
-    if arch == "resnet":
-        return resnet_classifier.ResNetClassifier(
-            num_classes=m.num_classes, features=tuple(m.features), blocks_per_stage=m.blocks_per_stage,
-            norm=m.norm, dropout=m.dropout, stem_stride=m.get("stem_stride", 1), dtype=dtype)
-    if arch == "cnn":
-        return classifier_lib.Classifier(num_classes=m.num_classes, features=tuple(m.features),
-                                         convs_per_stage=m.get("convs_per_stage", 2), norm=m.norm,
-                                         dropout=m.dropout, dtype=dtype)
-    raise ValueError(f"config.model.arch={arch!r}; expected one of {ARCHS}.")
-
-
-def model_logits(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-    """Pure inference: logits f32 [N,K] of either architecture on images [N,H,W,C] in [-1, 1]."""
-    return module.apply(variables, images, train=False)
-
-
-def model_features(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
-    """Pure inference: penultimate embedding f32 [N,D] (the globally pooled last stage) of either architecture."""
-    if isinstance(module, resnet_classifier.ResNetClassifier):
-        return resnet_classifier.features(module, variables, images)
-    # models.classifier.Classifier pools its last conv block's output into the head: capture it.
-    last = f"conv{len(module.features) - 1}_{module.convs_per_stage - 1}"
-    _, state = module.apply(variables, images, train=False, mutable=["intermediates"],
-                            capture_intermediates=lambda mdl, method: mdl.name == last and method == "__call__")
-    return jnp.mean(state["intermediates"][last]["__call__"][0].astype(jnp.float32), axis=(1, 2))
-
-
-def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with linear warm-up then cosine decay to 0 over `config.train.steps`."""
-    o = config.optim
-    steps = max(int(config.train.steps), 1)
-    warmup = min(int(o.warmup_steps), steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, o.lr, max(warmup, 1), steps, end_value=0.0)
-    return optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
-
-
-def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> ClassifierState:
-    """Initial state with unit class weights (pure; jit with out_shardings to create it sharded)."""
-    model = build_model(config)
-    k_init, k_run = jax.random.split(rng)
-    # Threefry-drawn initial weights take ~10 s to compile on CPU for this small net; an
-    # RngBitGenerator ('rbg') key derived from the run key draws the same distributions and
-    # compiles in ~2 s. Parameters are replicated, so every device computes the same values.
-    k_init = jax.random.wrap_key_data(jax.random.bits(k_init, (4,), jnp.uint32), impl="rbg")
-    size, ch = config.data.image_size, config.data.channels
-    variables = model.init(k_init, jnp.zeros((2, size, size, ch)), train=False)
-    params = variables["params"]
-    return ClassifierState(step=jnp.zeros((), jnp.int32), rng=k_run, params=params,
-                           batch_stats=variables.get("batch_stats", {}),
-                           opt_state=build_optimizer(config).init(params),
-                           class_weights=jnp.ones((config.model.num_classes,), jnp.float32))
 
 
 def class_weights(config: ml_collections.ConfigDict, data: labeled.LabeledSet) -> np.ndarray:
@@ -307,13 +226,11 @@ def predict(config: ml_collections.ConfigDict, state: ClassifierState, images: n
 
 def evaluate(config: ml_collections.ConfigDict, state: ClassifierState, data: labeled.LabeledSet) -> dict[str, float]:
     """Held-out scalars: accuracy, macro sensitivity/specificity/AUC, per-class AUC (prefix eval/)."""
-    from jaxmedgan.evaluators import metrics
-
     probs = predict(config, state, data.images)
     if data.multi_label:
         m = multi_label_metrics(data.targets, probs, data.class_names, data.mask)
     else:
-        m = metrics.single_label_metrics(data.targets, probs, data.class_names)
+        m = metrics_lib.single_label_metrics(data.targets, probs, data.class_names)
     out = {f"eval/{k}": m[k] for k in ("accuracy", "macro_sensitivity", "macro_specificity", "macro_auc")}
     out.update({f"eval/auc_{name}": v for name, v in m["auc"].items()})
     return out
@@ -328,18 +245,16 @@ def multi_label_metrics(targets: np.ndarray, probs: np.ndarray, class_names: Seq
     with none known counts as right); element accuracy averages over known labels. mask None or
     all ones: exactly `metrics.multi_label_metrics`.
     """
-    from jaxmedgan.evaluators import metrics
-
     if mask is None or np.all(np.asarray(mask) > 0):
-        return metrics.multi_label_metrics(targets, probs, class_names, threshold)
+        return metrics_lib.multi_label_metrics(targets, probs, class_names, threshold)
     targets, probs, known = np.asarray(targets), np.asarray(probs), np.asarray(mask) > 0
     if known.shape != targets.shape:
         raise ValueError(f"Label mask {known.shape} must match the targets {targets.shape} ([N, K]).")
-    out = metrics.multi_label_metrics(targets, probs, class_names, threshold)  # checks shapes
+    out = metrics_lib.multi_label_metrics(targets, probs, class_names, threshold)  # checks shapes
     sens, spec, aucs = [], [], []
     for c, name in enumerate(class_names):
         rows = known[:, c]
-        m = metrics.multi_label_metrics(targets[rows, c:c + 1], probs[rows, c:c + 1], (name,), threshold)
+        m = metrics_lib.multi_label_metrics(targets[rows, c:c + 1], probs[rows, c:c + 1], (name,), threshold)
         out["sensitivity"][name], out["specificity"][name] = m["sensitivity"][name], m["specificity"][name]
         out["auc"][name], out["confusion_matrix"][name] = m["auc"][name], m["confusion_matrix"][name]
         sens.append(m["sensitivity"][name])
@@ -497,91 +412,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Class
     return fit(config, workdir, train, eval_data)
 
 
-# ----------------------------------------------------------------------------------------------
-# Frozen use: clinical loss, latent class optimisation, FID-domain features.
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedClassifier:
-    """A trained classifier: `self(images) -> logits [N,K]`, `features(images) -> [N,D]`.
-
-    Also `logits(variables, images)` (pure, differentiable in images; the interface of
-    `losses.clinical.FrozenClassifier`), `variables`, `num_classes`, `image_size`, `channels`.
-    """
-
-    module: nn.Module  # ResNetClassifier or models.classifier.Classifier
-    variables: Any
-    image_size: int
-    channels: int
-    class_names: tuple[str, ...]
-    multi_label: bool
-    step: int
-    _jit_logits: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
-    _jit_features: Callable | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    @property
-    def num_classes(self) -> int:
-        return self.module.num_classes
-
-    def _check(self, images) -> None:
-        expected = (self.image_size, self.image_size, self.channels)
-        if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"This classifier was trained on images {expected} (H, W, C); got "
-                             f"{tuple(images.shape[1:])}.")
-
-    def logits(self, variables: Any, images: jax.Array) -> jax.Array:
-        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1] (pure; jit/grad freely)."""
-        self._check(images)
-        return model_logits(self.module, variables, images)
-
-    def __call__(self, images: jax.Array) -> jax.Array:
-        """Logits f32 [N,K] for images [N,H,W,C] in [-1, 1], with the trained variables (jitted)."""
-        self._check(images)
-        fn = self._jit_logits or functools.partial(model_logits, self.module)
-        return fn(self.variables, images)
-
-    def features(self, images: jax.Array) -> jax.Array:
-        """Penultimate (global-average-pooled) embedding f32 [N,D] for images [N,H,W,C] in [-1, 1] (jitted)."""
-        self._check(images)
-        fn = self._jit_features or functools.partial(model_features, self.module)
-        return fn(self.variables, images)
-
-
-def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
-    """(apply_fn: images [N,H,W,C] in [-1,1] -> logits [N,K], class names) from a trained workdir."""
-    config = checkpointing.read_config(workdir)
-    if config.get("trainer") != "classifier":
-        raise ValueError(f"{workdir}/config.json has trainer={config.get('trainer')!r}; expected a "
-                         "classifier workdir (trainer='classifier').")
-    classes_path = os.path.join(workdir, CLASSES_FILE)
-    if not os.path.isfile(classes_path):
-        raise FileNotFoundError(f"No {CLASSES_FILE} in classifier workdir {workdir!r}; was it trained with "
-                                "`jaxmedgan train --config configs/classifier_*.py`?")
-    with open(classes_path) as f:
-        classes = json.load(f)
-    config.model.features = tuple(config.model.features)
-    abstract = jax.eval_shape(functools.partial(init_state, config), jax.random.PRNGKey(0))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-    restored = checkpointing.restore_latest(checkpointing.manager(workdir, async_save=False), abstract,
-                                            may_move=lambda: workdir_lock.holder(workdir) is None)
-    if restored is None:
-        raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints: train the classifier first.")
-    state, step = restored
-    names = tuple(classes["class_names"])
-    module = build_model(config)
-    clf = LoadedClassifier(module=module, variables=state.variables(),
-                           image_size=int(config.data.image_size), channels=int(config.data.channels),
-                           class_names=names, multi_label=bool(classes.get("multi_label", False)), step=int(step),
-                           _jit_logits=jax.jit(functools.partial(model_logits, module)),
-                           _jit_features=jax.jit(functools.partial(model_features, module)))
-    return clf, names
-
-
 def export_clinical(workdir: str, path: str) -> str:
     """Saves a trained 'cnn' classifier in the `losses.clinical` format (config.clinical.checkpoint)."""
-    from jaxmedgan.losses import clinical
-
     clf, names = load_classifier(workdir)
     if clf.multi_label:
         raise ValueError(f"{workdir} holds a multi-label classifier; the clinical loss is a softmax "

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from jaxmedgan import (checkpointing, config_drift, config_validation, images, metric_writers, preemption,
                        sharding, workdir_lock)
-from jaxmedgan.evaluators import diversity
+from jaxmedgan.evaluators import diversity, training_quality
+from jaxmedgan.models import layers
 from jaxmedgan.privacy import canaries as dp_canaries
 from jaxmedgan.privacy import checks, monitoring, plan
 from jaxmedgan.privacy import noise as dp_noise
@@ -89,13 +90,7 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training metric becomes NaN or Inf."""
 
 
-def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-    """The activation/compute dtype named by `config.train.dtype` (parameters stay float32)."""
-    name = config.train.get("dtype", "float32")
-    table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if name not in table:
-        raise ValueError(f"config.train.dtype must be one of {sorted(table)}, got {name!r}.")
-    return table[name]
+compute_dtype = layers.compute_dtype  # the families' name for it (models/ builds with it too)
 
 
 def latent_batch(config: ml_collections.ConfigDict, rng: jax.Array, n: int,
@@ -311,9 +306,7 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
     quality_every = (config.get("eval") or {}).get("quality_every", 0)  # FID-domain during training
     quality = None
     if quality_every:
-        from jaxmedgan.evaluators import quality_cli
-
-        quality = quality_cli.periodic_metrics(config, eval_data, family)
+        quality = training_quality.periodic_metrics(config, eval_data, family.generate, latent_batch)
     pending: list[dict] = []
     stopped_by = None
     t_last, steps_since = time.perf_counter(), 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmedgan.data import chest
+from jaxmedgan.data import chest, labeled
 
 CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
                    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
@@ -73,7 +73,7 @@ def test_chexpert_uncertainty_policies_views_and_patients(tmp_path):
     expect_ones = [[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1]]
     uncertain = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], bool)
     for policy in chest.UNCERTAINTY:
-        data = chest.load("chexpert", root, "train", findings=findings, uncertainty=policy, image_size=8)
+        data = labeled.load_chest("chexpert", root, "train", findings=findings, uncertainty=policy, image_size=8)
         assert data.multi_label and data.class_names == findings and data.images.shape == (4, 8, 8, 1)
         want = np.array(expect_ones, np.float32)
         if policy != "u_ones":
@@ -85,9 +85,9 @@ def test_chexpert_uncertainty_policies_views_and_patients(tmp_path):
             assert data.mask is None
         assert data.groups.tolist() == [1, 1, 2, 3]
     np.testing.assert_allclose(data.images[:, 0, 0, 0], np.array([40, 60, 80, 120]) / 127.5 - 1, atol=1e-5)
-    frontal = chest.load("chexpert", root, "train", findings=findings, frontal_only=True, image_size=8)
+    frontal = labeled.load_chest("chexpert", root, "train", findings=findings, frontal_only=True, image_size=8)
     assert len(frontal) == 3 and frontal.groups.tolist() == [1, 2, 3]
-    valid = chest.load("chexpert", root, "test", image_size=8)  # default: the 5 competition findings
+    valid = labeled.load_chest("chexpert", root, "test", image_size=8)  # default: the 5 competition findings
     assert valid.class_names == chest.DEFAULT_FINDINGS["chexpert"] and valid.groups.tolist() == [64541]
     np.testing.assert_array_equal(valid.targets, [[0, 0, 0, 1, 0]])
     # Path relative to the root itself works too.
@@ -97,7 +97,7 @@ def test_chexpert_uncertainty_policies_views_and_patients(tmp_path):
                alt / "train/patient00009/study1/view1_frontal.jpg")
     (alt / "train.csv").write_text(CHEXPERT_HEADER + "\n" + _chexpert_row(
         "train/patient00009/study1/view1_frontal.jpg", "Frontal", {"Edema": "1.0"}) + "\n")
-    data = chest.load("chexpert", str(alt), image_size=8)
+    data = labeled.load_chest("chexpert", str(alt), image_size=8)
     assert data.groups.tolist() == [9] and "test" not in chest.index_splits("chexpert", str(alt))
 
 
@@ -125,14 +125,14 @@ def test_chexpert_errors_name_the_csv_and_row(tmp_path):
 def test_chestxray14_pipe_separated_findings_lists_and_patients(tmp_path):
     root = write_chestxray14(tmp_path)
     findings = ("Effusion", "Cardiomegaly", "Pneumothorax")
-    train = chest.load("chestxray14", root, "train", findings=findings, image_size=8)
-    test = chest.load("chestxray14", root, "test", findings=findings, image_size=8)
+    train = labeled.load_chest("chestxray14", root, "train", findings=findings, image_size=8)
+    test = labeled.load_chest("chestxray14", root, "test", findings=findings, image_size=8)
     np.testing.assert_array_equal(train.targets, [[0, 1, 0], [1, 1, 0], [0, 0, 0]])  # 'No Finding' = zeros
     np.testing.assert_array_equal(test.targets, [[0, 0, 1], [0, 0, 0]])  # Hernia not selected
     assert train.groups.tolist() == [1, 1, 2] and test.groups.tolist() == [3, 4]
     assert train.multi_label and train.images.shape == (3, 8, 8, 1) and train.mask is None
     np.testing.assert_allclose(test.images[:, 3, 3, 0], np.array([60, 80]) / 127.5 - 1, atol=1e-5)
-    every = chest.load("chestxray14", root, "train", image_size=8)
+    every = labeled.load_chest("chestxray14", root, "train", image_size=8)
     assert every.class_names == chest.CXR14_FINDINGS and every.targets.sum() == 4  # Cardio x2, Emph, Eff
 
 
@@ -175,7 +175,7 @@ def test_config_sources_build_a_tfds_copy_with_groups_and_masks(tmp_path):
     c.data.findings = ("Edema", "Consolidation")
     data = labeled.load(c, "train")
     assert c.data.frontal_only  # the config's default
-    direct = chest.load("chexpert", c.data.image_dir, findings=c.data.findings, uncertainty="u_ignore",
+    direct = labeled.load_chest("chexpert", c.data.image_dir, findings=c.data.findings, uncertainty="u_ignore",
                         frontal_only=True, image_size=8)
     assert len(direct) == 3 and (direct.mask == 0).sum() == 2
     assert data.multi_label and data.class_names == ("Edema", "Consolidation")

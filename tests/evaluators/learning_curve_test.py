@@ -12,9 +12,10 @@ from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from jaxmedgan.data import labeled
-from jaxmedgan.evaluators import downstream, folds, learning_curve, metrics, plots
+from jaxmedgan.evaluators import folds, learning_curve, metrics, plots
+from jaxmedgan.studies import downstream
 from jaxmedgan.studies import fold_gans
-from tests.evaluators.downstream_test import TINY, _samples_npz, tiny_config
+from tests.studies.downstream_test import TINY, _samples_npz, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "downstream_liver.py")

@@ -7,7 +7,8 @@ import pytest
 from jaxmedgan import main as cli
 from jaxmedgan import sampling
 from jaxmedgan.data import pipeline
-from jaxmedgan.privacy import audit, canaries, secret
+from jaxmedgan.privacy import canaries, secret
+from jaxmedgan.studies import audit
 from jaxmedgan.privacy.config import DPConfig
 
 from tests.trainers.gan_train_test import CONFIG, tiny_overrides

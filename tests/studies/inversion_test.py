@@ -15,7 +15,7 @@ from jaxmedgan import main as cli
 from jaxmedgan import trainers
 from jaxmedgan.data import datasets, phantoms
 from jaxmedgan.studies import inversion
-from tests.evaluators.quality_cli_test import checkpoint_random, tiny_gan_config
+from tests.studies.quality_cli_test import checkpoint_random, tiny_gan_config
 
 
 def random_state(config, scale, zero_bias=False):

@@ -74,7 +74,7 @@ def test_soften_blurs_half_the_images_with_the_binomial_filter():
 
 
 def test_cli_writes_json_and_markdown_on_a_tiny_workdir(tmp_path, capsys):
-    from tests.evaluators.quality_cli_test import checkpoint_random, tiny_gan_config
+    from tests.studies.quality_cli_test import checkpoint_random, tiny_gan_config
 
     wd, out = tmp_path / "gan", tmp_path / "report"
     checkpoint_random(wd, tiny_gan_config(tmp_path / "data"))

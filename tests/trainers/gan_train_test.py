@@ -36,7 +36,7 @@ def train(workdir, data_dir, *extra, steps=6, every=3):
 
 
 def test_train_writes_everything_then_resumes_then_samples(tmp_path):
-    from tests.evaluators.quality_cli_test import checkpoint_random
+    from tests.studies.quality_cli_test import checkpoint_random
     from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
     wd, dd = tmp_path / "run", tmp_path / "data"

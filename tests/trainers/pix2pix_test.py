@@ -158,7 +158,7 @@ def test_short_dp_run_completes_and_logs_epsilon(tmp_path):
     # White-box canaries ride on D's half of the joint vector. With the noise from the public seed the
     # audit's replay subtracts it exactly: out-canaries score 0, in-canaries C x (steps they joined).
     from jaxmedgan import sampling
-    from jaxmedgan.privacy import audit
+    from jaxmedgan.studies import audit
 
     c.privacy.canaries, c.privacy.secure_rng = 40, False
     wd = tmp_path / "canaries"

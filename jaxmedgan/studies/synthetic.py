@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from jaxmedgan import checkpointing, sampling
 from jaxmedgan.data import labeled, readers
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,6 @@ def _from_folder(path: str, real: labeled.LabeledSet, success_only: bool = False
 
 
 def _from_workdir(path: str, real: labeled.LabeledSet, per_class: int, seed: int) -> labeled.LabeledSet:
-    from jaxmedgan import checkpointing, sampling
-
     config = checkpointing.read_config(path)
     names = sampling.class_names(path, config)  # a conditional GAN's classes, or one GAN per class
     num_classes = len(names) if config.get("trainer") == "per_class" else config.model.get("num_classes", 0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxmedgan.evaluators import fid_validation as fv
+from jaxmedgan.studies import fid_validation as fv
 from jaxmedgan.evaluators import quality
 
 
@@ -64,9 +64,10 @@ def test_rank_checkpoints_scores_every_saved_step_like_the_evaluate_command(tmp_
     import jax
 
     from jaxmedgan import checkpointing, sampling
-    from jaxmedgan.evaluators import features, quality_cli
+    from jaxmedgan.evaluators import features
+    from jaxmedgan.studies import quality_cli
     from jaxmedgan.trainers import classifier
-    from tests.evaluators.quality_cli_test import checkpoint_random, tiny_gan_config
+    from tests.studies.quality_cli_test import checkpoint_random, tiny_gan_config
     from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
     gan_wd, clf_wd = tmp_path / "gan", tmp_path / "clf"

@@ -11,8 +11,9 @@ import pytest
 from configs import dcgan_liver
 from jaxmedgan import checkpointing, metric_writers, sampling, trainers
 from jaxmedgan.data import datasets
-from jaxmedgan.trainers import classifier
-from jaxmedgan.evaluators import diversity, features, quality, quality_cli
+from jaxmedgan.trainers import classifier, common
+from jaxmedgan.evaluators import diversity, features, quality, training_quality
+from jaxmedgan.studies import quality_cli
 from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
 
@@ -238,13 +239,19 @@ def test_agreement_is_the_share_of_samples_the_classifier_labels_as_requested(wo
         quality_cli._predict_as(features.Extractor("inception", lambda x: x, "", "stub"), real, names, 8)
 
 
+def _periodic(config, eval_data):
+    """The training loop's quality callback (`trainers.common.fit`) for `config.trainer`'s family."""
+    return training_quality.periodic_metrics(config, eval_data, trainers.get(config.trainer).FAMILY.generate,
+                                             common.latent_batch)
+
+
 def test_periodic_metrics_per_class_during_training(workdirs, acgan_workdir):
     _, clf_wd = workdirs
     config, state, _ = sampling.restore_state(str(acgan_workdir))
     config.eval = {"quality_every": 2, "quality_classifier": str(clf_wd), "quality_num": 9,
                    "quality_metrics": "fid,pr", "quality_per_class": True}
     real, real_y = quality_cli.real_images_labelled(config, 7, "test", 0, 3)  # 21 > quality_num: all are used
-    measure = quality_cli.periodic_metrics(config, (real, real_y))
+    measure = _periodic(config, (real, real_y))
     got = measure(state)
     per_class = {f"quality/{key}_domain_class{c}" for c in range(3) for key in ("fid", *quality.PRDC)}
     agreement = {f"quality/agreement_class{c}" for c in range(3)}
@@ -284,14 +291,14 @@ def test_periodic_metrics_for_training(workdirs):
     config.eval = {"quality_every": 2, "quality_classifier": str(clf_wd), "quality_num": 12,
                    "quality_metrics": "fid,kid"}
     eval_images = quality_cli.real_images(config, 12, "test", 0)
-    measure = quality_cli.periodic_metrics(config, (eval_images, None))
+    measure = _periodic(config, (eval_images, None))
     first = measure(state)
     assert set(first) == {"quality/fid_domain", "quality/kid_domain", "quality/kid_std_domain"}
     assert first == measure(state)  # fixed latents: the same G gives the same value
     assert first["quality/fid_domain"] > 0
     with pytest.raises(ValueError, match="quality_classifier"):
         del config.eval["quality_classifier"]
-        quality_cli.periodic_metrics(config, (eval_images, None))
+        _periodic(config, (eval_images, None))
 
 
 def test_write_npz_is_atomic_and_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ sign-flip permutation test on the per-(seed, fold) accuracies (macro AUC for mul
 Multi-label tasks (chest findings, configs/downstream_chest.py): the report gives per-finding
 sensitivity / specificity / AUC and a finding x experiment AUC table; the synthetic source is a
 multi-hot `samples.npz` or a `labels.csv` folder (e.g. a latent class optimisation archive, see
-`evaluators.synthetic`), `synthetic_per_class` counting images per distinct label vector.
+`studies.synthetic`), `synthetic_per_class` counting images per distinct label vector.
 Unknown real labels (`LabeledSet.mask`, CheXpert U-Ignore) are skipped by training
 (`trainers.classifier`) and by every metric and test here: a finding is scored on the images
 where its label is known, and an image is "correct" when every known finding is.
@@ -74,10 +74,12 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jaxmedgan import atomic_io
+from jaxmedgan import atomic_io, sharding
 from jaxmedgan.data import labeled
 from jaxmedgan.evaluators import folds as folds_lib
-from jaxmedgan.evaluators import diversity, learning_curve, metrics, plots, synthetic as synthetic_lib
+from jaxmedgan.evaluators import diversity, learning_curve, metrics, plots
+from jaxmedgan.studies import synthetic as synthetic_lib
+from jaxmedgan.trainers import classifier
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +194,6 @@ def _score(data: labeled.LabeledSet, probs: np.ndarray) -> float:
 
 def _metrics(targets: np.ndarray, probs: np.ndarray, real: labeled.LabeledSet, mask: np.ndarray | None = None) -> dict:
     """Metrics of probs [N,K] (+ balanced accuracy); multi-label entries where mask [N,K] is 0 are skipped."""
-    from jaxmedgan.trainers import classifier
-
     if real.multi_label:
         m = classifier.multi_label_metrics(targets, probs, real.class_names, mask)
     else:
@@ -287,9 +287,6 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
         synthetic_dp: str | None = None) -> dict:
     """Runs the configured experiments at every real fraction; writes report.md/json and PNGs to out_dir;
     returns the report (its per-experiment sections: the largest fraction; all: `learning_curve`)."""
-    from jaxmedgan import sharding
-    from jaxmedgan.trainers import classifier
-
     t_start = time.perf_counter()
     opts = Options.from_config(config)
     # Synthetic labels live in the source classes (a GAN over the spine's 4 lesion types), so

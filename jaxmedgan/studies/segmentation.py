@@ -33,8 +33,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxmedgan import sampling
+from jaxmedgan.data import paired
 from jaxmedgan.evaluators import metrics
 from jaxmedgan.models import pix2pix as p2p_models
+from jaxmedgan.trainers import pix2pix
 
 log = logging.getLogger(__name__)
 ARMS = ("real", "real+synth", "synth")
@@ -178,8 +181,6 @@ def _generator(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Workdir of a trained pix2pix: config.generator_workdir, else trained into workdir/pix2pix."""
     if config.generator_workdir:
         return config.generator_workdir
-    from jaxmedgan.trainers import pix2pix
-
     gen_dir = os.path.join(workdir, "pix2pix")
     gen = ml_collections.ConfigDict(config.generator.to_dict())
     gen.data = ml_collections.ConfigDict(config.data.to_dict())
@@ -190,10 +191,6 @@ def _generator(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def synthesize(generator_workdir: str, num: int, seed: int) -> dict[str, np.ndarray]:
     """{"image" f32 [N,H,W,C] in [-1,1], "map" uint8 [N,H,W]}: pix2pix images for unseen maps."""
-    from jaxmedgan import sampling
-    from jaxmedgan.data import paired
-    from jaxmedgan.trainers import pix2pix
-
     config, state, _ = sampling.restore_state(generator_workdir)
     maps = paired.condition_maps(config, num, seed)
     return {"image": pix2pix.generate_batched(config, state, maps), "map": maps}
@@ -201,12 +198,9 @@ def synthesize(generator_workdir: str, num: int, seed: int) -> dict[str, np.ndar
 
 def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the three segmenters, evaluates them on held-out real data, writes the tables."""
-    from jaxmedgan.data import paired
-    from jaxmedgan.sampling import restore_state
-
     os.makedirs(workdir, exist_ok=True)
     gen_dir = _generator(config, workdir)
-    gen_config, _, gen_step = restore_state(gen_dir)
+    gen_config, _, gen_step = sampling.restore_state(gen_dir)
     if gen_config.data.image_size != config.data.image_size or gen_config.data.source != config.data.source:
         raise ValueError(f"generator {gen_dir} was trained on {gen_config.data.source!r} at "
                          f"{gen_config.data.image_size} px; config.data asks for {config.data.source!r} at "
@@ -241,8 +235,6 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict[str,
 
 
 def _class_names(config: ml_collections.ConfigDict) -> list[str]:
-    from jaxmedgan.trainers import pix2pix
-
     return pix2pix.class_names(config)
 
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from jaxmedgan import main as cli
-from jaxmedgan.privacy import audit
+from jaxmedgan.studies import audit
 from tests.studies.inversion_test import random_acgan_workdir, random_conv_extractor
 from tests.trainers.gan_train_test import train
 

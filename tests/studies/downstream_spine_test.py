@@ -4,7 +4,7 @@ import numpy as np
 from configs import classifier_spine, downstream_spine
 from jaxmedgan import images
 from jaxmedgan.data import spine_phantoms
-from jaxmedgan.evaluators import downstream
+from jaxmedgan.studies import downstream
 
 
 def test_spine_configs_relabel_the_four_lesion_types_to_abnormal_vs_normal(tmp_path, monkeypatch):

@@ -21,9 +21,10 @@ from PIL import Image
 
 from jaxmedgan import checkpointing
 from jaxmedgan.data import datasets
-from jaxmedgan.privacy import accounting, checks, cli, curve, plan
+from jaxmedgan.privacy import accounting, checks, cli, plan
+from jaxmedgan.studies import privacy_curve as curve
 from jaxmedgan.trainers import classifier, gan
-from tests.evaluators.quality_cli_test import checkpoint_random
+from tests.studies.quality_cli_test import checkpoint_random
 from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -12,7 +12,7 @@ size / 64 px):
   mix     a fraction of B replaced by images of another source (lateral spine phantoms, or
           samples of a GAN workdir: "mixing with generated images")
 
-    python -m jaxmedgan.evaluators.fid_validation --classifier runs/classifier_chest \\
+    python -m jaxmedgan.studies.fid_validation --classifier runs/classifier_chest \\
         --num 400 --out runs/fid_validation
 
 writes OUT/fid_validation.json and OUT/fid_validation.md (the table, with a monotonic yes/no
@@ -30,8 +30,10 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from jaxmedgan import checkpointing
+from jaxmedgan import checkpointing, sampling, trainers
+from jaxmedgan.data import chest_phantoms, spine_phantoms
 from jaxmedgan.evaluators import features, quality
+from jaxmedgan.studies import quality_cli
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +178,8 @@ def render_markdown(result: dict, title: str = "FID-domain under corruptions") -
 def phantom_images(source: str, num: int, size: int, seed: int) -> np.ndarray:
     """num phantom X-rays f32 [num,size,size,1]: 'chest' (chest_phantoms) or 'spine' (spine_phantoms)."""
     if source == "chest":
-        from jaxmedgan.data import chest_phantoms
-
         return chest_phantoms.generate(num, seed, size)[0]
     if source == "spine":
-        from jaxmedgan.data import spine_phantoms
-
         k = len(spine_phantoms.CLASS_NAMES)
         counts = [num // k + (i < num % k) for i in range(k)]
         x = spine_phantoms.generate(counts, seed, size)[0]
@@ -198,9 +196,6 @@ def rank_checkpoints(workdir: str, extractor: features.Extractor, *, num: int, r
     FID ranks checkpoints in training order). Samples use the same seed at every checkpoint.
     """
     from scipy import stats
-
-    from jaxmedgan import sampling, trainers
-    from jaxmedgan.evaluators import quality_cli
 
     config = checkpointing.read_config(workdir)
     trainer = trainers.get(config.trainer)
@@ -240,7 +235,7 @@ def render_ranking(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxmedgan.evaluators.fid_validation", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jaxmedgan.studies.fid_validation", description=__doc__.split("\n")[0])
     p.add_argument("--classifier", required=True, help="domain classifier workdir (trained on the source's train split)")
     p.add_argument("--source", default="chest", choices=("chest", "spine"), help="real phantom X-rays")
     p.add_argument("--num", type=int, default=400, help="images in each of the reference and test sets")
@@ -258,8 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_report(args.out, "checkpoint_ranking", result, render_ranking(result))
         return 0
 
-    from jaxmedgan.data import chest_phantoms
-
     extractor = features.domain(args.classifier)
     size = extractor.image_size
 
@@ -273,8 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             other = phantom_images(args.mix_source, args.num, size, 777 + seed)
             mix_desc = f"{args.mix_source} phantoms"
         else:
-            from jaxmedgan.evaluators import quality_cli
-
             fake, step = quality_cli.draw_fakes(args.mix_source, args.num, seed)
             other = fake.astype(np.float32) / 127.5 - 1.0
             mix_desc = f"samples of {args.mix_source} (checkpoint {step})"

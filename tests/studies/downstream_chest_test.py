@@ -9,7 +9,8 @@ import pytest
 from configs import downstream_chest
 from jaxmedgan import images
 from jaxmedgan.data import chest_phantoms, labeled
-from jaxmedgan.evaluators import downstream, metrics, synthetic
+from jaxmedgan.evaluators import metrics
+from jaxmedgan.studies import downstream, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "downstream_chest.py")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmedgan.evaluators import segmentation as seg
+from jaxmedgan.studies import segmentation as seg
 
 
 def test_dice_hand_case():

@@ -13,7 +13,8 @@ import jax
 from jaxmedgan import checkpointing, images
 from jaxmedgan import main as cli
 from jaxmedgan.data import labeled, phantoms
-from jaxmedgan.evaluators import diversity, downstream, folds, synthetic
+from jaxmedgan.evaluators import diversity, folds
+from jaxmedgan.studies import downstream, synthetic
 from jaxmedgan.trainers import gan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

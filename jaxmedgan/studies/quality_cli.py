@@ -36,23 +36,23 @@ images (`agreement_real`, the ceiling); means `class_agreement` and `class_agree
 `diversity` and `agreement` are within classes only: on a class-conditional workdir they turn
 `--per-class` on; on an unconditional one they are an error, as is `--per-class`.
 
-`periodic_metrics(config, eval_data)` gives training the same measurement every
+`evaluators.training_quality.periodic_metrics` gives training the same measurement every
 `config.eval.quality_every` steps on the held-out arrays.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
 
-from jaxmedgan import atomic_io, checkpointing, images, metric_writers
+from jaxmedgan import atomic_io, checkpointing, metric_writers, sampling, trainers
+from jaxmedgan.data import datasets, tfds_builders
 from jaxmedgan.evaluators import features, quality
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ METRICS_FILE = os.path.join("eval", "metrics.json")
 
 def draw_fakes(workdir: str, num: int, seed: int) -> tuple[np.ndarray, Any]:
     """(uint8 images [num,H,W,C], checkpoint step) from the latest checkpoint of a GAN workdir."""
-    from jaxmedgan import sampling, trainers
-
     config = checkpointing.read_config(workdir)
     trainer = trainers.get(config.trainer)
     if config.trainer == "classifier":
@@ -77,8 +75,6 @@ def draw_fakes(workdir: str, num: int, seed: int) -> tuple[np.ndarray, Any]:
 
 def model_classes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """Class names (label order) of a class-conditional GAN workdir; [] for any other model."""
-    from jaxmedgan import sampling, trainers
-
     if config.trainer == "classifier" or hasattr(trainers.get(config.trainer), "draw"):
         return []  # a classifier, or a model conditioned on label maps
     return list(sampling.class_names(workdir, config))
@@ -86,8 +82,6 @@ def model_classes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
 
 def draw_per_class(workdir: str, num_classes: int, num: int, seed: int) -> tuple[np.ndarray, np.ndarray, Any]:
     """(uint8 images [K*num,H,W,C], labels int [K*num], checkpoint step(s)): `num` samples of each class."""
-    from jaxmedgan import sampling
-
     images_, labels, steps = [], [], {}
     step: Any = None
     for c in range(num_classes):
@@ -103,8 +97,6 @@ def resolve_reals(config: ml_collections.ConfigDict, reals: str) -> str:
     """'auto' -> 'test' if config.data has a held-out split, else 'train' (logged); others as given."""
     if reals != "auto":
         return reals
-    from jaxmedgan.data import datasets, tfds_builders
-
     if "test" in tfds_builders.split_names(datasets.prepare(config), config.data.source):
         return "test"
     log.warning("config.data (source %r) has no held-out 'test' split: comparing with the training images. "
@@ -129,8 +121,6 @@ def real_images(config: ml_collections.ConfigDict, num: int, reals: str, seed: i
                 raise ValueError(f"--reals {reals} has no 'images' array (found {z.files}).")
             x = z["images"]
     elif reals in ("train", "test"):
-        from jaxmedgan.data import datasets, tfds_builders
-
         train_source, eval_arrays = datasets.load(config)
         if reals == "test":
             x = _held_out(config, eval_arrays)[0]
@@ -164,8 +154,6 @@ def real_images_labelled(config: ml_collections.ConfigDict, num_per_class: int, 
                                  f"(found {z.files}).")
             x, y = z["images"], z["labels"]
     elif reals in ("train", "test"):
-        from jaxmedgan.data import datasets, tfds_builders
-
         train_source, eval_arrays = datasets.load(config)
         if reals == "test":
             x, y = _held_out(config, eval_arrays)
@@ -416,89 +404,6 @@ def per_class_table(per_class: dict[str, dict]) -> str:
                      *(_fmt(v.get(key), v.get(f"{key}_ci")) for key, _ in cols)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def periodic_metrics(config: ml_collections.ConfigDict, eval_data: tuple[np.ndarray, Any] | None,
-                     family: Any = None) -> Callable[[Any], dict[str, float]]:
-    """fn(state) -> {'quality/fid_domain': ...} for the training loop, from `config.eval`:
-
-    quality_classifier (classifier workdir, required), quality_num (samples, default 256),
-    quality_metrics ('fid' by default; any of fid,kid,pr). The real features of `eval_data`
-    (held-out images f32 [N,H,W,C], labels) are computed once here; each call generates
-    quality_num samples from fixed latents (so the value tracks G alone) with `family.generate`.
-
-    quality_per_class (class-conditional models, `model.num_classes > 0`): also quality_num
-    samples of each class k (the same fixed latents under label k), scored against all held-out
-    reals of class k: `quality/fid_domain_class{k}` (with 'fid'), `quality/{precision,recall,
-    density,coverage}_domain_class{k}` (with 'pr') and `quality/agreement_class{k}` -- the share
-    of them the classifier labels k (its classes matched to the model's by index) -- plus the
-    mean `quality/class_agreement`. Which class fails shows while training runs.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from jaxmedgan.trainers.common import latent_batch
-
-    e = config.get("eval") or ml_collections.ConfigDict()
-    if not e.get("quality_classifier"):
-        raise ValueError("config.eval.quality_every > 0 needs config.eval.quality_classifier: a classifier "
-                         "workdir trained on the same data (configs/classifier_*.py).")
-    if eval_data is None:
-        raise ValueError(f"config.eval.quality_every > 0 needs held-out images; config.data (source "
-                         f"{config.data.source!r}) has no 'test' split.")
-    if family is None:
-        from jaxmedgan import trainers
-
-        family = trainers.get(config.trainer).FAMILY
-    num = int(e.get("quality_num", 256))
-    names = quality.parse_metrics(e.get("quality_metrics", "fid"))
-    extractor = features.domain(e.quality_classifier)
-    real = np.asarray(eval_data[0], np.float32)[:num]
-    f_real = features.extract(extractor, real)
-    gen = jax.jit(functools.partial(family.generate, config))
-    batch = 64
-    latents = [latent_batch(config, jax.random.PRNGKey(config.seed + 7919 + i), batch)
-               for i in range(-(-num // batch))]
-
-    k = int(config.model.get("num_classes", 0)) if e.get("quality_per_class", False) else 0
-    if k and (eval_data[1] is None or np.ndim(eval_data[1]) != 1):
-        raise ValueError("config.eval.quality_per_class=True needs single-label held-out images (labels int [N]).")
-    # Per class: every held-out image (the first quality_num could all be of one class).
-    f_real_all = features.extract(extractor, np.asarray(eval_data[0], np.float32)) if k else None
-    real_labels = np.asarray(eval_data[1]) if k else None
-
-    def draw(state, labels=None) -> np.ndarray:
-        out = [images.to_uint8(np.asarray(gen(state, z, y if labels is None else jnp.full_like(y, labels))))
-               for z, y in latents]
-        return np.concatenate(out)[:num]
-
-    def measure(state) -> dict[str, float]:
-        f_fake = features.extract(extractor, draw(state))
-        values = quality.compute(f_real, f_fake, names, suffix=extractor.suffix,
-                                 kid_subset_size=min(1000, num), kid_subsets=20, seed=config.seed)
-        out = {f"quality/{n}": v for n, v in values.items()}
-        if k:
-            out.update(_per_class_scalars(state))
-        return out
-
-    def _per_class_scalars(state) -> dict[str, float]:
-        fakes = [draw(state, c) for c in range(k)]
-        f_fake = np.concatenate([features.extract(extractor, f) for f in fakes])
-        fake_labels = np.repeat(np.arange(k), [len(f) for f in fakes])
-        class_names = [f"class{c}" for c in range(k)]
-        table = quality.per_class(f_real_all, real_labels, f_fake, fake_labels, class_names,
-                                  [n for n in names if n in quality.CLASS_METRICS], k=5, num_bootstrap=0)
-        pred = np.concatenate([features.predict(extractor, f) for f in fakes])
-        out = {}
-        for c, name in enumerate(class_names):
-            for key in ("fid", *quality.PRDC):
-                if key in table[name]:
-                    out[f"quality/{key}{extractor.suffix}_{name}"] = table[name][key]
-            out[f"quality/agreement_{name}"] = float(np.mean(pred[fake_labels == c] == c))
-        out["quality/class_agreement"] = float(np.mean([out[f"quality/agreement_{n}"] for n in class_names]))
-        return out
-
-    return measure
 
 
 def build_parser() -> argparse.ArgumentParser:

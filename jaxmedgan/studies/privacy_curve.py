@@ -13,10 +13,10 @@ privacy off. Every other field, and every `--config.x.y=...` override, is shared
 noise in DIR/eps_<epsilon>, banded matrix-factorization noise with `--bands` b in
 DIR/band_mf<b>_eps_<epsilon>; same steps, expected batch and target epsilon, sigma calibrated by
 each mechanism's accountant); the no-DP run is shared. Each run is then scored by
-  * FID-domain and KID-domain (`evaluators.quality_cli.evaluate`, metrics `fid,kid`): N samples
+  * FID-domain and KID-domain (`studies.quality_cli.evaluate`, metrics `fid,kid`): N samples
     against the config's held-out real images, embedded by the domain classifier of
     `--classifier` (KID with its standard deviation over subsets);
-  * the downstream study (`evaluators.downstream.run`, default experiment `synthetic`: a classifier
+  * the downstream study (`studies.downstream.run`, default experiment `synthetic`: a classifier
     trained on the run's synthetic images only, tested on real images with k-fold CV; the study
     needs its `real` baseline, which is reported once as the reference line). Leak-free: its real
     images are the config's held-out 'test' split (`downstream.real_split`), which no run's GAN
@@ -159,7 +159,7 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
               downstream_config: ml_collections.ConfigDict | None, step: int) -> dict:
     """FID-domain (held-out reals) and downstream metrics of one run, reused from curve_point.json when
     the checkpoint step and the evaluation settings are unchanged."""
-    from jaxmedgan.evaluators import downstream, quality_cli
+    from jaxmedgan.studies import downstream, quality_cli
 
     settings = {"step": int(step), "num": int(num), "seed": int(seed), "features": extractor.description,
                 "downstream": None if downstream_config is None else _fingerprint(downstream_config)}
