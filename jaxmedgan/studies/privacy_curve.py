@@ -15,7 +15,7 @@ DIR/band_mf<b>_eps_<epsilon>; same steps, expected batch and target epsilon, sig
 each mechanism's accountant); the no-DP run is shared. Each run is then scored by
   * FID-domain and KID-domain (`studies.quality_cli.evaluate`, metrics `fid,kid`): N samples
     against the config's held-out real images, embedded by the domain classifier of
-    `--classifier` (KID with its standard deviation over subsets);
+    `--classifier` (KID with its standard deviation over 100 subsets of half the samples);
   * the downstream study (`studies.downstream.run`, default experiment `synthetic`: a classifier
     trained on the run's synthetic images only, tested on real images with k-fold CV; the study
     needs its `real` baseline, which is reported once as the reference line). Leak-free: its real
@@ -161,14 +161,16 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
     the checkpoint step and the evaluation settings are unchanged."""
     from jaxmedgan.studies import downstream, quality_cli
 
+    kid_subset = max(2, num // 2)  # subsets smaller than the sets, so KID's std over subsets is informative
     settings = {"step": int(step), "num": int(num), "seed": int(seed), "features": extractor.description,
+                "kid_subset_size": kid_subset,
                 "downstream": None if downstream_config is None else _fingerprint(downstream_config)}
     path = os.path.join(workdir, POINT_FILE)
     cached = atomic_io.read_json(path)
     if cached is not None and cached.get("settings") == settings:
         return cached
     report = quality_cli.evaluate(workdir, metrics="fid,kid", num=num, extractor=extractor, reals="test", seed=seed,
-                                  kid_subset_size=min(1000, num))
+                                  kid_subset_size=kid_subset)
     run, m = report["runs"][extractor.kind], report["metrics"]
     point = {"settings": settings, "fid_domain": float(m["fid_domain"]), "kid_domain": float(m["kid_domain"]),
              "kid_domain_std": float(m["kid_std_domain"]), "num_fake": run["num_fake"], "num_real": run["num_real"],
