@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmedgan import batching
 from jaxmedgan import images as images_lib
 
 PRIORS = ("shell", "gaussian")
@@ -170,18 +171,6 @@ def classifier_logits_fn(classifier: Any) -> LogitsFn:
     return lambda c_params, x: classifier.logits(c_params, classifier_input(classifier, x))
 
 
-def _batched(fn: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """fn over fixed-size chunks of x (the last one padded: one compile); concatenated on axis 0."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        chunk = x[i:i + batch_size]
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(chunk))[:batch_size - pad])
-    return np.concatenate(out)
-
-
 def classify_uint8(classifier: Any, images_u8: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities f32 [N,K], features f32 [N,D]) of the classifier on uint8 images [N,H,W,C]."""
     size = classifier.image_size
@@ -192,7 +181,7 @@ def classify_uint8(classifier: Any, images_u8: np.ndarray, batch_size: int = 64)
         x = x if resize is None else resize(x)
         return np.concatenate([np.asarray(jax.nn.sigmoid(classifier(x))), np.asarray(classifier.features(x))], -1)
 
-    out = _batched(both, np.asarray(images_u8), batch_size)
+    out = batching.map_padded(both, np.asarray(images_u8), batch_size)
     k = classifier.num_classes
     return out[:, :k], out[:, k:]
 
@@ -244,7 +233,7 @@ def _jitted(fn: Callable) -> Callable:
 def _generate_uint8(generate_fn: GenerateFn, g_params: Any, z: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """uint8 images [N,H,W,C] for latents z [N,d], generated in fixed-size (padded) batches."""
     fn = _jitted(generate_fn)
-    return _batched(lambda c: images_lib.to_uint8(np.asarray(fn(g_params, c))), np.asarray(z, np.float32), batch_size)
+    return batching.map_padded(lambda c: images_lib.to_uint8(np.asarray(fn(g_params, c))), np.asarray(z, np.float32), batch_size)
 
 
 def run_lco(generate_fn: GenerateFn, g_params: Any, classifier: Any, targets: np.ndarray, num: int,

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmedgan import batching
 from jaxmedgan.models import inception as inception_lib
 from jaxmedgan.models import trained_classifier
 
@@ -119,12 +120,6 @@ def extract(extractor: Extractor, images: np.ndarray, batch_size: int = 64,
     n = len(images)
     if n == 0:
         raise ValueError("No images to extract features from.")
-    b = min(batch_size, n)
-    out = []
-    for s in range(0, n, b):
-        chunk = images[s:s + b]
-        pad = b - len(chunk)
-        if pad:  # fixed batch shape: one compilation
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-        out.append(np.asarray((fn or extractor.fn)(jnp.asarray(chunk)), np.float32)[:b - pad])
-    return np.concatenate(out)
+    apply = fn or extractor.fn
+    return batching.map_padded(lambda chunk: np.asarray(apply(jnp.asarray(chunk)), np.float32), images,
+                               min(batch_size, n))

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxmedgan import batching
 from jaxmedgan import images as image_utils
 from jaxmedgan.evaluators import features as features_lib
 from jaxmedgan.evaluators import metrics as metrics_lib
@@ -322,7 +323,7 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     d_score = None
     if hasattr(trainer, "discriminate"):
         fn = jax.jit(lambda x: trainer.discriminate(config, state, x))
-        d_score = lambda x: np.concatenate([np.asarray(fn(x[i:i + 64])) for i in range(0, len(x), 64)])
+        d_score = lambda x: batching.map_padded(fn, x, 64)
     mia = membership_inference(train, heldout, synthetic, d_score, seed)
     ratio, nearest_train = mem.pop("_ratio"), mem.pop("_nearest_train")
     report = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "seed": seed,

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmedgan import atomic_io, checkpointing, metric_writers, sampling, trainers
+from jaxmedgan import atomic_io, batching, checkpointing, metric_writers, sampling, trainers
 from jaxmedgan.augment import ada, controller, leak_transforms
 from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.evaluators import leak as leak_stats
@@ -205,14 +205,9 @@ def _predict_batch(module, pool, params, images):
 
 def predict(module, params, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Predicted transform index int [N] for images f32 [N,H,W,C] (fixed batch shape: one compile)."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        chunk = np.asarray(images[i:i + batch_size], np.float32)
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-        out.append(np.asarray(_predict_batch(module, pool_factor(chunk.shape[1]), params, chunk))[:batch_size - pad])
-    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+    pool = pool_factor(np.shape(images)[1]) if len(images) else 1
+    return batching.map_padded(lambda chunk: _predict_batch(module, pool, params, chunk),
+                               np.asarray(images, np.float32), batch_size, empty=np.zeros((0,), np.int64))
 
 
 def heldout_predictions(module, params, names: tuple[str, ...], images: np.ndarray, key: jax.Array) -> np.ndarray:

@@ -45,9 +45,8 @@ def _train(workdir: str, epsilon: float, extra: list[str], args) -> None:
 
 def run(args) -> list[dict]:
     import jax
-    import numpy as np
 
-    from jaxmedgan import sampling, trainers
+    from jaxmedgan import batching, sampling, trainers
     from jaxmedgan.studies import audit
 
     band = ["--config.privacy.mechanism=band_mf", f"--config.privacy.bands={args.bands}"]
@@ -66,7 +65,7 @@ def run(args) -> list[dict]:
         if args.input_canaries:
             trainer = trainers.get(config.trainer)
             fn = jax.jit(lambda x: trainer.discriminate(config, state, x))
-            d_score = lambda x: np.concatenate([np.asarray(fn(x[i:i + 64])) for i in range(0, len(x), 64)])
+            d_score = lambda x: batching.map_padded(fn, x, 64)
             shape = (config.data.image_size, config.data.image_size, config.data.channels)
             reports += audit.input_canary_audit(config, state, step, wd, trainer, shape, d_score)
         seconds = time.perf_counter() - t

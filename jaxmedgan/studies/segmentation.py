@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmedgan import sampling
+from jaxmedgan import batching, sampling
 from jaxmedgan.data import paired
 from jaxmedgan.evaluators import metrics
 from jaxmedgan.models import pix2pix as p2p_models
@@ -165,13 +165,7 @@ def predict(config: ml_collections.ConfigDict, params: Any, images: np.ndarray, 
     """uint8 maps [N,H,W]: argmax of the segmenter's logits, in fixed-size (padded) batches."""
     _, _, fn = _fns(config, num_labels)
     batch_size = config.segmenter.batch_size  # the training batch shape: no new compile of the net
-    out = []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
-        pad = batch_size - len(chunk)
-        x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
-        out.append(np.asarray(fn(params, x))[:len(chunk)])
-    return np.concatenate(out).astype(np.uint8)
+    return batching.map_padded(lambda x: fn(params, x), images, batch_size).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------

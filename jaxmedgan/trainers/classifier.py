@@ -43,7 +43,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from jaxmedgan import checkpointing, config_drift, config_validation, metric_writers, preemption, sharding, workdir_lock
+from jaxmedgan import batching, checkpointing, config_drift, config_validation, metric_writers, preemption, sharding, workdir_lock
 from jaxmedgan.data import labeled, pipeline, transforms
 from jaxmedgan.evaluators import metrics as metrics_lib
 from jaxmedgan.losses import clinical
@@ -206,14 +206,8 @@ def _jitted_apply(config: ml_collections.ConfigDict, method: str) -> Callable:
 
 def _batched(fn: Callable, variables: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Applies fn(variables, images) in fixed-size chunks (padded: one compile); f32 [N, ...]."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        chunk = np.asarray(images[i:i + batch_size], np.float32)
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-        out.append(np.asarray(fn(variables, chunk))[:batch_size - pad])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return batching.map_padded(lambda chunk: fn(variables, chunk), np.asarray(images, np.float32), batch_size,
+                               empty=np.zeros((0,), np.float32))
 
 
 def predict(config: ml_collections.ConfigDict, state: ClassifierState, images: np.ndarray) -> np.ndarray:

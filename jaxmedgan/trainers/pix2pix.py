@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmedgan import images
+from jaxmedgan import batching, images
 from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.data import registry
 from jaxmedgan.losses import gan as gan_losses
@@ -327,14 +327,8 @@ def generate_batched(config: ml_collections.ConfigDict, state: GANState, maps: n
     from jaxmedgan.data import paired
 
     fn = jax.jit(functools.partial(generate, config))
-    out = []
-    for i in range(0, len(maps), batch_size):
-        chunk = maps[i:i + batch_size]
-        pad = batch_size - len(chunk)  # one compile for every chunk
-        cond = paired.one_hot(np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-                              if pad else chunk, config.data.num_labels)
-        out.append(np.asarray(fn(state, cond))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return batching.map_padded(lambda chunk: fn(state, paired.one_hot(chunk, config.data.num_labels)), maps,
+                               batch_size, empty=np.zeros((0,), np.float32))
 
 
 def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> dict[str, float]:
