@@ -7,6 +7,11 @@ rate, seed, architecture, data) must be named on the command line,
 appended to `W/config_history.jsonl` (time, checkpoint step, key: [old, new]) before
 `config.json` is rewritten, so config.json is never overwritten without a record.
 Privacy settings of a DP run are checked by `privacy/plan.py:check_resume` (they may never change).
+
+A field absent from the run's config.json did not exist when the run started: a newer jaxmedgan
+added it, and a new field's default keeps the behaviour the run was trained with (the house rule
+for adding config keys). It is accepted and recorded like a mutable one (`ADDED`), so upgrading
+the library does not strand a workdir. Removed fields are still refused.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ MUTABLE_ON_RESUME = frozenset({  # how long and how often: none changes the trai
     "train.steps", "train.log_every", "train.eval_every", "train.quiet", "checkpoint.every",
     "checkpoint.keep", "checkpoint.async_save", "samples.every", "samples.per_row", "samples.seed",
     "eval.quality_every", "eval.quality_classifier", "eval.quality_num", "eval.quality_metrics"})
+
+
+ABSENT = "<absent>"  # diff's value for a field one side lacks
 
 
 class ConfigDriftError(ValueError):
@@ -48,7 +56,7 @@ def latest_checkpoint_step(workdir: str) -> int | None:
 def diff(old: dict | ml_collections.ConfigDict, new: dict | ml_collections.ConfigDict) -> dict[str, tuple]:
     """{dotted key: (old value, new value)} for every field that differs, was added or removed."""
     a, b = plan.flatten(_as_json(old)), plan.flatten(_as_json(new))
-    missing = "<absent>"
+    missing = ABSENT
     return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
             if a.get(k, missing) != b.get(k, missing)}
 
@@ -79,7 +87,8 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, allow: Sequenc
             raise ConfigDriftError(f"Resuming differentially private run {workdir}: {lines} cannot change, even "
                                    "with --allow-config-change (the guarantee holds for one mechanism on one "
                                    "dataset). Start a new workdir.")
-    refused = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME and k not in set(allow)}
+    refused = {k: v for k, v in changes.items()
+               if k not in MUTABLE_ON_RESUME and k not in set(allow) and not added(v)}
     if refused:
         lines = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())
         raise ConfigDriftError(
@@ -87,6 +96,11 @@ def check_resume(workdir: str, config: ml_collections.ConfigDict, allow: Sequenc
             f"{lines}. Use a new --workdir, or accept the change with --allow-config-change="
             f"{','.join(refused)} (it is recorded in {HISTORY_FILE}).")
     return changes
+
+
+def added(change: tuple) -> bool:
+    """True for a (old, new) change of a field the run's config.json did not have."""
+    return change[0] == ABSENT and change[1] != ABSENT
 
 
 def record(workdir: str, changes: dict[str, tuple], accepted_by: str) -> None:
@@ -99,6 +113,12 @@ def record(workdir: str, changes: dict[str, tuple], accepted_by: str) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
+def record_accepted(workdir: str, changes: dict[str, tuple]) -> None:
+    """Records what `check_resume` accepted by itself: the mutable changes and the added fields."""
+    record(workdir, {k: v for k, v in changes.items() if added(v)}, "added since the run started (its default)")
+    record(workdir, {k: v for k, v in changes.items() if not added(v)}, "mutable on resume")
+
+
 def apply(workdir: str, changes: dict[str, tuple]) -> None:
     """Writes the new values of `changes` into W/config.json (atomically), leaving other fields as they are."""
     path = os.path.join(workdir, CONFIG_FILE)
@@ -109,7 +129,7 @@ def apply(workdir: str, changes: dict[str, tuple]) -> None:
         node = cfg
         for p in parents:
             node = node.setdefault(p, {})
-        if new == "<absent>":
+        if new == ABSENT:
             node.pop(leaf, None)
         else:
             node[leaf] = new
@@ -122,7 +142,7 @@ def accept_on_resume(workdir: str, config: ml_collections.ConfigDict, allow: Seq
     """CLI: checks drift allowing `allow`; records and applies the named (non-mutable) changes to config.json
     so the trainer's own strict check sees them as the run's config. Mutable ones the trainer records."""
     changes = check_resume(workdir, config, allow)
-    named = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME}
+    named = {k: v for k, v in changes.items() if k not in MUTABLE_ON_RESUME and not added(v)}
     if named:
         record(workdir, named, "--allow-config-change")
         apply(workdir, named)

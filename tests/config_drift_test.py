@@ -52,6 +52,27 @@ def test_allow_config_change_cannot_unlock_a_dp_runs_guarantee(tmp_path):
     assert json.load(open(os.path.join(wd, "config.json")))["optim"]["d_lr"] == 1e-3
 
 
+def test_fields_added_since_the_run_started_are_accepted_and_recorded(tmp_path):
+    old = acgan_liver.get_config()
+    wd = _workdir_with_checkpoint(tmp_path, old)
+    saved = json.load(open(os.path.join(wd, "config.json")))
+    del saved["loss"]["mode_seeking"]  # a run from before that field existed
+    saved["model"]["retired_field"] = 3  # ... and with one a newer version dropped
+    json.dump(saved, open(os.path.join(wd, "config.json"), "w"))
+    new = acgan_liver.get_config()
+    with pytest.raises(config_drift.ConfigDriftError, match="model.retired_field: 3 -> '<absent>'") as e:
+        config_drift.check_resume(wd, new)
+    assert "loss.mode_seeking" not in str(e.value)  # the added field is not what is refused
+    del saved["model"]["retired_field"]
+    json.dump(saved, open(os.path.join(wd, "config.json"), "w"))
+    changes = config_drift.check_resume(wd, new)
+    assert changes == {"loss.mode_seeking": ("<absent>", new.loss.mode_seeking)}
+    config_drift.record_accepted(wd, changes)
+    (entry,) = [json.loads(l) for l in open(os.path.join(wd, config_drift.HISTORY_FILE))]
+    assert entry["accepted_by"].startswith("added since the run started")
+    assert entry["changes"] == {"loss.mode_seeking": ["<absent>", new.loss.mode_seeking]}
+
+
 def test_fresh_workdir_or_no_checkpoint_is_not_a_resume(tmp_path):
     config = acgan_liver.get_config()
     assert config_drift.check_resume(str(tmp_path / "none"), config) == {}

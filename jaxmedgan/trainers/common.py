@@ -194,7 +194,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
         changes = config_drift.check_resume(workdir, config)
         if is_main:
-            config_drift.record(workdir, changes, "mutable on resume")
+            config_drift.record_accepted(workdir, changes)
         return _fit(config, workdir, family, data, data_dir, stop)
 
 
