@@ -16,6 +16,7 @@ weights (ema.enabled) and up-samples by resize-conv (model.g_upsample = nearest)
 0.93 / 1.00 / 1.00 of the generated cysts / metastases / hemangiomas as requested (before: 0.85 /
 0.48 / 0.42), recall 0.40 (0.16), diversity ratio 0.52 (0.53). `classic` gives the ACGAN of
 Frid-Adar et al. as it was (aux head, raw images to D, no EMA, transposed convs).
+`--config.model.cond=d2dce`: ReACGAN's data-to-data cross-entropy (loss.d2dce_*; unmeasured here; not under DP).
 """
 from configs import common, dcgan_liver
 

@@ -31,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.d_dropout = 0.0
     # How D sees the class when num_classes > 0: 'aux' (ACGAN auxiliary classifier), 'projection'
     # (Miyato & Koyama 2018: <class embedding, D features> added to D's logit), 'tac' (TAC-GAN: aux
-    # head + a twin head on generated images). 'aux' until the others are measured on the liver data.
+    # head + a twin head on generated images), 'proj_aux', 'd2dce' (ReACGAN: embedding vs class proxies,
+    # refused under DP). 'aux' until the others are measured on the liver data.
     c.model.cond = "aux"
     # >0: minibatch-stddev in D over groups of this size (fights mode collapse; groups > 1 mix
     # examples: refused under DP). Off in this base: configs/dual_gan_retina.py's DCGAN stage I
@@ -48,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     # >0: MSGAN mode-seeking lambda (Mao et al. 2019): G's loss += lambda / (mean|G(z1,y) - G(z2,y)| /
     # mean|z1 - z2| + 1e-5) on a second generated batch; touches G only (DP-safe).
     c.loss.mode_seeking = 0.0
+    # model.cond = 'd2dce' (ReACGAN's data-to-data cross-entropy, weight aux_weight): the temperature T and
+    # the positive margin m_p (negatives' margin 1 - m_p); ReACGAN's CIFAR10 values.
+    c.loss.d2dce_temperature = 0.5
+    c.loss.d2dce_margin = 0.98
 
     # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every image D sees,
     # none | diffaug (DiffAugment's fixed policy) | ada (config.ada: adaptive or fixed p).

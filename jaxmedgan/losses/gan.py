@@ -1,4 +1,5 @@
-"""GAN losses, written per example (each returns a [B] vector) so DP code can vmap them.
+"""GAN losses, written per example (each returns a [B] vector) so DP code can vmap them; `d2dce`
+also returns [B], but row i reads the whole batch (refused under DP).
 
 Logits are pre-sigmoid discriminator outputs; `softplus(-x) = -log sigmoid(x)`.
 """
@@ -49,6 +50,34 @@ def tac_generator_class_loss(aux_logits: jax.Array, twin_logits: jax.Array, labe
     term is what stops ACGAN's collapse onto easily classified images).
     """
     return class_cross_entropy(aux_logits, labels) - class_cross_entropy(twin_logits, labels)
+
+
+def d2dce(embed: jax.Array, proxies: jax.Array, labels: jax.Array, *, temperature: float = 0.5,
+          m_p: float = 0.98) -> jax.Array:
+    """ReACGAN's data-to-data cross-entropy (D2D-CE, Kang et al. 2021), one value per sample; f32 [B].
+
+    embed f32 [B, E]: D's embedding f_i of each image; proxies f32 [K, E]: the class proxies v_k;
+    labels int [B]. Both are compared by cosine similarity (normalised here, as D normalises them).
+    With s_ip = cos(f_i, v_{y_i}), s_ij = cos(f_i, f_j), T = `temperature` and m_n = 1 - m_p:
+
+      loss_i = -log( e^{-p_i} / (e^{-p_i} + sum_{j: y_j != y_i} e^{[s_ij - m_n]_+ / T}) ),
+      p_i = [m_p - s_ip]_+ / T,
+
+    i.e. a cross-entropy of the sample-to-proxy similarity against the sample-to-sample
+    similarities of the batch's other-class samples: same-class samples are not negatives (the
+    false-negative removal), a proxy closer than m_p and a negative farther than m_n exert no
+    pull or push (the margins). StudioGAN's `Data2DataCrossEntropyLoss` also subtracts the
+    (detached) row maximum from the negatives' logits "for numerical stability", which changes the
+    value since the positive term is not shifted; here the formula is evaluated exactly, by
+    logsumexp. NOT per example: sample i's loss reads every other sample of the batch (DP refuses it).
+    """
+    unit = lambda v: v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-8)
+    f, v = unit(embed.astype(jnp.float32)), unit(proxies.astype(jnp.float32))
+    pos = jax.nn.relu(m_p - jnp.sum(f * v[labels], axis=-1)) / temperature  # p_i [B]
+    neg = jax.nn.relu(f @ f.T - (1.0 - m_p)) / temperature  # [B, B]
+    negative = labels[:, None] != labels[None, :]  # other classes only (excludes i itself)
+    logits = jnp.concatenate([-pos[:, None], jnp.where(negative, neg, -jnp.inf)], axis=1)
+    return pos + jax.nn.logsumexp(logits, axis=1)
 
 
 def mode_seeking(images_a: jax.Array, images_b: jax.Array, z_a: jax.Array, z_b: jax.Array,

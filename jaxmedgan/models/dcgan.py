@@ -10,6 +10,8 @@ generator is conditioned on a class embedding, and the discriminator by `cond`:
   proj_aux    the projection logit and an aux classifier head (the trainer fits the head to real
               images only, and G to it, as ReACGAN/TAC-style hybrids do): projection matches each
               class's distribution, the head makes G's images carry their class.
+  d2dce       ReACGAN (Kang et al. 2021): an embedding head f(x) and learnable class proxies v_k,
+              both L2-normalised, for the data-to-data cross-entropy (losses/gan.py `d2dce`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from jaxmedgan.models import layers
 from jaxmedgan.ops import misc
 
 
-CONDITIONINGS = ("aux", "projection", "tac", "proj_aux")  # how a class-conditional D sees the class
+CONDITIONINGS = ("aux", "projection", "tac", "proj_aux", "d2dce")  # how a class-conditional D sees the class
 
 
 def _num_blocks(image_size: int) -> int:
@@ -74,8 +76,10 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """images [B, H, W, C] (+ labels int [B] for `cond='projection'`) -> (real/fake logit f32 [B], heads).
 
-    heads: None (unconditional, projection), aux-head class logits f32 [B, K] ('aux', 'proj_aux'), or the aux
-    and twin heads' class logits stacked, f32 [B, 2, K] ('tac': [:, 0] aux, [:, 1] twin).
+    heads: None (unconditional, projection), aux-head class logits f32 [B, K] ('aux', 'proj_aux'), the aux
+    and twin heads' class logits stacked, f32 [B, 2, K] ('tac': [:, 0] aux, [:, 1] twin), or unit vectors
+    f32 [B, 1 + K, embed_dim] ('d2dce': [:, 0] the image's embedding f(x), [:, 1 + k] class k's proxy v_k,
+    the same in every row, so that heads keep one row per image).
     """
 
     image_size: int = 64
@@ -86,6 +90,7 @@ class Discriminator(nn.Module):
     norm: str = "layer"  # per-example norms keep D usable under DP; "batch" is the DCGAN original
     dropout: float = 0.0
     mbstd_group_size: int = 0  # >0: minibatch-stddev channel before the head (against mode collapse; not under DP)
+    embed_dim: int = 128  # 'd2dce': width of f(x) and the proxies (StudioGAN: 512 after a pooled 256-1024 trunk)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -121,9 +126,16 @@ class Discriminator(nn.Module):
             e = nn.Dense(h.shape[-1], use_bias=False, kernel_init=nn.initializers.normal(0.02),
                          dtype=self.dtype, name="class_embed")(onehot)
             adv = adv + jnp.sum(e * h, axis=-1).astype(jnp.float32)
-        if self.num_classes and self.cond != "projection":
+        if self.num_classes and self.cond in ("aux", "tac", "proj_aux"):
             heads = head(self.num_classes, "aux")(h).astype(jnp.float32)
             if self.cond == "tac":
                 twin = head(self.num_classes, "twin")(h).astype(jnp.float32)
                 heads = jnp.stack([heads, twin], axis=1)
+        if self.num_classes and self.cond == "d2dce":
+            unit = lambda v: v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+            embed = unit(head(self.embed_dim, "embed")(h).astype(jnp.float32))  # f(x) [B, E]
+            # v_k [K, E]: random directions of norm ~1 at init, so Adam's steps move them as they move f(x).
+            proxies = unit(self.param("proxies", nn.initializers.normal(self.embed_dim ** -0.5),
+                                      (self.num_classes, self.embed_dim), jnp.float32))
+            heads = jnp.concatenate([embed[:, None], jnp.broadcast_to(proxies, (h.shape[0], *proxies.shape))], 1)
         return adv, heads

@@ -11,11 +11,15 @@ loss. With `model.num_classes > 0` G is conditioned on the class, and D as `mode
   proj_aux    the projection logit, plus an aux head D fits to real images only (w CE(aux(x), y))
               and G adds w CE(aux(G(z, y)), y): distribution matching per class from the projection,
               class fidelity from a classifier that generated images never train.
+  d2dce       ReACGAN (Kang et al. 2021): D embeds each image, f(x), next to learnable class proxies v_k
+              (unit vectors); D adds w D2DCE(f(x), v, y) on real images, G adds w D2DCE(f(G(z, y)), v, y)
+              (losses/gan.py `d2dce`: proxy vs other-class samples of the batch, temperature
+              `loss.d2dce_temperature`, margin m_p = `loss.d2dce_margin`; ReACGAN's 0.5 and 0.98).
 `loss.kind` is the adversarial loss: 'nonsaturating' (logistic, DCGAN) or 'hinge'.
 `loss.mode_seeking` = lambda > 0 adds MSGAN's lambda / (mean|G(z1,y) - G(z2,y)| / mean|z1 - z2| + 1e-5)
 to G's loss, G's step then generating a second batch for z2 with the same labels (both batches
 go through D). All of D's terms are per example, so each option runs under DP-SGD (mode seeking
-is G-only).
+is G-only), except d2dce: a real image's term reads the batch's other images, refused under DP.
 
 Data-efficient options (small medical sets; issue #18): `d_augment.kind` puts DiffAugment or ADA
 (`augment/policy.py`) in front of D for every image it sees (real, generated, in D's and G's step;
@@ -56,15 +60,20 @@ class Objective:
     mode_seeking: float = 0.0  # MSGAN lambda (0: off)
     r1_gamma: float = 0.0  # R1 gamma (0: off)
     adversarial: str = "nonsaturating"  # loss.kind: a key of losses.gan.ADVERSARIAL
+    d2dce_temperature: float = 0.5  # T of cond='d2dce' (ReACGAN's CIFAR10 config: 0.5)
+    d2dce_margin: float = 0.98  # m_p of cond='d2dce' (StudioGAN LOSS.m_p; negatives' margin is 1 - m_p)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
         """ValueError naming the key for a bad value. `model.cond` / `loss.mode_seeking` may be absent
-        (workdirs written before they existed): 'aux' / 0, what those runs trained with."""
+        (workdirs written before they existed): 'aux' / 0, what those runs trained with; the
+        `loss.d2dce_*` keys take ReACGAN's values when absent."""
         m, loss = config.model, config.loss
         obj = cls(num_classes=int(m.num_classes), cond=str(m.get("cond", "aux")),
                   aux_weight=float(loss.aux_weight), mode_seeking=float(loss.get("mode_seeking", 0.0)),
-                  r1_gamma=float(loss.get("r1_gamma", 0.0)), adversarial=str(loss.get("kind", "nonsaturating")))
+                  r1_gamma=float(loss.get("r1_gamma", 0.0)), adversarial=str(loss.get("kind", "nonsaturating")),
+                  d2dce_temperature=float(loss.get("d2dce_temperature", cls.d2dce_temperature)),
+                  d2dce_margin=float(loss.get("d2dce_margin", cls.d2dce_margin)))
         if obj.adversarial not in gan_losses.ADVERSARIAL:
             raise ValueError(f"config.loss.kind={obj.adversarial!r} must be one of {sorted(gan_losses.ADVERSARIAL)}.")
         if obj.num_classes and obj.cond not in dcgan.CONDITIONINGS:
@@ -73,7 +82,19 @@ class Objective:
                            ("loss.r1_gamma", obj.r1_gamma)):
             if not value >= 0:
                 raise ValueError(f"config.{key}={value!r} must be >= 0.")
+        if not obj.d2dce_temperature > 0:
+            raise ValueError(f"config.loss.d2dce_temperature={obj.d2dce_temperature!r} must be > 0.")
+        if not 0 <= obj.d2dce_margin <= 1:
+            raise ValueError(f"config.loss.d2dce_margin={obj.d2dce_margin!r} (a cosine similarity) must be in [0, 1].")
         return obj
+
+    def check_dp(self, private: bool) -> None:
+        """Refuses, under DP, a class term that is not per example (cond='d2dce')."""
+        if private and self.d2dce:
+            raise ValueError("DP-SGD is enabled (config.privacy.enabled=True) but config.model.cond='d2dce' is not "
+                             "per example: each real image's D2DCE term uses the batch's other images as negatives, so "
+                             "clipping one image's gradient does not bound its influence; use aux, projection, tac or "
+                             "proj_aux under DP.")
 
     def d_real(self, logit: jax.Array) -> jax.Array:
         """D's adversarial term on real images, per example [B]."""
@@ -106,6 +127,23 @@ class Objective:
     def tac(self) -> bool:
         return bool(self.num_classes) and self.cond == "tac"
 
+    @property
+    def d2dce(self) -> bool:
+        """D embeds images next to class proxies; the class term is ReACGAN's D2DCE (not per example)."""
+        return bool(self.num_classes) and self.cond == "d2dce"
+
+    def d2dce_loss(self, heads: jax.Array, labels: jax.Array) -> jax.Array:
+        """D2DCE over a batch f32 [B] from a d2dce D's heads f32 [B, 1 + K, E] and labels int [B]."""
+        return gan_losses.d2dce(heads[:, 0], heads[0, 1:], labels, temperature=self.d2dce_temperature,
+                                m_p=self.d2dce_margin)
+
+    def class_logits(self, heads: jax.Array | None) -> jax.Array | None:
+        """D's class scores f32 [B, K] read from its heads: the aux head's logits (aux, tac, proj_aux), or
+        cos(f(x), v_k) / T (d2dce: the nearest proxy is the predicted class); None otherwise."""
+        if self.d2dce:
+            return jnp.einsum("be,bke->bk", heads[:, 0], heads[:, 1:]) / self.d2dce_temperature
+        return self.split_heads(heads)[0]
+
     def d_labels(self, labels: jax.Array | None) -> jax.Array | None:
         """The labels D is called with: a projection D needs them, the others do not read them."""
         return labels if self.projection else None
@@ -120,14 +158,20 @@ class Objective:
                      real: bool) -> jax.Array:
         """D's unweighted class term per example [B]: CE of the aux head on real and generated images
         (aux), of the aux head on real and the twin head on generated images (tac), of the aux head
-        on real images only (proj_aux); 0 otherwise."""
+        on real images only (proj_aux); D2DCE on real images only (d2dce: each row reads the whole
+        batch); 0 otherwise."""
+        if self.d2dce:
+            return self.d2dce_loss(heads, labels) if real else jnp.zeros_like(logit)
         aux, twin = self.split_heads(heads)
         if aux is None or (not real and self.aux_real_only and twin is None):
             return jnp.zeros_like(logit)
         return gan_losses.class_cross_entropy(aux if real or twin is None else twin, labels)
 
     def g_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None) -> jax.Array:
-        """G's unweighted class term per example [B]: CE(aux) (aux), CE(aux) - CE(twin) (tac); 0 otherwise."""
+        """G's unweighted class term per example [B]: CE(aux) (aux), CE(aux) - CE(twin) (tac), D2DCE over
+        the generated batch (d2dce); 0 otherwise."""
+        if self.d2dce:
+            return self.d2dce_loss(heads, labels)
         aux, twin = self.split_heads(heads)
         if aux is None:
             return jnp.zeros_like(logit)
@@ -168,6 +212,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     that mixes examples (BatchNorm, minibatch-stddev group > 1) or an adaptive ADA p before anything
     is built. extra: `g_ema_params` (ema.enabled) and the D augmentation's entries (`augment.policy`)."""
     checks.check_dp_compatible(config, {})
+    Objective.from_config(config).check_dp(dp_enabled(config))
     aug = aug_policy.DAugment.from_config(config)
     aug.check_dp(dp_enabled(config))
     g, d = build_models(config)
@@ -238,6 +283,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
     """
     _, d = build_models(config)
     obj = Objective.from_config(config)
+    obj.check_dp(True)  # D2DCE has no per-example form to clip (init_state refuses it first)
     p = private_config(config)
     k_drop_real, k_drop_fake = jax.random.split(rng)
     real, real_labels, mask = batch["image"], batch["label"], batch["mask"]
@@ -328,9 +374,10 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
             metrics["d_aux_loss"] = jnp.mean(cls_real)
         elif obj.aux_head:
             metrics["d_aux_loss"] = jnp.mean(cls_real + cls_fake) / 2
-        if obj.aux_head:
-            aux, _ = obj.split_heads(real_heads)
-            metrics["aux_real_acc"] = jnp.mean(jnp.argmax(aux, -1) == real_labels)
+        elif obj.d2dce:  # real images only
+            metrics["d_d2dce_loss"] = jnp.mean(cls_real)
+        if obj.aux_head or obj.d2dce:
+            metrics["aux_real_acc"] = jnp.mean(jnp.argmax(obj.class_logits(real_heads), -1) == real_labels)
         return loss, (metrics, stats, real_logit)
 
     (total, (metrics, d_stats, real_logit)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
@@ -386,13 +433,16 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), seen,
                                          obj.d_labels(labels_g), train=True, rngs={"dropout": k_gdrop})
         per_example = obj.g_adv(logit)
-        total = jnp.mean(per_example + obj.aux_weight * obj.g_class_loss(logit, heads, labels_g))
+        cls = obj.g_class_loss(logit, heads, labels_g)
+        total = jnp.mean(per_example + obj.aux_weight * cls)
         metrics = {"g_loss": jnp.mean(per_example)}
         aux, twin = obj.split_heads(heads)
         if aux is not None:
             metrics["g_aux_loss"] = jnp.mean(gan_losses.class_cross_entropy(aux, labels_g))
         if twin is not None:
             metrics["g_twin_loss"] = jnp.mean(gan_losses.class_cross_entropy(twin, labels_g))
+        if obj.d2dce:
+            metrics["g_d2dce_loss"] = jnp.mean(cls)
         if obj.mode_seeking:
             total = total + obj.mode_seeking * gan_losses.mode_seeking(fake[:n], fake[n:], z, z2)
             metrics["g_ms_ratio"] = gan_losses.mode_seeking_ratio(fake[:n], fake[n:], z, z2)
@@ -466,12 +516,13 @@ def _projection_logits(config: ml_collections.ConfigDict, state: GANState, image
 def classify(config: ml_collections.ConfigDict, state: GANState, images: jax.Array) -> jax.Array | None:
     """D's class logits f32 [N, K] for images [N,H,W,C] in [-1,1] (None if unconditional): the aux
     head ('aux', 'tac', 'proj_aux'); for 'projection', D's logit D(x, k) for each class k, whose argmax
-    over k is the class D finds most real (psi(phi(x)) is common to all k, so it is argmax_k <e_k, phi(x)>)."""
+    over k is the class D finds most real (psi(phi(x)) is common to all k, so it is argmax_k <e_k, phi(x)>);
+    for 'd2dce', cos(f(x), v_k) / T, whose argmax is the nearest class proxy."""
     obj = Objective.from_config(config)
     if obj.projection and not obj.aux_head:
         return _projection_logits(config, state, images)
     labels = jnp.zeros((images.shape[0],), jnp.int32) if obj.projection else None  # the head ignores them
-    return obj.split_heads(_d_eval(config, state, images, labels)[1])[0]
+    return obj.class_logits(_d_eval(config, state, images, labels)[1])
 
 
 # Jitted once per (config, shapes): the config is a static (hashable, frozen) argument, so repeated
@@ -484,8 +535,8 @@ def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> d
     """Conditional models, on held-out real images (images f32 [N,H,W,C] in [-1, 1], labels int [N]).
 
     `eval/aux_accuracy` (and `eval/aux_recall_class{k}`): D's class prediction -- the aux head for
-    'aux' / 'tac', argmax_k D(x, k) for 'projection' (`classify`); and the intra-class diversity
-    ratio of generated vs held-out images (`common.class_diversity_metrics`).
+    'aux' / 'tac', argmax_k D(x, k) for 'projection', the nearest proxy for 'd2dce' (`classify`); and
+    the intra-class diversity ratio of generated vs held-out images (`common.class_diversity_metrics`).
     """
     if not config.model.num_classes or eval_data is None:
         return {}

@@ -1,4 +1,4 @@
-"""Class-conditional DCGAN family: aux / projection / tac discriminators, mode seeking, DP, and the
+"""Class-conditional DCGAN family: aux / projection / tac / proj_aux / d2dce discriminators, mode seeking, DP, and the
 held-out diversity ratio logged by `evaluate` (DCGAN family and conditional StyleGAN2)."""
 import functools
 
@@ -17,7 +17,8 @@ from jaxmedgan.trainers import common, gan
 
 from tests.dp_helpers import noise_key_rows, through_noise
 
-CONDS = ("aux", "projection", "tac", "proj_aux")
+CONDS = ("aux", "projection", "tac", "proj_aux", "d2dce")
+DP_CONDS = tuple(c for c in CONDS if c != "d2dce")  # d2dce is not per example: refused under DP
 
 
 def tiny_config(cond="aux", dp=False, **loss):
@@ -53,7 +54,7 @@ def _ce(logits, labels):
 
 @pytest.mark.parametrize("cond,heads_shape,names", [
     ("aux", (6, 3), {"aux"}), ("projection", None, {"class_embed"}), ("tac", (6, 2, 3), {"aux", "twin"}),
-    ("proj_aux", (6, 3), {"class_embed", "aux"})])
+    ("proj_aux", (6, 3), {"class_embed", "aux"}), ("d2dce", (6, 1 + 3, 128), {"embed", "proxies"})])
 def test_discriminator_outputs_and_heads_per_cond(cond, heads_shape, names):
     d = dcgan.Discriminator(image_size=16, base_features=4, num_classes=3, cond=cond, norm="layer")
     x, y = jnp.zeros((6, 16, 16, 1)), jnp.arange(6) % 3
@@ -66,6 +67,12 @@ def test_discriminator_outputs_and_heads_per_cond(cond, heads_shape, names):
         assert v["params"]["class_embed"]["kernel"].shape == (3, 4 * 4 * 8)
         with pytest.raises(ValueError, match="pass labels"):
             d.apply(v, x, train=False)
+    if cond == "d2dce":  # unit f(x) per row, then the K unit proxies, the same in every row; no labels read
+        assert v["params"]["proxies"].shape == (3, 128) and heads.dtype == jnp.float32
+        x = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+        heads = d.apply(v, x, train=False)[1]
+        np.testing.assert_allclose(np.linalg.norm(heads, axis=-1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(heads[:, 1:], np.broadcast_to(heads[0, 1:], (6, 3, 128)))
     with pytest.raises(ValueError, match="cond='bogus'"):
         dcgan.Discriminator(image_size=8, num_classes=3, cond="bogus").init(jax.random.PRNGKey(0), x[:, :8, :8])
 
@@ -125,6 +132,26 @@ def test_tac_class_terms_and_generator_sign():
     np.testing.assert_allclose(hybrid.g_class_loss(logit, jnp.asarray(aux), y), _ce(aux, y), rtol=1e-5)
 
 
+def test_d2dce_class_terms_real_only_for_d_and_generated_for_g():
+    from tests.losses.gan_test import d2dce_reference
+
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=(6, 5))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    v = rng.normal(size=(3, 5))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    heads = jnp.asarray(np.concatenate([f[:, None], np.broadcast_to(v, (6, 3, 5))], 1), jnp.float32)
+    y, logit = np.array([0, 1, 2, 1, 0, 2]), jnp.zeros(6)
+    obj = gan.Objective(num_classes=3, cond="d2dce", d2dce_temperature=0.25, d2dce_margin=0.9)
+    assert obj.d2dce and not (obj.aux_head or obj.projection) and obj.d_labels(y) is None
+    expected = d2dce_reference(f, v, y, 0.25, 0.9)
+    np.testing.assert_allclose(obj.d_class_loss(logit, heads, y, real=True), expected, rtol=1e-5)
+    assert not np.any(np.asarray(obj.d_class_loss(logit, heads, y, real=False)))  # D: real images only
+    np.testing.assert_allclose(obj.g_class_loss(logit, heads, y), expected, rtol=1e-5)
+    # D's class prediction is the nearest proxy: cos(f, v_k) / T.
+    np.testing.assert_allclose(obj.class_logits(heads), f @ v.T / 0.25, rtol=1e-5, atol=1e-6)
+
+
 def test_mode_seeking_term_matches_numpy():
     rng = np.random.default_rng(1)
     a, b = rng.uniform(-1, 1, (4, 8, 8, 1)), rng.uniform(-1, 1, (4, 8, 8, 1))
@@ -148,6 +175,15 @@ def test_objective_reads_the_config_and_names_bad_values():
     c = tiny_config(mode_seeking=-1.0)
     with pytest.raises(ValueError, match="config.loss.mode_seeking=-1.0"):
         gan.Objective.from_config(c)
+    c = tiny_config("d2dce", d2dce_temperature=0.1, d2dce_margin=0.5)
+    obj = gan.Objective.from_config(c)
+    assert (obj.d2dce_temperature, obj.d2dce_margin) == (0.1, 0.5)
+    del c.loss["d2dce_temperature"], c.loss["d2dce_margin"]  # absent: ReACGAN's values
+    assert gan.Objective.from_config(c) == gan.Objective(num_classes=3, cond="d2dce")
+    assert acgan_liver.get_config().loss.d2dce_temperature == 0.5 and acgan_liver.get_config().loss.d2dce_margin == 0.98
+    for key, value, match in (("d2dce_temperature", 0.0, "must be > 0"), ("d2dce_margin", 1.5, r"in \[0, 1\]")):
+        with pytest.raises(ValueError, match=f"config.loss.{key}={value}.*{match}"):
+            gan.Objective.from_config(tiny_config("d2dce", **{key: value}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,6 +203,8 @@ def _two_steps(config, dp=False):
 @pytest.mark.parametrize("dp", [False, True], ids=["nondp", "dp"])
 @pytest.mark.parametrize("cond", CONDS)
 def test_each_cond_trains_two_steps(cond, dp):
+    if dp and cond not in DP_CONDS:
+        pytest.skip("refused under DP: test_d2dce_is_refused_under_dp")
     config = tiny_config(cond, dp=dp, mode_seeking=1.0 if cond == "tac" else 0.0)
     assert config.model.mbstd_group_size == (0 if dp else 4)
     state, history = _two_steps(config, dp)
@@ -175,8 +213,15 @@ def test_each_cond_trains_two_steps(cond, dp):
         bad = {k: v for k, v in m.items() if np.ndim(v) == 0 and not np.isfinite(v)}
         assert not bad, bad
     keys = set(history[-1])
-    assert ("aux_real_acc" in keys) == (cond != "projection") and ("g_aux_loss" in keys) == (cond != "projection")
+    assert ("aux_real_acc" in keys) == (cond != "projection")
+    assert ("g_aux_loss" in keys) == (cond not in ("projection", "d2dce"))
     assert ("d_twin_loss" in keys) == ("g_twin_loss" in keys) == (cond == "tac")
+    assert ("d_d2dce_loss" in keys) == ("g_d2dce_loss" in keys) == (cond == "d2dce")
+    if cond == "d2dce":  # aux_weight 1: D's total = adversarial + D2DCE on the reals; G's alike on its batch
+        m = history[-1]
+        assert m["d_total_loss"] == pytest.approx(m["d_loss"] + m["d_d2dce_loss"], rel=1e-5)
+        assert m["g_total_loss"] == pytest.approx(m["g_loss"] + m["g_d2dce_loss"], rel=1e-5)
+        assert 0 <= m["aux_real_acc"] <= 1 and m["d_d2dce_loss"] > 0
     assert ("g_ms_ratio" in keys) == (cond == "tac") and ("dp_clip_fraction" in keys) == dp
     # Mode seeking's G metric is G-only: public under DP, as D's term on generated images (twin).
     assert {"g_aux_loss", "g_twin_loss", "g_ms_ratio", "d_twin_loss"} <= set(gan.FAMILY.dp_public_metrics)
@@ -219,13 +264,28 @@ def test_minibatch_stddev_is_refused_under_dp_and_the_default_group_divides_the_
     assert acgan_liver.get_config().model.mbstd_group_size == 4
     assert acgan_liver.get_config().train.batch_size % 4 == 0
     assert acgan_liver_dp.get_config().model.mbstd_group_size == 0
-    for cond in CONDS:
+    for cond in DP_CONDS:
         config = tiny_config(cond, dp=True)
         config.model.mbstd_group_size = 4
         with pytest.raises(ValueError, match="mbstd_group_size=4"):
             gan.init_state(config, jax.random.PRNGKey(0))
         config.model.mbstd_group_size = 1  # per example: allowed
         jax.eval_shape(functools.partial(gan.init_state, config), jax.random.PRNGKey(0))
+
+
+def test_d2dce_is_refused_under_dp():
+    # Each real image's D2DCE term reads the batch's other images: no per-example loss to clip.
+    config = tiny_config("d2dce", dp=True)
+    with pytest.raises(ValueError, match=r"config\.model\.cond='d2dce' is not per example") as err:
+        gan.init_state(config, jax.random.PRNGKey(0))
+    assert "\n" not in str(err.value) and "config.privacy.enabled=True" in str(err.value)
+    with pytest.raises(ValueError, match=r"config\.model\.cond='d2dce'"):  # the step refuses it too
+        gan._d_update_private(config, None, {}, None, None, None, None)
+    config.privacy.enabled = False
+    jax.eval_shape(functools.partial(gan.init_state, config), jax.random.PRNGKey(0))
+    config.model.num_classes = 0  # unconditional: cond is not read, DP is fine
+    config.privacy.enabled = True
+    jax.eval_shape(functools.partial(gan.init_state, config), jax.random.PRNGKey(0))
 
 
 def test_mode_seeking_adds_its_term_to_the_generator_loss():
@@ -281,6 +341,12 @@ def test_evaluate_logs_class_accuracy_and_diversity_ratio(cond):
                               for k in range(3)], -1)
         marginal = np.log(np.mean(np.exp(per_class.astype(np.float64)), -1))
         np.testing.assert_allclose(gan.discriminate(config, state, jnp.asarray(images)), marginal, rtol=1e-4, atol=1e-5)
+    if cond == "d2dce":  # the accuracy is the nearest proxy's: argmax_k cos(f(x), v_k)
+        heads = np.asarray(gan._d_eval(config, state, jnp.asarray(images), None)[1])
+        logits = np.asarray(gan.classify(config, state, jnp.asarray(images)))
+        np.testing.assert_allclose(logits, np.einsum("ne,nke->nk", heads[:, 0], heads[:, 1:]) / 0.5, rtol=1e-5,
+                                   atol=1e-6)
+        assert out["eval/aux_accuracy"] == pytest.approx(np.mean(np.argmax(logits, -1) == labels))
     if cond == "projection":  # the accuracy is argmax_k D(x, k)
         logits = np.asarray(gan.classify(config, state, jnp.asarray(images)))
         per_class = [np.asarray(gan.discriminate(config, state, jnp.asarray(images), np.full(46, k)))
