@@ -17,6 +17,7 @@ Arms:
   projection    projection discriminator + minibatch-stddev
   tac           twin auxiliary classifiers + minibatch-stddev
   aux_ms        aux + mode-seeking regularisation (lambda 1)
+  d2dce         ReACGAN's data-to-data cross-entropy + minibatch-stddev
   per_class     one unconditional DCGAN per class (the liver paper's design) + minibatch-stddev
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ ARMS = {
     "tac": (ACGAN, ["--config.model.cond=tac", "--config.model.mbstd_group_size=4"]),
     "aux_ms": (ACGAN, ["--config.model.cond=aux", "--config.model.mbstd_group_size=4",
                        "--config.loss.mode_seeking=1.0"]),
+    "d2dce": (ACGAN, ["--config.model.cond=d2dce", "--config.model.mbstd_group_size=4"]),
     "per_class": (DCGAN, ["--config.train.per_class=True", "--config.model.mbstd_group_size=4"]),
 }
 
