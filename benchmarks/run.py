@@ -171,12 +171,11 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     import jax
     import numpy as np
 
-    from jaxmedgan import sharding
+    from jaxmedgan import sharding, trainers
     from jaxmedgan.privacy import checks, plan
-    from jaxmedgan.trainers import get
 
-    module = get(family)
-    fam = module.FAMILY
+    module = trainers.get(family)  # its own helpers: PGGAN's penalty_step, StyleGAN2's phases
+    fam = trainers.family(family)
     devices = jax.devices()[:n_dev]
     if len(devices) < n_dev:
         raise ValueError(f"{n_dev} devices requested, {len(jax.devices())} available.")
@@ -188,8 +187,8 @@ def measure(family: str, c, n_dev: int, dp: bool, *, warmup: int, repeats: int, 
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))  # trainers refuse what they cannot run here
     rows = batch
     if dp:
-        if hasattr(module, "check_private_generator"):
-            module.check_private_generator(c)
+        if fam.check_private_generator is not None:
+            fam.check_private_generator(c)
         # The padded Poisson batch (and calibrated sigma) exactly as common.fit plans them, before init.
         rows = plan.prepare(c, abstract.d_variables(), max(dataset_size, batch), n_dev).max_batch_size
         init = functools.partial(fam.init_state, c)  # a fresh trace: the optimiser holds the planned sigma

@@ -1,9 +1,11 @@
 """Checks a training config and workdir before anything is written or compiled.
 
-`problems(config, workdir)` lists every problem, one line each (key, value, what is expected,
-the nearest valid value where there is one); `validate` raises `ConfigError` with all of them.
-The CLI prints them without a traceback and exits 2. Sections a config lacks are not checked
-(dual_gan nests whole configs under `stage1` / `stage2`: each is checked with its prefix).
+`problems(config, workdir, image_sizes=...)` lists every problem, one line each (key, value, what is
+expected, the nearest valid value where there is one); `validate` raises `ConfigError` with all of
+them. The CLI prints them without a traceback and exits 2. Sections a config lacks are not checked
+(dual_gan nests whole configs under `stage1` / `stage2`: each is checked with its prefix). What
+image sizes a model builds is its family's to say (`Family.image_sizes`): this module sits below
+the trainers, so its callers pass `trainers.image_sizes`.
 """
 from __future__ import annotations
 
@@ -61,9 +63,9 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("privacy.noise_multiplier", _non_negative, ">= 0"),
     ("privacy.delta", _unit_interval, "a delta in [0, 1) (0 = 1/(10 N))"),
 )
-# Smallest image size (px, a power of two) each GAN family's model can build.
-MIN_IMAGE_SIZE = {"gan": 8, "stylegan2": 8, "pggan": 4, "pix2pix": 2}
-MAX_IMAGE_SIZE = {"stylegan2": 1024}
+MAX_IMAGE_SIZE = 1 << 14  # px; the bound of a family whose model sets none
+# (config) -> (smallest, largest or None) image size in px its family builds, or None: unchecked.
+ImageSizes = Callable[[ml_collections.ConfigDict], tuple[int, int | None] | None]
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
@@ -80,28 +82,29 @@ def _nearest_power_of_two(n: float, lo: int, hi: int) -> int:
     return int(min(max(p, lo), hi))
 
 
-def _image_size_problem(config: ml_collections.ConfigDict, prefix: str) -> str | None:
-    trainer = config.get("trainer")
+def _image_size_problem(config: ml_collections.ConfigDict, prefix: str,
+                        image_sizes: ImageSizes | None) -> str | None:
     found, size = _get(config, "data.image_size")
-    if trainer not in MIN_IMAGE_SIZE or not found or not _positive(size):
+    if image_sizes is None or not found or not _positive(size):
         return None
-    lo = MIN_IMAGE_SIZE[trainer]
-    if trainer == "pix2pix":
-        lo = 2 * int(config.model.get("bottleneck_size", 1))
-    hi = MAX_IMAGE_SIZE.get(trainer, 1 << 14)
+    limits = image_sizes(config)
+    if limits is None:
+        return None
+    lo, hi = limits[0], limits[1] or MAX_IMAGE_SIZE
     if size >= lo and size <= hi and float(size).is_integer() and int(size) & (int(size) - 1) == 0:
         return None
-    return (f"config.{prefix}data.image_size={size!r}: the {trainer!r} model needs a power of two in "
+    return (f"config.{prefix}data.image_size={size!r}: the {config.get('trainer')!r} model needs a power of two in "
             f"[{lo}, {hi}] px; nearest valid: {_nearest_power_of_two(size, lo, hi)}.")
 
 
-def _config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+def _config_problems(config: ml_collections.ConfigDict, prefix: str = "",
+                     image_sizes: ImageSizes | None = None) -> list[str]:
     out = []
     for key, ok, expected in RULES:
         found, value = _get(config, key)
         if found and not ok(value):
             out.append(f"config.{prefix}{key}={value!r}: expected {expected}.")
-    problem = _image_size_problem(config, prefix)
+    problem = _image_size_problem(config, prefix, image_sizes)
     if problem:
         out.append(problem)
     found, source = _get(config, "data.source")
@@ -113,7 +116,7 @@ def _config_problems(config: ml_collections.ConfigDict, prefix: str = "") -> lis
     for stage in ("stage1", "stage2"):  # dual_gan: full sub-configs
         sub = config.get(stage)
         if isinstance(sub, ml_collections.ConfigDict):
-            out += _config_problems(sub, f"{prefix}{stage}.")
+            out += _config_problems(sub, f"{prefix}{stage}.", image_sizes)
     return out
 
 
@@ -134,14 +137,19 @@ def _workdir_problems(workdir: str) -> list[str]:
     return []
 
 
-def problems(config: ml_collections.ConfigDict, workdir: str | None = None) -> list[str]:
-    """Every problem with `config` (and `workdir`, if given), one line each; [] if none."""
-    return _config_problems(config) + (_workdir_problems(workdir) if workdir is not None else [])
+def problems(config: ml_collections.ConfigDict, workdir: str | None = None, *,
+             image_sizes: ImageSizes | None) -> list[str]:
+    """Every problem with `config` (and `workdir`, if given), one line each; [] if none.
+
+    image_sizes: the image sizes `config`'s family builds (`trainers.image_sizes`; None: unchecked).
+    """
+    return _config_problems(config, "", image_sizes) + (_workdir_problems(workdir) if workdir is not None else [])
 
 
-def validate(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
-    """Raises ConfigError listing every problem, one per line."""
-    found = problems(config, workdir)
+def validate(config: ml_collections.ConfigDict, workdir: str | None = None, *,
+             image_sizes: ImageSizes | None) -> None:
+    """Raises ConfigError listing every problem, one per line (`image_sizes`: as `problems`)."""
+    found = problems(config, workdir, image_sizes=image_sizes)
     if found:
         raise ConfigError("\n".join(found))
 

@@ -98,15 +98,15 @@ def _train(argv: list[str]) -> None:
     if config is None or fv.workdir is None:
         raise UsageError("train needs --config and --workdir.")
     _use_built_dataset(config, argv)
-    from jaxmedgan import config_validation
+    from jaxmedgan import config_validation, trainers
 
     try:  # before anything is written or compiled
-        config_validation.validate(config, fv.workdir)
+        config_validation.validate(config, fv.workdir, image_sizes=trainers.image_sizes)
     except config_validation.ConfigError as e:
         raise UsageError(str(e).replace("\n", "\njaxmedgan train: error: ")) from None
 
     import jax
-    from jaxmedgan import config_drift, distributed, trainers, workdir_lock
+    from jaxmedgan import config_drift, distributed, workdir_lock
 
     distributed.initialize(fv.coordinator, fv.num_processes, fv.process_id)
     log = _setup_logging()

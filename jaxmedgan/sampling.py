@@ -28,8 +28,12 @@ from jaxmedgan.trainers.common import latent_batch
 def restore_state(workdir: str, step: int | None = None) -> tuple[Any, Any, int]:
     """Loads (config, state, step) from checkpoint `step` (default: the latest) in `workdir`, on one device."""
     config = checkpointing.read_config(workdir)
-    trainer = trainers.get(config.trainer)
-    abstract = jax.eval_shape(functools.partial(trainer.FAMILY.init_state, config), jax.random.PRNGKey(0))
+    family = trainers.family(config.trainer)
+    if not family.has_steps:
+        raise ValueError(f"{workdir} holds a {config.trainer!r} run, whose family has no step contract to restore "
+                         "(a classifier loads with models.trained_classifier; a composite's states lie in its "
+                         "sub-workdirs).")
+    abstract = jax.eval_shape(functools.partial(family.init_state, config), jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
     mngr = checkpointing.manager(workdir, async_save=False)
@@ -72,7 +76,7 @@ def jitted_generator(fn: Callable, config) -> Callable:
 def class_names(workdir: str, config) -> list[str]:
     """The names of a class-conditional model's classes in label order (`class0..` when the workdir
     has no dataset record); [] for an unconditional model."""
-    if config.get("trainer") == "per_class":  # one GAN per class: the dataset's classes
+    if trainers.family(config.trainer).generate_labelled is not None:  # one GAN per class: the dataset's classes
         return list((datasets.workdir_record(workdir) or {}).get("class_names") or [])
     return datasets.class_names_for(workdir, int(config.model.get("num_classes", 0)))
 
@@ -105,17 +109,17 @@ def file_tag(name: str, k: int) -> str:
     return safe if safe.strip("._") else f"class{k}"
 
 
-def generate(config, state, trainer, num: int, class_id: int | None, seed: int,
+def generate(config, state, family: trainers.Family, num: int, class_id: int | None, seed: int,
              batch_size: int = 64, as_float: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [num,H,W,C] (as_float: float32 in [-1, 1], unrounded) and int labels [num]
-    (-1 when unconditional)."""
+    (-1 when unconditional) from `family.generate` on latents."""
     num_classes = config.model.get("num_classes", 0)
     if class_id is not None:
         if not num_classes:
             raise ValueError("--class was given but this model is unconditional (model.num_classes = 0).")
         if not 0 <= class_id < num_classes:
             raise ValueError(f"--class {class_id} is out of range: this model has classes 0..{num_classes - 1}.")
-    fn = jitted_generator(trainer.FAMILY.generate, config)
+    fn = jitted_generator(family.generate, config)
     rng = jax.random.PRNGKey(seed)
     out_images, out_labels = [], []
     for start in range(0, num, batch_size):
@@ -133,11 +137,11 @@ def generate_from_workdir(workdir: str, num: int, class_id: int | None, seed: in
                           ) -> tuple[np.ndarray, np.ndarray, Any]:
     """(images, labels int [num] (-1 unconditional), checkpoint step(s)) from a latent GAN workdir:
     one model (`generate`) or one GAN per class (`trainers.per_class`). class_id: an index or None."""
-    trainer = trainers.get(checkpointing.read_config(workdir).trainer)
-    if hasattr(trainer, "generate_labelled"):
-        return trainer.generate_labelled(workdir, num, class_id, seed, as_float=as_float)
+    family = trainers.family(checkpointing.read_config(workdir).trainer)
+    if family.generate_labelled is not None:
+        return family.generate_labelled(workdir, num, class_id, seed, as_float=as_float)
     config, state, step = restore_state(workdir)
-    imgs, labels = generate(config, state, trainer, num, class_id, seed, as_float=as_float)
+    imgs, labels = generate(config, state, family, num, class_id, seed, as_float=as_float)
     return imgs, labels, step
 
 
@@ -146,21 +150,21 @@ def sample_to_dir(workdir: str, num: int, out: str, *, class_id: int | str | Non
     `out`; returns it.
 
     `class_id`: a class name or index (`resolve_class`). A class-conditional sample's file is
-    `NNNNNN_<class name>.png` (`file_tag`). Map-conditioned families (trainer modules with `draw`:
-    pix2pix, dual_gan) also write `NNNNNN_mask.png` (class k scaled to k * 255 / (K - 1) for
+    `NNNNNN_<class name>.png` (`file_tag`). Map-conditioned families (`Family.draw`: pix2pix,
+    dual_gan) also write `NNNNNN_mask.png` (class k scaled to k * 255 / (K - 1) for
     viewing), and `masks` (class indices uint8 [N,H,W]) and `mask_class_names` in the npz. Files go
     to a temporary sibling directory that is renamed into place when complete, so a failure never
     leaves a partial sample set behind.
     """
     _check_out(out, num)
     config = checkpointing.read_config(workdir)
-    trainer = trainers.get(config.trainer)
+    family = trainers.family(config.trainer)
     masks, mask_scale, names, extra = None, 0, [], {}
-    if hasattr(trainer, "draw"):  # the family picks its own condition maps (pix2pix, dual GAN)
+    if family.draw is not None:  # the family picks its own condition maps (pix2pix, dual GAN)
         if class_id is not None:
             raise ValueError("--class applies to class-conditional GANs only; this workdir's model is "
                              "conditioned on label maps.")
-        drawn = trainer.draw(workdir, num, seed)
+        drawn = family.draw(workdir, num, seed)
         imgs, masks, step = drawn["images"], drawn["masks"], drawn["step"]
         labels = np.full((num,), -1, np.int64)
         mask_scale = 255 // max(len(drawn["class_names"]) - 1, 1)
@@ -246,8 +250,8 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
 
     _check_out(out, num)
     config = checkpointing.read_config(workdir)
-    trainer = trainers.get(config.trainer)
-    if hasattr(trainer, "draw") or not hasattr(trainer, "FAMILY"):
+    family = trainers.family(config.trainer)
+    if "z" not in family.latent_spaces:
         raise ValueError(f"--labels needs an unconditional latent generator; {workdir} holds a "
                          f"{config.trainer!r} model conditioned on label maps.")
     if config.model.get("num_classes", 0):
@@ -266,7 +270,7 @@ def sample_labelled_to_dir(workdir: str, num: int, out: str, labels: str, *, cla
                          "multi-label one (config.data.multi_label=True).")
     targets, target_names = lco.parse_targets(labels, class_names)
     config, state, step = restore_state(workdir)
-    generate_fn = functools.partial(_generate_unconditional, trainer.FAMILY.generate, config)
+    generate_fn = functools.partial(_generate_unconditional, family.generate, config)
     k_lco, k_base = jax.random.split(jax.random.PRNGKey(seed))
     latent_dim = int(config.model.latent_dim)
     result = lco.run_lco(generate_fn, state, clf, targets, num, k_lco, latent_dim=latent_dim, **settings)

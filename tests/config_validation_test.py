@@ -4,7 +4,7 @@ import os
 import pytest
 
 from configs import acgan_liver, pggan_chest, stylegan2_ada_spine
-from jaxmedgan import config_validation
+from jaxmedgan import config_validation, trainers
 from jaxmedgan import main as cli
 from tests.trainers.gan_train_test import CONFIG, train
 
@@ -35,10 +35,10 @@ def test_every_bad_value_is_named_on_its_own_line_and_nothing_is_written(tmp_pat
 def test_image_sizes_the_model_cannot_build_suggest_the_nearest(module, size, nearest):
     c = module.get_config()
     c.data.image_size = size
-    (line,) = [p for p in config_validation.problems(c) if "image_size" in p]
+    (line,) = [p for p in config_validation.problems(c, image_sizes=trainers.image_sizes) if "image_size" in p]
     assert f"nearest valid: {nearest}" in line
     c.data.image_size = nearest
-    assert config_validation.problems(c) == []
+    assert config_validation.problems(c, image_sizes=trainers.image_sizes) == []
 
 
 def test_workdir_that_is_a_file_or_not_writable(tmp_path, capsys, monkeypatch):

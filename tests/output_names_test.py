@@ -155,9 +155,9 @@ def test_png16_and_dicom_exports_map_back_to_native_units(acgan_workdir, tmp_pat
                "hemangioma": {"center": 300.0, "width": 1500.0, "invert": True}}
     wd = _native_copy(acgan_workdir, tmp_path / "native", windows)
     config, state, _ = sampling.restore_state(str(wd))
-    x, labels = sampling.generate(config, state, gan, 6, None, 5, as_float=True)  # what export draws
+    x, labels = sampling.generate(config, state, gan.FAMILY, 6, None, 5, as_float=True)  # what export draws
     assert x.dtype == np.float32 and x.shape == (6, 16, 16, 1) and np.abs(x).max() <= 1.0
-    u8, labels8 = sampling.generate(config, state, gan, 6, None, 5)
+    u8, labels8 = sampling.generate(config, state, gan.FAMILY, 6, None, 5)
     np.testing.assert_array_equal(u8, images.to_uint8(x))  # the uint8 path is unchanged
     np.testing.assert_array_equal(labels8, labels)
 

@@ -156,7 +156,7 @@ def inversion_membership(config: Any, state: Any, train: np.ndarray, train_label
         raise ValueError(f"The inversion audit needs training and held-out images; got {len(train)} and {len(heldout)}.")
     rng = np.random.default_rng(seed)
     members, others = rng.choice(len(train), n, replace=False), rng.choice(len(heldout), n, replace=False)
-    settings = inversion.Settings(space=space or ("w" if config.trainer == "stylegan2" else "z"), steps=steps)
+    settings = inversion.Settings(space=space or inversion.default_space(config), steps=steps)
     projector = inversion.Projector(config, state, settings, extractor=extractor, seed=seed)
     class_mode = inversion.LABEL if projector.num_classes else None
     single = lambda y, idx: None if y is None or np.asarray(y).ndim != 1 else np.asarray(y)[idx]
@@ -233,7 +233,18 @@ def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | Non
     return report
 
 
-def input_canary_audit(config: Any, state: Any, step: int, workdir: str, trainer: Any, shape: tuple[int, int, int],
+def d_scorer(config: Any, state: Any, family: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """D's real/fake logit f32 [N] of images [N,H,W,C] in [-1, 1] (`Family.discriminate`, jitted, in
+    padded batches of 64); None when the family has no such score."""
+    if family.discriminate is None:
+        return None
+    import jax
+
+    fn = jax.jit(lambda x: family.discriminate(config, state, x))
+    return lambda x: batching.map_padded(fn, x, 64)
+
+
+def input_canary_audit(config: Any, state: Any, step: int, workdir: str, family: Any, shape: tuple[int, int, int],
                        d_score: Callable[[np.ndarray], np.ndarray] | None = None, *, num_samples: int = 256,
                        seed: int = 0) -> list[dict] | None:
     """The input-space (black-box) canary audit of a DP run with `privacy.input_canaries` > 0 (None
@@ -263,7 +274,7 @@ def input_canary_audit(config: Any, state: Any, step: int, workdir: str, trainer
         rows = labels == c
         if not rows.any():
             continue
-        fake_u8, _ = sampling.generate(config, state, trainer, num_samples, c if num_classes else None, seed + c)
+        fake_u8, _ = sampling.generate(config, state, family, num_samples, c if num_classes else None, seed + c)
         distance[rows] = nearest(images[rows], fake_u8.astype(np.float32) / 127.5 - 1.0)[0]
     scores = -distance  # closer to a generated image = more likely in
     reports.append({**canaries.audit(scores[is_in], scores[~is_in], epsilon=eps, delta=delta_prime),
@@ -303,34 +314,29 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     closest_pairs.png (synthetic | nearest training image, most train-like first) to `out`; with
     an `extractor` also feature_pairs.png (the same in feature space), with `inversion_steps` > 0
     also inversion_best.png (training image | reconstruction, best reproduced first)."""
-    import jax
-
     from jaxmedgan import sampling, trainers
     from jaxmedgan.data import datasets, tfds_builders
     from jaxmedgan.privacy import plan
 
     config, state, step = sampling.restore_state(workdir)
-    trainer = trainers.get(config.trainer)
+    family = trainers.family(config.trainer)
     data_dir = datasets.prepare(config)
     train, train_labels = tfds_builders.load_arrays(data_dir, config.data.source, "train")
     if "test" not in tfds_builders.split_names(data_dir, config.data.source):
         raise ValueError(f"The dataset in {data_dir} has no held-out 'test' split; the audit compares "
                          "training images with held-out ones (build image folders with a hold-out fraction).")
     heldout, heldout_labels = tfds_builders.load_arrays(data_dir, config.data.source, "test")
-    synth_u8, _ = sampling.generate(config, state, trainer, num, None, seed)
+    synth_u8, _ = sampling.generate(config, state, family, num, None, seed)
     synthetic = synth_u8.astype(np.float32) / 127.5 - 1.0
     mem = memorisation(synthetic, train, heldout, seed)
-    d_score = None
-    if hasattr(trainer, "discriminate"):
-        fn = jax.jit(lambda x: trainer.discriminate(config, state, x))
-        d_score = lambda x: batching.map_padded(fn, x, 64)
+    d_score = d_scorer(config, state, family)
     mia = membership_inference(train, heldout, synthetic, d_score, seed)
     ratio, nearest_train = mem.pop("_ratio"), mem.pop("_nearest_train")
     report = {"workdir": os.path.abspath(workdir), "checkpoint_step": int(step), "seed": seed,
               "dp_epsilon": plan.run_epsilon(config, int(step)),
               "dp_delta_prime": (plan.run_guarantee(config, int(step)) or (None, None))[1], "memorisation": mem,
               "membership_inference": mia, "canary_audit": canary_audit(config, state, int(step), workdir),
-              "input_canary_audit": input_canary_audit(config, state, int(step), workdir, trainer, train.shape[1:],
+              "input_canary_audit": input_canary_audit(config, state, int(step), workdir, family, train.shape[1:],
                                                        d_score, seed=seed)}
     grids = {"closest_pairs.png": _pairs_grid(synth_u8, train, ratio, nearest_train, num_pairs)}
     report["feature_memorisation"] = None

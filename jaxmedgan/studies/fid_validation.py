@@ -198,7 +198,7 @@ def rank_checkpoints(workdir: str, extractor: features.Extractor, *, num: int, r
     from scipy import stats
 
     config = checkpointing.read_config(workdir)
-    trainer = trainers.get(config.trainer)
+    family = trainers.family(config.trainer)
     steps = sorted(checkpointing.manager(workdir, async_save=False).all_steps())
     if len(steps) < 2:
         raise ValueError(f"{workdir} holds {len(steps)} checkpoint(s); ranking needs at least 2 "
@@ -207,7 +207,7 @@ def rank_checkpoints(workdir: str, extractor: features.Extractor, *, num: int, r
     rows = []
     for step in steps:
         config, state, _ = sampling.restore_state(workdir, step)
-        fake, _ = sampling.generate(config, state, trainer, num, None, seed)
+        fake, _ = sampling.generate(config, state, family, num, None, seed)
         row = {"step": int(step), "fid_domain": quality.fid(f_real, features.extract(extractor, fake))}
         extra = getattr(state, "extra", None)
         if isinstance(extra, dict):  # PGGAN: where in the growing schedule this checkpoint is

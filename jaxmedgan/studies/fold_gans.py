@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 RECORD = "fold_gan.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LATENT_FAMILIES = ("gan", "stylegan2", "pggan")  # families `synthetic.load` samples per class
 DESIGN = "one GAN per (fraction, seed, fold), trained on that fold's training images only"
 
 
@@ -114,10 +113,12 @@ def check_compatible(gan: ml_collections.ConfigDict, real: labeled.LabeledSet, p
     if real.multi_label:
         raise ValueError(f"{where}: the real set ({real.source}) is multi-label; fold GANs are class-conditional. "
                          "Set downstream.gan_config='' and give --synthetic (e.g. an LCO archive per fold).")
-    if gan.get("trainer") not in LATENT_FAMILIES or gan.get("train", {}).get("per_class", False):
-        raise ValueError(f"{where} has trainer {gan.get('trainer')!r}"
+    name = gan.get("trainer")
+    latent = name in trainers.TRAINERS and "z" in trainers.family(name).latent_spaces  # what `synthetic.load` samples
+    if not latent or gan.get("train", {}).get("per_class", False):
+        raise ValueError(f"{where} has trainer {name!r}"
                          f"{' with train.per_class=True' if gan.get('train', {}).get('per_class', False) else ''}; "
-                         f"fold GANs need one class-conditional model of {list(LATENT_FAMILIES)}.")
+                         f"fold GANs need one class-conditional model of {trainers.with_latent_space('z')}.")
     k = int(gan.model.get("num_classes", 0))
     if k != real.num_classes:
         raise ValueError(f"{where} has model.num_classes={k} but the real set ({real.source}) has {real.num_classes} "
@@ -196,13 +197,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.Labeled
               "class_counts": data.class_counts().tolist(), "class_names": list(data.class_names),
               "trainer": config.trainer, "steps": steps, "batch_size": int(config.train.batch_size),
               "fingerprint": fp, "finished": False, "seconds": None}
-    config_validation.validate(config, workdir)
+    config_validation.validate(config, workdir, image_sizes=trainers.image_sizes)
     _write_record(workdir, record)  # claims the workdir for this config before training starts
     log.info("Training %s for %d steps on %d real images %s in %s.", config.trainer, steps, len(indices),
              dict(zip(data.class_names, data.class_counts().tolist())), workdir)
     t = time.perf_counter()
     source = pipeline.ArraySource(np.asarray(data.images, np.float32), data.labels())
-    common.fit(config, workdir, trainers.get(config.trainer).FAMILY, data=(source, None))  # never the test fold
+    common.fit(config, workdir, trainers.family(config.trainer), data=(source, None))  # never the test fold
     record.update(finished=True, seconds=time.perf_counter() - t)
     _write_record(workdir, record)
     return {**record, "reused": False}

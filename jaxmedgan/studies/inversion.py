@@ -210,26 +210,36 @@ class Adapter:
     prior: Callable[[jax.Array], jax.Array]
 
 
+def default_space(config) -> str:
+    """The space `config`'s generator is inverted in unless told: its family's first latent space
+    ('z' for a family without one, which `adapter` then refuses)."""
+    return (trainers.family(config.trainer).latent_spaces or ("z",))[0]
+
+
 def adapter(config, trainer: Any, settings: Settings) -> Adapter:
-    """The `Adapter` for `config`'s family in `settings.space` (ValueError for what cannot be inverted)."""
-    if not hasattr(trainer, "FAMILY") or hasattr(trainer, "draw"):
+    """The `Adapter` for `config`'s family in `settings.space` (ValueError for what cannot be inverted).
+
+    trainer: the family's module; the 'w' / 'w+' spaces build StyleGAN2's G from its `build_models`.
+    """
+    family = trainers.family(config.trainer)
+    if not family.latent_spaces:
         raise ValueError(f"Projection needs a latent generator; config.trainer={config.trainer!r} is not one "
                          "(label-map families and per-class runs cannot be inverted; project one class's "
                          "workdir of a per-class run instead).")
-    family = trainer.FAMILY.name
+    if settings.space not in family.latent_spaces:
+        raise ValueError(f"--space {settings.space} exists for {', '.join(trainers.with_latent_space(settings.space))} "
+                         f"only; {config.trainer!r} ({family.name}) models are inverted in "
+                         f"{', '.join(family.latent_spaces)}: use --space {family.latent_spaces[0]}.")
     k = int(config.model.get("num_classes", 0) or 0)
     if settings.space == "z":
         d = int(config.model.latent_dim)
 
         def synthesize(state, z, noise, labels):
             del noise
-            return trainer.FAMILY.generate(config, state, z, labels if k else None)
+            return family.generate(config, state, z, labels if k else None)
 
         prior = lambda z: settings.prior_weight * lco.prior_penalty(z, "shell")
         return Adapter("z", (d,), (), k, synthesize, prior)
-    if family != "stylegan2":
-        raise ValueError(f"--space {settings.space} exists for StyleGAN2 only; {config.trainer!r} "
-                         f"({family}) models are inverted in z: use --space z.")
     g, _ = trainer.build_models(config)
     num_ws, w_dim = g.num_ws, int(config.model.w_dim)
     shape = (w_dim,) if settings.space == "w" else (num_ws, w_dim)
@@ -698,7 +708,8 @@ def project_command(argv: list[str]) -> int:
     p.add_argument("--num", type=int, default=None, help="images to project (default all; a --split is "
                    "subsampled at random by --seed, --images takes the first N)")
     p.add_argument("--out", required=True)
-    p.add_argument("--space", choices=SPACES, default=None, help="latent space (default: w for StyleGAN2, else z)")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="latent space (default: the family's first of Family.latent_spaces: w for StyleGAN2, else z)")
     p.add_argument("--class", dest="class_id", default=None, metavar="NAME|INDEX|label|search",
                    help="conditional models: a class for every image, each image's own label, or try every "
                    "class and keep the best (default search)")
@@ -721,7 +732,7 @@ def project_command(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         config = checkpointing.read_config(args.workdir)
-        space = args.space or ("w" if config.trainer == "stylegan2" else "z")
+        space = args.space or default_space(config)
         settings = Settings(space=space, steps=args.steps, lr=args.lr, noise=args.noise, noise_weight=args.noise_weight,
                             pixel_weight=args.pixel_weight, perceptual_weight=args.perceptual_weight,
                             prior_weight=args.prior_weight, batch_size=args.batch_size)

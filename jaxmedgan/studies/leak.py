@@ -241,14 +241,14 @@ def real_split(config: ml_collections.ConfigDict, max_real: int, seed: int
 def draw_generated(workdir: str, config: ml_collections.ConfigDict, num: int, seed: int
                    ) -> tuple[np.ndarray, Any, dict[str, float]]:
     """(generated f32 [num,H,W,C] in [-1, 1], checkpoint step, ADA p entries of the checkpoint's state extra)."""
-    trainer = trainers.get(config.trainer)
-    if config.trainer == "classifier":
-        raise ValueError(f"{workdir} is a classifier workdir; `evaluate leak` needs a GAN workdir.")
-    if hasattr(trainer, "draw") or hasattr(trainer, "generate_labelled"):  # map-conditioned / one GAN per class
+    family = trainers.family(config.trainer)
+    if family.kind != "gan":
+        raise ValueError(f"{workdir} is a {family.kind} workdir; `evaluate leak` needs a GAN workdir.")
+    if family.draw is not None or family.generate_labelled is not None:  # map-conditioned / one GAN per class
         fakes, step = quality_cli.draw_fakes(workdir, num, seed)
         return fakes.astype(np.float32) / 127.5 - 1.0, step, {}
     config, state, step = sampling.restore_state(workdir)
-    fakes, _ = sampling.generate(config, state, trainer, num, None, seed, as_float=True)
+    fakes, _ = sampling.generate(config, state, family, num, None, seed, as_float=True)
     p = {k: float(state.extra[k]) for k in ("aug_p", "ada_p") if k in state.extra}
     return fakes, step, p
 

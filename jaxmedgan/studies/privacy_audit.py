@@ -44,9 +44,7 @@ def _train(workdir: str, epsilon: float, extra: list[str], args) -> None:
 
 
 def run(args) -> list[dict]:
-    import jax
-
-    from jaxmedgan import batching, sampling, trainers
+    from jaxmedgan import sampling, trainers
     from jaxmedgan.studies import audit
 
     band = ["--config.privacy.mechanism=band_mf", f"--config.privacy.bands={args.bands}"]
@@ -63,11 +61,10 @@ def run(args) -> list[dict]:
         config, state, step = sampling.restore_state(wd)
         reports = [audit.canary_audit(config, state, step, wd)]
         if args.input_canaries:
-            trainer = trainers.get(config.trainer)
-            fn = jax.jit(lambda x: trainer.discriminate(config, state, x))
-            d_score = lambda x: batching.map_padded(fn, x, 64)
+            family = trainers.family(config.trainer)
             shape = (config.data.image_size, config.data.image_size, config.data.channels)
-            reports += audit.input_canary_audit(config, state, step, wd, trainer, shape, d_score)
+            reports += audit.input_canary_audit(config, state, step, wd, family, shape,
+                                                audit.d_scorer(config, state, family))
         seconds = time.perf_counter() - t
         for report in reports:
             row = {**report, "mechanism": mechanism, "noise": noise, "bands": args.bands if noise == "band_mf" else 1,

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmedgan import atomic_io
+from jaxmedgan import atomic_io, trainers
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,9 @@ def check_config(config: ml_collections.ConfigDict, source: str = "--config") ->
     if config.get("privacy") is None or "target_epsilon" not in config.privacy:
         raise ValueError(f"{source} has no privacy section with target_epsilon (config.privacy); the curve "
                          "needs a GAN config with DP support, e.g. configs/acgan_liver_dp.py.")
-    if config.get("trainer") in (None, "classifier"):
-        raise ValueError(f"{source} has trainer={config.get('trainer')!r}; the curve trains a GAN config.")
+    name = config.get("trainer")
+    if name is None or name not in trainers.TRAINERS or trainers.family(name).kind != "gan":
+        raise ValueError(f"{source} has trainer={name!r}; the curve trains a GAN config.")
 
 
 def run_config(config: ml_collections.ConfigDict, epsilon: float, mechanism: str = "dpsgd",
@@ -123,7 +124,7 @@ def _fingerprint(obj: Any) -> str:
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes, or reuses) one run; returns {'step', 'noise_multiplier', 'epsilon', 'delta',
     'reused', 'seconds'} read back from the run's config.json and last checkpoint."""
-    from jaxmedgan import checkpointing, trainers
+    from jaxmedgan import checkpointing
     from jaxmedgan.privacy import plan
 
     fingerprint = _fingerprint(config)

@@ -62,12 +62,12 @@ METRICS_FILE = os.path.join("eval", "metrics.json")
 def draw_fakes(workdir: str, num: int, seed: int) -> tuple[np.ndarray, Any]:
     """(uint8 images [num,H,W,C], checkpoint step) from the latest checkpoint of a GAN workdir."""
     config = checkpointing.read_config(workdir)
-    trainer = trainers.get(config.trainer)
-    if config.trainer == "classifier":
-        raise ValueError(f"{workdir} is a classifier workdir; --workdir must be a GAN workdir (pass the "
+    family = trainers.family(config.trainer)
+    if family.kind != "gan":
+        raise ValueError(f"{workdir} is a {family.kind} workdir; --workdir must be a GAN workdir (pass the "
                          "classifier as --classifier).")
-    if hasattr(trainer, "draw"):  # map-conditioned families pick their own condition maps
-        drawn = trainer.draw(workdir, num, seed)
+    if family.draw is not None:  # map-conditioned families pick their own condition maps
+        drawn = family.draw(workdir, num, seed)
         return drawn["images"], drawn["step"]
     fake, _, step = sampling.generate_from_workdir(workdir, num, None, seed)
     return fake, step
@@ -75,7 +75,8 @@ def draw_fakes(workdir: str, num: int, seed: int) -> tuple[np.ndarray, Any]:
 
 def model_classes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """Class names (label order) of a class-conditional GAN workdir; [] for any other model."""
-    if config.trainer == "classifier" or hasattr(trainers.get(config.trainer), "draw"):
+    family = trainers.family(config.trainer)
+    if family.kind != "gan" or family.draw is not None:
         return []  # a classifier, or a model conditioned on label maps
     return list(sampling.class_names(workdir, config))
 

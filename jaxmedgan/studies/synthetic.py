@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from jaxmedgan import checkpointing, sampling
+from jaxmedgan import checkpointing, sampling, trainers
 from jaxmedgan.data import labeled, readers
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,8 @@ def _from_folder(path: str, real: labeled.LabeledSet, success_only: bool = False
 def _from_workdir(path: str, real: labeled.LabeledSet, per_class: int, seed: int) -> labeled.LabeledSet:
     config = checkpointing.read_config(path)
     names = sampling.class_names(path, config)  # a conditional GAN's classes, or one GAN per class
-    num_classes = len(names) if config.get("trainer") == "per_class" else config.model.get("num_classes", 0)
+    one_per_class = trainers.family(config.trainer).generate_labelled is not None  # one GAN per class
+    num_classes = len(names) if one_per_class else config.model.get("num_classes", 0)
     if real.multi_label or not num_classes:
         raise ValueError(f"GAN workdir {path!r} has model.num_classes={num_classes}: on-the-fly sampling "
                          "needs a class-conditional GAN (or one GAN per class) over the real set's classes "

@@ -51,6 +51,7 @@ from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.models import layers
 from jaxmedgan.models.trained_classifier import (CLASSES_FILE, ClassifierState, build_model, build_optimizer,
                                                     init_state, load_classifier, model_features, model_logits)
+from jaxmedgan.trainers import contract
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +405,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Class
     if eval_data is None:
         log.info("config.data names no held-out 'test' set: training without evaluation.")
     return fit(config, workdir, train, eval_data)
+
+
+# Not a GAN: its workdir holds a classifier (the frozen model of the clinical loss, FID-domain, LCO).
+FAMILY = contract.Family(name="classifier", kind="classifier")
 
 
 def export_clinical(workdir: str, path: str) -> str:

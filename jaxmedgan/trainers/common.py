@@ -5,7 +5,6 @@ host-side work: input pipeline, jit with shardings, resume, logging, sample grid
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -30,37 +29,9 @@ from jaxmedgan.privacy import checks, monitoring, plan
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.privacy.config import DPConfig
+from jaxmedgan.trainers.contract import Family  # fit's argument; defined in contract.py
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Family:
-    """Pure functions that define one GAN family; each takes the config first.
-
-    init_state(config, rng) -> state
-    train_step(config, state, batch, *, mesh) -> (state, metrics)  # batch: image [B,H,W,C], label [B]
-                                                                   # (+ mask [B] under DP)
-    generate(config, state, z, labels) -> images [N,H,W,C] in [-1, 1]
-    evaluate(config, state, eval_data) -> {name: float}        # host-side orchestration
-    make_step(config, state_shardings, batch_sharding, replicated) -> step(state, batch, step: int)
-        # optional; when given, fit calls this host-side callable (it jits what it needs, e.g.
-        # StyleGAN2's separate phases) instead of jitting train_step; its metric keys may vary
-        # from step to step (each key is averaged over the steps that reported it)
-    sample_grid(config, state, eval_data) -> uint8 grid [H,W,C]  # optional; default: fixed-latent
-                                                               # grid (conditional-map families)
-    """
-
-    name: str
-    init_state: Callable[..., Any]
-    train_step: Callable[..., tuple[Any, dict]]
-    generate: Callable[..., jax.Array]
-    evaluate: Callable[..., dict] | None = None
-    make_step: Callable[..., Callable[[Any, Any, int], tuple[Any, dict]]] | None = None
-    sample_grid: Callable[..., np.ndarray] | None = None
-    # Metric names that stay public under DP (computed from noised gradients, generated images or
-    # G alone); every other metric of a DP run is private (privacy/monitoring.py).
-    dp_public_metrics: tuple[str, ...] = ()
 
 
 def ema_beta(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
@@ -190,6 +161,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     (found by default), recorded in WORKDIR/dataset.json for the outputs' class names and windows. Holds the workdir lock, refuses config drift
     on resume (`config_drift`), and stops cleanly on SIGTERM/SIGINT (`preemption.Preempted`).
     """
+    if not family.has_steps:
+        raise ValueError(f"Family {family.name!r} supplies no step functions ({family.kind}, or a composite of "
+                         "other families): train it with its module's train_and_evaluate.")
     is_main = jax.process_index() == 0
     with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
         changes = config_drift.check_resume(workdir, config)

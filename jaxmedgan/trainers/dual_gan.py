@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from jaxmedgan import checkpointing, images, trainers
+from jaxmedgan.trainers import contract
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
     masks = pipeline.ArraySource(masks_to_images(train["map"], config.data.get("mask_blur_px", 0.0)),
                                  np.zeros(len(train["map"]), np.int32))
     log.info("dual GAN: stage I is %s.", cfg1.trainer)
-    state1 = common.fit(cfg1, os.path.join(workdir, "stage1"), trainers.get(cfg1.trainer).FAMILY,
+    state1 = common.fit(cfg1, os.path.join(workdir, "stage1"), trainers.family(cfg1.trainer),
                         data=(masks, None))
     source = paired.PairSource(train["image"], train["map"], cfg2.data.num_labels)
     state2 = pix2pix.train_and_evaluate(cfg2, os.path.join(workdir, "stage2"), data=(source, test))
@@ -129,7 +130,7 @@ def generate_masks(config: ml_collections.ConfigDict, state, num: int, seed: int
 
     if config.trainer not in STAGE1_FAMILIES:
         raise ValueError(f"The stage-I config has trainer {config.trainer!r}; expected one of {STAGE1_FAMILIES}.")
-    imgs, _ = sampling.generate(config, state, trainers.get(config.trainer), num, None, seed,
+    imgs, _ = sampling.generate(config, state, trainers.family(config.trainer), num, None, seed,
                                 batch_size=batch_size)
     x = imgs[..., 0].astype(np.float32)
     if threshold == "zero":
@@ -166,3 +167,23 @@ def draw(workdir: str, num: int, seed: int, threshold: str | None = None) -> dic
             "labels": masks.reshape(num, -1).max(axis=1).astype(np.int64),
             "label_names": ["no_vessel", "vessel"], "step": {"stage1": step1, "stage2": step2},
             "config": config, "class_names": ["background", "vessel"]}
+
+
+def stage_training_set_size(workdir: str, stage: str) -> int | None:
+    """N of stage I (trained on the masks of the training crops, W/mask_stats.json); None for stage II
+    (pix2pix counts its pairs itself) or a run without the record."""
+    path = os.path.join(workdir, MASK_STATS)
+    if stage != "stage1" or not os.path.exists(path):
+        return None
+    import json
+
+    with open(path) as f:
+        return int(json.load(f)["num_train"])
+
+
+FAMILY = contract.Family(
+    name="dual_gan",
+    draw=draw,
+    stages=STAGES,
+    stage_training_set_size=stage_training_set_size,
+)

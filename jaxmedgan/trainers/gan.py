@@ -559,12 +559,20 @@ def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> d
     return out
 
 
+def image_sizes(config: ml_collections.ConfigDict) -> tuple[int, None]:
+    """The DCGAN builds any power-of-two image size from 8 px up."""
+    return 8, None
+
+
 FAMILY = common.Family(
     name="gan",
     init_state=init_state,
     train_step=train_step,
     generate=generate,
     evaluate=evaluate,
+    discriminate=discriminate,
+    latent_spaces=("z",),
+    image_sizes=image_sizes,
     # Under DP: G's terms and D's terms on generated images.
     dp_public_metrics=("g_loss", "g_aux_loss", "g_twin_loss", "g_ms_ratio", "g_total_loss", "g_grad_norm",
                        "d_fake_acc", "d_fake_logit", "d_twin_loss", "aug_p", "ema_beta"),

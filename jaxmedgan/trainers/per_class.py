@@ -57,9 +57,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     from jaxmedgan.data import datasets, tfds_builders
 
     family = config.trainer
-    if family not in ("gan", "pggan", "stylegan2"):
+    if "z" not in trainers.family(family).latent_spaces:
         raise ValueError(f"config.train.per_class trains one unconditional GAN per class; config.trainer="
-                         f"{family!r} is not a latent GAN family (gan, pggan, stylegan2).")
+                         f"{family!r} is not a latent GAN family ({', '.join(trainers.with_latent_space('z'))}).")
     if config.privacy.get("enabled", False):
         raise ValueError("config.train.per_class with config.privacy.enabled is not supported yet (the "
                          "privacy report reads one run's accounting); train the classes as separate DP runs.")
@@ -72,7 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     names = list(tfds_builders.class_names(data_dir, config.data.source))
     train, eval_arrays = datasets.load(config, data_dir)
     labels = _labels(train)
-    module = trainers.get(family)
+    trained = trainers.family(family)
     runs = {}
     top = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
     top.trainer, top.family = "per_class", family
@@ -93,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         c = copy.deepcopy(config)
         c.train.per_class = False
         common.log.info("per_class: training %s on class %r (%d images) in %s", family, name, len(members), sub)
-        states[name] = common.fit(c, sub, module.FAMILY, data=(ClassSubset(train, members), held), data_dir=data_dir)
+        states[name] = common.fit(c, sub, trained, data=(ClassSubset(train, members), held), data_dir=data_dir)
         runs[name] = sub
     tmp = os.path.join(workdir, f".{INDEX_FILE}.tmp")
     with open(tmp, "w") as f:
@@ -134,7 +134,7 @@ def generate_labelled(workdir: str, num: int, class_id: int | None, seed: int, *
             continue
         sub = os.path.join(workdir, index["workdirs"][name])
         config, state, step = sampling.restore_state(sub)
-        imgs, _ = sampling.generate(config, state, trainers.get(index["family"]), int(counts[k]), None,
+        imgs, _ = sampling.generate(config, state, trainers.family(index["family"]), int(counts[k]), None,
                                     seed + 1000 * k, as_float=as_float)
         out_images.append(imgs)
         out_labels.append(np.full(int(counts[k]), k, np.int64))
@@ -142,5 +142,6 @@ def generate_labelled(workdir: str, num: int, class_id: int | None, seed: int, *
     return np.concatenate(out_images), np.concatenate(out_labels), steps
 
 
-# `trainers.get("per_class")` serves the workdir's drawing side; training starts from the family's config
-# with train.per_class=True (main.py), so there is no FAMILY here.
+# Training starts from the family's config with train.per_class=True (main.py); the workdir is drawn
+# from like a class-conditional model.
+FAMILY = common.Family(name="per_class", generate_labelled=generate_labelled)

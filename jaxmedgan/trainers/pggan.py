@@ -477,6 +477,11 @@ def sample_grid(config: ml_collections.ConfigDict, state: GANState, eval_data: A
     return images_lib.grid(images_lib.to_uint8(np.asarray(x)), rows=rows)
 
 
+def image_sizes(config: ml_collections.ConfigDict) -> tuple[int, None]:
+    """PGGAN grows from 4 px: any power-of-two image size from 4 px up."""
+    return 4, None
+
+
 FAMILY = common.Family(
     name="pggan",
     init_state=init_state,
@@ -484,6 +489,9 @@ FAMILY = common.Family(
     generate=generate,
     make_step=make_step,
     sample_grid=sample_grid,
+    discriminate=discriminate,
+    latent_spaces=("z",),
+    image_sizes=image_sizes,
     # Under DP: G's loss and gradient norm, D's score on generated images, the schedule, ADA's
     # (fixed: adaptive is refused) p.
     dp_public_metrics=("g_loss", "g_grad_norm", "d_fake_score", "level", "alpha", "kimg", "aug_p"),

@@ -50,7 +50,7 @@ import optax
 
 from jaxmedgan import batching, images
 from jaxmedgan.augment import policy as aug_policy
-from jaxmedgan.data import registry
+from jaxmedgan.data import paired, registry
 from jaxmedgan.losses import gan as gan_losses
 from jaxmedgan.models import layers, pix2pix
 from jaxmedgan.privacy import dp_sgd
@@ -324,8 +324,6 @@ def generate(config: ml_collections.ConfigDict, state: GANState, z: jax.Array,
 def generate_batched(config: ml_collections.ConfigDict, state: GANState, maps: np.ndarray,
                      batch_size: int = 32) -> np.ndarray:
     """Host loop: f32 images [N,H,W,C] for uint8 maps [N,H,W], in fixed-size (padded) batches."""
-    from jaxmedgan.data import paired
-
     fn = jax.jit(functools.partial(generate, config))
     return batching.map_padded(lambda chunk: fn(state, paired.one_hot(chunk, config.data.num_labels)), maps,
                                batch_size, empty=np.zeros((0,), np.float32))
@@ -364,7 +362,6 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     [N,H,W] (class per pixel), "labels" int [N] (lesion present), "label_names", "step", "config",
     "class_names"}."""
     from jaxmedgan import sampling
-    from jaxmedgan.data import paired
 
     config, state, step = sampling.restore_state(workdir)
     maps = paired.condition_maps(config, num, seed)
@@ -383,6 +380,16 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
     return [f"class{k}" for k in range(config.data.num_labels)]
 
 
+def training_set_size(config: ml_collections.ConfigDict) -> int:
+    """N: the training pairs of `config.data` (the accountant's q = batch_size / N)."""
+    return len(paired.load_arrays(config)[0]["map"])
+
+
+def image_sizes(config: ml_collections.ConfigDict) -> tuple[int, None]:
+    """The U-Net halves the image down to `model.bottleneck_size` px: powers of two from twice that up."""
+    return 2 * int(config.model.get("bottleneck_size", 1)), None
+
+
 FAMILY = common.Family(
     name="pix2pix",
     init_state=init_state,
@@ -390,6 +397,10 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     sample_grid=sample_grid,
+    draw=draw,
+    training_set_size=training_set_size,
+    check_private_generator=check_private_generator,
+    image_sizes=image_sizes,
     # Under DP both nets' losses see private maps and images: no loss metric is public; ADA's (fixed,
     # adaptive is refused) p and the EMA decay are set by the config and the step.
     dp_public_metrics=("aug_p", "ema_beta"),
@@ -398,8 +409,6 @@ FAMILY = common.Family(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> GANState:
     """Trains pix2pix on `config.data`'s paired source (or `data` = (PairSource, held-out dict))."""
-    from jaxmedgan.data import paired
-
     if config.data.get("augment", False):
         raise ValueError("config.data.augment=True would move the image without its label map (the "
                          "classic Augment touches 'image' only); set config.data.augment=False -- the "

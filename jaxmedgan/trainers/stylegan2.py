@@ -702,6 +702,11 @@ def evaluate(config: ml_collections.ConfigDict, state: GANState, eval_data) -> d
     return out
 
 
+def image_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """StyleGAN2's synthesis network builds 8 to 1024 px (powers of two)."""
+    return 8, 1024
+
+
 FAMILY = common.Family(
     name="stylegan2",
     init_state=init_state,
@@ -709,6 +714,8 @@ FAMILY = common.Family(
     generate=generate,
     evaluate=evaluate,
     make_step=make_step,
+    latent_spaces=("w", "w+", "z"),  # inverted in w unless told (Karras et al. 2020's projector)
+    image_sizes=image_sizes,
     # Under DP: the G phases (G, the clinical classifier and D on generated images), D on generated
     # images, and the EMA / fixed ADA p.
     dp_public_metrics=("g_loss", "g_fake_logit", "clinical_ce", "clinical_acc", "pl_penalty", "pl_length",

@@ -1,7 +1,7 @@
 """The one source list agrees with the modules that implement the sources."""
 import pytest
 
-from jaxmedgan import config_validation
+from jaxmedgan import config_validation, trainers
 from jaxmedgan.data import brain_mri, native, paired, registry, tfds_builders
 from configs import dcgan_liver
 
@@ -23,4 +23,4 @@ def test_unknown_sources_are_refused_with_a_hint():
     c = dcgan_liver.get_config()
     c.data.source = "npzz"
     with pytest.raises(config_validation.ConfigError, match=r"data.source: Unknown data source 'npzz'.*'npz'"):
-        config_validation.validate(c, None)
+        config_validation.validate(c, None, image_sizes=trainers.image_sizes)

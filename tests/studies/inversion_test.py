@@ -118,7 +118,7 @@ def test_held_out_reals_with_a_perceptual_term(acgan):
         projector(x[..., :8, :], y, inversion.LABEL)
     with pytest.raises(ValueError, match="--class label needs"):
         projector(x, None, inversion.LABEL)
-    with pytest.raises(ValueError, match="exists for StyleGAN2 only"):
+    with pytest.raises(ValueError, match="exists for stylegan2 only"):
         inversion.Projector(config, state, inversion.Settings(space="w"))
 
 

@@ -36,8 +36,8 @@ def checkpoint_random(workdir, config, step=2):
     """A workdir holding checkpoint `step` of a random state of the trainer's state structure (from
     `eval_shape` of its init): what training writes, without compiling init or train steps (a minute
     each on a busy 2-core CPU); the metrics' wiring does not need trained networks."""
-    module = trainers.get(config.trainer)
-    init = module.FAMILY.init_state if hasattr(module, "FAMILY") else module.init_state
+    family = trainers.family(config.trainer)  # the classifier has no step contract: its own init_state
+    init = family.init_state if family.has_steps else trainers.get(config.trainer).init_state
     abstract = jax.eval_shape(functools.partial(init, config), jax.random.PRNGKey(config.seed))
     rng = np.random.default_rng(0)
 

@@ -110,7 +110,7 @@ def test_stylegan2_stage_one_trains_and_draws_mask_image_pairs(workdir, tmp_path
     assert drawn["step"] == {"stage1": 8, "stage2": 120}
     # The masks are the StyleGAN2 G-EMA images, thresholded at the training vessel fraction.
     cfg, state, _ = sampling.restore_state(str(wd / "stage1"))
-    raw, _ = sampling.generate(cfg, state, stylegan2, 8, None, 3)
+    raw, _ = sampling.generate(cfg, state, stylegan2.FAMILY, 8, None, 3)
     x = raw[..., 0].astype(np.float32).reshape(8, -1)
     fraction = json.load(open(wd / dual_gan.MASK_STATS))["vessel_fraction"]
     cut = np.quantile(x, 1.0 - fraction, axis=1)[:, None]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmedgan import main as cli
-from jaxmedgan import sampling
+from jaxmedgan import sampling, trainers
 from tests.trainers.gan_train_test import REPO, tiny_overrides
 
 DCGAN = os.path.join(REPO, "configs", "dcgan_liver.py")
@@ -52,7 +52,7 @@ def test_samples_and_exports_like_a_conditional_model(per_class_run):
         assert [r["label_name"] for r in csv.DictReader(f)] == ["cyst"] * 2 + ["metastasis"] * 2 + ["hemangioma"] * 2
     # Each class's images come from that class's GAN: the same draw as sampling that run alone.
     alone, _ = sampling.generate(*sampling.restore_state(str(wd / "classes" / "metastasis"))[:2],
-                                 __import__("jaxmedgan.trainers.gan", fromlist=["x"]), 2, None, 0 + 1000 * 1)
+                                 trainers.family("gan"), 2, None, 0 + 1000 * 1)
     np.testing.assert_array_equal(sampling.generate_from_workdir(str(wd), 2, 1, seed=0)[0], alone)
 
 
