@@ -1,9 +1,11 @@
-"""Files written so a crash never leaves half of one: the atomic writers (text, JSON, npz) and a JSON reader."""
+"""Files written so a crash never leaves half of one: the atomic writers (text, JSON, npz, folders) and a JSON reader."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +23,25 @@ def _replace_atomically(path: str, write, suffix: str = "") -> str:
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+    return path
+
+
+def write_dir(path: str, write: Callable[[str], None], *, overwrite: bool = False) -> str:
+    """Calls write(tmp) on a temporary sibling folder of `path`, then renames it to `path`, so a
+    reader sees the old folder or the complete new one; on any failure the temporary folder is
+    removed. An existing `path` is replaced when empty, or whatever it holds with overwrite=True
+    (OSError otherwise). Creates the parent folder. Returns path."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(path)) + "-", dir=parent)
+    try:
+        write(tmp)
+        if os.path.isdir(path):
+            shutil.rmtree(path) if overwrite else os.rmdir(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 

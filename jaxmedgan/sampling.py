@@ -11,15 +11,13 @@ import csv
 import functools
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from jaxmedgan import checkpointing, images, lco, trainers, workdir_lock
+from jaxmedgan import atomic_io, checkpointing, images, lco, trainers, workdir_lock
 from jaxmedgan.data import datasets
 from jaxmedgan.models import trained_classifier
 from jaxmedgan.trainers.common import latent_batch
@@ -202,18 +200,7 @@ def _check_out(out: str, num: int) -> None:
 
 def _write_atomically(out: str, write: Callable[[str], None]) -> str:
     """Runs write(tmp) on a temporary sibling directory of `out`, then renames it to `out` (empty or absent)."""
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".sampling-", dir=parent)
-    try:
-        write(tmp)
-        if os.path.exists(out):
-            os.rmdir(out)  # empty (checked by the caller)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return atomic_io.write_dir(out, write)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxmedgan import atomic_io
+
 LABELS_FILE = "dataset.json"
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -175,18 +177,12 @@ def write_stylegan_dataset(path: str, images: np.ndarray, labels: np.ndarray | N
         return path
     if os.path.exists(path):
         raise FileExistsError(f"{path} exists; write_stylegan_dataset does not overwrite folders.")
-    tmp = tempfile.mkdtemp(prefix=".stylegan-", dir=parent)
-    try:
+    def write(tmp: str) -> None:
         for name, image in zip(names, images):
             os.makedirs(os.path.join(tmp, os.path.dirname(name)), exist_ok=True)
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(png(image))
         with open(os.path.join(tmp, LABELS_FILE), "w") as f:
             json.dump(meta, f)
-        os.replace(tmp, path)
-    except BaseException:
-        import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return atomic_io.write_dir(path, write)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Sequence
 
 import flax.serialization
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmedgan import atomic_io
 from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.models import trained_classifier
 
@@ -71,21 +70,13 @@ def save_classifier(path: str, module: classifier_lib.Classifier, variables: Any
             "class_names": list(class_names)}
     if class_names and len(class_names) != module.num_classes:
         raise ValueError(f"{len(class_names)} class_names given for a {module.num_classes}-class classifier.")
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".classifier-", dir=os.path.dirname(path))
-    try:
+    def write(tmp: str) -> None:
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, indent=1, sort_keys=True)
         with open(os.path.join(tmp, VARIABLES_FILE), "wb") as f:
             f.write(flax.serialization.msgpack_serialize(jax.device_get(flax.serialization.to_state_dict(variables))))
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+
+    return atomic_io.write_dir(os.path.abspath(path), write, overwrite=True)
 
 
 def load_frozen_classifier(path: str) -> Any:

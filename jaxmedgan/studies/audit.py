@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Callable
 
 import numpy as np
 
-from jaxmedgan import batching
+from jaxmedgan import atomic_io, batching
 from jaxmedgan import images as image_utils
 from jaxmedgan.evaluators import features as features_lib
 from jaxmedgan.evaluators import metrics as metrics_lib
@@ -364,22 +362,15 @@ def _pairs_grid(synth_u8: np.ndarray, train: np.ndarray, ratio: np.ndarray, near
 
 
 def _write(out: str, report: dict, grids: dict[str, np.ndarray]) -> None:
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".audit-", dir=parent)
-    try:
+    def write(tmp: str) -> None:
         with open(os.path.join(tmp, "audit.json"), "w") as f:
             json.dump(report, f, indent=2, default=float)
         with open(os.path.join(tmp, "audit.md"), "w") as f:
             f.write(_markdown(report))
         for name, image in grids.items():
             image_utils.save_png(os.path.join(tmp, name), image)
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_io.write_dir(out, write, overwrite=True)
 
 
 def _markdown(r: dict) -> str:
