@@ -1,5 +1,4 @@
 """Downstream study: a tiny run of every experiment on the liver phantoms, synthetic sources, bad inputs."""
-import functools
 import json
 import os
 
@@ -8,14 +7,12 @@ import pytest
 from PIL import Image
 
 from configs import acgan_liver, downstream_liver
-import jax
-
 from jaxmedgan import checkpointing, images
 from jaxmedgan import main as cli
 from jaxmedgan.data import labeled, phantoms
 from jaxmedgan.evaluators import diversity, folds
 from jaxmedgan.studies import downstream, synthetic
-from jaxmedgan.trainers import gan
+from tests.studies.inversion_test import random_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "downstream_liver.py")
@@ -153,17 +150,7 @@ def _tiny_acgan_workdir(tmp_path, size=16):
     c = acgan_liver.get_config()
     c.data.image_size = size
     c.model.latent_dim, c.model.g_features, c.model.d_features = 8, 4, 4
-    rng = np.random.default_rng(0)
-
-    def fill(path, leaf):
-        if not np.issubdtype(leaf.dtype, np.floating):
-            return np.zeros(leaf.shape, leaf.dtype)
-        if "var" in jax.tree_util.keystr(path):
-            return np.ones(leaf.shape, leaf.dtype)
-        return (0.02 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
-
-    abstract = jax.eval_shape(functools.partial(gan.init_state, c), jax.random.PRNGKey(0))
-    state = jax.tree_util.tree_map_with_path(fill, abstract)
+    state = random_state(c, 0.02)
     wd = str(tmp_path / "acgan")
     mngr = checkpointing.manager(wd, async_save=False)
     checkpointing.save(mngr, 1, state, c)
