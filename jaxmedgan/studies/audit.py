@@ -189,9 +189,6 @@ def canary_scores(config: Any, state: Any, step: int, workdir: str) -> tuple[np.
     run's secret in WORKDIR/private. For a run whose noise follows from the public seed
     (privacy.secure_rng=False) the attacker replays that noise from config.seed and subtracts it.
     """
-    import jax
-    import jax.numpy as jnp
-
     from jaxmedgan.privacy import canaries, noise, secret
     from jaxmedgan.privacy.config import DPConfig
 
@@ -205,9 +202,7 @@ def canary_scores(config: Any, state: Any, step: int, workdir: str) -> tuple[np.
     mechanism = dp.break_mechanism or "correct"
     if run_secret.public:
         mechanism = "public_noise" if mechanism == "correct" else f"{mechanism}+public_noise"
-        tree = noise.joint(jax.tree_util.tree_map(jnp.zeros_like, state.d_params), jnp.zeros((dp.canaries,)))
-        std = 0.0 if dp.break_mechanism == "no_noise" else dp.noise_multiplier * dp.l2_clip
-        scores = scores - _replayed_canary_noise(dp, config.train.steps, tree, std, run_secret, step)
+        scores = scores - _replayed_canary_noise(dp, config.train.steps, state.d_params, run_secret, step)
     return scores, in_coins, mechanism
 
 
@@ -283,26 +278,25 @@ def input_canary_audit(config: Any, state: Any, step: int, workdir: str, family:
     return reports
 
 
-def _replayed_canary_noise(dp: Any, steps: int, tree: Any, std: float, run_secret: Any, step: int) -> np.ndarray:
+def _replayed_canary_noise(dp: Any, steps: int, d_params: Any, run_secret: Any, step: int) -> np.ndarray:
     """f64 [K]: the noise the first `step` steps added at the canaries' coordinates, replayed from the
-    (public) noise keys as anyone holding the config could: i.i.d. draws, or band_mf's correlated ones."""
+    (public) noise keys as anyone holding the config could: the run's own noise transformation
+    (either mechanism, and its test-only breaks) fed zero gradients, whose canary scores are then
+    the noise alone."""
     import jax
+    import jax.numpy as jnp
+    import optax
 
     from jaxmedgan.privacy import noise
 
-    total = np.zeros(dp.canaries, np.float64)
-    if dp.mechanism == "band_mf":
-        strategy = noise.banded_strategy(steps, dp.bands)
-        draw = jax.jit(lambda key, corr: noise.add_correlated_noise(tree, std, key, strategy, corr))
-        corr = noise.init_correlated(strategy, tree)
-        for t in range(step):
-            noised, corr = draw(run_secret.noise_key(t), corr)
-            total += np.asarray(noised[1], np.float64)
-        return total
-    draw = jax.jit(lambda key: noise.add_noise(tree, std, key)[1])  # the draw each step added
+    tx = noise.private(optax.identity(), dp, 1.0, steps)  # E[B] only scales what reaches the optimiser
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, d_params)
+    no_canary = jnp.zeros((dp.canaries,), jnp.float32)
+    advance = jax.jit(lambda s, key: tx.update(zeros, s, zeros, noise_key=key, canary_sum=no_canary)[1])
+    state = tx.init(zeros)
     for t in range(step):
-        total += np.asarray(draw(run_secret.noise_key(t)), np.float64)
-    return total
+        state = advance(state, run_secret.noise_key(t))
+    return np.asarray(noise.noise_state(state).canary_scores, np.float64)
 
 
 def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: int = 16,
