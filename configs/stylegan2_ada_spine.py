@@ -15,8 +15,8 @@ Full-size StyleGAN2-ADA ('auto' at 256 px) for the study, on accelerators:
   --config.train.batch_size=16 --config.train.steps=1500000  (25000 kimg)
 
 Clinical term: point --config.clinical.checkpoint at a classifier trained on the phantoms at the
-same image size (a `trainer='classifier'` workdir, or a directory from losses.clinical.save_classifier
-as in tests/losses/clinical_test.py) and set --config.clinical.weight=0.1; eval/clinical_acc_* then
+same image size (a `trainer='classifier'` workdir, e.g. `jaxmedgan train --config
+configs/classifier_spine.py`; `models.trained_classifier.save` writes one from any state) and set --config.clinical.weight=0.1; eval/clinical_acc_* then
 report its per-class accuracy on generated images.
 """
 import ml_collections
@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.clinical = ml_collections.ConfigDict()
     # A classifier-trainer workdir (`trainer='classifier'`, arch cnn or resnet, trained on the GAN's
-    # classes in the same order) or a losses.clinical.save_classifier directory; "" = no classifier.
+    # classes in the same order, single-label); "" = no classifier.
     c.clinical.checkpoint = ""
     c.clinical.weight = 0.0  # lambda of lambda * CE(classifier(G(z, c)), c); 0 = plain StyleGAN2-ADA
     # True only if the classifier never saw the private training images (e.g. trained on a public

@@ -37,9 +37,7 @@ import csv
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,8 +46,10 @@ from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
 import jaxmedgan
-from jaxmedgan import checkpointing, images, sampling, trainers
+from jaxmedgan import atomic_io, checkpointing, images, sampling, trainers
 from jaxmedgan.data import datasets, intensity, readers
+from jaxmedgan.privacy import accounting, checks, plan
+from jaxmedgan.privacy.config import DPConfig
 
 MANIFEST = "manifest.json"
 LABELS_CSV = "labels.csv"
@@ -92,9 +92,6 @@ def privacy_report(config, step: int, num_examples: int | None) -> dict[str, Any
     q and delta are those `privacy.plan` recorded in the run's config.json; for a config without
     them, q = batch_size / N and delta = 1 / (10 N) with N = `num_examples`. delta' adds the chance
     that a padded Poisson batch truncated (`plan.delta_prime`); read epsilon at delta'."""
-    from jaxmedgan.privacy import accounting, plan
-    from jaxmedgan.privacy.config import DPConfig
-
     p = DPConfig.from_config(config)
     if not p.enabled:
         return None
@@ -117,8 +114,6 @@ def privacy_report(config, step: int, num_examples: int | None) -> dict[str, Any
 
 
 def _report(config, workdir: str, step: int) -> dict[str, Any] | None:
-    from jaxmedgan.privacy import checks
-
     if not checks.dp_enabled(config):
         return None
     recorded = config.privacy.get("sampling_rate") and config.privacy.get("delta")
@@ -318,10 +313,7 @@ def export(workdir: str, num: int, out: str, *, seed: int = 0, class_id: int | s
                                          drawn["labels"])
     windows, label_names = drawn["windows"], list(drawn["label_names"])
     privacy = _privacy(config, workdir, step)
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+    def write(tmp: str) -> None:  # into a temporary sibling folder, renamed to `out` when complete
         rows = []
         study_uid, series_uid = generate_uid(), generate_uid()  # one study and series per export
         for i in range(num):
@@ -380,12 +372,8 @@ def export(workdir: str, num: int, out: str, *, seed: int = 0, class_id: int | s
         }
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
-        if os.path.exists(out):
-            os.rmdir(out)  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_io.write_dir(out, write)  # `out` is absent or empty (checked above)
     return out
 
 

@@ -7,6 +7,10 @@ import difflib
 import os
 import sys
 
+# Light at import (`jaxmedgan --help` stays instant): each command imports its own heavy stack (JAX,
+# TFDS) when it runs.
+from jaxmedgan import config_validation, workdir_lock
+
 USAGE = """usage: jaxmedgan <command> [options]
 
 commands:
@@ -97,61 +101,14 @@ def _train(argv: list[str]) -> None:
         raise UsageError(f"Could not load --config: {e}") from None
     if config is None or fv.workdir is None:
         raise UsageError("train needs --config and --workdir.")
-    _use_built_dataset(config, argv)
-    from jaxmedgan import config_validation, trainers
+    from jaxmedgan import training
 
-    try:  # before anything is written or compiled
-        config_validation.validate(config, fv.workdir, image_sizes=trainers.image_sizes)
+    try:  # ConfigError: every problem of the config, one per line (found before anything is written)
+        training.train(config, fv.workdir, explicit=training.explicit_keys(argv),
+                       allow_config_change=fv.allow_config_change, coordinator=fv.coordinator,
+                       num_processes=fv.num_processes, process_id=fv.process_id)
     except config_validation.ConfigError as e:
         raise UsageError(str(e).replace("\n", "\njaxmedgan train: error: ")) from None
-
-    import jax
-    from jaxmedgan import config_drift, distributed, workdir_lock
-
-    distributed.initialize(fv.coordinator, fv.num_processes, fv.process_id)
-    log = _setup_logging()
-    log.info("JAX %s, process %d/%d, %d local / %d global devices (%s).", jax.__version__,
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count(), jax.devices()[0].platform)
-    is_main = jax.process_index() == 0
-    with workdir_lock.hold(fv.workdir, enabled=is_main):
-        if is_main:
-            config_drift.accept_on_resume(fv.workdir, config, fv.allow_config_change)
-        if config.get("train", {}).get("per_class", False):
-            trainers.get("per_class").train_and_evaluate(config, fv.workdir)
-        else:
-            trainers.get(config.trainer).train_and_evaluate(config, fv.workdir)
-
-
-def _explicit_keys(argv: list[str]) -> set[str]:
-    """Config keys set on the command line: {"data.image_size", ...} from --config.data.image_size=..."""
-    keys = set()
-    for a in argv:
-        if a.startswith("--config."):
-            keys.add(a[len("--config."):].split("=", 1)[0])
-    return keys
-
-
-def _use_built_dataset(config, argv: list[str]) -> None:
-    """Absolute data paths in config; with data.dataset_dir, adopt the built dataset's options
-    (an explicit override that disagrees is a usage error naming the fields)."""
-    for section in [config, *(config[s] for s in ("stage1", "stage2", "generator") if s in config)]:
-        d = section.get("data") if hasattr(section, "get") else None
-        if d is None:
-            continue
-        for key in ("data_dir", "image_dir", "dataset_dir", "labels_csv", "test_labels_csv"):
-            if d.get(key):
-                d[key] = os.path.abspath(os.path.expanduser(d[key]))
-    if not (config.get("data") and config.data.get("dataset_dir")):
-        return
-    from jaxmedgan.data import datasets
-
-    try:
-        changed = datasets.adopt_built(config, _explicit_keys(argv))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if changed:
-        _setup_logging().info("Adopted from %s: %s", config.data.dataset_dir, ", ".join(changed))
 
 
 def _config_path(argv: list[str]) -> str:
@@ -162,24 +119,6 @@ def _config_path(argv: list[str]) -> str:
         if a == "--config" and i + 1 < len(argv):
             return argv[i + 1]
     return "?"
-
-
-def _setup_logging():
-    """jaxmedgan's own INFO logs to stderr; libraries (orbax, absl) only at WARNING and above."""
-    import logging as std_logging
-
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    log = std_logging.getLogger("jaxmedgan")
-    if not any(getattr(h, "_jaxmedgan", False) for h in log.handlers):
-        handler = std_logging.StreamHandler(sys.stderr)
-        handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        handler._jaxmedgan = True
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(std_logging.INFO)
-    return log
 
 
 def _sample(argv: list[str]) -> None:
@@ -199,7 +138,7 @@ def _sample(argv: list[str]) -> None:
                    help="--labels: random draws for the random + filter comparison (default max(256, 4 num))")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv[1:])
-    from jaxmedgan import sampling
+    from jaxmedgan import lco, sampling
 
     if args.labels is None:
         if args.classifier is not None or args.lco_steps is not None or args.baseline_num is not None:
@@ -209,8 +148,6 @@ def _sample(argv: list[str]) -> None:
         return
     if args.class_id is not None:
         raise UsageError("--labels (latent class optimisation) and --class exclude each other.")
-    from jaxmedgan import lco
-
     path, rows = sampling.sample_labelled_to_dir(
         args.workdir, args.num, args.out, args.labels, classifier_workdir=args.classifier,
         lco_steps=args.lco_steps, seed=args.seed, baseline_num=args.baseline_num)
@@ -223,8 +160,6 @@ def _sample(argv: list[str]) -> None:
 
 def _valid_image_size(n: int) -> None:
     """Refuses sizes no model can use (the GANs need a power of two, >= 4 px, <= 1024 px)."""
-    from jaxmedgan import config_validation
-
     if n >= 4 and n <= 1024 and n & (n - 1) == 0:
         return
     near = config_validation._nearest_power_of_two(n, 4, 1024)
@@ -233,7 +168,7 @@ def _valid_image_size(n: int) -> None:
 
 
 def _dataset(argv: list[str]) -> None:
-    from jaxmedgan.data import readers, registry, tfds_builders
+    from jaxmedgan.data import datasets, readers, registry, tfds_builders
 
     p = argparse.ArgumentParser(prog="jaxmedgan dataset", description="Build a TFDS (array_record) dataset.")
     p.add_argument("--source", required=True, choices=registry.names(buildable=True))
@@ -283,14 +218,12 @@ def _dataset(argv: list[str]) -> None:
                                        image_size=args.image_size, channels=args.channels,
                                        window=tuple(args.window) if args.window else None, seed=args.seed,
                                        holdout_fraction=args.holdout_fraction, **extra)
-    from jaxmedgan.data import datasets
-
     print(f"{datasets.describe(path)}\nTrain on it with --config.data.dataset_dir={os.path.abspath(path)}\n"
           f"Dataset ready in {path}")
 
 
 def _privacy(argv: list[str]) -> int:
-    from jaxmedgan.privacy import cli as privacy_cli
+    from jaxmedgan.studies import privacy_cli
 
     return privacy_cli.main(argv[1:])
 
@@ -346,20 +279,18 @@ def main(argv: list[str]) -> int:
         print(f"jaxmedgan: unknown command {cmd!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
               + "\n\n" + USAGE, file=sys.stderr)
         return 2
-    from jaxmedgan.config_validation import ConfigError
-    from jaxmedgan.preemption import Preempted
+    from jaxmedgan.preemption import Preempted  # both import JAX
     from jaxmedgan.trainers.common import NonFiniteLossError
-    from jaxmedgan.workdir_lock import WorkdirLockedError
 
     try:
         code = COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])
-    except (UsageError, ConfigError) as e:
+    except (UsageError, config_validation.ConfigError) as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:  # SIGTERM / SIGINT: checkpoint saved
         print(f"jaxmedgan {cmd}: {e}", file=sys.stderr)
         return e.exit_code
-    except WorkdirLockedError as e:
+    except workdir_lock.WorkdirLockedError as e:
         print(f"jaxmedgan {cmd}: error: {e}", file=sys.stderr)
         return 1
     except (NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError) as e:

@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 
 
 @flax.struct.dataclass
@@ -24,6 +25,17 @@ class GANState:
     g_opt_state: Any
     d_opt_state: Any
     extra: Any = flax.struct.field(default_factory=dict)  # family-specific state (EMA, ADA p, DP)
+
+    @classmethod
+    def create(cls, rng: jax.Array, g_vars: dict, d_vars: dict, g_tx, d_tx, extra: dict | None = None, *,
+               g_stats: str = "batch_stats") -> "GANState":
+        """The state at step 0 from freshly initialised variables: params, G's `g_stats` collection
+        (BatchNorm's 'batch_stats', StyleGAN2's 'stats') and D's 'batch_stats' ({} when absent), and
+        the optimisers' (optax `g_tx`, `d_tx`) initial states."""
+        return cls(step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_vars["params"], d_params=d_vars["params"],
+                   g_stats=g_vars.get(g_stats, {}), d_stats=d_vars.get("batch_stats", {}),
+                   g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
+                   extra={} if extra is None else extra)
 
     def g_variables(self) -> dict:
         """Flax variables dict of the generator."""

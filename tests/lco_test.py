@@ -16,6 +16,7 @@ from configs import classifier_liver, dcgan_liver
 from jaxmedgan import lco, sampling
 from jaxmedgan import main as cli
 from jaxmedgan.data import chest_phantoms, labeled
+from jaxmedgan.models import trained_classifier
 from jaxmedgan.trainers import classifier, common, gan
 
 SIZE = 16  # px
@@ -74,7 +75,7 @@ def trained(tmp_path_factory):
 def models(trained):
     gan_wd, clf_wd = trained
     config, state, _ = sampling.restore_state(gan_wd)
-    clf, names = classifier.load_classifier(clf_wd)
+    clf, names = trained_classifier.load_classifier(clf_wd)
     assert names == FINDINGS
     return (lambda s, z: gan.FAMILY.generate(config, s, z, None)), state, clf
 

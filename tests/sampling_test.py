@@ -7,6 +7,7 @@ import pytest
 from configs import dcgan_liver
 from jaxmedgan import checkpointing, lco, sampling
 from jaxmedgan import main as cli
+from jaxmedgan.trainers import drawing
 
 
 def _workdir(tmp_path, **model):
@@ -78,11 +79,11 @@ def test_jitted_generator_is_shared_by_equal_configs_and_immune_to_later_edits()
         return scale * config.model.g_features
 
     a, b = dcgan_liver.get_config(), dcgan_liver.get_config()
-    first = sampling.jitted_generator(fn, a)
-    assert sampling.jitted_generator(fn, b) is first  # equal contents, different objects: one compile
+    first = drawing.jitted_generator(fn, a)
+    assert drawing.jitted_generator(fn, b) is first  # equal contents, different objects: one compile
     a.model.g_features = 3  # the caller edits its config afterwards
     assert float(first(2.0)) == 2.0 * b.model.g_features  # the cached copy kept the old value
-    other = sampling.jitted_generator(fn, a)
+    other = drawing.jitted_generator(fn, a)
     assert other is not first and float(other(2.0)) == 6.0
 
 

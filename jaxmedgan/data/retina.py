@@ -51,7 +51,7 @@ def field_of_view(rgb: np.ndarray, erode_px: int = 4) -> np.ndarray:
 def derive_vessel_mask(rgb: np.ndarray, fov: np.ndarray | None = None, *, threshold: str = "percentile",
                        percentile: float = 88.0, min_size: int = 30) -> tuple[np.ndarray, np.ndarray]:
     """(vessel bool [H, W], FOV bool [H, W]) of an RGB fundus image in [0, 1] (module doc, steps 2-5)."""
-    from skimage import exposure, filters, morphology
+    from skimage import exposure, filters
 
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"expected an RGB fundus image [H, W, 3]; got shape {rgb.shape}.")

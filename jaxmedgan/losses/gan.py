@@ -1,7 +1,13 @@
-"""GAN losses, written per example (each returns a [B] vector) so DP code can vmap them; `d2dce`
-also returns [B], but row i reads the whole batch (refused under DP).
+"""Shared GAN loss terms, written per example (each returns a [B] vector) so DP code can vmap them;
+`d2dce` also returns [B], but row i reads the whole batch (refused under DP).
 
 Logits are pre-sigmoid discriminator outputs; `softplus(-x) = -log sigmoid(x)`.
+
+Layout of `losses/` (one file per family's loss math, as NVlabs' `training/loss.py`; the trainers
+run the models, optimisers, phases and DP around them): this file holds the terms the families
+share; `dcgan.py` the DCGAN / ACGAN objective (trainer `gan`), `pix2pix.py`, `pggan.py` and
+`stylegan2.py` those families'; the other files hold non-adversarial terms (`clinical.py`: the
+clinical-classifier term StyleGAN2's G may add).
 """
 from __future__ import annotations
 
@@ -10,19 +16,9 @@ import jax.numpy as jnp
 import optax
 
 
-def d_logistic(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-    """Non-saturating logistic D loss per example: softplus(-D(x)) + softplus(D(G(z))); [B]."""
-    return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
-
-
 def g_nonsaturating(fake_logits: jax.Array) -> jax.Array:
     """Non-saturating G loss per example: softplus(-D(G(z))) = -log sigmoid(D(G(z))); [B]."""
     return jax.nn.softplus(-fake_logits)
-
-
-def d_hinge(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-    """Hinge D loss per example (Lim & Ye 2017; SAGAN, BigGAN): relu(1 - D(x)) + relu(1 + D(G(z))); [B]."""
-    return jax.nn.relu(1.0 - real_logits) + jax.nn.relu(1.0 + fake_logits)
 
 
 def g_hinge(fake_logits: jax.Array) -> jax.Array:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmedgan.models.stylegan2 import Conv2d, FullyConnected, channels_at, check_resolution
+from jaxmedgan.models.stylegan2 import Conv2d, FullyConnected, channels_at
 from jaxmedgan.models.stylegan2 import normalize_2nd_moment as pixel_norm
 from jaxmedgan.ops import misc
 

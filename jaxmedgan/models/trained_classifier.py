@@ -1,8 +1,12 @@
-"""A trained image classifier: its checkpointed state, its network from config, and the frozen loader.
+"""A trained image classifier: its checkpointed state, its network from config, the one frozen format.
 
-`trainers.classifier` trains it; everything that uses one frozen -- the clinical loss
-(`losses.clinical`), FID-domain features (`evaluators.features`), latent class optimisation
-(`lco`, `sampling`) -- loads it here with `load_classifier(workdir)`, below every trainer.
+The frozen format is the classifier trainer's workdir: `config.json` (`checkpointing.write_config`),
+`classes.json` (class names in logit order, task type) and an orbax checkpoint of
+`ClassifierState` under `checkpoints/`. `trainers.classifier` writes it while training; `save`
+writes one from any state (a classifier trained elsewhere, tests). Everything that uses a
+classifier frozen -- the clinical loss of StyleGAN2 (`config.clinical.checkpoint`), FID-domain
+features (`evaluators.features`), latent class optimisation (`lco`, `sampling`), the studies --
+loads it here with `load_classifier(workdir)`, below every trainer.
 `config.model.arch` picks the network: 'resnet' (`models/resnet_classifier.py`, default) or
 'cnn' (the plain CNN of `models/classifier.py`). The optimiser is defined here too: its state is
 part of what a checkpoint holds, so restoring one needs the same pytree.
@@ -13,7 +17,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxmedgan import checkpointing, workdir_lock
+from jaxmedgan import atomic_io, checkpointing, workdir_lock
 from jaxmedgan.models import classifier as classifier_lib
 from jaxmedgan.models import layers, resnet_classifier
 
@@ -50,8 +54,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """The classifier named by `config.model.arch` (K = config.model.num_classes).
 
     'resnet': `models.resnet_classifier.ResNetClassifier`; 'cnn': the small plain CNN of
-    `models.classifier.Classifier` (the clinical-loss classifier; `trainers.classifier.export_clinical` saves it in
-    the format `losses.clinical` loads).
+    `models.classifier.Classifier`.
     """
     m = config.model
     arch = m.get("arch", "resnet")
@@ -113,8 +116,8 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> ClassifierS
 class LoadedClassifier:
     """A trained classifier: `self(images) -> logits [N,K]`, `features(images) -> [N,D]`.
 
-    Also `logits(variables, images)` (pure, differentiable in images; the interface of
-    `losses.clinical.FrozenClassifier`), `variables`, `num_classes`, `image_size`, `channels`.
+    Also `logits(variables, images)` (pure, differentiable in images: what the clinical loss
+    differentiates through), `variables`, `num_classes`, `image_size`, `channels`.
     """
 
     module: nn.Module  # ResNetClassifier or models.classifier.Classifier
@@ -155,8 +158,33 @@ class LoadedClassifier:
         return fn(self.variables, images)
 
 
+def write_classes(workdir: str, class_names: Sequence[str], multi_label: bool) -> None:
+    """Writes `workdir/classes.json` (class names in logit order, task type) atomically."""
+    atomic_io.write_json(os.path.join(workdir, CLASSES_FILE),
+                         {"class_names": list(class_names), "multi_label": bool(multi_label)})
+
+
+def save(workdir: str, config: ml_collections.ConfigDict, state: ClassifierState, class_names: Sequence[str],
+         multi_label: bool = False) -> str:
+    """Writes a complete frozen classifier into `workdir` (config, classes, checkpoint at `state.step`,
+    waited for) in the format `load_classifier` reads; returns workdir."""
+    if len(class_names) != config.model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for config.model.num_classes="
+                         f"{config.model.num_classes}.")
+    checkpointing.write_config(workdir, config)
+    write_classes(workdir, class_names, multi_label)
+    mngr = checkpointing.manager(workdir, async_save=False)
+    checkpointing.save(mngr, int(state.step), state, config)
+    checkpointing.finalize(mngr)
+    return workdir
+
+
 def load_classifier(workdir: str) -> tuple[LoadedClassifier, tuple[str, ...]]:
     """(apply_fn: images [N,H,W,C] in [-1,1] -> logits [N,K], class names) from a trained workdir."""
+    if not os.path.isfile(os.path.join(workdir, checkpointing.CONFIG_FILE)):
+        raise FileNotFoundError(f"No {checkpointing.CONFIG_FILE} in {workdir!r}: a frozen classifier is a classifier "
+                                "training workdir (`jaxmedgan train --config configs/classifier_*.py`, or "
+                                "`models.trained_classifier.save`).")
     config = checkpointing.read_config(workdir)
     if config.get("trainer") != "classifier":
         raise ValueError(f"{workdir}/config.json has trainer={config.get('trainer')!r}; expected a "

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxmedgan.reader_study import app, report, study
+
 USAGE = """usage: jaxmedgan reader-study <command> [options]
 
 commands:
@@ -65,8 +67,6 @@ def create_command(argv: list[str]) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from jaxmedgan.reader_study import study
-
     try:
         s = study.create_study(args.real, args.synthetic, args.num, args.out, seed=args.seed, size=args.size)
     except _ERRORS as e:
@@ -93,8 +93,6 @@ def serve_command(argv: list[str]) -> int:
     if args.port > 65535:
         print(f"jaxmedgan reader-study serve: error: --port must be <= 65535, got {args.port}", file=sys.stderr)
         return 2
-    from jaxmedgan.reader_study import app
-
     try:
         app.serve(args.study, host=args.host, port=args.port, allowed_hosts=tuple(args.allowed_host))
     except _ERRORS as e:
@@ -111,8 +109,6 @@ def report_command(argv: list[str]) -> int:
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
-    from jaxmedgan.reader_study import report
-
     try:
         out = report.write_report(args.study, args.out)
     except _ERRORS as e:

@@ -32,6 +32,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from jaxmedgan import atomic_io
 from jaxmedgan.reader_study import db
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -193,9 +194,9 @@ def create_study(real: str, synthetic: str, num: int, out: str, *, seed: int = 0
     real_cands = _list_image_folder(real, "--real")
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".reader-study-", dir=parent)
-    scratch = tempfile.mkdtemp(prefix=".reader-study-scratch-", dir=parent)
-    try:
+    warnings: list[str] = []
+
+    def write(tmp: str) -> None:  # into a temporary sibling folder, renamed to `out` when complete
         chosen_real = _choose(real_cands, half, rng, "real", real, num)
         synth_cands = _synthetic_candidates(synthetic, half, seed, scratch)
         chosen_synth = _choose(synth_cands, half, rng, "synthetic", synthetic, num)
@@ -205,7 +206,6 @@ def create_study(real: str, synthetic: str, num: int, out: str, *, seed: int = 0
             pixels = [_resize(p, size) for p in pixels]
         if any(p.ndim == 3 for p in pixels):  # one pixel format for all: the format must not tell
             pixels = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p for p in pixels]
-        warnings = []
         shapes = {t: sorted({p.shape[:2] for p, (_, tt) in zip(pixels, entries) if tt == t}) for t in db.TRUTHS}
         if shapes["real"] != shapes["synthetic"]:
             warnings.append(f"image sizes differ: real {shapes['real']} vs synthetic {shapes['synthetic']} "
@@ -227,12 +227,10 @@ def create_study(real: str, synthetic: str, num: int, out: str, *, seed: int = 0
         db.create(os.path.join(tmp, db.DB_NAME), rows,
                   {"seed": str(seed), "real_source": os.path.abspath(real),
                    "synthetic_source": os.path.abspath(synthetic), "num_items": str(num)})
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    scratch = tempfile.mkdtemp(prefix=".reader-study-scratch-", dir=parent)
+    try:
+        atomic_io.write_dir(out, write)  # `out` is absent or empty (checked above)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return StudySummary(path=out, num_real=half, num_synthetic=half, warnings=warnings)

@@ -23,16 +23,25 @@ Works for private and non-private runs alike, so users can see what DP buys.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxmedgan import atomic_io, batching
+from jaxmedgan import atomic_io, batching, sampling, trainers
 from jaxmedgan import images as image_utils
+from jaxmedgan.data import datasets, tfds_builders
 from jaxmedgan.evaluators import features as features_lib
 from jaxmedgan.evaluators import metrics as metrics_lib
+from jaxmedgan.privacy import canaries, noise, plan, secret
+from jaxmedgan.privacy.config import DPConfig
+from jaxmedgan.studies import inversion
 
 
 def nearest(queries: np.ndarray, refs: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -147,8 +156,6 @@ def inversion_membership(config: Any, state: Any, train: np.ndarray, train_label
     at random (`seed`), projected for `steps` Adam steps (a conditional model with each image's own
     class: the attacker who holds a patient's image knows its diagnosis). Returns (report, uint8
     grid of the `num_best` best-reproduced training images, each | its reconstruction)."""
-    from jaxmedgan.studies import inversion  # the projector loads trainers (a floor above privacy)
-
     n = min(num, len(train), len(heldout))
     if n < 1:
         raise ValueError(f"The inversion audit needs training and held-out images; got {len(train)} and {len(heldout)}.")
@@ -189,9 +196,6 @@ def canary_scores(config: Any, state: Any, step: int, workdir: str) -> tuple[np.
     run's secret in WORKDIR/private. For a run whose noise follows from the public seed
     (privacy.secure_rng=False) the attacker replays that noise from config.seed and subtracts it.
     """
-    from jaxmedgan.privacy import canaries, noise, secret
-    from jaxmedgan.privacy.config import DPConfig
-
     dp = DPConfig.from_config(config)
     held = noise.noise_state(state.d_opt_state)
     if held is None:
@@ -209,9 +213,6 @@ def canary_scores(config: Any, state: Any, step: int, workdir: str) -> tuple[np.
 def canary_audit(config: Any, state: Any, step: int, workdir: str) -> dict | None:
     """The white-box canary audit of a DP run with `privacy.canaries` > 0 (None otherwise): the
     empirical epsilon lower bounds of `canary_scores` beside the accountant's epsilon."""
-    from jaxmedgan.privacy import canaries, plan
-    from jaxmedgan.privacy.config import DPConfig
-
     dp = DPConfig.from_config(config)
     if not dp.enabled or not dp.canaries:
         return None
@@ -231,8 +232,6 @@ def d_scorer(config: Any, state: Any, family: Any) -> Callable[[np.ndarray], np.
     padded batches of 64); None when the family has no such score."""
     if family.discriminate is None:
         return None
-    import jax
-
     fn = jax.jit(lambda x: family.discriminate(config, state, x))
     return lambda x: batching.map_padded(fn, x, 64)
 
@@ -245,10 +244,6 @@ def input_canary_audit(config: Any, state: Any, step: int, workdir: str, family:
     [N, H, W, C] in [-1, 1], is given) and minus the distance from each canary to its nearest of
     `num_samples` generated images (of the canary's class for a class-conditional G). Canary images
     and coins are regenerated from the run's secret (`canaries.input_canaries`, `shape` = [H, W, C])."""
-    from jaxmedgan import sampling
-    from jaxmedgan.privacy import canaries, plan, secret
-    from jaxmedgan.privacy.config import DPConfig
-
     dp = DPConfig.from_config(config)
     if not dp.enabled or not dp.input_canaries:
         return None
@@ -283,12 +278,6 @@ def _replayed_canary_noise(dp: Any, steps: int, d_params: Any, run_secret: Any, 
     (public) noise keys as anyone holding the config could: the run's own noise transformation
     (either mechanism, and its test-only breaks) fed zero gradients, whose canary scores are then
     the noise alone."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from jaxmedgan.privacy import noise
-
     tx = noise.private(optax.identity(), dp, 1.0, steps)  # E[B] only scales what reaches the optimiser
     zeros = jax.tree_util.tree_map(jnp.zeros_like, d_params)
     no_canary = jnp.zeros((dp.canaries,), jnp.float32)
@@ -306,10 +295,6 @@ def audit(workdir: str, out: str, *, num: int = 500, seed: int = 0, num_pairs: i
     closest_pairs.png (synthetic | nearest training image, most train-like first) to `out`; with
     an `extractor` also feature_pairs.png (the same in feature space), with `inversion_steps` > 0
     also inversion_best.png (training image | reconstruction, best reproduced first)."""
-    from jaxmedgan import sampling, trainers
-    from jaxmedgan.data import datasets, tfds_builders
-    from jaxmedgan.privacy import plan
-
     config, state, step = sampling.restore_state(workdir)
     family = trainers.family(config.trainer)
     data_dir = datasets.prepare(config)
@@ -435,9 +420,6 @@ def canary_markdown(reports: list[dict | None]) -> list[str]:
 def audit_command(argv: list[str]) -> int:
     """`jaxmedgan privacy audit --workdir W [--num N] [--out DIR] [--seed S] [--classifier C | --inception-weights F]
     [--inversion-steps S --inversion-num N]`."""
-    import argparse
-    import sys
-
     p = argparse.ArgumentParser(prog="jaxmedgan privacy audit", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, default=500, help="synthetic images to draw")

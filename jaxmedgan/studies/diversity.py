@@ -27,6 +27,9 @@ import json
 import os
 import time
 
+from jaxmedgan import training
+from jaxmedgan.studies import quality_cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ACGAN = os.path.join(REPO, "configs", "acgan_liver.py")
 DCGAN = os.path.join(REPO, "configs", "dcgan_liver.py")
@@ -43,8 +46,8 @@ ARMS = {
 
 
 def _train(config: str, workdir: str, extra: list[str], args) -> float:
-    from jaxmedgan import main as cli
-
+    """Trains (or resumes) one arm: `config` with the `extra` overrides, as `jaxmedgan train` would;
+    returns its training seconds (reused from workdir/.study_done when finished)."""
     done = os.path.join(workdir, ".study_done")
     if os.path.exists(done):
         return json.load(open(done))["train_s"]
@@ -54,8 +57,7 @@ def _train(config: str, workdir: str, extra: list[str], args) -> float:
     if args.data_dir:
         over.append(f"--config.data.data_dir={args.data_dir}")
     t = time.perf_counter()
-    if cli.main(["jaxmedgan", "train", "--config", config, "--workdir", workdir, *over]) != 0:
-        raise SystemExit(f"training {workdir} failed")
+    training.train(training.load_config(config, over), workdir, explicit=training.explicit_keys(over))
     train_s = time.perf_counter() - t
     with open(done, "w") as f:
         json.dump({"train_s": train_s}, f)
@@ -63,12 +65,9 @@ def _train(config: str, workdir: str, extra: list[str], args) -> float:
 
 
 def _evaluate(workdir: str, args, metrics: str = "fid,pr,diversity") -> dict:
-    from jaxmedgan import main as cli
-
-    argv = ["jaxmedgan", "evaluate", "--workdir", workdir, "--metrics", metrics, "--per-class",
-            "--num", str(args.num), "--classifier", args.classifier, "--seed", "0"]
-    if cli.main(argv) != 0:
-        raise SystemExit(f"evaluating {workdir} failed")
+    """`jaxmedgan evaluate --per-class` of one arm's workdir; returns its eval/metrics.json."""
+    quality_cli.quality_command(["--workdir", workdir, "--metrics", metrics, "--per-class", "--num", str(args.num),
+                                 "--classifier", args.classifier, "--seed", "0"])
     with open(os.path.join(workdir, "eval", "metrics.json")) as f:
         return json.load(f)
 

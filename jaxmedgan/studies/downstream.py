@@ -78,6 +78,7 @@ from jaxmedgan import atomic_io, sharding
 from jaxmedgan.data import labeled
 from jaxmedgan.evaluators import folds as folds_lib
 from jaxmedgan.evaluators import diversity, learning_curve, metrics, plots
+from jaxmedgan.studies import fold_gans
 from jaxmedgan.studies import synthetic as synthetic_lib
 from jaxmedgan.trainers import classifier
 
@@ -306,10 +307,8 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     def relabelled(sets):
         return None if sets is None else [labeled.relabel(x, spec) for x in sets]
 
-    gan = fold_gans = None
+    gan = None  # the GAN config of the per-fold GANs, when the study trains them
     if synthetic is None and opts.gan_config and any(e in SYNTHETIC_ARMS for e in opts.experiments):
-        from jaxmedgan.studies import fold_gans
-
         gan = fold_gans.load_gan_config(opts.gan_config, opts.gan_overrides)
         fold_gans.check_compatible(gan, raw, opts.gan_config)
     elif synthetic is not None and opts.gan_config:
@@ -377,7 +376,7 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
                         bar.set_postfix_str(f"GAN {where}")
                         need = (int(learning_curve.balance_extra(train_real.class_counts()).max())
                                 if "real+synthetic_balanced" in names else 0)
-                        run_info, src_raw, drawn = _fold_gan_source(fold_gans, gan, out_dir, raw, sub, test_idx,
+                        run_info, src_raw, drawn = _fold_gan_source(gan, out_dir, raw, sub, test_idx,
                                                                     (r, seed, f), opts, need)
                         gan_runs.append(run_info)
                         bar.update(1)
@@ -498,7 +497,7 @@ def run(config: ml_collections.ConfigDict, synthetic: str | None, out_dir: str, 
     return report
 
 
-def _fold_gan_source(fold_gans, gan: ml_collections.ConfigDict, out_dir: str, raw: labeled.LabeledSet,
+def _fold_gan_source(gan: ml_collections.ConfigDict, out_dir: str, raw: labeled.LabeledSet,
                      sub: np.ndarray, test_idx: np.ndarray, at: tuple[float, int, int], opts: Options,
                      need: int) -> tuple[dict, labeled.LabeledSet, labeled.LabeledSet]:
     """Trains (or reuses) the GAN of (fraction, seed, fold) `at` on raw[sub] and draws from it:
@@ -976,7 +975,7 @@ def _log_study_progress() -> None:
     """The study's INFO lines (which GAN / classifier trains where, GANs reused) on stderr; every other
     jaxmedgan logger keeps its level (the trainers' per-run parameter tables stay hidden)."""
     top = logging.getLogger("jaxmedgan")
-    if not any(getattr(h, "_jaxmedgan", False) for h in top.handlers):  # main._setup_logging's marker
+    if not any(getattr(h, "_jaxmedgan", False) for h in top.handlers):  # training.setup_logging's marker
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         handler._jaxmedgan = True

@@ -23,6 +23,9 @@ import os
 import sys
 import time
 
+from jaxmedgan import sampling, trainers, training
+from jaxmedgan.studies import audit
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "acgan_liver_dp.py")
 BREAKS = {"no_noise": ["--config.privacy.break_mechanism=no_noise"],
@@ -31,22 +34,17 @@ BREAKS = {"no_noise": ["--config.privacy.break_mechanism=no_noise"],
 
 
 def _train(workdir: str, epsilon: float, extra: list[str], args) -> None:
-    from jaxmedgan import main as cli
-
+    """Trains (or resumes) one run of the DP config at `epsilon` with the `extra` overrides."""
     overrides = [f"--config.train.steps={args.steps}", f"--config.data.image_size={args.image_size}",
                  f"--config.privacy.target_epsilon={epsilon}", f"--config.privacy.canaries={args.canaries}",
                  f"--config.checkpoint.every={args.steps}", f"--config.samples.every={args.steps}",
                  f"--config.train.eval_every={args.steps}", "--config.train.quiet=True", *extra]
     if args.data_dir:
         overrides.append(f"--config.data.data_dir={args.data_dir}")
-    if cli.main(["jaxmedgan", "train", "--config", CONFIG, "--workdir", workdir, *overrides]) != 0:
-        raise SystemExit(f"training {workdir} failed")
+    training.train(training.load_config(CONFIG, overrides), workdir, explicit=training.explicit_keys(overrides))
 
 
 def run(args) -> list[dict]:
-    from jaxmedgan import sampling, trainers
-    from jaxmedgan.studies import audit
-
     band = ["--config.privacy.mechanism=band_mf", f"--config.privacy.bands={args.bands}"]
     plan = [("correct", "dpsgd", eps, []) for eps in args.epsilons]
     if "band_mf" in args.mechanisms:

@@ -45,7 +45,10 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from jaxmedgan import atomic_io, trainers
+from jaxmedgan import atomic_io, checkpointing, trainers
+from jaxmedgan.evaluators import features, plots
+from jaxmedgan.privacy import plan
+from jaxmedgan.studies import downstream, quality_cli
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +127,6 @@ def _fingerprint(obj: Any) -> str:
 def train_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes, or reuses) one run; returns {'step', 'noise_multiplier', 'epsilon', 'delta',
     'reused', 'seconds'} read back from the run's config.json and last checkpoint."""
-    from jaxmedgan import checkpointing
-    from jaxmedgan.privacy import plan
-
     fingerprint = _fingerprint(config)
     marker_path = os.path.join(workdir, RUN_FILE)
     marker = atomic_io.read_json(marker_path)
@@ -160,8 +160,6 @@ def score_run(workdir: str, *, extractor: Any, num: int, seed: int,
               downstream_config: ml_collections.ConfigDict | None, step: int) -> dict:
     """FID-domain (held-out reals) and downstream metrics of one run, reused from curve_point.json when
     the checkpoint step and the evaluation settings are unchanged."""
-    from jaxmedgan.studies import downstream, quality_cli
-
     kid_subset = max(2, num // 2)  # subsets smaller than the sets, so KID's std over subsets is informative
     settings = {"step": int(step), "num": int(num), "seed": int(seed), "features": extractor.description,
                 "kid_subset_size": kid_subset,
@@ -217,8 +215,6 @@ def curve(config: ml_collections.ConfigDict, workdir: str, epsilons: Sequence[fl
     """Trains and scores one run per (epsilon, mechanism) under `workdir`; writes curve.json/.md/.png;
     returns the report."""
     from tqdm import tqdm
-
-    from jaxmedgan.evaluators import features, plots
 
     check_config(config)
     if not os.path.isfile(os.path.join(classifier, "config.json")):
@@ -328,8 +324,6 @@ def curve_figure(rows: Sequence[dict], width: int = 900, height: int = 420) -> n
     Text is ASCII ('epsilon', 'inf'): Pillow's default font has no Greek or infinity glyph.
     """
     from PIL import Image, ImageDraw
-
-    from jaxmedgan.evaluators import plots
 
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)

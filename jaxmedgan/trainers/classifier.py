@@ -1,9 +1,10 @@
 """Image classifier trainer (ResNet-style CNN): single-label softmax or multi-label sigmoid BCE.
 
 Same spine as the GAN trainers: a pure `train_step(config, state, batch, *, mesh)` jitted once
-with the state and batch shardings of `sharding.py` and donated state; the grain pipeline with
-classic augmentation (`data/transforms.Augment`); orbax checkpoints (`checkpointing.py`) with
-exact resume; metrics via `metric_writers.MetricWriter`; a progress bar.
+with the state and batch shardings of `sharding.py` and donated state, run by the one training
+loop (`trainers/loop.py`: checkpoints with exact resume, metrics, NaN check, signals, progress
+bar); the grain pipeline with classic augmentation (`data/transforms.Augment`); the loss and
+accuracy of `losses/classifier.py`.
 
 Class weighting (`config.loss.class_weighting = 'inverse_frequency'`): single-label examples of
 class k weigh N / (K n_k) (sklearn's 'balanced'; mean weight 1 over the training set);
@@ -20,20 +21,17 @@ mean over findings.
 
 `config.model.arch` picks the network: 'resnet' (`models/resnet_classifier.py`, default) or 'cnn'
 (the plain CNN of `models/classifier.py`); both, with the state layout the checkpoints hold, are
-defined in `models/trained_classifier.py`, whose `load_classifier(workdir)` returns a frozen
-`LoadedClassifier` (callable: images -> logits, plus `features` and the `logits(variables,
-images)` interface of `losses.clinical.FrozenClassifier`) and the class names, so a trained
-classifier can drive a clinical loss, latent class optimisation or FID-domain features;
-`export_clinical` writes a 'cnn' classifier in the directory format `losses.clinical` loads.
+defined in `models/trained_classifier.py`. The workdir this trainer leaves is the one frozen
+classifier format: `trained_classifier.load_classifier(workdir)` returns a `LoadedClassifier`
+(images -> logits, `features`, the pure `logits(variables, images)`) and the class names, so a
+trained classifier drives the clinical loss (`config.clinical.checkpoint`), latent class
+optimisation or FID-domain features.
 """
 from __future__ import annotations
 
 import functools
 import json
 import logging
-import math
-import os
-import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -41,17 +39,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from jaxmedgan import batching, checkpointing, config_drift, config_validation, metric_writers, preemption, sharding, workdir_lock
+from jaxmedgan import batching, checkpointing, config_validation, metric_writers, preemption, sharding
 from jaxmedgan.data import labeled, pipeline, transforms
 from jaxmedgan.evaluators import metrics as metrics_lib
-from jaxmedgan.losses import clinical
-from jaxmedgan.models import classifier as classifier_lib
+from jaxmedgan.losses import classifier as classifier_losses
 from jaxmedgan.models import layers
-from jaxmedgan.models.trained_classifier import (CLASSES_FILE, ClassifierState, build_model, build_optimizer,
-                                                    init_state, load_classifier, model_features, model_logits)
-from jaxmedgan.trainers import contract
+from jaxmedgan.models.trained_classifier import (ClassifierState, build_model, build_optimizer, init_state,
+                                                 model_features, model_logits, write_classes)
+from jaxmedgan.trainers import contract, loop
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +80,9 @@ def class_weights(config: ml_collections.ConfigDict, data: labeled.LabeledSet) -
 
 def per_example_loss(config: ml_collections.ConfigDict, logits: jax.Array, batch: dict,
                      weights: jax.Array) -> jax.Array:
-    """Weighted loss f32 [B]: softmax CE * w[label] (single-label) or pos-weighted BCE (multi-label)
-    averaged over the findings whose `batch["target_mask"]` (f32 [B,K], optional) is 1."""
-    logits = logits.astype(jnp.float32)
-    smoothing = float(config.loss.get("label_smoothing", 0.0))
-    if is_multi_label(config):
-        y = batch["targets"]
-        y_s = y * (1 - smoothing) + 0.5 * smoothing
-        bce = -(weights * y_s * jax.nn.log_sigmoid(logits) + (1 - y_s) * jax.nn.log_sigmoid(-logits))
-        if "target_mask" not in batch:
-            return jnp.mean(bce, axis=-1)
-        m = batch["target_mask"].astype(jnp.float32)
-        # where(): a masked entry's bce (even inf/nan from an extreme logit) never reaches the sum.
-        return jnp.sum(jnp.where(m > 0, bce * m, 0.0), -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
-    k = logits.shape[-1]
-    onehot = jax.nn.one_hot(batch["label"], k) * (1 - smoothing) + smoothing / k
-    return optax.softmax_cross_entropy(logits, onehot) * weights[batch["label"]]
-
-
-def _accuracy(config, logits: jax.Array, batch: dict) -> jax.Array:
-    if is_multi_label(config):
-        right = (logits > 0) == (batch["targets"] > 0.5)
-        if "target_mask" not in batch:
-            return jnp.mean(right)
-        m = batch["target_mask"].astype(jnp.float32)  # element accuracy over known labels only
-        return jnp.sum(right * m) / jnp.maximum(jnp.sum(m), 1.0)
-    return jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    """`losses.classifier.per_example_loss` f32 [B] with the task type and label smoothing of `config`."""
+    return classifier_losses.per_example_loss(logits, batch, weights, multi_label=is_multi_label(config),
+                                              smoothing=float(config.loss.get("label_smoothing", 0.0)))
 
 
 def train_step(config: ml_collections.ConfigDict, state: ClassifierState, batch: dict, *,
@@ -131,7 +104,7 @@ def train_step(config: ml_collections.ConfigDict, state: ClassifierState, batch:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state)
-    metrics = {"loss": loss, "accuracy": _accuracy(config, logits, batch), "grad_norm": optax.tree.norm(grads)}
+    metrics = {"loss": loss, "accuracy": classifier_losses.accuracy(logits, batch, multi_label=is_multi_label(config)), "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
 
@@ -288,17 +261,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.L
         eval_data: labeled.LabeledSet | None = None, *, mesh=None) -> ClassifierState:
     """Trains on `train`, resuming from `workdir` (checkpoints + metrics) or in memory if workdir is None.
 
-    With a workdir: holds its lock, refuses config drift on resume and stops cleanly on SIGTERM/SIGINT
-    (as `trainers.common.fit`).
+    Runs the one training loop (`trainers/loop.py`); with a workdir it holds its lock, refuses
+    config drift on resume and stops cleanly on SIGTERM/SIGINT (as `trainers.common.fit`).
     """
     if workdir is None:
         return _fit(config, None, train, eval_data, mesh, None)
-    is_main = jax.process_index() == 0
-    with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
-        changes = config_drift.check_resume(workdir, config)
-        if is_main:
-            config_drift.record_accepted(workdir, changes)
-        return _fit(config, workdir, train, eval_data, mesh, stop)
+    return loop.guarded(workdir, config, lambda stop: _fit(config, workdir, train, eval_data, mesh, stop))
 
 
 def _fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.LabeledSet,
@@ -313,23 +281,18 @@ def _fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.
     sharding.local_batch_size(global_batch, mesh)
 
     rng = jax.random.PRNGKey(config.seed)
-    init = functools.partial(init_state, config)
-    abstract = jax.eval_shape(init, rng)
+    abstract = jax.eval_shape(functools.partial(init_state, config), rng)
     state_shardings = sharding.tree_shardings(abstract, mesh)
-    mngr, restored = None, None
-    if workdir is not None:
-        mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
-                                     async_save=config.checkpoint.get("async_save", True))
-        abstract_sharded = jax.tree_util.tree_map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
-        restored = checkpointing.restore_latest(mngr, abstract_sharded)
-    if restored is None:
+    mngr = None if workdir is None else checkpointing.manager(
+        workdir, max_to_keep=config.checkpoint.keep, async_save=config.checkpoint.get("async_save", True))
+
+    def init() -> ClassifierState:
         state = _jitted_init(config, mesh, state_shardings)(rng)
         weights = jax.device_put(class_weights(config, train), state_shardings.class_weights)
-        state = state.replace(class_weights=weights)
-        start = 0
-    else:
-        state, start = restored
+        return state.replace(class_weights=weights)
+
+    state, start = loop.start_state(mngr, abstract, state_shardings, init)
+    if start > 0:
         log.info("Resumed from checkpoint step %d in %s.", start, workdir)
     if workdir is not None and is_main:
         checkpointing.write_config(workdir, config)
@@ -338,64 +301,34 @@ def _fit(config: ml_collections.ConfigDict, workdir: str | None, train: labeled.
     ds = pipeline.train_dataset(_Source(train), global_batch_size=global_batch, seed=config.seed,
                                 augment=config.data.augment, augmentation=make_augment(config),
                                 process_index=jax.process_index(), process_count=jax.process_count())
-    batches = pipeline.iterate(ds, start)
-    step_fn = _jitted_step(config, mesh, state_shardings)
+    jitted = _jitted_step(config, mesh, state_shardings)
+
+    def step_fn(state: ClassifierState, batch: Any, step: int) -> tuple[ClassifierState, dict]:
+        return jitted(state, batch)
+
     writer = metric_writers.MetricWriter(workdir or "", enabled=is_main and workdir is not None)
-    total = config.train.steps
-    pending: list[dict] = []
-    stopped_by = None
-    t_last, since = time.perf_counter(), 0
-    bar = tqdm(total=total, initial=start, desc="train classifier", unit="step", dynamic_ncols=True,
-               disable=not is_main or config.train.get("quiet", False))
+
+    def publish(step: int, scalars: dict) -> dict:
+        writer.write_scalars(step, scalars)
+        return scalars
+
+    periodic = []
+    if eval_data is not None and workdir is not None:
+        periodic.append(loop.Periodic(config.train.eval_every,
+                                      lambda done, state: evaluate(config, state, eval_data)))
     try:
-        for step in range(start, total):
-            state, metrics = step_fn(state, sharding.shard_batch(next(batches), mesh))
-            pending.append(metrics)
-            since += 1
-            done = step + 1
-            bar.update(1)
-            last = done == total
-            stopped_by = None if last or stop is None else stop.stop_now()  # SIGTERM/SIGINT: save, leave
-            save_now = mngr is not None and (last or stopped_by is not None or done % config.checkpoint.every == 0)
-            if last or save_now or done % config.train.log_every == 0:
-                history = jax.device_get(pending)
-                scalars = {k: float(np.mean([np.asarray(m[k]) for m in history])) for k in history[0]}
-                pending.clear()
-                bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
-                if bad:
-                    raise FloatingPointError(f"Non-finite classifier metric(s) {bad} at or before step {done}"
-                                             f"{' in ' + workdir if workdir else ''}; lower config.optim.lr.")
-                elapsed = time.perf_counter() - t_last
-                scalars["steps_per_sec"] = since / elapsed
-                writer.write_scalars(done, scalars)
-                bar.set_postfix(loss=f"{scalars['loss']:.3f}", acc=f"{scalars['accuracy']:.3f}")
-                t_last, since = time.perf_counter(), 0
-            if stopped_by is None and eval_data is not None and workdir is not None and (
-                    last or done % config.train.eval_every == 0):
-                writer.write_scalars(done, evaluate(config, state, eval_data))
-            if save_now:
-                checkpointing.save(mngr, done, state, config)
-            if stopped_by is not None:
-                break
+        return loop.run(
+            state, step_fn, pipeline.iterate(ds, start), start=start, total=config.train.steps,
+            log_every=config.train.log_every, save_every=config.checkpoint.every, publish=publish,
+            save=None if mngr is None else lambda done, state: checkpointing.save(mngr, done, state, config),
+            workdir=workdir, images_per_step=global_batch, desc="train classifier", postfix=("loss", "accuracy"),
+            periodic=periodic, stop=stop, prepare=lambda batch: sharding.shard_batch(batch, mesh),
+            newest_verified=None if mngr is None else lambda: checkpointing.newest_verified_step(mngr),
+            quiet=config.train.get("quiet", False))
     finally:
-        bar.close()
         if mngr is not None:
             checkpointing.finalize(mngr)
         writer.close()
-    if stopped_by is not None:
-        raise preemption.Preempted(
-            f"Stopped by {preemption.signal_name(stopped_by)} after step {done}: checkpoint saved in "
-            f"{workdir}/checkpoints/{done}; rerun the same command to resume.", stopped_by)
-    return state
-
-
-def write_classes(workdir: str, class_names: Sequence[str], multi_label: bool) -> None:
-    """Writes `workdir/classes.json` (class names in logit order, task type) atomically."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CLASSES_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"class_names": list(class_names), "multi_label": bool(multi_label)}, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ClassifierState:
@@ -409,18 +342,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Class
 
 # Not a GAN: its workdir holds a classifier (the frozen model of the clinical loss, FID-domain, LCO).
 FAMILY = contract.Family(name="classifier", kind="classifier")
-
-
-def export_clinical(workdir: str, path: str) -> str:
-    """Saves a trained 'cnn' classifier in the `losses.clinical` format (config.clinical.checkpoint)."""
-    clf, names = load_classifier(workdir)
-    if clf.multi_label:
-        raise ValueError(f"{workdir} holds a multi-label classifier; the clinical loss is a softmax "
-                         "cross-entropy over single-label classes.")
-    if not isinstance(clf.module, classifier_lib.Classifier):
-        raise ValueError(f"{workdir} holds a {type(clf.module).__name__} (config.model.arch="
-                         f"'resnet'); the clinical-loss format stores models.classifier.Classifier: train "
-                         "with --config.model.arch=cnn, or hand the LoadedClassifier of load_classifier "
-                         "(same logits(variables, images) interface) to the loss directly.")
-    return clinical.save_classifier(path, clf.module, clf.variables, image_size=clf.image_size,
-                                    channels=clf.channels, class_names=names)

@@ -1,15 +1,15 @@
-"""The training loop every GAN family shares: mesh, sharded state, data, checkpoints, metrics.
+"""What every GAN family's training shares: `fit` (mesh, sharded state, data, DP plan, step jit)
+on the one loop of `loop.py`, plus the helpers the families use (EMA, latents, sample grids).
 
 A family (DCGAN/ACGAN, StyleGAN2, ...) supplies pure functions in a `Family`; `fit` owns all
-host-side work: input pipeline, jit with shardings, resume, logging, sample grids, NaN checks.
+host-side work: input pipeline, jit with shardings, resume, the privacy plan and secret,
+publishing metrics (under DP only the public ones), sample grids, checkpoints.
 """
 from __future__ import annotations
 
 import functools
-import math
 import os
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +18,8 @@ import numpy as np
 import logging
 from clu import parameter_overview
 from jax.experimental import multihost_utils
-from tqdm import tqdm
 
-from jaxmedgan import (checkpointing, config_drift, config_validation, images, metric_writers, preemption,
-                       sharding, workdir_lock)
+from jaxmedgan import checkpointing, config_validation, images, metric_writers, preemption, sharding
 from jaxmedgan.evaluators import diversity, training_quality
 from jaxmedgan.models import layers
 from jaxmedgan.privacy import canaries as dp_canaries
@@ -29,6 +27,7 @@ from jaxmedgan.privacy import checks, monitoring, plan
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy import secret as dp_secret
 from jaxmedgan.privacy.config import DPConfig
+from jaxmedgan.trainers import loop
 from jaxmedgan.trainers.contract import Family  # fit's argument; defined in contract.py
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,7 @@ def ema_update(ema_params: Any, params: Any, beta: jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), ema_params, params)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training metric becomes NaN or Inf."""
+NonFiniteLossError = loop.NonFiniteLossError  # what main.py catches
 
 
 compute_dtype = layers.compute_dtype  # the families' name for it (models/ builds with it too)
@@ -134,18 +132,6 @@ def sample_grid(config: ml_collections.ConfigDict, family: Family, state: Any,
     return grid
 
 
-def _check_finite(step: int, metrics: dict[str, float], workdir: str,
-                  newest_verified: Callable[[], int | None]) -> None:
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-    if bad:
-        last_good = newest_verified()  # only asked on failure: it waits for pending saves and hashes files
-        where = (f"the last good checkpoint is step {last_good} in {workdir}/checkpoints" if last_good
-                 is not None else "no checkpoint had been saved yet")
-        raise NonFiniteLossError(
-            f"Non-finite training metric(s) {bad} at or before step {step}; training stopped and "
-            f"{where}. Lower the learning rate or check the data.")
-
-
 def bucket_rows(host_batch: dict, rows: int) -> dict:
     """This process's first `rows` rows of a padded Poisson batch (its real examples come first, so
     only padding is cut): the step then runs at a smaller padded shape (`plan.Plan.bucket_for`)."""
@@ -164,12 +150,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data=No
     if not family.has_steps:
         raise ValueError(f"Family {family.name!r} supplies no step functions ({family.kind}, or a composite of "
                          "other families): train it with its module's train_and_evaluate.")
-    is_main = jax.process_index() == 0
-    with workdir_lock.hold(workdir, enabled=is_main), preemption.StopOnSignal() as stop:
-        changes = config_drift.check_resume(workdir, config)
-        if is_main:
-            config_drift.record_accepted(workdir, changes)
-        return _fit(config, workdir, family, data, data_dir, stop)
+    return loop.guarded(workdir, config, lambda stop: _fit(config, workdir, family, data, data_dir, stop))
 
 
 def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, data_dir: str | None,
@@ -205,17 +186,11 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
     state_shardings = sharding.tree_shardings(abstract, mesh)
     mngr = checkpointing.manager(workdir, max_to_keep=config.checkpoint.keep,
                                  async_save=config.checkpoint.get("async_save", True))
-    abstract_sharded = jax.tree_util.tree_map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings)
-    restored = checkpointing.restore_latest(mngr, abstract_sharded)
-    if restored is None:
-        state = jax.jit(init, out_shardings=state_shardings)(rng)
-        start = 0
-    else:
-        state, start = restored
-        log.info("Resumed from checkpoint step %d in %s.", start, workdir)
+    state, start = loop.start_state(mngr, abstract, state_shardings,
+                                    lambda: jax.jit(init, out_shardings=state_shardings)(rng))
     total = config.train.steps
     if start > 0:  # also refuses switching DP off on resume
+        log.info("Resumed from checkpoint step %d in %s.", start, workdir)
         plan.check_resume(checkpointing.read_config(workdir), config)
     if dp is not None:
         secret = dp_secret.load_or_create(
@@ -240,7 +215,6 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
             datasets.record_in_workdir(workdir, data_dir)  # class names and windows, for the outputs
         _log_parameter_counts(state)
 
-    num_dropped = 0
     if dp is not None:
         ds = pipeline.poisson_train_dataset(
             train_source, sampling_rate=dp.sampling_rate, max_batch_size=dp.max_batch_size, secret=secret,
@@ -260,7 +234,9 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
                          in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                          out_shardings=(state_shardings, sharding.replicated(mesh)),
                          donate_argnums=(0,))
-        step_fn = lambda state, batch, step: jitted(state, batch)
+
+        def step_fn(state: Any, batch: Any, step: int) -> tuple[Any, dict]:
+            return jitted(state, batch)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main)
     private_log = monitoring.PrivateLog(workdir, enabled=is_main and dp is not None and dp_config.log_private_metrics)
 
@@ -273,76 +249,57 @@ def _fit(config: ml_collections.ConfigDict, workdir: str, family: Family, data, 
             writer.write_scalars(step, scalars)
         return scalars
 
-    def checkpoint_meta(step: int) -> dict:
-        guarantee = plan.run_guarantee(config, step)
-        return {"step": step, "dp_epsilon": None if guarantee is None else guarantee[0],
+    num_dropped = 0
+
+    def prepare(host_batch: dict) -> Any:
+        nonlocal num_dropped
+        num_dropped += int(host_batch.pop("num_dropped", 0))
+        num_real = host_batch.pop("num_real", None)
+        if dp is not None and len(dp.buckets) > 1:
+            host_batch = bucket_rows(host_batch, dp.bucket_for(int(num_real)) // jax.process_count())
+        return sharding.shard_batch(host_batch, mesh)
+
+    def privacy_scalars(done: int) -> dict:
+        epsilon, delta_prime = plan.run_guarantee(config, done)
+        return {"dp/epsilon": epsilon, "dp/delta_prime": delta_prime,
+                "dp/num_dropped": num_dropped}  # private: reveals the realised batch sizes
+
+    def samples(done: int, state: Any) -> None:
+        # Every process computes (the state spans all of them); process 0 writes.
+        grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
+                else sample_grid(config, family, state, datasets.class_names_for(
+                    workdir, config.model.get("num_classes", 0))))  # rows named (class0.. if unknown)
+        if is_main:
+            images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
+            writer.write_image(done, "samples", grid)
+
+    def save(done: int, state: Any) -> None:
+        guarantee = plan.run_guarantee(config, done)
+        meta = {"step": done, "dp_epsilon": None if guarantee is None else guarantee[0],
                 "dp_delta_prime": None if guarantee is None else guarantee[1]}
+        _save(mngr, workdir, done, state, config, meta, is_main)
+
+    periodic = [loop.Periodic(config.samples.every, samples)]
+    if family.evaluate is not None:
+        periodic.append(loop.Periodic(config.train.eval_every,
+                                      lambda done, state: family.evaluate(config, state, eval_data)))
     quality_every = (config.get("eval") or {}).get("quality_every", 0)  # FID-domain during training
-    quality = None
     if quality_every:
         quality = training_quality.periodic_metrics(config, eval_data, family.generate, latent_batch)
-    pending: list[dict] = []
-    stopped_by = None
-    t_last, steps_since = time.perf_counter(), 0
-    bar = tqdm(total=total, initial=start, desc=f"train {family.name}", unit="step",
-               disable=not is_main or config.train.get("quiet", False), dynamic_ncols=True)
+        periodic.append(loop.Periodic(quality_every, lambda done, state: quality(state)))
     try:
-        for step in range(start, total):
-            host_batch = next(batches)
-            num_dropped += int(host_batch.pop("num_dropped", 0))
-            num_real = host_batch.pop("num_real", None)
-            if dp is not None and len(dp.buckets) > 1:
-                host_batch = bucket_rows(host_batch, dp.bucket_for(int(num_real)) // jax.process_count())
-            state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), step)
-            pending.append(metrics)
-            steps_since += 1
-            done = step + 1
-            bar.update(1)
-            last = done == total
-            stopped_by = None if last else stop.stop_now()  # SIGTERM/SIGINT: save and leave after this step
-            save_now = last or stopped_by is not None or done % config.checkpoint.every == 0
-            log_now = last or save_now or done % config.train.log_every == 0
-            if log_now:
-                scalars = _mean_metrics(jax.device_get(pending))
-                pending.clear()
-                _check_finite(done, scalars, workdir, lambda: checkpointing.newest_verified_step(mngr))
-                elapsed = time.perf_counter() - t_last
-                scalars["steps_per_sec"] = steps_since / elapsed
-                scalars["images_per_sec"] = steps_since * global_batch / elapsed
-                if dp is not None:
-                    scalars["dp/epsilon"], scalars["dp/delta_prime"] = plan.run_guarantee(config, done)
-                    scalars["dp/num_dropped"] = num_dropped  # private: reveals the realised batch sizes
-                scalars = publish(done, scalars)
-                bar.set_postfix({k: f"{scalars[k]:.3f}" for k in ("d_loss", "g_loss") if k in scalars})
-            if stopped_by is not None:
-                _save(mngr, workdir, done, state, config, checkpoint_meta(done), is_main)
-                break
-            if last or done % config.samples.every == 0:
-                # Every process computes (the state spans all of them); process 0 writes.
-                grid = (family.sample_grid(config, state, eval_data) if family.sample_grid is not None
-                        else sample_grid(config, family, state, datasets.class_names_for(
-                            workdir, config.model.get("num_classes", 0))))  # rows named (class0.. if unknown)
-                if is_main:
-                    images.save_png(os.path.join(workdir, "samples", f"step_{done:07d}.png"), grid)
-                    writer.write_image(done, "samples", grid)
-            if family.evaluate is not None and (last or done % config.train.eval_every == 0):
-                publish(done, family.evaluate(config, state, eval_data))
-            if quality is not None and (last or done % quality_every == 0):
-                publish(done, quality(state))
-            if save_now:
-                _save(mngr, workdir, done, state, config, checkpoint_meta(done), is_main)
-            if log_now:  # restart the throughput clock after eval/sample/save host work
-                t_last, steps_since = time.perf_counter(), 0
+        return loop.run(
+            state, step_fn, batches, start=start, total=total, log_every=config.train.log_every,
+            save_every=config.checkpoint.every, publish=publish, save=save, workdir=workdir,
+            images_per_step=global_batch, desc=f"train {family.name}", postfix=("d_loss", "g_loss"),
+            periodic=periodic, stop=stop, prepare=prepare,
+            log_scalars=privacy_scalars if dp is not None else None,
+            newest_verified=lambda: checkpointing.newest_verified_step(mngr),
+            quiet=config.train.get("quiet", False))
     finally:
-        bar.close()
         checkpointing.finalize(mngr)
         writer.close()
         private_log.close()
-    if stopped_by is not None:
-        raise preemption.Preempted(
-            f"Stopped by {preemption.signal_name(stopped_by)} after step {done}: checkpoint saved in "
-            f"{workdir}/checkpoints/{done}; rerun the same command to resume.", stopped_by)
-    return state
 
 
 def _save(mngr, workdir: str, step: int, state: Any, config: ml_collections.ConfigDict, meta: dict,
@@ -371,11 +328,6 @@ def _restore_noise_state(state: Any, workdir: str, step: int, is_main: bool) -> 
     placed = [jax.make_array_from_callback(x.shape, x.sharding, lambda idx, a=np.asarray(a): a[idx])
               for x, a in zip(like, leaves)]
     return dp_noise.with_secret_part(state, jax.tree.unflatten(treedef, placed))
-
-
-def _mean_metrics(history: list[dict]) -> dict[str, float]:
-    keys = dict.fromkeys(k for h in history for k in h)  # union, in first-seen order
-    return {k: float(np.mean([np.asarray(h[k], np.float64) for h in history if k in h])) for k in keys}
 
 
 def _log_parameter_counts(state: Any) -> None:

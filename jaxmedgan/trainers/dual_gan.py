@@ -23,6 +23,7 @@ it stopped. `config.data` (retina fields) is shared: it is copied into both stag
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -31,7 +32,8 @@ import ml_collections
 import numpy as np
 
 from jaxmedgan import checkpointing, images, trainers
-from jaxmedgan.trainers import contract
+from jaxmedgan.data import paired, pipeline
+from jaxmedgan.trainers import common, contract, drawing, pix2pix
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ def masks_to_images(maps: np.ndarray, blur_px: float = 0.0) -> np.ndarray:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    import json
-
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True)
@@ -98,9 +98,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=Non
 
     `data` optionally gives the (train, held-out) dicts {"image", "map"} (default: config.data).
     """
-    from jaxmedgan.data import paired, pipeline
-    from jaxmedgan.trainers import common, pix2pix
-
     checkpointing.write_config(workdir, config)
     train, test = paired.load_arrays(config) if data is None else data
     cfg2 = stage_config(config, "stage2")
@@ -126,11 +123,9 @@ def generate_masks(config: ml_collections.ConfigDict, state, num: int, seed: int
     """Stage-I vessel masks uint8 {0,1} [num,H,W] from the stage-I `config` (its `trainer` picks
     the family: 'gan' or 'stylegan2') and `state`: output > 0 ('zero'), or its top `fraction` of
     pixels per image ('fraction')."""
-    from jaxmedgan import sampling
-
     if config.trainer not in STAGE1_FAMILIES:
         raise ValueError(f"The stage-I config has trainer {config.trainer!r}; expected one of {STAGE1_FAMILIES}.")
-    imgs, _ = sampling.generate(config, state, trainers.family(config.trainer), num, None, seed,
+    imgs, _ = drawing.generate(config, state, trainers.family(config.trainer), num, None, seed,
                                 batch_size=batch_size)
     x = imgs[..., 0].astype(np.float32)
     if threshold == "zero":
@@ -147,17 +142,12 @@ def draw(workdir: str, num: int, seed: int, threshold: str | None = None) -> dic
     """Mask + image pairs from a dual-GAN workdir: {"images" uint8 [N,H,W,3], "masks" uint8
     {0,1} [N,H,W], "labels" int [N] (1 if the mask holds vessels), "label_names", "step", "config",
     "class_names"}. `threshold` overrides the workdir's `mask_threshold` ('zero' | 'fraction')."""
-    from jaxmedgan import sampling
-    from jaxmedgan.trainers import pix2pix
-
-    import json
-
     config = checkpointing.read_config(workdir)
-    cfg1, state1, step1 = sampling.restore_state(os.path.join(workdir, "stage1"))
+    cfg1, state1, step1 = drawing.restore_state(os.path.join(workdir, "stage1"))
     if cfg1.trainer != stage1_family(config):
         raise ValueError(f"{workdir}/config.json names stage-I family {stage1_family(config)!r} but "
                          f"{workdir}/stage1/config.json holds a {cfg1.trainer!r} model.")
-    cfg2, state2, step2 = sampling.restore_state(os.path.join(workdir, "stage2"))
+    cfg2, state2, step2 = drawing.restore_state(os.path.join(workdir, "stage2"))
     with open(os.path.join(workdir, MASK_STATS)) as f:
         fraction = json.load(f)["vessel_fraction"]
     masks = generate_masks(cfg1, state1, num, seed, threshold=threshold or config.get("mask_threshold", "zero"),
@@ -175,8 +165,6 @@ def stage_training_set_size(workdir: str, stage: str) -> int | None:
     path = os.path.join(workdir, MASK_STATS)
     if stage != "stage1" or not os.path.exists(path):
         return None
-    import json
-
     with open(path) as f:
         return int(json.load(f)["num_train"])
 

@@ -1,25 +1,11 @@
 """DCGAN / ACGAN trainer (liver-lesion ROIs): pure step functions + `train_and_evaluate`.
 
-One step updates D on a real batch and a fake batch, then G, with the non-saturating logistic
-loss. With `model.num_classes > 0` G is conditioned on the class, and D as `model.cond` says
-(`Objective`; CE = softmax cross-entropy, w = `loss.aux_weight`):
-  aux         ACGAN: D adds w CE(aux(x), y) on real and generated images, G adds w CE(aux(G(z, y)), y).
-  projection  D(x, y) = psi(phi(x)) + <e_y, phi(x)>, real images with their label, generated ones
-              with the label they were drawn for; no class loss.
-  tac         TAC-GAN: D adds w CE(aux(x), y) on real images only and w CE(twin(G(z, y)), y) on
-              generated ones; G adds w (CE(aux(G(z, y)), y) - CE(twin(G(z, y)), y)).
-  proj_aux    the projection logit, plus an aux head D fits to real images only (w CE(aux(x), y))
-              and G adds w CE(aux(G(z, y)), y): distribution matching per class from the projection,
-              class fidelity from a classifier that generated images never train.
-  d2dce       ReACGAN (Kang et al. 2021): D embeds each image, f(x), next to learnable class proxies v_k
-              (unit vectors); D adds w D2DCE(f(x), v, y) on real images, G adds w D2DCE(f(G(z, y)), v, y)
-              (losses/gan.py `d2dce`: proxy vs other-class samples of the batch, temperature
-              `loss.d2dce_temperature`, margin m_p = `loss.d2dce_margin`; ReACGAN's 0.5 and 0.98).
-`loss.kind` is the adversarial loss: 'nonsaturating' (logistic, DCGAN) or 'hinge'.
-`loss.mode_seeking` = lambda > 0 adds MSGAN's lambda / (mean|G(z1,y) - G(z2,y)| / mean|z1 - z2| + 1e-5)
-to G's loss, G's step then generating a second batch for z2 with the same labels (both batches
-go through D). All of D's terms are per example, so each option runs under DP-SGD (mode seeking
-is G-only), except d2dce: a real image's term reads the batch's other images, refused under DP.
+One step updates D on a real batch and a fake batch, then G. With `model.num_classes > 0` G is
+conditioned on the class, and D as `model.cond` says (aux, projection, tac, proj_aux, d2dce). The
+losses -- adversarial kind (`loss.kind`), class terms, MSGAN's mode seeking (`loss.mode_seeking`, G's
+step then generating a second batch with the same labels) -- are `Objective` of `losses/dcgan.py`,
+whose docstring gives each term; this module runs the models, the optimisers and DP-SGD around it.
+All of D's terms are per example, so each option runs under DP-SGD, except d2dce (refused).
 
 Data-efficient options (small medical sets; issue #18): `d_augment.kind` puts DiffAugment or ADA
 (`augment/policy.py`) in front of D for every image it sees (real, generated, in D's and G's step;
@@ -31,7 +17,6 @@ except an adaptive ADA p, refused under DP.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -41,143 +26,14 @@ import numpy as np
 import optax
 
 from jaxmedgan.augment import policy as aug_policy
-from jaxmedgan.losses import gan as gan_losses
+from jaxmedgan.losses import stylegan2 as sg2_losses
+from jaxmedgan.losses.dcgan import Objective
 from jaxmedgan.models import dcgan, layers
 from jaxmedgan.privacy import checks, dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
 from jaxmedgan.trainers import common
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What a step minimises: `config.model.{num_classes, cond}` and `config.loss`, read only here."""
-
-    num_classes: int = 0  # 0: unconditional DCGAN
-    cond: str = "aux"  # dcgan.CONDITIONINGS; how D sees the class (only when num_classes > 0)
-    aux_weight: float = 1.0  # w of every class cross-entropy term (aux and twin heads)
-    mode_seeking: float = 0.0  # MSGAN lambda (0: off)
-    r1_gamma: float = 0.0  # R1 gamma (0: off)
-    adversarial: str = "nonsaturating"  # loss.kind: a key of losses.gan.ADVERSARIAL
-    d2dce_temperature: float = 0.5  # T of cond='d2dce' (ReACGAN's CIFAR10 config: 0.5)
-    d2dce_margin: float = 0.98  # m_p of cond='d2dce' (StudioGAN LOSS.m_p; negatives' margin is 1 - m_p)
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict) -> "Objective":
-        """ValueError naming the key for a bad value. `model.cond` / `loss.mode_seeking` may be absent
-        (workdirs written before they existed): 'aux' / 0, what those runs trained with; the
-        `loss.d2dce_*` keys take ReACGAN's values when absent."""
-        m, loss = config.model, config.loss
-        obj = cls(num_classes=int(m.num_classes), cond=str(m.get("cond", "aux")),
-                  aux_weight=float(loss.aux_weight), mode_seeking=float(loss.get("mode_seeking", 0.0)),
-                  r1_gamma=float(loss.get("r1_gamma", 0.0)), adversarial=str(loss.get("kind", "nonsaturating")),
-                  d2dce_temperature=float(loss.get("d2dce_temperature", cls.d2dce_temperature)),
-                  d2dce_margin=float(loss.get("d2dce_margin", cls.d2dce_margin)))
-        if obj.adversarial not in gan_losses.ADVERSARIAL:
-            raise ValueError(f"config.loss.kind={obj.adversarial!r} must be one of {sorted(gan_losses.ADVERSARIAL)}.")
-        if obj.num_classes and obj.cond not in dcgan.CONDITIONINGS:
-            raise ValueError(f"config.model.cond={obj.cond!r} must be one of {dcgan.CONDITIONINGS}.")
-        for key, value in (("loss.aux_weight", obj.aux_weight), ("loss.mode_seeking", obj.mode_seeking),
-                           ("loss.r1_gamma", obj.r1_gamma)):
-            if not value >= 0:
-                raise ValueError(f"config.{key}={value!r} must be >= 0.")
-        if not obj.d2dce_temperature > 0:
-            raise ValueError(f"config.loss.d2dce_temperature={obj.d2dce_temperature!r} must be > 0.")
-        if not 0 <= obj.d2dce_margin <= 1:
-            raise ValueError(f"config.loss.d2dce_margin={obj.d2dce_margin!r} (a cosine similarity) must be in [0, 1].")
-        return obj
-
-    def check_dp(self, private: bool) -> None:
-        """Refuses, under DP, a class term that is not per example (cond='d2dce')."""
-        if private and self.d2dce:
-            raise ValueError("DP-SGD is enabled (config.privacy.enabled=True) but config.model.cond='d2dce' is not "
-                             "per example: each real image's D2DCE term uses the batch's other images as negatives, so "
-                             "clipping one image's gradient does not bound its influence; use aux, projection, tac or "
-                             "proj_aux under DP.")
-
-    def d_real(self, logit: jax.Array) -> jax.Array:
-        """D's adversarial term on real images, per example [B]."""
-        return gan_losses.ADVERSARIAL[self.adversarial][0](logit)
-
-    def d_fake(self, logit: jax.Array) -> jax.Array:
-        """D's adversarial term on generated images, per example [B]."""
-        return gan_losses.ADVERSARIAL[self.adversarial][1](logit)
-
-    def g_adv(self, logit: jax.Array) -> jax.Array:
-        """G's adversarial term, per example [B]."""
-        return gan_losses.ADVERSARIAL[self.adversarial][2](logit)
-
-    @property
-    def aux_head(self) -> bool:
-        """D has an auxiliary classifier head (aux, tac, proj_aux)."""
-        return bool(self.num_classes) and self.cond in ("aux", "tac", "proj_aux")
-
-    @property
-    def projection(self) -> bool:
-        """D's logit is a projection D(x, y) (projection, proj_aux)."""
-        return bool(self.num_classes) and self.cond in ("projection", "proj_aux")
-
-    @property
-    def aux_real_only(self) -> bool:
-        """The aux head is fitted to real images only (tac, proj_aux)."""
-        return bool(self.num_classes) and self.cond in ("tac", "proj_aux")
-
-    @property
-    def tac(self) -> bool:
-        return bool(self.num_classes) and self.cond == "tac"
-
-    @property
-    def d2dce(self) -> bool:
-        """D embeds images next to class proxies; the class term is ReACGAN's D2DCE (not per example)."""
-        return bool(self.num_classes) and self.cond == "d2dce"
-
-    def d2dce_loss(self, heads: jax.Array, labels: jax.Array) -> jax.Array:
-        """D2DCE over a batch f32 [B] from a d2dce D's heads f32 [B, 1 + K, E] and labels int [B]."""
-        return gan_losses.d2dce(heads[:, 0], heads[0, 1:], labels, temperature=self.d2dce_temperature,
-                                m_p=self.d2dce_margin)
-
-    def class_logits(self, heads: jax.Array | None) -> jax.Array | None:
-        """D's class scores f32 [B, K] read from its heads: the aux head's logits (aux, tac, proj_aux), or
-        cos(f(x), v_k) / T (d2dce: the nearest proxy is the predicted class); None otherwise."""
-        if self.d2dce:
-            return jnp.einsum("be,bke->bk", heads[:, 0], heads[:, 1:]) / self.d2dce_temperature
-        return self.split_heads(heads)[0]
-
-    def d_labels(self, labels: jax.Array | None) -> jax.Array | None:
-        """The labels D is called with: a projection D needs them, the others do not read them."""
-        return labels if self.projection else None
-
-    def split_heads(self, heads: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
-        """D's heads output -> (aux logits [B, K] or None, twin logits [B, K] or None)."""
-        if not self.aux_head:
-            return None, None
-        return (heads[:, 0], heads[:, 1]) if self.tac else (heads, None)
-
-    def d_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None, *,
-                     real: bool) -> jax.Array:
-        """D's unweighted class term per example [B]: CE of the aux head on real and generated images
-        (aux), of the aux head on real and the twin head on generated images (tac), of the aux head
-        on real images only (proj_aux); D2DCE on real images only (d2dce: each row reads the whole
-        batch); 0 otherwise."""
-        if self.d2dce:
-            return self.d2dce_loss(heads, labels) if real else jnp.zeros_like(logit)
-        aux, twin = self.split_heads(heads)
-        if aux is None or (not real and self.aux_real_only and twin is None):
-            return jnp.zeros_like(logit)
-        return gan_losses.class_cross_entropy(aux if real or twin is None else twin, labels)
-
-    def g_class_loss(self, logit: jax.Array, heads: jax.Array | None, labels: jax.Array | None) -> jax.Array:
-        """G's unweighted class term per example [B]: CE(aux) (aux), CE(aux) - CE(twin) (tac), D2DCE over
-        the generated batch (d2dce); 0 otherwise."""
-        if self.d2dce:
-            return self.d2dce_loss(heads, labels)
-        aux, twin = self.split_heads(heads)
-        if aux is None:
-            return jnp.zeros_like(logit)
-        if twin is None:
-            return gan_losses.class_cross_entropy(aux, labels)
-        return gan_losses.tac_generator_class_loss(aux, twin, labels)
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[dcgan.Generator, dcgan.Discriminator]:
@@ -227,11 +83,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     extra = aug.init_extra()
     if common.ema_enabled(config):
         extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
-    return GANState(
-        step=jnp.zeros((), jnp.int32), rng=k_run,
-        g_params=g_vars["params"], d_params=d_vars["params"],
-        g_stats=g_vars.get("batch_stats", {}), d_stats=d_vars.get("batch_stats", {}),
-        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]), extra=extra)
+    return GANState.create(k_run, g_vars, d_vars, g_tx, d_tx, extra)
 
 
 def _draw_latents(config, rng, n: int) -> tuple[jax.Array, jax.Array | None]:
@@ -254,8 +106,6 @@ def _r1(d, d_vars: dict, real: jax.Array, d_labels: jax.Array | None, rng: jax.A
     extra forward pass are discarded; with a per-example D (layer norm) row i depends on x_i only.
     d_labels: int [B] for a projection D (D(x, y) with the real label), else None.
     """
-    from jaxmedgan.losses import stylegan2 as sg2_losses
-
     def logits(x):
         (logit, _), _ = layers.apply(d, d_vars, x, d_labels, train=True, rngs={"dropout": rng})
         return logit
@@ -298,7 +148,7 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
 
     def real_loss(d_params, ex):
         logit, heads, labels = apply_one(d_params, ex)
-        loss = obj.d_real(logit)[0] + obj.aux_weight * obj.d_class_loss(logit, heads, labels, real=True)[0]
+        loss = obj.d_real_loss(logit, heads, labels)[0]
         aux, _ = obj.split_heads(heads)
         correct = (jnp.argmax(aux[0]) == ex["label"]).astype(jnp.float32) if aux is not None else jnp.zeros(())
         if obj.r1_gamma:  # R1 on this real example alone: inside the clipped per-example loss
@@ -308,8 +158,8 @@ def _d_update_private(config, state: GANState, batch: dict, fake, fake_labels, r
 
     def fake_loss(d_params, ex):
         logit, heads, labels = apply_one(d_params, ex)
-        cls = obj.d_class_loss(logit, heads, labels, real=False)[0]
-        return obj.d_fake(logit)[0] + obj.aux_weight * cls, {"logit": logit[0], "class_loss": cls}
+        loss, cls = obj.d_fake_loss(logit, heads, labels)
+        return loss[0], {"logit": logit[0], "class_loss": cls[0]}
 
     m = fake.shape[0]  # train.batch_size: independent of the padded row count n
     fakes = {"image": fake, "label": fake_labels if fake_labels is not None else jnp.zeros((m,), jnp.int32),
@@ -351,15 +201,14 @@ def _d_update(config, state: GANState, batch: dict, fake, fake_labels, rng):
             d_vars = _d_variables(d_params, stats)
         (fake_logit, fake_heads), stats = layers.apply(d, d_vars, fake, obj.d_labels(fake_labels), train=True,
                                                        rngs={"dropout": rng})
-        per_example = obj.d_real(real_logit) + obj.d_fake(fake_logit)
-        cls_real = obj.d_class_loss(real_logit, real_heads, real_labels, real=True)
-        cls_fake = obj.d_class_loss(fake_logit, fake_heads, fake_labels, real=False)
-        loss = jnp.mean(per_example + obj.aux_weight * (cls_real + cls_fake))
+        per_example, parts = obj.d_loss(real_logit, real_heads, real_labels, fake_logit, fake_heads, fake_labels)
+        cls_real, cls_fake = parts["class_real"], parts["class_fake"]
+        loss = jnp.mean(per_example)
         if obj.r1_gamma:
             r1 = jnp.mean(_r1(d, d_vars, real, obj.d_labels(real_labels), rng, obj.r1_gamma))
             loss = loss + r1
         metrics = {
-            "d_loss": jnp.mean(per_example),
+            "d_loss": jnp.mean(parts["adversarial"]),
             "d_real_acc": jnp.mean(real_logit > 0),
             "d_fake_acc": jnp.mean(fake_logit < 0),
             "d_real_logit": jnp.mean(real_logit),
@@ -432,20 +281,15 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         seen = aug(fake, k_aug_g, state.extra, real=False)
         (logit, heads), _ = layers.apply(d, _d_variables(d_params, d_stats), seen,
                                          obj.d_labels(labels_g), train=True, rngs={"dropout": k_gdrop})
-        per_example = obj.g_adv(logit)
-        cls = obj.g_class_loss(logit, heads, labels_g)
-        total = jnp.mean(per_example + obj.aux_weight * cls)
-        metrics = {"g_loss": jnp.mean(per_example)}
-        aux, twin = obj.split_heads(heads)
-        if aux is not None:
-            metrics["g_aux_loss"] = jnp.mean(gan_losses.class_cross_entropy(aux, labels_g))
-        if twin is not None:
-            metrics["g_twin_loss"] = jnp.mean(gan_losses.class_cross_entropy(twin, labels_g))
+        total, parts = obj.g_loss(logit, heads, labels_g, images=fake, latents=z_g)
+        metrics = {"g_loss": jnp.mean(parts["adversarial"])}
+        for name, part in (("g_aux_loss", "aux_ce"), ("g_twin_loss", "twin_ce")):
+            if part in parts:
+                metrics[name] = jnp.mean(parts[part])
         if obj.d2dce:
-            metrics["g_d2dce_loss"] = jnp.mean(cls)
+            metrics["g_d2dce_loss"] = jnp.mean(parts["class"])
         if obj.mode_seeking:
-            total = total + obj.mode_seeking * gan_losses.mode_seeking(fake[:n], fake[n:], z, z2)
-            metrics["g_ms_ratio"] = gan_losses.mode_seeking_ratio(fake[:n], fake[n:], z, z2)
+            metrics["g_ms_ratio"] = parts["ms_ratio"]
         return total, (metrics, new_g_stats)
 
     (g_total, (g_metrics, new_g_stats)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)

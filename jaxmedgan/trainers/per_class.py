@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from jaxmedgan import checkpointing, trainers
-from jaxmedgan.trainers import common
+from jaxmedgan.trainers import common, drawing
 
 INDEX_FILE = "per_class.json"
 
@@ -53,8 +53,7 @@ def _labels(source) -> np.ndarray:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains one `config.trainer` GAN per class of config.data into workdir/classes/<tag>/; returns
     {class name: final state}."""
-    from jaxmedgan import sampling
-    from jaxmedgan.data import datasets, tfds_builders
+    from jaxmedgan.data import datasets, tfds_builders  # TFDS is heavy: imported when training starts
 
     family = config.trainer
     if "z" not in trainers.family(family).latent_spaces:
@@ -81,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     index = {"family": family, "classes": names, "workdirs": {}}
     states = {}
     for k, name in enumerate(names):
-        sub = os.path.join(workdir, "classes", sampling.file_tag(name, k))
+        sub = os.path.join(workdir, "classes", drawing.file_tag(name, k))
         index["workdirs"][name] = os.path.relpath(sub, workdir)
         members = np.flatnonzero(labels == k)
         if len(members) == 0:
@@ -118,8 +117,6 @@ def generate_labelled(workdir: str, num: int, class_id: int | None, seed: int, *
     class_id: draw all `num` from that class's GAN; None: split evenly over the classes (the first
     num % K classes get one more), in class order.
     """
-    from jaxmedgan import sampling
-
     index = read_index(workdir)
     names = index["classes"]
     counts = np.zeros(len(names), np.int64)
@@ -133,8 +130,8 @@ def generate_labelled(workdir: str, num: int, class_id: int | None, seed: int, *
         if not counts[k]:
             continue
         sub = os.path.join(workdir, index["workdirs"][name])
-        config, state, step = sampling.restore_state(sub)
-        imgs, _ = sampling.generate(config, state, trainers.family(index["family"]), int(counts[k]), None,
+        config, state, step = drawing.restore_state(sub)
+        imgs, _ = drawing.generate(config, state, trainers.family(index["family"]), int(counts[k]), None,
                                     seed + 1000 * k, as_float=as_float)
         out_images.append(imgs)
         out_labels.append(np.full(int(counts[k]), k, np.int64))
@@ -142,6 +139,6 @@ def generate_labelled(workdir: str, num: int, class_id: int | None, seed: int, *
     return np.concatenate(out_images), np.concatenate(out_labels), steps
 
 
-# Training starts from the family's config with train.per_class=True (main.py); the workdir is drawn
+# Training starts from the family's config with train.per_class=True (training.train); the workdir is drawn
 # from like a class-conditional model.
 FAMILY = common.Family(name="per_class", generate_labelled=generate_labelled)

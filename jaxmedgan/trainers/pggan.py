@@ -188,10 +188,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     extra = {"g_ema_params": jax.tree_util.tree_map(jnp.copy, g_vars["params"]),
              "images_seen": jnp.zeros((), jnp.int32), "level": jnp.zeros((), jnp.int32),
              "alpha": jnp.ones((), jnp.float32), **aug_policy.DAugment.from_config(config).init_extra()}
-    return GANState(step=jnp.zeros((), jnp.int32), rng=k_run, g_params=g_vars["params"],
-                    d_params=d_vars["params"], g_stats={}, d_stats={},
-                    g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
-                    extra=extra)
+    return GANState.create(k_run, g_vars, d_vars, g_tx, d_tx, extra)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,12 +1,10 @@
 """pix2pix trainer (label map -> image): pure step functions, a `common.Family` and `train_and_evaluate`.
 
-Losses (Isola et al. 2017), per example and averaged over PatchGAN logits:
-  D:  softplus(-D(m, x)) + softplus(D(m, G(m)))                 (non-saturating logistic)
+Losses (Isola et al. 2017; `losses/pix2pix.py`, `Objective`), per example and averaged over PatchGAN logits:
+  D:  softplus(-D(m, x)) + softplus(D(m, G(m)))                 (non-saturating logistic; or hinge, loss.kind)
   G:  softplus(-D(m, G(m))) + lambda * mean |G(m) - x|          (lambda = config.loss.l1_weight, 100)
 with m the one-hot label map [B,H,W,K] ("cond") and x the real image [B,H,W,C] ("image"). One step
 updates D, then G against the updated D. Randomness: dropout in G only (no z, as in pix2pix).
-`loss.kind` = 'hinge' swaps the adversarial terms for relu(1 - D) + relu(1 + D) and -D per patch
-(`losses.gan.ADVERSARIAL`; absent: 'nonsaturating', the above).
 
 Data-efficient options (small medical sets; issue #18):
   d_augment.kind    'diffaug' | 'ada' (augment/policy.py): D sees every pair -- real (m, x), (m, G(m))
@@ -37,7 +35,6 @@ adaptive ADA p (computed from D's outputs on private pairs) is refused (`DAugmen
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 import logging
 from typing import Any
@@ -51,13 +48,13 @@ import optax
 from jaxmedgan import batching, images
 from jaxmedgan.augment import policy as aug_policy
 from jaxmedgan.data import paired, registry
-from jaxmedgan.losses import gan as gan_losses
+from jaxmedgan.losses.pix2pix import Objective
 from jaxmedgan.models import layers, pix2pix
 from jaxmedgan.privacy import dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig, dp_enabled
 from jaxmedgan.state import GANState
-from jaxmedgan.trainers import common
+from jaxmedgan.trainers import common, drawing
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +87,11 @@ def build_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
             dp_noise.private(optax.adam(o.d_lr, b1=o.b1, b2=o.b2), dp, config.train.batch_size, steps))
 
 
-def adversarial(config: ml_collections.ConfigDict) -> tuple[Any, Any, Any]:
-    """(D's real term, D's fake term, G's term), elementwise on patch logits, for `config.loss.kind`
-    (absent: 'nonsaturating', what runs before the key trained with). ValueError names a bad kind."""
-    kind = str(config.loss.get("kind", "nonsaturating"))
-    if kind not in gan_losses.ADVERSARIAL:
-        raise ValueError(f"config.loss.kind={kind!r} must be one of {sorted(gan_losses.ADVERSARIAL)}.")
-    return gan_losses.ADVERSARIAL[kind]
-
-
 def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     """Initial state (pure; jit it with out_shardings to create it sharded). Refuses a bad loss.kind,
     d_augment or an adaptive ADA p under DP before anything is built. extra: the D augmentation's
     entries (`augment.policy`) and `g_ema_params` (ema.enabled)."""
-    adversarial(config)
+    Objective.from_config(config)
     aug = aug_policy.DAugment.from_config(config)
     aug.check_dp(dp_enabled(config))
     g, d = build_models(config)
@@ -116,20 +104,11 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
     extra = aug.init_extra()
     if common.ema_enabled(config):
         extra["g_ema_params"] = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
-    return GANState(
-        step=jnp.zeros((), jnp.int32), rng=k_run,
-        g_params=g_vars["params"], d_params=d_vars["params"],
-        g_stats=g_vars.get("batch_stats", {}), d_stats=d_vars.get("batch_stats", {}),
-        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]), extra=extra)
+    return GANState.create(k_run, g_vars, d_vars, g_tx, d_tx, extra)
 
 
 def _vars(params, stats) -> dict:
     return {"params": params, **({"batch_stats": stats} if stats else {})}
-
-
-def _patch_mean(x: jax.Array) -> jax.Array:
-    """Mean over every axis but the first: [B, ...] -> [B]."""
-    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
 
 def d_view(config: ml_collections.ConfigDict, cond: jax.Array, image: jax.Array, key: jax.Array | None,
@@ -156,7 +135,7 @@ def d_loss(config, d_params, d_stats, batch: dict, fake: jax.Array, *, aug_key: 
     logits f32 [B,h,w]). D sees both pairs through `d_view` (aug_key: the step's D-augmentation key,
     split for the real and the generated pairs; extra: the state's extra)."""
     _, d = build_models(config)
-    d_real, d_fake, _ = adversarial(config)
+    obj = Objective.from_config(config)
     k_real, k_fake = _split(aug_key, 2)
     cond, real = batch["cond"], batch["image"]
     real_logit, stats = layers.apply(d, _vars(d_params, d_stats), *d_view(config, cond, real, k_real, extra),
@@ -165,7 +144,7 @@ def d_loss(config, d_params, d_stats, batch: dict, fake: jax.Array, *, aug_key: 
         d_stats = stats
     fake_logit, stats = layers.apply(d, _vars(d_params, d_stats), *d_view(config, cond, fake, k_fake, extra),
                                      train=True)
-    per_example = _patch_mean(d_real(real_logit)) + _patch_mean(d_fake(fake_logit))
+    per_example = obj.d_loss(real_logit, fake_logit)
     metrics = {"d_loss": jnp.mean(per_example), "d_real_acc": jnp.mean(real_logit > 0),
                "d_fake_acc": jnp.mean(fake_logit < 0), "d_real_logit": jnp.mean(real_logit),
                "d_fake_logit": jnp.mean(fake_logit)}
@@ -177,14 +156,12 @@ def g_loss(config, g_params, g_stats, d_variables: dict, batch: dict, rng: jax.A
     """Mean G loss: softplus(-D(m, G(m))) (hinge: -D) + l1_weight * |G(m) - x|, and (metrics, new G
     stats). D sees the generated pair through `d_view` (aug_key, extra); the L1 term is un-augmented."""
     g, d = build_models(config)
-    _, _, g_adv = adversarial(config)
+    obj = Objective.from_config(config)
     fake, new_stats = layers.apply(g, _vars(g_params, g_stats), batch["cond"], train=True,
                                    rngs={"dropout": rng})
     logit, _ = layers.apply(d, d_variables, *d_view(config, batch["cond"], fake, aug_key, extra), train=True)
-    adv = jnp.mean(_patch_mean(g_adv(logit)))
-    l1 = jnp.mean(jnp.abs(fake - batch["image"]))
-    total = adv + config.loss.l1_weight * l1
-    return total, ({"g_loss": adv, "g_l1": l1}, new_stats)
+    total, parts = obj.g_loss(logit, fake, batch["image"])
+    return total, ({"g_loss": parts["adversarial"], "g_l1": parts["l1"]}, new_stats)
 
 
 def check_private_generator(config: ml_collections.ConfigDict) -> None:
@@ -211,8 +188,7 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
     aug = aug_policy.DAugment.from_config(config)
     aug.check_dp(True)
     g, d = build_models(config)
-    d_real, d_fake, g_adv = adversarial(config)
-    p, lam = private_config(config), config.loss.l1_weight
+    obj, p = Objective.from_config(config), private_config(config)
     n = batch["image"].shape[0]
     # The augmentation's state entries (ADA's p) ride along per example: the loss runs inside
     # shard_map, which takes arrays as arguments.
@@ -228,13 +204,9 @@ def _private_update(config, state: GANState, batch: dict, rng: jax.Array, mesh):
         real_logit = d.apply({"params": params["d"]}, *seen(cond, real, k_real), train=True)
         fake_logit = d.apply({"params": params["d"]}, *seen(cond, jax.lax.stop_gradient(fake), k_fake),
                              train=True)
-        loss_d = jnp.mean(d_real(real_logit)) + jnp.mean(d_fake(fake_logit))
         g_logit = d.apply({"params": jax.lax.stop_gradient(params["d"])}, *seen(cond, fake, k_g), train=True)
-        adv = jnp.mean(g_adv(g_logit))
-        l1 = jnp.mean(jnp.abs(fake - real))
-        aux = {"d_loss": loss_d, "g_loss": adv, "g_l1": l1, "real_logit": jnp.mean(real_logit),
-               "fake_logit": jnp.mean(fake_logit)}
-        return loss_d + adv + lam * l1, aux
+        loss, parts = obj.example_loss(real_logit, fake_logit, g_logit, fake, real)
+        return loss, {**parts, "real_logit": jnp.mean(real_logit), "fake_logit": jnp.mean(fake_logit)}
 
     # The generated image is made from example i's private map: every term is in the clipped loss.
     # White-box canaries (privacy.canaries) own coordinates appended to D's half of the joint vector.
@@ -278,7 +250,7 @@ def train_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         d_params = optax.apply_updates(state.d_params, d_updates)
         g_params = optax.apply_updates(state.g_params, g_updates)
         d_grads, g_grads = jax.tree_util.tree_map(lambda x: x / config.train.batch_size, (d_grads, g_grads))
-        metrics["g_total_loss"] = metrics["g_loss"] + config.loss.l1_weight * metrics["g_l1"]
+        metrics["g_total_loss"] = Objective.from_config(config).g_total(metrics["g_loss"], metrics["g_l1"])
         extra = state.extra  # no adaptive p under DP (init_state, _private_update)
     else:
         fake, g_stats = layers.apply(g, state.g_variables(), batch["cond"], train=True,
@@ -361,9 +333,7 @@ def draw(workdir: str, num: int, seed: int) -> dict[str, Any]:
     """Samples a trained pix2pix workdir on unseen maps: {"images" uint8 [N,H,W,C], "masks" uint8
     [N,H,W] (class per pixel), "labels" int [N] (lesion present), "label_names", "step", "config",
     "class_names"}."""
-    from jaxmedgan import sampling
-
-    config, state, step = sampling.restore_state(workdir)
+    config, state, step = drawing.restore_state(workdir)
     maps = paired.condition_maps(config, num, seed)
     fake = generate_batched(config, state, maps)
     lesion = registry.get(config.data.source).lesion

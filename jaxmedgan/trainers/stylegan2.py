@@ -1,7 +1,8 @@
 """Conditional StyleGAN2-ADA trainer: pure phase functions + host-side lazy-regularisation schedule.
 
-Follows NVlabs/stylegan2-ada-pytorch `training/training_loop.py` and `training/loss.py`. One
-training step runs, in this order, the phases whose interval divides the step index:
+Follows NVlabs/stylegan2-ada-pytorch `training/training_loop.py` and `training/loss.py` (whose
+loss math, phase by phase, is `losses/stylegan2.py`). One training step runs, in this order, the
+phases whose interval divides the step index:
 
     Gmain  every step      non-saturating loss on D(augment(G(z, c)), c) [+ lambda * clinical CE]
     Greg   every 4 steps   path-length penalty (weight 2, x4 for laziness, batch / 2)
@@ -55,6 +56,7 @@ from jaxmedgan.augment import controller as ada_controller
 from jaxmedgan.losses import clinical
 from jaxmedgan.losses import stylegan2 as sg_losses
 from jaxmedgan.models import stylegan2 as sg
+from jaxmedgan.models import trained_classifier
 from jaxmedgan.privacy import checks, dp_sgd
 from jaxmedgan.privacy import noise as dp_noise
 from jaxmedgan.privacy.config import DPConfig
@@ -137,10 +139,7 @@ def init_state(config: ml_collections.ConfigDict, rng: jax.Array) -> GANState:
         "ada_sign_count": jnp.zeros((), jnp.float32),
         "pl_mean": jnp.zeros((), jnp.float32),
     }
-    return GANState(step=jnp.zeros((), jnp.int32), rng=k_run, g_params=g_vars["params"],
-                    d_params=d_vars["params"], g_stats=g_vars["stats"], d_stats={},
-                    g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
-                    extra=extra)
+    return GANState.create(k_run, g_vars, d_vars, g_tx, d_tx, extra, g_stats="stats")
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -311,18 +310,16 @@ def g_main_step(config: ml_collections.ConfigDict, state: GANState, batch: dict,
         ws, g_stats = _run_mapping(config, g, g_params, state.g_stats, z, c, k_mix, update=True)
         img = _synthesize(g, g_params, g_stats, ws, k_noise)
         logits = _d_logits(config, d, state.d_params, img, c, k_aug, state.extra["ada_p"])
-        per_example = sg_losses.g_nonsaturating(logits)
-        metrics = {"g_loss": jnp.mean(per_example), "g_fake_logit": jnp.mean(logits)}
-        total = per_example
+        clf_logits = labels = None
         if clf is not None:
             labels = c if c is not None else jnp.zeros((n,), jnp.int32)
             clf_logits = clf.logits(clf_variables, img)
-            ce = clinical.clinical_loss(clf_logits, labels)
-            if weight > 0:  # lambda = 0 leaves the loss (and its gradient) exactly plain StyleGAN2-ADA
-                total = total + weight * ce
-            metrics["clinical_ce"] = jnp.mean(ce)
+        per_example, parts = sg_losses.g_main_loss(logits, clf_logits, labels, clinical_weight=weight)
+        metrics = {"g_loss": jnp.mean(parts["adversarial"]), "g_fake_logit": jnp.mean(logits)}
+        if clf_logits is not None:
+            metrics["clinical_ce"] = jnp.mean(parts["clinical_ce"])
             metrics["clinical_acc"] = jnp.mean(jnp.argmax(clf_logits, -1) == labels)
-        return jnp.mean(total), (metrics, g_stats)
+        return jnp.mean(per_example), (metrics, g_stats)
 
     (total, (metrics, g_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     g_params, g_opt_state = _apply_updates(g_tx, grads, state.g_opt_state, state.g_params)
@@ -345,16 +342,15 @@ def g_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
     def loss_fn(g_params):
         ws, g_stats = _run_mapping(config, g, g_params, state.g_stats, z, c, k_mix, update=True)
         synth = lambda w: _synthesize(g, g_params, g_stats, w, k_noise)
-        penalty, lengths, pl_mean = sg_losses.path_length_penalty(synth, ws, k_pl, state.extra["pl_mean"],
-                                                                   decay=lc.pl_decay)
-        loss = jnp.mean(penalty) * lc.pl_weight * lc.pl_interval
-        return loss, (penalty, lengths, pl_mean, g_stats)
+        loss, parts = sg_losses.g_reg_loss(synth, ws, k_pl, state.extra["pl_mean"], weight=lc.pl_weight,
+                                           interval=lc.pl_interval, decay=lc.pl_decay)
+        return loss, (parts, g_stats)
 
-    (loss, (penalty, lengths, pl_mean, g_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+    (loss, (parts, g_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
     g_params, g_opt_state = _apply_updates(g_tx, grads, state.g_opt_state, state.g_params)
-    extra = {**state.extra, "pl_mean": jax.lax.stop_gradient(pl_mean)}
-    metrics = {"pl_penalty": jnp.mean(penalty), "pl_length": jnp.mean(lengths), "pl_mean": pl_mean,
-               "g_reg_loss": loss}
+    extra = {**state.extra, "pl_mean": jax.lax.stop_gradient(parts["pl_mean"])}
+    metrics = {"pl_penalty": jnp.mean(parts["penalty"]), "pl_length": jnp.mean(parts["lengths"]),
+               "pl_mean": parts["pl_mean"], "g_reg_loss": loss}
     return state.replace(g_params=g_params, g_stats=g_stats, g_opt_state=g_opt_state, extra=extra), metrics
 
 
@@ -374,16 +370,15 @@ def d_main_step(config: ml_collections.ConfigDict, state: GANState, batch: dict)
     def loss_fn(d_params):
         fake_logits = d.apply({"params": d_params}, fake_aug, c).astype(jnp.float32)
         real_logits = d.apply({"params": d_params}, real_aug, real_c).astype(jnp.float32)
-        loss_fake, loss_real = jax.nn.softplus(fake_logits), jax.nn.softplus(-real_logits)
-        return jnp.mean(loss_fake + loss_real), (loss_fake, loss_real, fake_logits, real_logits)
+        per_example, parts = sg_losses.d_main_loss(real_logits, fake_logits)
+        return jnp.mean(per_example), (parts, fake_logits, real_logits)
 
-    (loss, (loss_fake, loss_real, fake_logits, real_logits)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.d_params)
+    (loss, (parts, fake_logits, real_logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     d_params, d_opt_state = _apply_updates(d_tx, grads, state.d_opt_state, state.d_params)
     signs = jnp.sign(real_logits)
     extra = {**state.extra, "ada_sign_sum": state.extra["ada_sign_sum"] + jnp.sum(signs),
              "ada_sign_count": state.extra["ada_sign_count"] + n}
-    metrics = {"d_loss": loss, "d_loss_fake": jnp.mean(loss_fake), "d_loss_real": jnp.mean(loss_real),
+    metrics = {"d_loss": loss, "d_loss_fake": jnp.mean(parts["fake"]), "d_loss_real": jnp.mean(parts["real"]),
                "d_real_logit": jnp.mean(real_logits), "d_fake_logit": jnp.mean(fake_logits),
                "d_real_sign": jnp.mean(signs), "d_grad_norm": optax.tree.norm(grads)}
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, g_stats=g_stats, extra=extra), metrics
@@ -399,14 +394,13 @@ def d_reg_step(config: ml_collections.ConfigDict, state: GANState, batch: dict) 
 
     def loss_fn(d_params):
         d_fn = lambda x: _d_logits(config, d, d_params, x, real_c, k_aug, state.extra["ada_p"])
-        penalty, logits = sg_losses.r1_penalty_and_logits(d_fn, real, lc.r1_gamma)
-        return jnp.mean(penalty) * lc.r1_interval, (penalty, logits)
+        return sg_losses.d_reg_loss(d_fn, real, lc.r1_gamma, lc.r1_interval)
 
-    (loss, (penalty, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d_params)
     d_params, d_opt_state = _apply_updates(d_tx, grads, state.d_opt_state, state.d_params)
-    extra = {**state.extra, "ada_sign_sum": state.extra["ada_sign_sum"] + jnp.sum(jnp.sign(logits)),
+    extra = {**state.extra, "ada_sign_sum": state.extra["ada_sign_sum"] + jnp.sum(jnp.sign(parts["logits"])),
              "ada_sign_count": state.extra["ada_sign_count"] + real.shape[0]}
-    metrics = {"r1_penalty": jnp.mean(penalty), "d_reg_loss": loss}
+    metrics = {"r1_penalty": jnp.mean(parts["penalty"]), "d_reg_loss": loss}
     return state.replace(d_params=d_params, d_opt_state=d_opt_state, extra=extra), metrics
 
 
@@ -451,13 +445,12 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
             r1 = penalty[0]
         else:
             logits, r1 = d_fn(ex["image"][None]), jnp.zeros((), jnp.float32)
-        loss = jax.nn.softplus(-logits[0]) + lc.r1_interval * r1
-        return loss, {"logit": logits[0], "r1": r1}
+        return sg_losses.d_both_real_loss(logits[0], r1, lc.r1_interval), {"logit": logits[0], "r1": r1}
 
     def fake_loss(d_params, ex):
         c = ex["label"][None] if conditional else None
         logit = d.apply({"params": d_params}, ex["image"][None], c)[0].astype(jnp.float32)
-        return jax.nn.softplus(logit), logit
+        return sg_losses.d_fake_loss(logit), logit
 
     m = fake_aug.shape[0]
     fakes = {"image": fake_aug, "label": fake_c if conditional else jnp.zeros((m,), jnp.int32)}
@@ -466,7 +459,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, batch: dic
                                    canaries=dp_sgd.batch_canaries(batch), mesh=mesh)
     per_ex, fake_logits, loss_fake = out.pop("real_aux"), out.pop("fake_aux"), out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
-    loss_real = mean(jax.nn.softplus(-per_ex["logit"]))
+    loss_real = mean(sg_losses.d_real_loss(per_ex["logit"]))
     metrics = {"d_loss": loss_real + loss_fake, "d_loss_real": loss_real, "d_loss_fake": loss_fake,
                "d_real_logit": mean(per_ex["logit"]), "d_fake_logit": jnp.mean(fake_logits),
                "d_grad_norm": optax.tree.norm(grads) / config.train.batch_size, **out}
@@ -556,16 +549,16 @@ def _load_classifier(path: str) -> Any:
     # Phases may first ask for the classifier while jit traces them: restore it eagerly (orbax
     # cannot build arrays from tracers) and keep numpy variables (constants in any trace).
     with jax.ensure_compile_time_eval():
-        clf = clinical.load_frozen_classifier(path)
+        clf = trained_classifier.load_classifier(path)[0]
     return dataclasses.replace(clf, variables=jax.tree_util.tree_map(np.asarray, jax.device_get(clf.variables)))
 
 
 def _frozen_classifier(config: ml_collections.ConfigDict) -> Any:
     """The clinical classifier of `config.clinical.checkpoint` (None if unset), checked against the GAN.
 
-    The path is a `losses.clinical.save_classifier` directory or a classifier-trainer workdir
-    (`trainers.classifier.load_classifier`: 'cnn' or 'resnet' arch); both give
-    `logits(variables, images)`. Its class count, image size and channels must match the GAN.
+    The path is a classifier training workdir, the one frozen format
+    (`models.trained_classifier.load_classifier`: 'cnn' or 'resnet' arch). Its class count, image
+    size, channels and task type (single-label) must match the GAN.
     """
     section = config.get("clinical")
     path = section.get("checkpoint", "") if section is not None else ""
@@ -578,7 +571,7 @@ def _frozen_classifier(config: ml_collections.ConfigDict) -> Any:
         raise ValueError(f"The clinical classifier in {path} has {clf.num_classes} classes{names} but the GAN "
                          f"has config.model.num_classes={k} conditions; train the classifier on the GAN's "
                          "classes (same names, same order).")
-    if getattr(clf, "multi_label", False):
+    if clf.multi_label:
         raise ValueError(f"The clinical classifier in {path} is multi-label; the clinical loss is a softmax "
                          "cross-entropy over single-label classes (the GAN's conditions).")
     size, ch = config.data.image_size, config.data.channels

@@ -1,4 +1,5 @@
-"""Clinical term: a classifier trained a few steps on spine phantoms, saved, reloaded frozen."""
+"""Clinical term: a classifier trained a few steps on spine phantoms, saved in the one frozen format
+(a classifier workdir), reloaded frozen."""
 import functools
 
 import jax
@@ -7,9 +8,11 @@ import numpy as np
 import optax
 import pytest
 
+from configs import classifier_spine
 from jaxmedgan.data import spine_phantoms
 from jaxmedgan.losses import clinical
 from jaxmedgan.models import classifier as classifier_lib
+from jaxmedgan.models import trained_classifier
 
 
 def _train_classifier(steps=50, size=32):
@@ -50,12 +53,15 @@ def test_classifier_learns_spine_classes_in_a_few_steps(trained):
     assert acc > 0.5  # chance is 0.25
 
 
-def test_save_and_load_frozen_classifier_round_trip(trained, tmp_path):
+def test_a_classifier_trained_elsewhere_saved_frozen_drives_the_loss(trained, tmp_path):
     module, variables, _, (x, y) = trained
-    path = clinical.save_classifier(str(tmp_path / "clf"), module, variables, image_size=32, channels=1,
-                                    class_names=spine_phantoms.CLASS_NAMES)
-    clf = clinical.load_frozen_classifier(path)
-    assert clf.num_classes == 4 and clf.class_names == spine_phantoms.CLASS_NAMES
+    config = classifier_spine.get_config()  # the one frozen format: a classifier workdir
+    config.model.arch, config.model.features, config.model.num_classes = "cnn", (8, 16, 32), 4
+    config.data.image_size, config.data.channels = 32, 1
+    state = trained_classifier.init_state(config, jax.random.PRNGKey(1)).replace(params=variables["params"])
+    path = trained_classifier.save(str(tmp_path / "clf"), config, state, spine_phantoms.CLASS_NAMES)
+    clf, names = trained_classifier.load_classifier(path)
+    assert clf.num_classes == 4 and names == clf.class_names == spine_phantoms.CLASS_NAMES
     logits = jax.jit(clf.logits)(clf.variables, x)
     ref = jax.jit(functools.partial(classifier_lib.classifier_logits, module))(variables, x)
     np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
@@ -67,8 +73,8 @@ def test_save_and_load_frozen_classifier_round_trip(trained, tmp_path):
     assert sorted(acc) == [0, 1, 2, 3] and np.mean(list(acc.values())) > 0.5
     with pytest.raises(ValueError, match=r"trained on images \(32, 32, 1\)"):
         clf.logits(clf.variables, jnp.zeros((1, 16, 16, 1)))
-    with pytest.raises(FileNotFoundError, match="lacks classifier.json"):
-        clinical.load_frozen_classifier(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="config.json.*classifier training workdir"):
+        trained_classifier.load_classifier(str(tmp_path))
 
 
 def test_clinical_loss_is_softmax_cross_entropy():

@@ -1,7 +1,9 @@
-"""R1 and path-length penalties vs explicit formulas and finite differences on toy networks."""
+"""R1 and path-length penalties vs explicit formulas and finite differences on toy networks; the
+phases' losses (Gmain, Greg, Dmain, Dreg, Dboth) vs numpy."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmedgan.losses import stylegan2 as losses
 
@@ -74,3 +76,73 @@ def test_path_length_penalty_is_differentiable_in_generator_params():
     eps = 1e-3
     fd = (total(1.3 + eps) - total(1.3 - eps)) / (2 * eps)
     np.testing.assert_allclose(g, fd, rtol=2e-2)
+
+
+# The phases' losses (NVlabs' accumulate_gradients) against numpy.
+
+SOFTPLUS = lambda x: np.logaddexp(0, x)
+
+
+def _logits(n=6, seed=0):
+    return np.random.default_rng(seed).normal(size=n).astype(np.float32) * 3
+
+
+def test_dmain_is_softplus_fake_plus_softplus_minus_real():
+    real, fake = _logits(seed=0), _logits(seed=1)
+    loss, parts = losses.d_main_loss(jnp.asarray(real), jnp.asarray(fake))
+    np.testing.assert_allclose(parts["fake"], SOFTPLUS(fake), rtol=1e-6)
+    np.testing.assert_allclose(parts["real"], SOFTPLUS(-real), rtol=1e-6)
+    np.testing.assert_allclose(loss, SOFTPLUS(fake) + SOFTPLUS(-real), rtol=1e-6)
+    np.testing.assert_allclose(losses.d_fake_loss(jnp.asarray(fake)), SOFTPLUS(fake), rtol=1e-6)
+    np.testing.assert_allclose(losses.d_real_loss(jnp.asarray(real)), SOFTPLUS(-real), rtol=1e-6)
+
+
+def test_dboth_real_term_adds_the_lazy_r1():
+    real, r1 = _logits(seed=2), np.abs(_logits(seed=3))
+    np.testing.assert_allclose(losses.d_both_real_loss(jnp.asarray(real), jnp.asarray(r1), 16),
+                               SOFTPLUS(-real) + 16 * r1, rtol=1e-6)
+
+
+def test_gmain_adds_the_weighted_clinical_cross_entropy():
+    fake = _logits(4, seed=4)
+    clf = np.random.default_rng(5).normal(size=(4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    ce = -(clf - np.log(np.exp(clf).sum(axis=1, keepdims=True)))[np.arange(4), labels]
+    loss, parts = losses.g_main_loss(jnp.asarray(fake))
+    np.testing.assert_allclose(loss, SOFTPLUS(-fake), rtol=1e-6)
+    assert set(parts) == {"adversarial"}
+    loss, parts = losses.g_main_loss(jnp.asarray(fake), jnp.asarray(clf), jnp.asarray(labels), clinical_weight=0.3)
+    np.testing.assert_allclose(loss, SOFTPLUS(-fake) + 0.3 * ce, rtol=1e-5)
+    np.testing.assert_allclose(parts["clinical_ce"], ce, rtol=1e-5)
+    # lambda = 0: the cross-entropy is reported, the loss is exactly the plain one.
+    loss, parts = losses.g_main_loss(jnp.asarray(fake), jnp.asarray(clf), jnp.asarray(labels))
+    np.testing.assert_array_equal(loss, losses.g_main_loss(jnp.asarray(fake))[0])
+    np.testing.assert_allclose(parts["clinical_ce"], ce, rtol=1e-5)
+    with pytest.raises(ValueError, match="clinical_weight=0.5 > 0 needs the clinical classifier's logits"):
+        losses.g_main_loss(jnp.asarray(fake), clinical_weight=0.5)
+
+
+def test_dreg_is_the_mean_r1_times_the_interval():
+    w = jax.random.normal(jax.random.PRNGKey(6), (4, 4, 1))
+    d_fn = lambda x: jnp.sum(x * w, axis=(1, 2, 3)) - 0.2
+    x = jax.random.normal(jax.random.PRNGKey(7), (3, 4, 4, 1))
+    loss, parts = losses.d_reg_loss(d_fn, x, 10.0, 16)
+    r1 = 10.0 / 2 * float(jnp.sum(w**2))  # linear D: grad_x D = w for every example
+    np.testing.assert_allclose(parts["penalty"], np.full(3, r1), rtol=1e-5)
+    np.testing.assert_allclose(parts["logits"], np.sum(np.asarray(x) * np.asarray(w), axis=(1, 2, 3)) - 0.2, rtol=1e-5)
+    np.testing.assert_allclose(loss, 16 * r1, rtol=1e-5)
+
+
+def test_greg_is_the_mean_path_length_penalty_times_weight_and_interval():
+    b, num_ws, w_dim, h, w, c = 2, 3, 4, 4, 4, 1
+    m = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (num_ws * w_dim, h * w * c)))
+    synth = lambda ws: (ws.reshape(ws.shape[0], -1) @ m).reshape(ws.shape[0], h, w, c)
+    ws = jax.random.normal(jax.random.PRNGKey(9), (b, num_ws, w_dim))
+    key = jax.random.PRNGKey(10)
+    loss, parts = losses.g_reg_loss(synth, ws, key, jnp.float32(0.5), weight=2.0, interval=4, decay=0.01)
+    y = np.asarray(jax.random.normal(key, (b, h, w, c))) / np.sqrt(h * w)
+    lengths = np.sqrt((((y.reshape(b, -1) @ m.T).reshape(b, num_ws, w_dim)) ** 2).sum(axis=2).mean(axis=1))
+    pl_mean = 0.5 + 0.01 * (lengths.mean() - 0.5)
+    np.testing.assert_allclose(parts["lengths"], lengths, rtol=1e-5)
+    np.testing.assert_allclose(parts["pl_mean"], pl_mean, rtol=1e-6)
+    np.testing.assert_allclose(loss, np.mean((lengths - pl_mean) ** 2) * 2.0 * 4, rtol=1e-4)

@@ -28,7 +28,7 @@ def d_real_loss(params, example):
     """D's terms that see ONE real example: softplus(-D(x)) + class CE; example image [H,W,1]."""
     d, _ = _disc()
     logit, cls = d.apply({"params": params}, example["image"][None], train=False)
-    real = jax.nn.softplus(-logit)  # the real half of gan_losses.d_logistic
+    real = jax.nn.softplus(-logit)  # the real term of the non-saturating logistic D loss
     return (real + gan_losses.class_cross_entropy(cls, example["label"][None]))[0]
 
 

@@ -66,7 +66,7 @@ def test_rank_checkpoints_scores_every_saved_step_like_the_evaluate_command(tmp_
     from jaxmedgan import checkpointing, sampling
     from jaxmedgan.evaluators import features
     from jaxmedgan.studies import quality_cli
-    from jaxmedgan.trainers import classifier
+    from jaxmedgan.models import trained_classifier
     from tests.studies.quality_cli_test import checkpoint_random, tiny_gan_config
     from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
@@ -75,7 +75,7 @@ def test_rank_checkpoints_scores_every_saved_step_like_the_evaluate_command(tmp_
     config.checkpoint.keep = 5
     checkpoint_random(gan_wd, config, step=2)
     checkpoint_random(clf_wd, tiny_classifier_config())
-    classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
+    trained_classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
     extractor = features.domain(str(clf_wd))
     with pytest.raises(ValueError, match="at least 2"):
         fv.rank_checkpoints(str(gan_wd), extractor, num=12)

@@ -21,9 +21,11 @@ from PIL import Image
 
 from jaxmedgan import checkpointing
 from jaxmedgan.data import datasets
-from jaxmedgan.privacy import accounting, checks, cli, plan
+from jaxmedgan.privacy import accounting, checks, plan
+from jaxmedgan.studies import privacy_cli as cli
 from jaxmedgan.studies import privacy_curve as curve
-from jaxmedgan.trainers import classifier, gan
+from jaxmedgan.models import trained_classifier
+from jaxmedgan.trainers import gan
 from tests.studies.quality_cli_test import checkpoint_random
 from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
@@ -53,7 +55,7 @@ TINY_DOWNSTREAM = ["--downstream_config.data.image_size=16", "--downstream_confi
 def classifier_workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("curve_clf")
     checkpoint_random(wd, tiny_classifier_config())  # random weights: the wiring, not the features, is tested
-    classifier.write_classes(str(wd), ("cyst", "metastasis", "hemangioma"), False)
+    trained_classifier.write_classes(str(wd), ("cyst", "metastasis", "hemangioma"), False)
     return str(wd)
 
 

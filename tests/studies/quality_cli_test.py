@@ -11,7 +11,8 @@ import pytest
 from configs import dcgan_liver
 from jaxmedgan import checkpointing, metric_writers, sampling, trainers
 from jaxmedgan.data import datasets
-from jaxmedgan.trainers import classifier, common
+from jaxmedgan.models import trained_classifier
+from jaxmedgan.trainers import common
 from jaxmedgan.evaluators import diversity, features, quality, training_quality
 from jaxmedgan.studies import quality_cli
 from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
@@ -62,7 +63,7 @@ def workdirs(tmp_path_factory):
     checkpoint_random(gan_wd, tiny_gan_config(root / "data"))
     clf_config = tiny_classifier_config()
     checkpoint_random(clf_wd, clf_config)
-    classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
+    trained_classifier.write_classes(str(clf_wd), ("cyst", "metastasis", "hemangioma"), False)
     return gan_wd, clf_wd
 
 
@@ -211,15 +212,13 @@ def test_per_class_command_scores_each_class_like_the_library(workdirs, acgan_wo
 
 def test_agreement_is_the_share_of_samples_the_classifier_labels_as_requested(workdirs, acgan_workdir,
                                                                                shared_extractors, capsys):
-    from jaxmedgan.trainers import classifier as clf_lib
-
     _, clf_wd = workdirs
     argv = ["--workdir", str(acgan_workdir), "--metrics", "agreement", "--num", "8", "--classifier", str(clf_wd),
             "--seed", "1", "--bootstrap", "50", "--save-samples"]
     assert quality_cli.quality_command(argv) == 0  # 'agreement' alone turns per-class on
     report = json.load(open(acgan_workdir / "eval" / "metrics.json"))
     saved = np.load(acgan_workdir / "eval" / "samples.npz")
-    clf, clf_names = clf_lib.load_classifier(str(clf_wd))
+    clf, clf_names = trained_classifier.load_classifier(str(clf_wd))
     names = ["cyst", "metastasis", "hemangioma"]
     assert list(clf_names) == names
     pred = np.argmax(np.asarray(clf(saved["images"].astype(np.float32) / 127.5 - 1.0)), -1)  # independent path

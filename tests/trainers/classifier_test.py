@@ -10,13 +10,13 @@ import optax
 import pytest
 from PIL import Image
 
-from configs import classifier_liver
+from configs import classifier_liver, stylegan2_ada_spine as stylegan2_spine
 from jaxmedgan import main as cli
 from jaxmedgan import checkpointing, metric_writers, sharding, trainers
 from jaxmedgan.data import labeled
-from jaxmedgan.losses import clinical
 from jaxmedgan.models import classifier as classifier_lib
-from jaxmedgan.trainers import classifier
+from jaxmedgan.models import trained_classifier
+from jaxmedgan.trainers import classifier, stylegan2
 
 
 def tiny_config(**overrides):
@@ -102,7 +102,7 @@ def test_inverse_frequency_weights_and_weighted_losses():
 
 
 def _final_vars(workdir):
-    clf, _ = classifier.load_classifier(str(workdir))
+    clf, _ = trained_classifier.load_classifier(str(workdir))
     return clf.step, jax.tree_util.tree_leaves(jax.device_get(clf.variables))
 
 
@@ -132,7 +132,7 @@ def test_train_resume_and_load(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert [r["step"] for r in metric_writers.read_jsonl(wd / "metrics.jsonl") if "loss" in r] == [2, 4, 4]
 
-    clf, names = classifier.load_classifier(str(wd))
+    clf, names = trained_classifier.load_classifier(str(wd))
     x = np.zeros((3, 16, 16, 1), np.float32)
     assert names == ("cyst", "metastasis", "hemangioma") and clf.num_classes == 3
     assert clf(x).shape == (3, 3) and clf.features(x).shape == (3, 8)
@@ -141,37 +141,31 @@ def test_train_resume_and_load(tmp_path):
     with pytest.raises(ValueError, match=r"trained on images \(16, 16, 1\).*\(32, 32, 1\)"):
         clf(np.zeros((1, 32, 32, 1), np.float32))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        classifier.load_classifier(str(tmp_path / "nowhere"))
-    with pytest.raises(ValueError, match=r"ResNetClassifier \(config.model.arch='resnet'\).*arch=cnn"):
-        classifier.export_clinical(str(wd), str(tmp_path / "clinical"))
+        trained_classifier.load_classifier(str(tmp_path / "nowhere"))
 
 
-def test_cnn_workdir_serves_features_and_the_clinical_loss_format(tmp_path):
-    # A 'cnn' (models/classifier.py) workdir as training leaves it; init only: the CLI test below
-    # trains a cnn, and a train-step compile would cost ~10 s here.
+def test_cnn_workdir_serves_features_and_logits_saved_from_any_state(tmp_path):
+    # A 'cnn' (models/classifier.py) state saved in the one frozen format (init only: the CLI test
+    # below trains a cnn, and a train-step compile would cost ~10 s here).
     config = tiny_config(model__arch="cnn")
     mesh = sharding.make_mesh(None, jax.devices()[:1])
     init = functools.partial(classifier.init_state, config)
     shard = sharding.tree_shardings(jax.eval_shape(init, jax.random.PRNGKey(0)), mesh)
     state = classifier._jitted_init(config, mesh, shard)(jax.random.PRNGKey(0))
-    wd = str(tmp_path / "cnn")
-    mngr = checkpointing.manager(wd, async_save=False)
-    checkpointing.save(mngr, 1, state, config)
-    mngr.wait_until_finished()
-    checkpointing.write_config(wd, config)
-    classifier.write_classes(wd, ("cyst", "metastasis", "hemangioma"), False)
+    wd = trained_classifier.save(str(tmp_path / "cnn"), config, state, ("cyst", "metastasis", "hemangioma"))
+    with pytest.raises(ValueError, match="2 class names for config.model.num_classes=3"):
+        trained_classifier.save(str(tmp_path / "bad"), config, state, ("cyst", "metastasis"))
 
-    clf, names = classifier.load_classifier(wd)
-    assert isinstance(clf.module, classifier_lib.Classifier)
+    clf, names = trained_classifier.load_classifier(wd)
+    assert isinstance(clf.module, classifier_lib.Classifier) and clf.step == 0
+    assert names == ("cyst", "metastasis", "hemangioma") and not clf.multi_label
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (3, 16, 16, 1)))
     feats, logits = np.asarray(clf.features(x)), np.asarray(clf(x))
     head = clf.variables["params"]["head"]
     assert feats.shape == (3, 8)  # the pooled last stage feeds the head
     np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
-    path = classifier.export_clinical(wd, str(tmp_path / "clinical"))
-    frozen = clinical.load_frozen_classifier(path)
-    assert frozen.class_names == names and frozen.image_size == 16 and frozen.num_classes == 3
-    np.testing.assert_allclose(jax.jit(frozen.logits)(frozen.variables, x), logits, rtol=1e-5, atol=1e-6)
+    reference = classifier_lib.classifier_logits(clf.module, jax.device_get(state.variables()), x)
+    np.testing.assert_allclose(jax.jit(clf.logits)(clf.variables, x), reference, rtol=1e-5, atol=1e-6)
 
 
 def test_cli_trains_multi_label_cnn_on_a_csv_with_groups(tmp_path):
@@ -192,10 +186,12 @@ def test_cli_trains_multi_label_cnn_on_a_csv_with_groups(tmp_path):
             "--config.model.features=(4,8)", "--config.train.batch_size=8", "--config.train.steps=2",
             "--config.train.quiet=True", "--config.data.flip=False", "--config.model.arch=cnn"]
     assert cli.main(args) == 0
-    clf, names = classifier.load_classifier(str(wd))
+    clf, names = trained_classifier.load_classifier(str(wd))
     assert names == ("effusion", "nodule") and clf.multi_label
     assert clf(np.zeros((2, 16, 16, 1), np.float32)).shape == (2, 2)
-    with pytest.raises(ValueError, match="multi-label classifier"):
-        classifier.export_clinical(str(wd), str(tmp_path / "clinical"))
-    data = labeled.load(classifier.checkpointing.read_config(str(wd)), "train")
+    gan = stylegan2_spine.get_config()  # the clinical loss takes single-label classifiers only
+    gan.model.num_classes, gan.data.image_size, gan.clinical.checkpoint = 2, 16, str(wd)
+    with pytest.raises(ValueError, match="multi-label"):
+        stylegan2.check_clinical_classes(gan, ("effusion", "nodule"))
+    data = labeled.load(checkpointing.read_config(str(wd)), "train")
     assert data.multi_label and data.targets.shape == (12, 2) and len(np.unique(data.groups)) == 6

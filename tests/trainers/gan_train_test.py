@@ -1,5 +1,4 @@
 """End-to-end DCGAN/ACGAN training through the CLI on the phantoms: outputs, resume, errors."""
-import functools
 import json
 import os
 import signal
@@ -40,10 +39,10 @@ def test_train_writes_everything_then_resumes_then_samples(tmp_path):
     from tests.trainers.classifier_test import tiny_config as tiny_classifier_config
 
     wd, dd = tmp_path / "run", tmp_path / "data"
-    from jaxmedgan.trainers import classifier
+    from jaxmedgan.models import trained_classifier
 
     checkpoint_random(tmp_path / "clf", tiny_classifier_config())  # domain features for FID-domain
-    classifier.write_classes(str(tmp_path / "clf"), ("cyst", "metastasis", "hemangioma"), False)
+    trained_classifier.write_classes(str(tmp_path / "clf"), ("cyst", "metastasis", "hemangioma"), False)
     assert train(wd, dd, "--config.eval.quality_every=6", f"--config.eval.quality_classifier={tmp_path / 'clf'}",
                  "--config.eval.quality_num=12") == 0
     assert sorted(os.listdir(wd / "checkpoints")) == ["3", "6"]

@@ -6,14 +6,12 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from configs import stylegan2_ada_spine
+from configs import classifier_liver, stylegan2_ada_spine
 from jaxmedgan import metric_writers
 from jaxmedgan.data import spine_phantoms, stylegan_dataset
-from jaxmedgan.losses import clinical
-from jaxmedgan.models import classifier as classifier_lib
+from jaxmedgan.models import trained_classifier
 from jaxmedgan.trainers import stylegan2 as tr
 
 
@@ -39,33 +37,21 @@ def _batch(n=8, size=16, seed=0):
     return {"image": jnp.asarray(x[:n]), "label": jnp.asarray(y[:n])}
 
 
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory):
-    """A randomly initialised 16 px, 4-class classifier saved in the clinical format."""
-    module = classifier_lib.Classifier(num_classes=4, features=(4, 8))
-    variables = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))
-    path = str(tmp_path_factory.mktemp("clf") / "spine_classifier")
-    return clinical.save_classifier(path, module, variables, image_size=16, channels=1,
-                                    class_names=spine_phantoms.CLASS_NAMES)
-
-
 def _classifier_workdir(path, names, arch="resnet", size=16):
-    """A classifier-trainer workdir as training leaves it (init only: config.json, classes.json, checkpoint)."""
-    from configs import classifier_liver
-    from jaxmedgan import checkpointing
-    from jaxmedgan.trainers import classifier
-
+    """A classifier-trainer workdir as training leaves it (init only), in the one frozen format."""
     c = classifier_liver.get_config()
     c.data.image_size = size
     c.model.arch, c.model.num_classes, c.model.features = arch, len(names), (4, 8)
     c.model.stem_stride, c.model.dropout = 1, 0.0
-    state = jax.jit(functools.partial(classifier.init_state, c))(jax.random.PRNGKey(0))
-    mngr = checkpointing.manager(str(path), async_save=False)
-    checkpointing.save(mngr, 1, state, c)
-    mngr.wait_until_finished()
-    checkpointing.write_config(str(path), c)
-    classifier.write_classes(str(path), names, False)
-    return str(path)
+    state = jax.jit(functools.partial(trained_classifier.init_state, c))(jax.random.PRNGKey(0))
+    return trained_classifier.save(str(path), c, state, names)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    """A randomly initialised 16 px, 4-class plain-CNN classifier on the spine classes."""
+    return _classifier_workdir(tmp_path_factory.mktemp("clf") / "spine_classifier", spine_phantoms.CLASS_NAMES,
+                               arch="cnn")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from jaxmedgan.privacy import accounting, cli
+from jaxmedgan.privacy import accounting
+from jaxmedgan.studies import privacy_cli as cli
 
 Q, SIGMA, STEPS, DELTA = 256 / 60000, 1.1, 14063, 1e-5
 

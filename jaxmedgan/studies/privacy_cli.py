@@ -4,7 +4,9 @@
   jaxmedgan privacy calibrate --target-epsilon 3 --delta 1e-5 --sampling-rate 0.004267 --steps 14063
 
 `main(argv)` takes the arguments after `privacy` (argv[0] is the subcommand) and returns the exit
-code: 0 ok, 2 usage error (argparse's convention), 1 accounting failure.
+code: 0 ok, 2 usage error (argparse's convention), 1 accounting failure. It lives with the studies
+because `audit` and `curve` are studies (`studies/audit.py`, `studies/privacy_curve.py`); `epsilon`
+and `calibrate` are thin fronts for `privacy.accounting`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import sys
 
 from jaxmedgan.privacy import accounting
 from jaxmedgan.privacy.config import MECHANISMS
+from jaxmedgan.studies import audit
+from jaxmedgan.studies import privacy_curve as curve
 
 USAGE = """usage: jaxmedgan privacy <command> [options]
 
@@ -146,19 +150,8 @@ def calibrate_command(argv: list[str]) -> int:
     return 0
 
 
-def _audit(argv: list[str]) -> int:
-    from jaxmedgan.studies import audit
-
-    return audit.audit_command(argv)
-
-
-def _curve(argv: list[str]) -> int:
-    from jaxmedgan.studies import privacy_curve as curve
-
-    return curve.curve_command(argv)
-
-
-COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": _audit, "curve": _curve}
+COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": audit.audit_command,
+            "curve": curve.curve_command}
 
 
 def main(argv: list[str]) -> int:
