@@ -506,7 +506,8 @@ def _fold_gan_source(gan: ml_collections.ConfigDict, out_dir: str, raw: labeled.
     r, seed, f = at
     where = f"fraction {r:g}, seed {seed}, fold {f}"
     wd = fold_gans.workdir_for(out_dir, r, seed, f)
-    record = fold_gans.train(fold_gans.run_config(gan, seed * 1000 + f, len(sub), f"fold GAN ({where})"), wd,
+    size = fold_gans.run_size(gan, raw.subset(sub))
+    record = fold_gans.train(fold_gans.run_config(gan, seed * 1000 + f, size, f"fold GAN ({where})"), wd,
                              raw.subset(sub), sub, {"fraction": r, "seed": seed, "fold": f,
                                                     "real_split": opts.real_split, "test_indices": test_idx.tolist(),
                                                     "gan_config": opts.gan_config,

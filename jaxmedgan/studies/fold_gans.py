@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from jaxmedgan import atomic_io, checkpointing, config_validation, sharding, trainers
-from jaxmedgan.data import labeled, pipeline
+from jaxmedgan.data import datasets, labeled, pipeline
 from jaxmedgan.evaluators import learning_curve
 from jaxmedgan.trainers import common
 
@@ -108,22 +108,46 @@ def load_gan_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.
 
 
 def check_compatible(gan: ml_collections.ConfigDict, real: labeled.LabeledSet, path: str) -> None:
-    """The GAN must be a class-conditional latent GAN over `real`'s (source) classes at its image shape."""
+    """The GAN must be a latent GAN at `real`'s image shape: class-conditional over `real`'s (source)
+    classes, or unconditional with `train.per_class` (one GAN per class)."""
     where = f"downstream.gan_config={path!r}"
     if real.multi_label:
         raise ValueError(f"{where}: the real set ({real.source}) is multi-label; fold GANs are class-conditional. "
                          "Set downstream.gan_config='' and give --synthetic (e.g. an LCO archive per fold).")
     name = gan.get("trainer")
     latent = name in trainers.TRAINERS and "z" in trainers.family(name).latent_spaces  # what `synthetic.load` samples
-    if not latent or gan.get("train", {}).get("per_class", False):
-        raise ValueError(f"{where} has trainer {name!r}"
-                         f"{' with train.per_class=True' if gan.get('train', {}).get('per_class', False) else ''}; "
-                         f"fold GANs need one class-conditional model of {trainers.with_latent_space('z')}.")
+    if not latent:
+        raise ValueError(f"{where} has trainer {name!r}; fold GANs need a latent GAN of "
+                         f"{trainers.with_latent_space('z')}: one class-conditional model, or one unconditional "
+                         "model per class (train.per_class=True).")
+    if per_class(gan):
+        try:
+            trainers.get("per_class").check_config(gan)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        _check_shape(gan, real, where)
+        return
     k = int(gan.model.get("num_classes", 0))
     if k != real.num_classes:
         raise ValueError(f"{where} has model.num_classes={k} but the real set ({real.source}) has {real.num_classes} "
                          f"classes {list(real.class_names)} (before config.data.relabel); add 'model.num_classes="
-                         f"{real.num_classes}' to downstream.gan_overrides or pick a conditional GAN config.")
+                         f"{real.num_classes}' to downstream.gan_overrides, pick a conditional GAN config, or train "
+                         "one unconditional GAN per class ('train.per_class=True').")
+    _check_shape(gan, real, where)
+
+
+def per_class(gan: ml_collections.ConfigDict) -> bool:
+    """Whether `gan` trains one unconditional GAN per class (`train.per_class`, the liver paper's design)."""
+    return bool(gan.get("train", {}).get("per_class", False))
+
+
+def run_size(gan: ml_collections.ConfigDict, data: labeled.LabeledSet) -> int:
+    """Training images one GAN of `gan` sees on `data`: all of them, or the smallest class's with
+    `train.per_class` (what the batch must fit, `run_config`)."""
+    return int(data.class_counts().min()) if per_class(gan) else len(data)
+
+
+def _check_shape(gan: ml_collections.ConfigDict, real: labeled.LabeledSet, where: str) -> None:
     shape = (gan.data.image_size, gan.data.image_size, gan.data.get("channels", 1))
     if tuple(shape) != real.image_shape:
         raise ValueError(f"{where} makes {tuple(shape)} (H, W, C) images but the real images ({real.source}) are "
@@ -138,7 +162,8 @@ def fingerprint(config: ml_collections.ConfigDict, indices: np.ndarray) -> str:
 
 
 def run_config(gan: ml_collections.ConfigDict, seed: int, num_examples: int, what: str) -> ml_collections.ConfigDict:
-    """A copy for one fold GAN: `seed`, quiet, and a batch that fits `num_examples` (small real fractions)."""
+    """A copy for one fold GAN: `seed`, quiet, and a batch that fits `num_examples` (small real fractions;
+    one GAN per class: pass the smallest class's count)."""
     c = copy.deepcopy(gan)
     multiple = sharding.make_mesh(c.get("mesh")).shape[sharding.DATA_AXIS]
     group = int(c.model.get("mbstd_group_size", 0) or 1)
@@ -190,7 +215,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.Labeled
         raise ValueError(f"{workdir} holds a GAN trained with another GAN config or training set (fingerprint "
                          f"{record.get('fingerprint')} != {fp}): downstream.gan_config, downstream.gan_overrides, "
                          "--gan-steps or the real set changed. Use a new --out, or delete that workdir to retrain it.")
-    if record is not None and record.get("finished") and checkpointing.latest_step(workdir) == steps:
+    if record is not None and record.get("finished") and (per_class(config) or checkpointing.latest_step(workdir) == steps):
         log.info("Reusing the finished GAN in %s (%d steps, %d training images).", workdir, steps, len(indices))
         return {**record, "reused": True}
     record = {**meta, "train_indices": indices.tolist(), "num_images": len(indices),
@@ -203,7 +228,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, data: labeled.Labeled
              dict(zip(data.class_names, data.class_counts().tolist())), workdir)
     t = time.perf_counter()
     source = pipeline.ArraySource(np.asarray(data.images, np.float32), data.labels())
-    common.fit(config, workdir, trainers.family(config.trainer), data=(source, None))  # never the test fold
+    if per_class(config):  # one unconditional GAN per class, drawn like a conditional one (never the test fold)
+        record_classes = lambda: atomic_io.write_json(  # what sampling names the per-class GANs by
+            os.path.join(workdir, datasets.WORKDIR_RECORD), {"source": data.source, "multi_label": False,
+                                                             "class_names": list(data.class_names)}, indent=1)
+        trainers.get("per_class").fit(config, workdir, source, data.labels(), data.class_names, record=record_classes)
+    else:
+        common.fit(config, workdir, trainers.family(config.trainer), data=(source, None))  # never the test fold
     record.update(finished=True, seconds=time.perf_counter() - t)
     _write_record(workdir, record)
     return {**record, "reused": False}

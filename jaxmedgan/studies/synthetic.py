@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxmedgan import checkpointing, sampling, trainers
 from jaxmedgan.data import labeled, readers
+from jaxmedgan.trainers import per_class as one_gan_per_class
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,16 @@ def kind(path: str) -> str:
     if os.path.isfile(path) and path.endswith(".npz"):
         return "npz"
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints")):
+        trained = (os.path.isdir(os.path.join(path, "checkpoints"))  # one GAN, or one per class (its index)
+                   or os.path.isfile(os.path.join(path, one_gan_per_class.INDEX_FILE)))
+        if os.path.isfile(os.path.join(path, "config.json")) and trained:
             return "workdir"
         if os.path.isfile(os.path.join(path, "samples.npz")):
             return "npz"
         if os.path.isfile(os.path.join(path, "labels.csv")):
             return "folder"
     raise FileNotFoundError(
-        f"Synthetic source {path!r} is none of: a GAN workdir (config.json + checkpoints/), a samples.npz "
+        f"Synthetic source {path!r} is none of: a GAN workdir (config.json + checkpoints/ or {one_gan_per_class.INDEX_FILE}), a samples.npz "
         "(or a directory holding one), an exported folder (labels.csv with file,label + images/*.png).")
 
 

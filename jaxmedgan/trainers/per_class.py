@@ -9,7 +9,9 @@ command resumes each). The held-out images of class c feed that run's evaluation
 records `trainer = "per_class"` and `family` (the family trained), `W/dataset.json` the dataset
 (class names, windows) and `W/per_class.json` the class -> sub-workdir map. `sample`, `export`
 and `evaluate` treat W as a class-conditional model (`generate_labelled`): `--class NAME|INDEX`
-draws from that class's GAN, otherwise the N images are split evenly over the classes.
+draws from that class's GAN, otherwise the N images are split evenly over the classes. `fit` does
+the same on images already in memory (the downstream study's leak-free fold GANs,
+`studies/fold_gans.py`).
 
 Not under DP yet: the runs see disjoint subsets (parallel composition would make the dataset's
 epsilon the per-run epsilon), but `export` / `privacy audit` read one run's accounting, so the
@@ -26,7 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxmedgan import checkpointing, trainers
+from jaxmedgan import atomic_io, checkpointing, trainers
 from jaxmedgan.trainers import common, drawing
 
 INDEX_FILE = "per_class.json"
@@ -50,11 +52,8 @@ def _labels(source) -> np.ndarray:
     return np.asarray([int(np.asarray(source[i]["label"])) for i in range(len(source))], np.int64)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains one `config.trainer` GAN per class of config.data into workdir/classes/<tag>/; returns
-    {class name: final state}."""
-    from jaxmedgan.data import datasets, tfds_builders  # TFDS is heavy: imported when training starts
-
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses what one unconditional GAN per class cannot train (ValueError naming the key)."""
     family = config.trainer
     if "z" not in trainers.family(family).latent_spaces:
         raise ValueError(f"config.train.per_class trains one unconditional GAN per class; config.trainer="
@@ -65,26 +64,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if config.model.get("num_classes", 0):
         raise ValueError(f"config.train.per_class trains unconditional GANs (one per class): set "
                          f"--config.model.num_classes=0 (got {config.model.num_classes}).")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains one `config.trainer` GAN per class of config.data into workdir/classes/<tag>/; returns
+    {class name: final state}."""
+    from jaxmedgan.data import datasets, tfds_builders  # TFDS is heavy: imported when training starts
+
+    check_config(config)
     data_dir = datasets.prepare(config)
     if tfds_builders.is_multi_label(data_dir, config.data.source):
         raise ValueError(f"config.train.per_class needs one class per image; {data_dir} is multi-label.")
     names = list(tfds_builders.class_names(data_dir, config.data.source))
     train, eval_arrays = datasets.load(config, data_dir)
-    labels = _labels(train)
+    return fit(config, workdir, train, _labels(train), names, eval_arrays,
+               record=lambda: datasets.record_in_workdir(workdir, data_dir), data_dir=data_dir)
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str, train, labels: np.ndarray, names: Sequence[str],
+        eval_arrays: tuple[np.ndarray, np.ndarray] | None = None, *, record=None,
+        data_dir: str | None = None) -> dict[str, Any]:
+    """Trains one `config.trainer` GAN per class on the elements of `train` (a random-access source of
+    {"image", "label"}) whose `labels` int [N] is k, class k named `names[k]`, into
+    workdir/classes/<tag>/, then writes workdir/per_class.json; returns {class name: final state}.
+
+    eval_arrays: held-out (images [M,H,W,C], labels int [M]) or None; record(): writes the workdir's
+    dataset record (None: nothing to record, e.g. images held in memory by a study).
+    """
+    check_config(config)
+    family = config.trainer
+    labels = np.asarray(labels)
     trained = trainers.family(family)
-    runs = {}
     top = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
     top.trainer, top.family = "per_class", family
     checkpointing.write_config(workdir, top)
-    datasets.record_in_workdir(workdir, data_dir)
-    index = {"family": family, "classes": names, "workdirs": {}}
+    if record is not None:
+        record()
+    index = {"family": family, "classes": list(names), "workdirs": {}}
     states = {}
     for k, name in enumerate(names):
         sub = os.path.join(workdir, "classes", drawing.file_tag(name, k))
         index["workdirs"][name] = os.path.relpath(sub, workdir)
         members = np.flatnonzero(labels == k)
         if len(members) == 0:
-            raise ValueError(f"class {name!r} of {data_dir} has no training images")
+            raise ValueError(f"class {name!r} has no training images (per_class training in {workdir})")
         held = None
         if eval_arrays is not None:
             sel = np.asarray(eval_arrays[1]) == k
@@ -93,11 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         c.train.per_class = False
         common.log.info("per_class: training %s on class %r (%d images) in %s", family, name, len(members), sub)
         states[name] = common.fit(c, sub, trained, data=(ClassSubset(train, members), held), data_dir=data_dir)
-        runs[name] = sub
-    tmp = os.path.join(workdir, f".{INDEX_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(index, f, indent=1)
-    os.replace(tmp, os.path.join(workdir, INDEX_FILE))
+    atomic_io.write_json(os.path.join(workdir, INDEX_FILE), index, indent=1)
     return states
 
 

@@ -319,3 +319,47 @@ def test_learning_curve_figure_draws_one_or_several_fractions():
     assert img.shape == (440, 960, 3) and img.dtype == np.uint8
     one = plots.learning_curve_figure([("real", [(1.0, 0.8, 0.7, 0.9)], [(1.0, 0.9, 0.8, 1.0)])])
     assert len(np.unique(one.reshape(-1, 3), axis=0)) > 3
+
+
+@pytest.mark.slow  # end to end: one tiny unconditional GAN per (fold, class)
+def test_one_gan_per_class_per_fold_is_leak_free_and_drawn_per_class(tmp_path, capsys, jaxmedgan_log):
+    out = tmp_path / "per_class"
+    overrides = tuple(o for o in GAN_OVERRIDES if not o.startswith("train.batch_size")) + (
+        "train.per_class=True", "train.batch_size=2")
+    flags = [a for a in _flags(overrides, ("real", "synthetic")) if not a.startswith("--config.downstream.seeds")]
+    code = downstream.downstream_command(["downstream", "--config", CONFIG, *flags, "--config.downstream.seeds=(0,)",
+                                          "--out", str(out), "--gan-config", "configs/dcgan_liver.py",
+                                          "--gan-steps", "2"])
+    assert code == 0, capsys.readouterr().err
+    report = json.load(open(out / "report.json"))
+    assert report["design"]["leak_free"].startswith("yes") and not report["warnings"]
+    c = tiny_config()
+    c.data.counts = COUNTS
+    real = labeled.load(c, "train")
+    for f, (train_idx, test_idx) in enumerate(folds.stratified_group_kfold(real.targets, None, 2, 0)):
+        wd = out / "gans" / "frac1" / "seed0" / f"fold{f}"
+        rec = fold_gans.read_record(wd)
+        assert rec["finished"] and sorted(rec["train_indices"]) == sorted(train_idx.tolist())
+        assert not np.intersect1d(rec["train_indices"], test_idx).size
+        index = json.load(open(wd / "per_class.json"))
+        assert index["classes"] == list(real.class_names) and index["family"] == "gan"
+        for k, name in enumerate(real.class_names):  # each class's GAN saw that class's training images only
+            n_k = int(np.sum(real.targets[train_idx] == k))
+            assert any(line.startswith(f"per_class: training gan on class {name!r} ({n_k} images)")
+                       and line.endswith(os.path.join(f"fold{f}", index["workdirs"][name])) for line in jaxmedgan_log)
+    assert report["synthetic"]["class_counts"] == [4, 4, 4]  # synthetic_per_class from each class's GAN
+
+
+def test_fold_gans_accept_one_gan_per_class_and_refuse_a_conditional_one():
+    cfg = tiny_config()
+    real = labeled.load(cfg, "train")
+    gan = fold_gans.load_gan_config("configs/dcgan_liver.py", ("data.image_size=16", "train.per_class=True"))
+    fold_gans.check_compatible(gan, real, "configs/dcgan_liver.py")  # unconditional, one per class: fine
+    assert fold_gans.run_size(gan, real.subset(np.arange(10))) == int(real.subset(np.arange(10)).class_counts().min())
+    with pytest.raises(ValueError, match=r"model.num_classes=0.*train.per_class=True"):
+        fold_gans.check_compatible(fold_gans.load_gan_config("configs/dcgan_liver.py", ("data.image_size=16",)),
+                                   real, "configs/dcgan_liver.py")
+    conditional_per_class = fold_gans.load_gan_config("configs/acgan_liver.py", (
+        "data.image_size=16", "train.per_class=True"))
+    with pytest.raises(ValueError, match=r"set --config.model.num_classes=0"):
+        fold_gans.check_compatible(conditional_per_class, real, "configs/acgan_liver.py")
