@@ -27,7 +27,7 @@ PACKAGE = "jaxmedgan"
 FUNCTION_BODY_IMPORTS_CEILING = 15
 
 # Top-level modules that import none of ours: any floor may use them.
-UTILITIES = {"atomic_io", "batching", "checkpointing", "workdir_lock"}
+UTILITIES = {"atomic_io", "batching", "checkpointing", "subcommands", "workdir_lock"}
 
 # The DP mechanism and accounting (STYLE.md habit 6: DP never touches model code).
 PRIVACY_MECHANISM = {f"{PACKAGE}.privacy.{name}" for name in (

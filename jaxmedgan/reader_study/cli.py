@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxmedgan import subcommands
 from jaxmedgan.reader_study import app, report, study
 
 USAGE = """usage: jaxmedgan reader-study <command> [options]
@@ -122,11 +123,4 @@ COMMANDS = {"create": create_command, "serve": serve_command, "report": report_c
 
 def main(argv: list[str]) -> int:
     """Dispatches `argv[0]` (create | serve | report) with `argv[1:]`; returns the exit code."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        print(f"jaxmedgan reader-study: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}.\n\n"
-              + USAGE, file=sys.stderr)
-        return 2
-    return COMMANDS[argv[0]](argv[1:])
+    return subcommands.dispatch("jaxmedgan reader-study", COMMANDS, USAGE, argv)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxmedgan import subcommands
 from jaxmedgan.privacy import accounting
 from jaxmedgan.privacy.config import MECHANISMS
 from jaxmedgan.studies import audit
@@ -156,11 +157,4 @@ COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit":
 
 def main(argv: list[str]) -> int:
     """Dispatches `argv[0]` (epsilon | calibrate | audit | curve) with `argv[1:]`; returns the exit code."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        print(f"jaxmedgan privacy: unknown command {argv[0]!r}; expected one of {sorted(COMMANDS)}.\n\n"
-              + USAGE, file=sys.stderr)
-        return 2
-    return COMMANDS[argv[0]](argv[1:])
+    return subcommands.dispatch("jaxmedgan privacy", COMMANDS, USAGE, argv)
