@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from typing import Callable
@@ -10,13 +11,21 @@ from typing import Callable
 import numpy as np
 
 
-def _replace_atomically(path: str, write, suffix: str = "") -> str:
-    """Calls write(tmp) on a temporary file in `path`'s folder (created), then renames it to `path`;
-    on any failure the temporary file is removed and `path` is left as it was. Returns path."""
+def write_file(path: str, write: Callable[[str], None], *, suffix: str = "", mode: int = 0o666) -> str:
+    """Calls write(tmp) on a new temporary file in `path`'s folder (created), then renames it to
+    `path`, so a reader sees the old file or the new one, never a torn one; on any failure the
+    temporary file is removed and `path` is left as it was. The file gets `mode` less the umask
+    (0o600 for secrets). `suffix`: the temporary name's ending, for writers that read it (".npz").
+    Returns path."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
-    os.close(fd)
+    while True:
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -53,14 +62,14 @@ def write_text(path: str, text: str) -> str:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
-    return _replace_atomically(path, write)
+    return write_file(path, write)
 
 
 def write_npz(path: str, arrays: dict, *, compressed: bool = True) -> str:
     """np.savez(_compressed) of `arrays` to `path` (ending in .npz) through a temporary file in the
     same folder and a rename, as `write_text`; creates the folder. Returns path."""
     save = np.savez_compressed if compressed else np.savez
-    return _replace_atomically(path, lambda tmp: save(tmp, **arrays), suffix=".npz")
+    return write_file(path, lambda tmp: save(tmp, **arrays), suffix=".npz")
 
 
 def write_json(path: str, obj, **dump_kwargs) -> str:

@@ -22,6 +22,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxmedgan import atomic_io
+
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "MANIFEST.sha256.json"
 CORRUPT_DIR = "corrupt_checkpoints"  # next to checkpoints/; orbax never looks there
@@ -230,11 +232,8 @@ def abstract_like(state: Any) -> Any:
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes `workdir/config.json` (human-readable copy used by `sample`/`export`)."""
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never a half-written config
+    atomic_io.write_text(os.path.join(workdir, CONFIG_FILE),  # never a half-written config
+                         config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

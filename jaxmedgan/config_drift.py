@@ -22,6 +22,7 @@ from typing import Sequence
 
 import ml_collections
 
+from jaxmedgan import atomic_io
 from jaxmedgan.privacy import plan
 
 CONFIG_FILE = "config.json"
@@ -133,9 +134,7 @@ def apply(workdir: str, changes: dict[str, tuple]) -> None:
             node.pop(leaf, None)
         else:
             node[leaf] = new
-    with open(path + ".tmp", "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    atomic_io.write_json(path, cfg, indent=2, sort_keys=True)
 
 
 def accept_on_resume(workdir: str, config: ml_collections.ConfigDict, allow: Sequence[str]) -> None:

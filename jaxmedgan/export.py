@@ -168,10 +168,7 @@ def write_png16(path: str, x: np.ndarray, window: intensity.Window) -> None:
                        ("jaxmedgan:window_invert", int(window.invert)), ("jaxmedgan:to_native", PNG16_TO_NATIVE),
                        ("Comment", SYNTHETIC_NOTE)):
         info.add_text(key, str(value))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    Image.fromarray(u16).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    atomic_io.write_file(path, lambda tmp: Image.fromarray(u16).save(tmp, format="PNG", pnginfo=info))
 
 
 def write_dicom(path: str, x: np.ndarray, window: intensity.Window, *, instance_number: int = 1,
@@ -209,10 +206,7 @@ def write_dicom(path: str, x: np.ndarray, window: intensity.Window, *, instance_
     ds.WindowCenter = DSfloat(window.center, auto_format=True)
     ds.WindowWidth = DSfloat(window.width, auto_format=True)
     ds.PixelData = stored.astype("<u2").tobytes()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    atomic_io.write_file(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
 
 
 def _window_of(entry: dict) -> intensity.Window:

@@ -1,11 +1,12 @@
 """Image conversions and sample grids (host-side numpy)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from jaxmedgan import atomic_io
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -50,9 +51,6 @@ def label_rows(grid_image: np.ndarray, row_labels: Sequence[str], pad: int = 2, 
 
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes a uint8 [H, W, 1|3] image as PNG, atomically (temp file, then rename)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     image = np.asarray(image)
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    tmp = path + ".tmp"
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_io.write_file(path, lambda tmp: pil.save(tmp, format="PNG"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 
@@ -163,17 +162,13 @@ def write_stylegan_dataset(path: str, images: np.ndarray, labels: np.ndarray | N
         return buf.getvalue()
 
     if path.endswith(".zip"):
-        fd, tmp = tempfile.mkstemp(prefix=".stylegan-", suffix=".zip", dir=parent)
-        os.close(fd)
-        try:
+        def write_zip(tmp: str) -> None:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
                 for name, image in zip(names, images):
                     z.writestr(name, png(image))
                 z.writestr(LABELS_FILE, json.dumps(meta))
-            os.replace(tmp, path)
-        except BaseException:
-            os.remove(tmp)
-            raise
+
+        atomic_io.write_file(path, write_zip, suffix=".zip")
         return path
     if os.path.exists(path):
         raise FileExistsError(f"{path} exists; write_stylegan_dataset does not overwrite folders.")

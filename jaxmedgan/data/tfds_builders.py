@@ -36,6 +36,7 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxmedgan import atomic_io
 from jaxmedgan.data import chest
 from jaxmedgan.data import chest_phantoms
 from jaxmedgan.data import intensity
@@ -550,10 +551,7 @@ def build_dataset(
     meta = _builder(data_dir, source).info.metadata or {}
     if "intensity" in meta:
         info["intensity"] = meta["intensity"]
-    tmp = os.path.join(data_dir, f".{INFO_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(data_dir, INFO_FILE))
+    atomic_io.write_json(os.path.join(data_dir, INFO_FILE), info, indent=1, sort_keys=True)
     return data_dir
 
 

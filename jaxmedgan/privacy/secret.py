@@ -85,13 +85,13 @@ def private_dir(workdir: str) -> str:
 
 
 def _write(file: str, secret: Secret) -> None:
-    tmp = file + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"source": secret.source, "words": list(secret.words)}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, file)  # atomic: never a half-written secret
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump({"source": secret.source, "words": list(secret.words)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_io.write_file(file, write, mode=0o600)  # never a half-written secret, readable by its owner only
 
 
 def _read(file: str) -> Secret:

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxmedgan import batching, sampling
+from jaxmedgan import atomic_io, batching, sampling
 from jaxmedgan.data import paired
 from jaxmedgan.evaluators import metrics
 from jaxmedgan.models import pix2pix as p2p_models
@@ -264,20 +264,13 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_tables(results: dict[str, Any], out_dir: str, labels: Sequence[str] | None = None) -> tuple[str, str]:
     """Writes out_dir/segmentation.md and .json (atomically); returns their paths."""
     labels = list(labels) if labels is not None else list(next(iter(results["arms"].values())))
     os.makedirs(out_dir, exist_ok=True)
     md, js = os.path.join(out_dir, "segmentation.md"), os.path.join(out_dir, "segmentation.json")
-    _atomic_write(js, json.dumps(_clean(results), indent=1, sort_keys=True, allow_nan=False))
-    _atomic_write(md, render_markdown(results, labels))
+    atomic_io.write_text(js, json.dumps(_clean(results), indent=1, sort_keys=True, allow_nan=False))
+    atomic_io.write_text(md, render_markdown(results, labels))
     return md, js
 
 

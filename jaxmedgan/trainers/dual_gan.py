@@ -31,7 +31,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxmedgan import checkpointing, images, trainers
+from jaxmedgan import atomic_io, checkpointing, images, trainers
 from jaxmedgan.data import paired, pipeline
 from jaxmedgan.trainers import common, contract, drawing, pix2pix
 
@@ -87,10 +87,7 @@ def masks_to_images(maps: np.ndarray, blur_px: float = 0.0) -> np.ndarray:
 
 
 def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)  # atomic
+    atomic_io.write_json(path, obj, indent=1, sort_keys=True)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict[str, Any]:
