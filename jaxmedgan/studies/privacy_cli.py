@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 from jaxmedgan import subcommands
 from jaxmedgan.privacy import accounting
@@ -104,51 +105,52 @@ def _describe(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def epsilon_command(argv: list[str]) -> int:
-    """`jaxmedgan privacy epsilon ...` (argv: the options); prints `epsilon = E` and the setting."""
-    p = argparse.ArgumentParser(prog="jaxmedgan privacy epsilon",
-                                description="Epsilon spent by DP-SGD (Poisson-sampled Gaussian).")
-    p.add_argument("--noise-multiplier", type=_in_range(0, None), required=True,
-                   help="sigma = noise std / clipping norm, > 0")
+def _command(argv: list[str], name: str, description: str, flag: str, help_text: str,
+             compute: Callable[[argparse.Namespace], list[str]]) -> int:
+    """Parses `argv` with `flag` (a positive float, required) and the common options, then prints
+    `compute(args)`'s lines; a ValueError from it is one error line and exit 1."""
+    p = argparse.ArgumentParser(prog=f"jaxmedgan privacy {name}", description=description)
+    p.add_argument(flag, type=_in_range(0, None), required=True, help=help_text)
     _common(p)
     args = _parse(p, argv)
     if isinstance(args, int):
         return args
     try:
-        eps = accounting.epsilon(args.sampling_rate, args.noise_multiplier, args.steps, args.delta,
-                                 accountant=args.accountant, sampling=args.sampling,
-                                 cycle_length=_cycle_length(args))
+        lines = compute(args)
     except ValueError as e:
-        print(f"jaxmedgan privacy epsilon: error: {e}", file=sys.stderr)
+        print(f"jaxmedgan privacy {name}: error: {e}", file=sys.stderr)
         return 1
-    print(f"epsilon = {eps!r}")
-    print(f"noise multiplier = {args.noise_multiplier:g}, " + _describe(args))
+    print("\n".join(lines))
     return 0
+
+
+def _epsilon(args: argparse.Namespace, sigma: float) -> float:
+    return accounting.epsilon(args.sampling_rate, sigma, args.steps, args.delta, accountant=args.accountant,
+                              sampling=args.sampling, cycle_length=_cycle_length(args))
+
+
+def epsilon_command(argv: list[str]) -> int:
+    """`jaxmedgan privacy epsilon ...` (argv: the options); prints `epsilon = E` and the setting."""
+    def compute(args: argparse.Namespace) -> list[str]:
+        eps = _epsilon(args, args.noise_multiplier)
+        return [f"epsilon = {eps!r}", f"noise multiplier = {args.noise_multiplier:g}, " + _describe(args)]
+
+    return _command(argv, "epsilon", "Epsilon spent by DP-SGD (Poisson-sampled Gaussian).", "--noise-multiplier",
+                    "sigma = noise std / clipping norm, > 0", compute)
 
 
 def calibrate_command(argv: list[str]) -> int:
     """`jaxmedgan privacy calibrate ...` (argv: the options); prints `noise_multiplier = S`."""
-    p = argparse.ArgumentParser(prog="jaxmedgan privacy calibrate",
-                                description="Smallest noise multiplier whose epsilon is <= the target.")
-    p.add_argument("--target-epsilon", type=_in_range(0, None), required=True,
-                   help="privacy budget epsilon, > 0")
-    _common(p)
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
-    try:
-        cycle_length = _cycle_length(args)
-        sigma = accounting.calibrate_noise(args.target_epsilon, args.delta, args.sampling_rate,
-                                           args.steps, accountant=args.accountant, sampling=args.sampling,
-                                           cycle_length=cycle_length)
-        eps = accounting.epsilon(args.sampling_rate, sigma, args.steps, args.delta,
-                                 accountant=args.accountant, sampling=args.sampling, cycle_length=cycle_length)
-    except ValueError as e:
-        print(f"jaxmedgan privacy calibrate: error: {e}", file=sys.stderr)
-        return 1
-    print(f"noise_multiplier = {sigma!r}")
-    print(f"gives epsilon = {eps:.6g} <= target {args.target_epsilon:g}; " + _describe(args))
-    return 0
+    def compute(args: argparse.Namespace) -> list[str]:
+        sigma = accounting.calibrate_noise(args.target_epsilon, args.delta, args.sampling_rate, args.steps,
+                                           accountant=args.accountant, sampling=args.sampling,
+                                           cycle_length=_cycle_length(args))
+        eps = _epsilon(args, sigma)
+        return [f"noise_multiplier = {sigma!r}",
+                f"gives epsilon = {eps:.6g} <= target {args.target_epsilon:g}; " + _describe(args)]
+
+    return _command(argv, "calibrate", "Smallest noise multiplier whose epsilon is <= the target.",
+                    "--target-epsilon", "privacy budget epsilon, > 0", compute)
 
 
 COMMANDS = {"epsilon": epsilon_command, "calibrate": calibrate_command, "audit": audit.audit_command,
