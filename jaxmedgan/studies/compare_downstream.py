@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", action="append", required=True, metavar="NAME=REPORT_JSON",
                    help="a named downstream report.json (repeat; the table keeps this order)")
     p.add_argument("--out", required=True, help="JSON to write (the table goes beside it, .md)")
+    p.add_argument("--reports-command", default="",
+                   help="the command (template) that produced the reports, recorded beside the table")
     args = p.parse_args(argv)
     reports = {}
     for entry in args.report:
@@ -111,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m jaxmedgan.studies.compare_downstream " + " ".join(
         f"--report {e}" for e in args.report) + f" --out {args.out}"
     result["command"] = command
+    result["reports_command"] = args.reports_command
     atomic_io.write_json(args.out, result, indent=1)
     md = markdown(result, command)
+    if args.reports_command:
+        md = f"Reports produced by `{args.reports_command}`.\n\n" + md
     atomic_io.write_text(os.path.splitext(args.out)[0] + ".md", md)
     print(md)
     return 0
