@@ -65,11 +65,11 @@ def write_text(path: str, text: str) -> str:
     return write_file(path, write)
 
 
-def write_npz(path: str, arrays: dict, *, compressed: bool = True) -> str:
+def write_npz(path: str, arrays: dict, *, compressed: bool = True, mode: int = 0o666) -> str:
     """np.savez(_compressed) of `arrays` to `path` (ending in .npz) through a temporary file in the
-    same folder and a rename, as `write_text`; creates the folder. Returns path."""
+    same folder and a rename, as `write_text`; creates the folder; `mode` as `write_file`. Returns path."""
     save = np.savez_compressed if compressed else np.savez
-    return write_file(path, lambda tmp: save(tmp, **arrays), suffix=".npz")
+    return write_file(path, lambda tmp: save(tmp, **arrays), suffix=".npz", mode=mode)
 
 
 def write_json(path: str, obj, **dump_kwargs) -> str:

@@ -151,7 +151,8 @@ def save_noise_state(workdir: str, step: int, leaves: list[np.ndarray]) -> str:
     exists without its noise state."""
     private_dir(workdir)
     return atomic_io.write_npz(noise_state_path(workdir, step),
-                               {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}, compressed=False)
+                               {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}, compressed=False,
+                               mode=0o600)
 
 
 def load_noise_state(workdir: str, step: int, like: list) -> list[np.ndarray]:
