@@ -52,6 +52,14 @@ def test_secret_is_drawn_once_kept_private_and_read_back(tmp_path):
         secret.load_or_create(str(tmp_path / "lost"), secure=True, seed=0, resuming=True)
     public = secret.load_or_create(str(tmp_path / "debug"), secure=False, seed=7, resuming=False)
     assert public.public and public == secret.from_seed(7) and not os.path.exists(secret.path(str(tmp_path / "debug")))
+    # band-MF's streaming noise state: private too, whatever the umask.
+    old_umask = os.umask(0o022)
+    try:
+        noise_file = secret.save_noise_state(wd, 3, [np.arange(3)])
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(noise_file).st_mode) == 0o600
+    assert os.path.dirname(noise_file) == os.path.join(wd, secret.PRIVATE_DIR)
 
 
 def test_membership_and_noise_follow_the_secret_not_the_seed():
