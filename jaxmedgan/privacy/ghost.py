@@ -27,7 +27,8 @@ and which leaves of `params` each one owns (by identity). Parameters not owned b
 layer (another layer type, or read outside any layer) raise a ValueError naming them; parameters
 the loss never reads get a zero gradient.
 
-Supported layers: nn.Conv, nn.ConvTranspose (a correlation over the zero-dilated input), nn.Dense,
+Supported layers: nn.Conv, nn.ConvTranspose (factored over its input positions: each one's window of
+the output gradient, `_transposed_factors`; no zero-dilated copy of the input), nn.Dense,
 the norm layers above, and any module implementing `LinearLayer` (a method `linear(x, weight)`
 linear in its `weight` parameter, e.g. StyleGAN2's equalised-lr Conv2d with FIR down-sampling and
 FullyConnected, which PGGAN shares): the model says how its weight meets its input
@@ -256,10 +257,14 @@ def _discover(loss_fn: Callable, params: PyTree, example: PyTree,
     return tuple(layers.values())
 
 
+def _kernel_size(conv: nn.Conv | nn.ConvTranspose) -> tuple[int, ...]:
+    return _broadcast(conv.kernel_size, 1) if isinstance(conv.kernel_size, int) else tuple(conv.kernel_size)
+
+
 def _conv_geometry(conv: nn.Conv | nn.ConvTranspose, spatial: tuple[int, ...]):
     """(kernel, strides, dilation, pads) of the VALID stride-`strides` correlation a conv layer runs."""
     nsp = len(spatial)
-    k = _broadcast(conv.kernel_size, 1) if isinstance(conv.kernel_size, int) else tuple(conv.kernel_size)
+    k = _kernel_size(conv)
     strides, dil = _broadcast(conv.strides, nsp), _broadcast(conv.kernel_dilation, nsp)
     eff = tuple((ki - 1) * di + 1 for ki, di in zip(k, dil))
     padding = canonicalize_padding(conv.padding, nsp)
@@ -284,7 +289,7 @@ def _transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
 
 def _conv_patches(conv: nn.Conv | nn.ConvTranspose, x: jax.Array, out_shape: tuple[int, ...]) -> jax.Array:
     """x [n, *lead, *spatial, C] -> unfolded patches [n, T, prod(kernel) * C], kernel (HWIO) order."""
-    k = _broadcast(conv.kernel_size, 1) if isinstance(conv.kernel_size, int) else tuple(conv.kernel_size)
+    k = _kernel_size(conv)
     nsp, n, c = len(k), x.shape[0], x.shape[-1]
     spatial = x.shape[-1 - nsp:-1]
     x = x.reshape(-1, *spatial, c)
@@ -298,6 +303,40 @@ def _conv_patches(conv: nn.Conv | nn.ConvTranspose, x: jax.Array, out_shape: tup
     return patches_lib.unfold(x, k, strides, pads, dil).reshape(n, -1, math.prod(k) * c)
 
 
+def _transposed_factors(conv: nn.ConvTranspose, x: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A transposed conv's weight-gradient factors over its INPUT positions: (x [n, P, C_in],
+    unfolded output gradient [n, P, prod(kernel) * O]) with W_i = reshape(x_iᵀ G_i) (`_transposed_kernel`).
+
+    lax.conv_transpose correlates the stride-dilated, (lo, hi)-padded input with W, so input position
+    p meets output position o through kernel tap j = s p + lo - o; hence
+        dW[j] = sum_p x[p] ⊗ g[s p + lo - j]:
+    a window of g with stride s around each input position, read backwards. Unfolding g (padded by
+    k - 1 - lo in front, negative pads crop) needs no zero-dilated copy of x: prod(s) times fewer
+    positions and no zero rows, which is what made pix2pix's U-Net decoder slow under DP.
+    """
+    k = _kernel_size(conv)
+    nsp, n = len(k), x.shape[0]
+    spatial_in, spatial_out = x.shape[-1 - nsp:-1], g.shape[-1 - nsp:-1]
+    _, strides, _, pads = _conv_geometry(conv, spatial_in)
+    lo_g = tuple(ki - 1 - lo for ki, (lo, _) in zip(k, pads))
+    hi_g = tuple(st * (p - 1) + ki - o - lg for st, p, ki, o, lg in zip(strides, spatial_in, k, spatial_out, lo_g))
+    gg = g.reshape(-1, *spatial_out, g.shape[-1])
+    gg = jax.lax.pad(gg, jnp.zeros((), gg.dtype), [(0, 0, 0), *[(a, b, 0) for a, b in zip(lo_g, hi_g)], (0, 0, 0)])
+    gg = patches_lib.unfold(gg, k, strides, ((0, 0),) * nsp)  # [n * lead, P, prod(k) * O], window offsets u
+    gg = gg.reshape(gg.shape[0], -1, *k, g.shape[-1])
+    gg = jnp.flip(gg, axis=tuple(range(2, 2 + nsp)))  # offset u = k - 1 - j: kernel tap order
+    if math.prod(spatial_in) != gg.shape[1]:
+        raise ValueError(f"method='ghost': transposed conv {spatial_in} -> {spatial_out}: the output gradient's "
+                         f"windows gave {gg.shape[1]} input positions; use method='vmap'.")
+    return x.reshape(n, -1, x.shape[-1]), gg.reshape(n, -1, math.prod(k) * g.shape[-1])
+
+
+def _transposed_kernel(m: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+    """[C_in, prod(k) * O] (x_iᵀ G_i of `_transposed_factors`) -> the HWIO kernel [*k, C_in, O]."""
+    *k, c_in, o = kernel_shape
+    return jnp.moveaxis(m.reshape(c_in, *k, o), 0, len(k))
+
+
 def _choose(mode: str, t: int, k: int, o: int) -> str:
     if mode != "auto":
         return mode
@@ -307,27 +346,39 @@ def _choose(mode: str, t: int, k: int, o: int) -> str:
 def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], xs: list[jax.Array], gs: list[jax.Array],
                   mode: str) -> tuple[jax.Array, Callable[[jax.Array], dict[str, jax.Array]]]:
     """Conv/ConvTranspose/Dense/LinearLayer over all its calls (positions concatenated):
-    (squared per-example grad norm f32 [n], c [n] -> clipped sums {local name: array})."""
+    (squared per-example grad norm f32 [n], c [n] -> clipped sums {local name: array}).
+
+    Each call gives factors (a [n, T, K], g [n, T, O]) with example i's weight gradient a_iᵀ g_i up to
+    a fixed reshape: input patches and output gradients (Conv, Dense, LinearLayer), or inputs and
+    unfolded output gradients over the input positions (ConvTranspose without kernel dilation)."""
     module, n = layer.module, xs[0].shape[0]
     weight_name, w_gain, b_gain = "kernel", 1.0, 1.0
-    factors = []
-    for x, shape in zip(xs, layer.out_shapes):
-        if isinstance(module, (nn.Conv, nn.ConvTranspose)):
-            factors.append(_conv_patches(module, x, shape))
+    transposed = isinstance(module, nn.ConvTranspose) and all(
+        d == 1 for d in _broadcast(module.kernel_dilation, len(_kernel_size(module))))
+    a_parts, g_parts = [], []
+    for x, shape, g_out in zip(xs, layer.out_shapes, gs):
+        g_mat = g_out.reshape(n, -1, g_out.shape[-1])
+        if transposed:
+            a_c, g_mat = _transposed_factors(module, x, g_out)
+        elif isinstance(module, (nn.Conv, nn.ConvTranspose)):
+            a_c = _conv_patches(module, x, shape)
         elif isinstance(module, nn.Dense):
-            factors.append(x.reshape(n, -1, x.shape[-1]))
+            a_c = x.reshape(n, -1, x.shape[-1])
         else:  # LinearLayer: the model states how its weight meets its input
             # One example's input keeps the batch axis `linear` expects ([b, ...], b = 1 usually):
             # merge it into n, then put each example's b * T positions back together.
-            a, w_gain, b_gain = module.linear_factors(x.reshape(-1, *x.shape[2:]))
+            a_c, w_gain, b_gain = module.linear_factors(x.reshape(-1, *x.shape[2:]))
             weight_name = "weight"
-            factors.append(a.reshape(n, -1, a.shape[-1]))
-    a = jnp.concatenate(factors, axis=1).astype(jnp.float32) if len(factors) > 1 else factors[0].astype(jnp.float32)
-    a = _sanitise(a)
-    g = jnp.concatenate([v.reshape(n, -1, v.shape[-1]) for v in gs], axis=1).astype(jnp.float32)
+            a_c = a_c.reshape(n, -1, a_c.shape[-1])
+        a_parts.append(a_c)
+        g_parts.append(g_mat)
+    cat = lambda parts: (jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]).astype(jnp.float32)
+    a, g = _sanitise(cat(a_parts)), cat(g_parts)
     if a.shape[1] != g.shape[1]:
         raise ValueError(f"method='ghost': layer {layer.name!r}: unfolded input has {a.shape[1]} positions but "
                          f"its output {g.shape[1]}; use method='vmap'.")
+    shape = p[weight_name].shape
+    to_kernel = (lambda m: _transposed_kernel(m, shape)) if transposed else (lambda m: m.reshape(shape))
     t, kk, o = a.shape[1], a.shape[2], g.shape[2]
     mode = _choose(mode, t, kk, o)
     if mode == "direct":  # instantiate W_i = a_iᵀ g_i  [n, K, O]
@@ -336,7 +387,7 @@ def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], xs: list[jax.Array], g
     else:  # ghost norm: <a_i a_iᵀ, g_i g_iᵀ>_F over positions
         sq = jnp.sum(jnp.einsum("ntk,nsk->nts", a, a) * jnp.einsum("nto,nso->nts", g, g), axis=(1, 2))
     sq = sq * w_gain**2
-    gb = jnp.sum(g, axis=1) * b_gain  # bias gradient [n, O]
+    gb = sum(jnp.sum(v.reshape(n, -1, v.shape[-1]).astype(jnp.float32), axis=1) for v in gs) * b_gain  # bias [n, O]
     has_bias = "bias" in p
     if has_bias:
         sq = sq + jnp.sum(jnp.square(gb), axis=1)
@@ -346,7 +397,7 @@ def _matmul_layer(layer: _Layer, p: dict[str, jax.Array], xs: list[jax.Array], g
             kernel = jnp.einsum("n,nko->ko", c, jnp.where((c > 0)[:, None, None], w, 0.0))
         else:
             kernel = jnp.einsum("ntk,nto->ko", a, g * c[:, None, None])
-        out = {weight_name: (kernel * w_gain).reshape(p[weight_name].shape)}
+        out = {weight_name: to_kernel(kernel * w_gain)}
         if has_bias:
             out["bias"] = jnp.einsum("n,no->o", c, jnp.where((c > 0)[:, None], gb, 0.0))
         return out

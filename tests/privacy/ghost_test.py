@@ -237,7 +237,8 @@ def _equal_to_vmap(loss, params, batch, clip, *, stop_gradient_calls=False):
 
 class _SharedAndTransposed(nn.Module):
     """A Dense applied twice and a conv applied to two inputs (weights shared within one example),
-    transposed convs (SAME stride 2 with kernel 4 and 3, VALID stride 2), and a frozen copy's call."""
+    transposed convs (SAME stride 2 with kernel 4 and 3, VALID stride 2, explicit pads wider than the
+    kernel), and a frozen copy's call."""
 
     @nn.compact
     def __call__(self, seq, img, frozen=None):  # seq [4, 8], img [1, 6, 6, 2]
@@ -247,7 +248,9 @@ class _SharedAndTransposed(nn.Module):
         v = nn.tanh(conv(img)) + nn.tanh(conv(img[:, ::-1]))
         v = nn.tanh(nn.ConvTranspose(4, (4, 4), (2, 2), padding="SAME")(v))  # 12 x 12
         v = nn.tanh(nn.ConvTranspose(2, (3, 3), (2, 2), padding="SAME", use_bias=False)(v))  # 24 x 24
-        v = nn.ConvTranspose(1, (2, 3), (2, 1), padding="VALID")(v)
+        v = nn.tanh(nn.ConvTranspose(2, (2, 3), (2, 1), padding="VALID")(v))
+        # Explicit pads beyond k - 1 (the output gradient's windows then start inside it: a crop).
+        v = nn.ConvTranspose(1, (2, 2), (2, 2), padding=((3, 1), (0, 2)))(v)
         return jnp.sum(h**2) + jnp.sum(jnp.sin(v))
 
 
