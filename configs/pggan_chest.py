@@ -47,6 +47,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Lazy penalty: every k-th D step with weight x k (StyleGAN2's lazy R1 applied to WGAN-GP); under
     # DP the other steps' clipped loss holds no input gradient, so ghost clipping covers them.
     c.loss.gp_interval = 1
+    # Where the penalty is taken: 'interpolates' (WGAN-GP, as published) | 'fake' (at G's images, where
+    # G puts its mass; under DP a public term outside the clipped loss, so ghost clipping covers every
+    # D step: losses/pggan.py).
+    c.loss.gp_on = "interpolates"
     c.loss.drift_weight = 0.001  # epsilon_drift * D(real)^2
 
     # Data-efficient training (jaxmedgan/augment/policy.py): augmentation of every image D sees, at

@@ -273,29 +273,34 @@ def public_grad_mean(loss_fn: LossFn, params: PyTree, batch: PyTree, *, clip: bo
 
 
 def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array, dp: Any, *,
-               fake_loss: LossFn | None = None, fake: PyTree | None = None, expected_batch_size: float = 1.0,
+               fake_loss: LossFn | None = None, fake: PyTree | None = None,
+               public_loss: Callable[[PyTree], tuple[jax.Array, Any]] | None = None, expected_batch_size: float = 1.0,
                canaries: jax.Array | None = None, mesh: Mesh | None = None,
                data_axis: str = DATA_AXIS, stop_gradient_calls: bool = False) -> tuple[PyTree, dict[str, Any]]:
     """The one private-gradient path of every family's discriminator update (pix2pix: D and G jointly).
 
     A family states its loss as two per-example terms:
       real_loss(params, one real example) -> (loss, aux): every term that touches real example i;
-      fake_loss(params, one generated example) -> (loss, aux): terms on generated data (public).
+      fake_loss(params, one generated example) -> (loss, aux): terms on generated data (public);
+      public_loss(params) -> (loss f32 [], aux): optional, a batch-level term on generated data only
+      (PGGAN's gradient penalty at its fakes): its plain gradient is added as is, never clipped or
+      noised, so it may hold a gradient of D's input gradient without forcing vmap clipping.
     real: pytree with leading axis B and mask f32 [B] (1 = real, 0 = Poisson padding); fake: leading M.
 
     dp (a `DPConfig`) enabled: returns the *sum-scale* gradient
-        sum_i clip_C(grad real_loss_i) + E[B] * mean_j [clip_C](grad fake_loss_j)
+        sum_i clip_C(grad real_loss_i) + E[B] * mean_j [clip_C](grad fake_loss_j) + E[B] * grad public_loss
     (fake clipped when dp.clip_fake, never noised) for `noise.gaussian_noise`, the optimiser's first
     transformation, to noise once and divide by E[B] = `expected_batch_size`. Disabled: the plain
-    gradient of sum_i mask_i real_loss_i / E[B] + mean_j fake_loss_j (same terms, no clipping), which the
+    gradient of sum_i mask_i real_loss_i / E[B] + mean_j fake_loss_j + public_loss (same terms, no clipping), which the
     DP path equals when sigma = 0 and C is large (tested per family).
     canaries: f32 [K], 1 for the white-box canaries this step includes (`canaries.py`): canary k's
     gradient, canary_norm * C on its own coordinate of a K-vector outside D's parameters, is clipped
     like an example; their sum is `canary_sum` f32 [K] in the metrics, which the noise
     transformation noises together with the gradient (`noise_args`).
     Metrics: `dp_*` monitoring (private; see monitoring.py), `real_aux` [B, ...], `fake_aux` [M, ...],
-    `fake_loss` (mean over M). `stop_gradient_calls`: real_loss applies layers to stop_gradient-ed
-    copies of params (pix2pix's G term reading D); ghost clipping skips those calls.
+    `fake_loss` (mean over M), and with public_loss its aux `public_aux`. `stop_gradient_calls`:
+    real_loss applies layers to stop_gradient-ed copies of params (pix2pix's G term reading D); ghost
+    clipping skips those calls.
     """
     if not dp.enabled:
         n_real = jnp.asarray(expected_batch_size, jnp.float32)
@@ -305,10 +310,12 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
             value = jnp.sum(jnp.where(mask > 0, real_losses, 0.0)) / n_real
             fake_losses, fake_aux = (jax.vmap(fake_loss, in_axes=(None, 0))(p, fake) if fake_loss is not None
                                      else (jnp.zeros((1,)), None))
-            return value + jnp.mean(fake_losses), (real_aux, fake_aux, jnp.mean(fake_losses))
+            public, public_aux = public_loss(p) if public_loss is not None else (0.0, None)
+            return value + jnp.mean(fake_losses) + public, (real_aux, fake_aux, jnp.mean(fake_losses), public_aux)
 
-        (_, (real_aux, fake_aux, fake_mean)), grads = jax.value_and_grad(total, has_aux=True)(params)
-        return grads, {"real_aux": real_aux, "fake_aux": fake_aux, "fake_loss": fake_mean}
+        (_, (real_aux, fake_aux, fake_mean, public_aux)), grads = jax.value_and_grad(total, has_aux=True)(params)
+        out = {"real_aux": real_aux, "fake_aux": fake_aux, "fake_loss": fake_mean}
+        return grads, (out if public_loss is None else {**out, "public_aux": public_aux})
     if dp.clip_method == "auto":
         raise ValueError("d_gradient needs a resolved clip method: call the family's private_config "
                          "(DPConfig.with_clip_method) first.")
@@ -323,6 +330,9 @@ def d_gradient(real_loss: LossFn, params: PyTree, real: PyTree, mask: jax.Array,
         fake_grads, fake_mean, fake_aux = public_grad_mean(fake_loss, params, fake, clip=dp.clip_fake, **clip_kwargs)
         grads = jax.tree.map(lambda r, f: r + expected_batch_size * f, grads, fake_grads)
         metrics.update(fake_aux=fake_aux, fake_loss=fake_mean)
+    if public_loss is not None:
+        public_grads, metrics["public_aux"] = jax.grad(public_loss, has_aux=True)(params)
+        grads = jax.tree.map(lambda r, f: r + expected_batch_size * f, grads, public_grads)
     if canaries is not None:
         norm = dp.canary_norm * dp.l2_clip  # before clipping
         metrics["canary_sum"] = norm * min(1.0, dp.clip_bound / norm) * canaries.astype(jnp.float32)

@@ -154,6 +154,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                 f"the sampling the accountant analyses. Got {', '.join(unequal)}; set them to {big} or "
                 "remove config.train.batch_sizes.")
         private_config(config)  # refuses an explicit 'ghost' with the gradient penalty on
+    gp_on(config)  # a bad loss.gp_on, before anything is built
     if int(config.loss.gp_interval) < 1:
         raise ValueError(f"config.loss.gp_interval={config.loss.gp_interval} must be >= 1 (1: the gradient "
                          "penalty every D step; k: every k-th step with weight x k).")
@@ -199,15 +200,26 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(lambda f, o: jnp.where(flag, f, o), fresh, old)
 
 
+def gp_on(config: ml_collections.ConfigDict) -> str:
+    """Where the gradient penalty is taken: config.loss.gp_on, 'interpolates' (WGAN-GP, the default)
+    or 'fake' (at the generated images: a public term under DP; `losses.pggan`)."""
+    value = config.loss.get("gp_on", "interpolates")
+    if value not in pg_losses.GP_ON:
+        raise ValueError(f"config.loss.gp_on={value!r} must be one of {pg_losses.GP_ON}.")
+    return value
+
+
 def private_config(config: ml_collections.ConfigDict, *, with_gp: bool = True) -> DPConfig:
     """The run's DPConfig for a D step, clip_method 'auto' resolved: vmap while the gradient penalty
-    is in the clipped loss (a gradient of D's input gradient, which ghost clipping cannot take),
-    ghost for the steps without it (lazy penalty: loss.gp_interval > 1; or loss.gp_weight = 0):
-    D's equalised-lr layers are `ghost.LinearLayer`s."""
+    is in the clipped loss (gp_on='interpolates': a gradient of D's input gradient, which ghost
+    clipping cannot take), ghost for the steps without it (lazy penalty: loss.gp_interval > 1;
+    loss.gp_weight = 0; or gp_on='fake', which moves it to the public term): D's equalised-lr layers
+    are `ghost.LinearLayer`s."""
     return DPConfig.from_config(config).with_clip_method(
-        ghost_supported=not (with_gp and config.loss.gp_weight),
+        ghost_supported=not (with_gp and config.loss.gp_weight and gp_on(config) == "interpolates"),
         why_not="the pggan trainer clips per-example gradients of a loss holding the gradient penalty (a "
-                "gradient of D's input gradient), which only 'vmap' handles")
+                "gradient of D's input gradient), which only 'vmap' handles; config.loss.gp_on='fake' takes the "
+                "penalty at the generated images instead, outside the clipped loss")
 
 
 def gp_weight(config: ml_collections.ConfigDict, with_gp: bool) -> float:
@@ -233,7 +245,10 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     alpha: fade-in f32 []. Real term per example i, clipped to C = privacy.l2_clip and summed:
         -D(x_i) + w_gp * (||grad D(x^_i)|| - 1)^2 + drift_weight * D(x_i)^2   (w_gp = `gp_weight`)
     Fake term: E[B] * mean over the first E[B] of D(x~_j), not noised (clipped per example to C when
-    privacy.clip_fake). `mesh`: clip per shard of the batch in shard_map, psum (`dp_sgd.d_gradient`).
+    privacy.clip_fake). With config.loss.gp_on='fake' the penalty leaves the real term and is taken
+    at those fakes, w_gp * mean_j (||grad D(x~_j)|| - 1)^2: a public term, added unclipped and
+    un-noised (`d_gradient`'s public_loss), so every step clips by ghost clipping.
+    `mesh`: clip per shard of the batch in shard_map, psum (`dp_sgd.d_gradient`).
     """
     _, d = build_models(config)
     lc = config.loss
@@ -241,29 +256,41 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
     # alpha rides along per example: the loss runs inside shard_map, which takes arrays as arguments.
     alphas = jnp.broadcast_to(jnp.asarray(alpha, jnp.float32), (n,))
 
+    where, w_gp = gp_on(config), gp_weight(config, with_gp)
+
     def real_loss(params, ex):
         d_fn = lambda x: d.apply({"params": params}, x, level, ex["alpha"])
-        return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"],
-                                               gp_weight=gp_weight(config, with_gp), drift_weight=lc.drift_weight)
+        return pg_losses.d_wgan_gp_real_single(d_fn, ex["real"], ex["fake"], ex["eps"], gp_weight=w_gp,
+                                               drift_weight=lc.drift_weight, gp_on=where)
 
     def fake_loss(params, ex):
         score = d.apply({"params": params}, ex["image"][None], level, ex["alpha"])[0].astype(jnp.float32)
         return score, score
 
+    # The expected batch's worth of fakes: independent of the padded row count n (padding buckets).
+    m = min(n, config.train.batch_size)
+    public_loss = None
+    if where == "fake" and w_gp:
+        def public_loss(params):
+            gp, norms = pg_losses.penalty_at(lambda x: d.apply({"params": params}, x, level, alpha), fake[:m], w_gp)
+            return jnp.mean(gp), {"gp": jnp.mean(gp), "grad_norm": jnp.mean(norms)}
+
     grads, out = dp_sgd.d_gradient(
         real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,
         private_config(config, with_gp=with_gp), fake_loss=fake_loss,
-        # The expected batch's worth of fakes: independent of the padded row count n (padding buckets).
-        fake={"image": fake[:min(n, config.train.batch_size)], "alpha": alphas[:min(n, config.train.batch_size)]},
+        fake={"image": fake[:m], "alpha": alphas[:m]}, public_loss=public_loss,
         expected_batch_size=config.train.batch_size, canaries=canaries, mesh=mesh)
     parts, fake_score = out.pop("real_aux"), out.pop("fake_aux")
     out.pop("fake_loss")
     mean = functools.partial(dp_sgd.masked_mean, mask=mask)  # monitoring only: private metrics
     real_mean, fake_mean = mean(parts["real_score"]), jnp.mean(fake_score)
-    metrics = {"d_loss": fake_mean + mean(-parts["real_score"] + parts["gp"] + parts["drift"]),
+    # The penalty's figures: private (at interpolates, per real example) or public (at the fakes).
+    public = out.pop("public_aux", None)
+    gp, gp_norm = ((mean(parts["gp"]), mean(parts["grad_norm"])) if public is None
+                   else (public["gp"], public["grad_norm"]))
+    metrics = {"d_loss": fake_mean + gp + mean(-parts["real_score"] + parts["drift"]),
                "wasserstein": real_mean - fake_mean, "d_real_score": real_mean, "d_fake_score": fake_mean,
-               "gp": mean(parts["gp"]), "gp_grad_norm": mean(parts["grad_norm"]),
-               "drift": mean(parts["drift"]), **out}
+               "gp": gp, "gp_grad_norm": gp_norm, "drift": mean(parts["drift"]), **out}
     return grads, metrics
 
 
@@ -319,7 +346,7 @@ def level_step(config: ml_collections.ConfigDict, state: GANState, batch: dict, 
         def d_loss_fn(d_params):
             d_fn = lambda x: d.apply({"params": d_params}, x, level, alpha)
             per_ex, parts = pg_losses.d_wgan_gp(d_fn, real, fake, eps, gp_weight=gp_weight(config, with_gp),
-                                                drift_weight=lc.drift_weight)
+                                                drift_weight=lc.drift_weight, gp_on=gp_on(config))
             return jnp.mean(per_ex), parts
 
         (d_loss, parts), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmedgan.losses import pggan as L
 
@@ -80,3 +81,33 @@ def test_real_part_is_the_loss_minus_the_fake_score_and_vmaps_per_example():
     np.testing.assert_allclose(single, expected, rtol=1e-4)
     assert "fake_score" not in parts
     np.testing.assert_allclose(parts["real_score"], d(real), rtol=1e-5)
+
+
+def test_penalty_at_the_fakes_is_the_explicit_formula_and_leaves_the_real_term_first_order():
+    """gp_on='fake': lambda (||2 W x~ + C|| - 1)^2 on the generated images; the real term keeps only
+    -D(x) + drift D(x)^2 (no input gradient: ghost clipping can clip it)."""
+    real = RNG.normal(size=(3, 4, 4, 1)).astype(np.float32)
+    fake = RNG.normal(size=(3, 4, 4, 1)).astype(np.float32)
+    eps = RNG.uniform(size=(3,)).astype(np.float32)
+    d = lambda x: np.sum(W * x**2 + C * x, axis=(1, 2, 3))
+    gp_fake = 10.0 * (np.sqrt(np.sum((2 * W * fake + C) ** 2, axis=(1, 2, 3))) - 1.0) ** 2
+
+    @jax.jit
+    def compute(real, fake, eps):
+        real_loss, real_parts = L.d_wgan_gp_real(toy_d, real, fake, eps, gp_on="fake")
+        fake_loss, fake_parts = L.d_wgan_gp_fake(toy_d, fake, gp_on="fake")
+        total, parts = L.d_wgan_gp(toy_d, real, fake, eps, gp_on="fake")
+        plain_fake, _ = L.d_wgan_gp_fake(toy_d, fake)  # 'interpolates': the fake term is D(x~) alone
+        return real_loss, real_parts, fake_loss, fake_parts, total, parts, plain_fake
+
+    real_loss, real_parts, fake_loss, fake_parts, total, parts, plain_fake = jax.device_get(compute(real, fake, eps))
+    np.testing.assert_allclose(real_loss, -d(real) + 0.001 * d(real) ** 2, rtol=1e-4)
+    np.testing.assert_allclose(real_parts["gp"], 0.0)
+    np.testing.assert_allclose(fake_parts["gp"], gp_fake, rtol=1e-4)
+    np.testing.assert_allclose(fake_loss, d(fake) + gp_fake, rtol=1e-4)
+    np.testing.assert_allclose(total, d(fake) - d(real) + gp_fake + 0.001 * d(real) ** 2, rtol=1e-4)
+    np.testing.assert_allclose(parts["gp"], gp_fake, rtol=1e-4)
+    np.testing.assert_allclose(plain_fake, d(fake), rtol=1e-5)
+
+    with pytest.raises(ValueError, match="config.loss.gp_on='real'"):
+        L.d_wgan_gp(toy_d, real, fake, eps, gp_on="real")

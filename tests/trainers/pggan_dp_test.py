@@ -28,10 +28,14 @@ def _inputs(n=8, seed=0):
     return real, fake, eps
 
 
-def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient():
+@pytest.mark.parametrize("gp_on", ["interpolates", "fake"])
+def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(gp_on):
+    """gp_on='fake': the penalty is the public term at the fakes (unclipped) and 'auto' clips by ghost."""
     c = pggan_chest_dp.tiny()
     c.privacy.l2_clip = 1e6  # never reached: clipping is the identity
     c.privacy.noise_multiplier = 0.0
+    c.loss.gp_on = gp_on
+    assert tr.private_config(c).clip_method == ("vmap" if gp_on == "interpolates" else "ghost")
     state = tr.init_state(c, jax.random.PRNGKey(0))
     real, fake, eps = _inputs()
     mask = np.ones((8,), np.float32)  # a full batch of 8 = train.batch_size (the expected batch)
@@ -40,7 +44,7 @@ def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(
     def reference_loss(p):  # WGAN-GP + drift written out on the whole batch, mean over 8
         score = lambda x: d.apply({"params": p}, x, LEVEL, ALPHA)
         x_hat = eps[:, None, None, None] * real + (1 - eps[:, None, None, None]) * fake
-        grad_x = jax.grad(lambda x: jnp.sum(score(x)))(x_hat)
+        grad_x = jax.grad(lambda x: jnp.sum(score(x)))(x_hat if gp_on == "interpolates" else fake)
         norm = jnp.sqrt(jnp.sum(grad_x**2, axis=(1, 2, 3)))
         d_real = score(real)
         return jnp.mean(score(fake) - d_real + 10.0 * (norm - 1.0) ** 2 + 0.001 * d_real**2)
@@ -63,6 +67,33 @@ def test_private_d_gradient_without_noise_or_clipping_equals_the_plain_gradient(
         np.testing.assert_allclose(a / scale, e / scale, atol=1e-4, err_msg=jax.tree_util.keystr(path))
     assert metrics["dp_num_examples"] == 8 and metrics["dp_clip_fraction"] == 0.0
     np.testing.assert_allclose(metrics["d_loss"], expected_loss, rtol=1e-4)
+
+
+def test_penalty_at_the_fakes_clipped_by_ghost_equals_vmap_clipping():
+    """With clipping active (C below most examples' norms), gp_on='fake' under ghost clipping gives the
+    gradient vmap clipping gives: the clipped real term alike, the public penalty added as is."""
+    c = pggan_chest_dp.tiny()
+    c.privacy.noise_multiplier = 0.0
+    c.loss.gp_on = "fake"
+    state = tr.init_state(c, jax.random.PRNGKey(0))
+    real, fake, eps = _inputs(seed=1)
+    mask = np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)  # two padding rows
+
+    def grads(method, l2_clip):
+        c.privacy.clip_method, c.privacy.l2_clip = method, l2_clip
+        g, m = jax.jit(lambda p: tr.d_private_grads(c, p, real, fake, eps, mask, jnp.float32(ALPHA), level=LEVEL))(
+            state.d_params)
+        return jax.device_get((g, m))
+
+    _, probe = grads("vmap", 1e6)
+    clip = float(probe["dp_grad_norm_mean"]) / 2  # most examples clipped
+    (want, wm), (got, gm) = grads("vmap", clip), grads("ghost", clip)
+    assert 0 < gm["dp_clip_fraction"] <= 1 and gm["dp_num_examples"] == 6
+    np.testing.assert_allclose(gm["gp"], wm["gp"], rtol=1e-5)
+    assert gm["gp"] > 0
+    for (path, e), a in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree_util.tree_leaves(got)):
+        scale = np.max(np.abs(e)) + 1e-6
+        np.testing.assert_allclose(a / scale, e / scale, atol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
 def test_dp_run_grows_a_level_and_logs_the_accountants_epsilon(tmp_path):
@@ -111,6 +142,12 @@ def test_minibatch_stddev_and_unequal_level_batches_are_refused_under_dp():
         tr._check_config(c)
     c.privacy.clip_method, c.loss.gp_weight = "auto", 0.0  # no penalty: D's layers are ghost-clippable
     assert tr.private_config(c).clip_method == "ghost"
+    c = pggan_chest_dp.tiny()
+    c.privacy.clip_method, c.loss.gp_on = "ghost", "fake"  # the penalty outside the clipped loss
+    tr._check_config(c)
+    c.loss.gp_on = "reals"
+    with pytest.raises(ValueError, match=r"config.loss.gp_on='reals' must be one of"):
+        tr._check_config(c)
 
 
 def test_lazy_gradient_penalty_schedule_weight_and_clip_method():
