@@ -236,12 +236,15 @@ def clip_methods(family: str, c) -> dict[str, str]:
 
 
 def family_rows(families: list[str], batches: list[int], resolution: int, quick: bool, n_dev: int,
-                warmup: int, repeats: int, dataset_size: int = 10000, overrides: tuple[str, ...] = ()) -> list[dict]:
+                warmup: int, repeats: int, dataset_size: int = 10000, overrides: tuple[str, ...] = (),
+                buckets: int = 1) -> list[dict]:
     """DP/non-DP of each family's own training step (benchmarks.run's measurement, DP off then on).
 
     The step is what `common.fit` runs (D and G updates); under DP the batch is the padded Poisson
     batch of expected size `batch` (q = batch / dataset_size). A family that refuses DP at this
-    setting gets a row with `refused` and no figures.
+    setting gets a row with `refused` and no figures. buckets > 1 (1 device): also each padding
+    bucket's step (`padding_buckets.bucket_rows`) and the expected DP step over the Poisson draw
+    with privacy.padding_buckets = buckets (`dp_expected_step_s`, `dp_expected_over_nondp`).
     """
     import os
 
@@ -272,6 +275,18 @@ def family_rows(families: list[str], batches: list[int], resolution: int, quick:
                 print(f"{family:>10} batch {batch:4d} @ {resolution} px: non-DP {row['nondp_step_s']:.3f} s, DP "
                       f"{row['dp_step_s']:.3f} s ({row['clip_method']}) -> DP/non-DP {row['dp_over_nondp']:.2f}",
                       flush=True)
+                if buckets > 1:
+                    from benchmarks import padding_buckets
+
+                    row["buckets"] = padding_buckets.bucket_rows(
+                        family, os.path.join(root, FAMILY_CONFIGS[family]), resolution, batch,
+                        {"padded_batch": row["padded_batch"], "step_s_median": row["dp_step_s"]}, buckets=buckets,
+                        dataset_size=dataset_size, warmup=warmup, repeats=repeats,
+                        steps_per_repeat=row["steps_per_repeat"], overrides=tuple(overrides))
+                    row["dp_expected_step_s"] = sum(b["step_s"] * b["probability"] for b in row["buckets"])
+                    row["dp_expected_over_nondp"] = row["dp_expected_step_s"] / row["nondp_step_s"]
+                    print(f"{family:>10} with {buckets} padding buckets: expected DP/non-DP "
+                          f"{row['dp_expected_over_nondp']:.2f}", flush=True)
             except (ValueError, NotImplementedError) as e:
                 row["refused"] = str(e).splitlines()[0][:300]
                 print(f"{family:>10} batch {batch:4d}: refused: {row['refused']}", flush=True)
@@ -293,6 +308,9 @@ def main(argv=None) -> list[dict]:
                    "instead of the BASELINES.md discriminator, time each family's training step, DP off vs on")
     p.add_argument("--resolution", type=int, default=32, help="--family rows: image size, px")
     p.add_argument("--quick", action="store_true", help="--family rows: the tests' tiny widths")
+    p.add_argument("--buckets", type=int, default=1,
+                   help="--family rows, 1 device: also time each of this many padding buckets and report the "
+                        "expected DP step with privacy.padding_buckets=N (1: the full padded size only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="--family rows: a config override for every family, e.g. privacy.microbatch_size=1000 "
                         "or loss.gp_interval=4 (repeatable; applied to the DP and the non-DP config)")
@@ -300,9 +318,11 @@ def main(argv=None) -> list[dict]:
     devices = common.parse_ints(args.devices, "--devices")
     args.batch = common.parse_ints(args.batch, "--batch")
     if args.family:
+        if args.buckets > 1 and devices[0] != 1:
+            p.error("--buckets times the padding buckets on 1 device: use --devices 1")
         common.force_host_devices(devices[0])
         rows = family_rows(args.family.split(","), args.batch, args.resolution, args.quick, devices[0],
-                           args.warmup, args.repeats, overrides=tuple(args.set))
+                           args.warmup, args.repeats, overrides=tuple(args.set), buckets=args.buckets)
         common.write_json(args.out, rows)
         return rows
     methods = args.method.split(",")

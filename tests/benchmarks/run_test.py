@@ -107,9 +107,16 @@ def test_dp_overhead_family_rows_time_each_familys_step_with_dp_off_and_on(tmp_p
     from benchmarks import dp_overhead
 
     (row,) = dp_overhead.main(["--family", "gan", "--batch", "8", "--resolution", "16", "--quick", "--repeats", "2",
-                               "--warmup", "1", "--out", str(tmp_path / "f.json")])
+                               "--warmup", "1", "--buckets", "2", "--out", str(tmp_path / "f.json")])
     assert row["family"] == "gan" and row["clip_method"] == "ghost" and row["padded_batch"] > 8  # auto: ghost for the ACGAN
     assert row["dp_over_nondp"] == pytest.approx(row["dp_step_s"] / row["nondp_step_s"])
+    # Two padding buckets: a smaller padded size timed on its own, the largest reusing the DP row.
+    small, top = row["buckets"]
+    assert small["padded_rows"] < top["padded_rows"] == row["padded_batch"] and top["step_s"] == row["dp_step_s"]
+    assert small["probability"] + top["probability"] == pytest.approx(1.0) and small["probability"] > 0.5
+    assert row["dp_expected_step_s"] == pytest.approx(small["step_s"] * small["probability"]
+                                                      + top["step_s"] * top["probability"])
+    assert row["dp_expected_over_nondp"] == pytest.approx(row["dp_expected_step_s"] / row["nondp_step_s"])
     assert json.loads((tmp_path / "f.json").read_text()) == [row]
 
 
