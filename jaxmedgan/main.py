@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
               + "\n\n" + USAGE, file=sys.stderr)
         return 2
     from jaxmedgan.preemption import Preempted  # both import JAX
-    from jaxmedgan.trainers.common import NonFiniteLossError
+    from jaxmedgan.trainers.loop import NonFiniteLossError
 
     try:
         code = COMMANDS[cmd]([f"jaxmedgan {cmd}"] + argv[2:])

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmedgan.losses import clinical
-from jaxmedgan.losses.gan import g_nonsaturating
+from jaxmedgan.losses.gan import ADVERSARIAL, g_nonsaturating
 
 PL_DECAY = 0.01  # EMA decay of pl_mean
 PL_WEIGHT = 2.0
@@ -88,14 +88,9 @@ def path_length_penalty(synthesis_fn: Callable[[jax.Array], jax.Array], ws: jax.
 # The phases' losses.
 
 
-def d_fake_loss(fake_logits: jax.Array) -> jax.Array:
-    """D's term on generated images per example: softplus(D(G(z))); f32 [B] -> [B]."""
-    return jax.nn.softplus(fake_logits)
-
-
-def d_real_loss(real_logits: jax.Array) -> jax.Array:
-    """D's term on real images per example: softplus(-D(x)); f32 [B] -> [B]."""
-    return jax.nn.softplus(-real_logits)
+# D's terms per example, f32 [B] -> [B]: softplus(-D(x)) on reals, softplus(D(G(z))) on generated
+# images -- the non-saturating logistic pair of losses/gan.py.
+d_real_loss, d_fake_loss, _ = ADVERSARIAL["nonsaturating"]
 
 
 def g_main_loss(fake_logits: jax.Array, clf_logits: jax.Array | None = None, labels: jax.Array | None = None, *,

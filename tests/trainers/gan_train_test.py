@@ -135,7 +135,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
 
     family = common.Family("poisoned", gan.init_state, poisoned_step, gan.generate, gan.evaluate)
     wd = tmp_path / "run"
-    with pytest.raises(common.NonFiniteLossError, match=r"d_loss.*step 6.*last good checkpoint is step 4"):
+    with pytest.raises(loop.NonFiniteLossError, match=r"d_loss.*step 6.*last good checkpoint is step 4"):
         common.fit(config, str(wd), family)
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4"]
     _, state, step = sampling.restore_state(str(wd))
