@@ -402,3 +402,31 @@ def test_d_gradient_without_dp_is_the_plain_gradient_and_the_dp_path_meets_it():
     assert DPConfig(enabled=True, clip_method="vmap").with_clip_method(ghost_supported=True).clip_method == "vmap"
     _, m = dp_sgd.d_gradient(with_aux, params, real, mask, unclipped, expected_batch_size=8.0, canaries=active)
     np.testing.assert_allclose(m["canary_sum"], [100.0, 0.0, 100.0])
+
+
+def test_d_gradients_public_loss_is_added_unclipped_and_unnoised_at_sum_scale():
+    """public_loss (a batch term on generated data): its plain gradient, times E[B] under DP, on top of
+    the clipped real sum -- even when C is far below its norm; DP off: plain total gradient."""
+    from jaxmedgan.privacy.config import DPConfig
+
+    _, params = _disc()
+    real, fake = _batch(6, seed=1), _batch(4, seed=2)
+    mask = np.array([1, 1, 1, 0, 1, 0], np.float32)
+    with_aux = lambda p, ex: (d_real_loss(p, ex), jnp.zeros(()))
+    public = lambda p: (100.0 * jnp.mean(jax.vmap(d_real_loss, in_axes=(None, 0))(p, fake)), {"tag": jnp.ones(())})
+    public_grad = jax.grad(lambda p: public(p)[0])(params)
+    dp = DPConfig(enabled=True, noise_multiplier=0.0, l2_clip=1e-3, clip_method="vmap")
+    without, _ = dp_sgd.d_gradient(with_aux, params, real, mask, dp, expected_batch_size=8.0)
+    with_public, metrics = dp_sgd.d_gradient(with_aux, params, real, mask, dp, public_loss=public,
+                                             expected_batch_size=8.0)
+    assert metrics["public_aux"]["tag"] == 1.0
+    norm = lambda t: float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree_util.tree_leaves(t))))
+    assert norm(without) <= 4 * 1e-3 * (1 + 1e-5)  # 4 real examples, each clipped to C
+    assert norm(public_grad) > 1.0  # far above C: it would have been clipped had it been
+    for a, b, g in zip(*(jax.tree_util.tree_leaves(t) for t in (with_public, without, public_grad))):
+        np.testing.assert_allclose(a, b + 8.0 * g, rtol=1e-5, atol=1e-7)
+    plain, out = dp_sgd.d_gradient(with_aux, params, real, mask, DPConfig(), public_loss=public, expected_batch_size=8.0)
+    want = jax.grad(lambda p: jnp.sum(mask * jax.vmap(d_real_loss, in_axes=(None, 0))(p, real)) / 8.0 + public(p)[0])(params)
+    for a, w in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-7)
+    assert out["public_aux"]["tag"] == 1.0
