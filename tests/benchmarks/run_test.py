@@ -125,7 +125,8 @@ def test_dp_overhead_family_rows_time_pggans_whole_lazy_penalty_schedule(tmp_pat
     from benchmarks import dp_overhead
 
     (row,) = dp_overhead.main(["--family", "pggan", "--batch", "8", "--resolution", "16", "--quick", "--repeats", "1",
-                               "--warmup", "1", "--set", "loss.gp_interval=2", "--out", str(tmp_path / "f.json")])
-    assert row["steps_per_repeat"] == 2 and row["overrides"] == ["loss.gp_interval=2"]
+                               "--warmup", "1", "--set", "loss.gp_interval=2", "--set", "loss.gp_on=interpolates",
+                               "--out", str(tmp_path / "f.json")])
+    assert row["steps_per_repeat"] == 2 and row["overrides"] == ["loss.gp_interval=2", "loss.gp_on=interpolates"]
     assert row["clip_methods"] == {"penalty steps": "vmap", "other steps": "ghost"}
     assert row["dp_step_s"] > 0 and row["nondp_step_s"] > 0

@@ -137,7 +137,8 @@ def test_minibatch_stddev_and_unequal_level_batches_are_refused_under_dp():
     with pytest.raises(ValueError, match=r"config.train.batch_sizes.r16=4.*set them to 8"):
         tr._check_config(c)
     c = pggan_chest_dp.tiny()
-    c.privacy.clip_method = "ghost"
+    assert c.loss.gp_on == "fake" and tr.private_config(c).clip_method == "ghost"  # the DP config's placement
+    c.privacy.clip_method, c.loss.gp_on = "ghost", "interpolates"  # the penalty inside the clipped loss
     with pytest.raises(ValueError, match=r"clip_method='ghost': the pggan trainer .*gradient penalty"):
         tr._check_config(c)
     c.privacy.clip_method, c.loss.gp_weight = "auto", 0.0  # no penalty: D's layers are ghost-clippable
@@ -154,6 +155,7 @@ def test_lazy_gradient_penalty_schedule_weight_and_clip_method():
     """loss.gp_interval = k: the penalty on steps 0, k, 2k, ... with weight x k; under DP the other
     steps' clipped loss holds no input gradient, so 'auto' ghost-clips them."""
     c = pggan_chest_dp.tiny()
+    c.loss.gp_on = "interpolates"  # WGAN-GP's placement: the penalty inside the clipped loss
     assert c.loss.gp_interval == 1 and all(tr.penalty_step(c, s) for s in range(3))
     c.loss.gp_interval = 4
     assert [tr.penalty_step(c, s) for s in range(6)] == [True, False, False, False, True, False]
