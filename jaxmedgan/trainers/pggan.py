@@ -269,11 +269,11 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
     # The expected batch's worth of fakes: independent of the padded row count n (padding buckets).
     m = min(n, config.train.batch_size)
-    public_loss = None
-    if where == "fake" and w_gp:
-        def public_loss(params):
-            gp, norms = pg_losses.penalty_at(lambda x: d.apply({"params": params}, x, level, alpha), fake[:m], w_gp)
-            return jnp.mean(gp), {"gp": jnp.mean(gp), "grad_norm": jnp.mean(norms)}
+    def fake_penalty(params):  # the penalty at G's images (gp_on='fake'): public, never clipped
+        gp, norms = pg_losses.penalty_at(lambda x: d.apply({"params": params}, x, level, alpha), fake[:m], w_gp)
+        return jnp.mean(gp), {"gp": jnp.mean(gp), "grad_norm": jnp.mean(norms)}
+
+    public_loss = fake_penalty if where == "fake" and w_gp else None
 
     grads, out = dp_sgd.d_gradient(
         real_loss, d_params, {"real": real, "fake": fake, "eps": eps, "alpha": alphas}, mask,

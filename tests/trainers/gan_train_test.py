@@ -15,7 +15,7 @@ from PIL import Image
 from configs import acgan_liver
 from jaxmedgan import main as cli
 from jaxmedgan import metric_writers, sampling
-from jaxmedgan.trainers import common, gan
+from jaxmedgan.trainers import common, gan, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "acgan_liver.py")
