@@ -146,14 +146,22 @@ def ada_p_assessment(p_final: float | None, p_max: float | None) -> dict[str, An
     return {"p_final": p_final, "p_max": p_max, "level": level, "flag": level != "below", "note": note[level]}
 
 
+CONTROL_EXCESS = "excess of a transform the training never applied (not an augmentation leak)"
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], ada: Mapping[str, Any]) -> dict[str, Any]:
-    """The verdict over a leak table and the ADA assessment: leaking transforms, unidentifiable ones."""
+    """The verdict over a leak table and the ADA assessment: leaking transforms (flagged and used by
+    the training), control excesses (flagged but never applied: the generator makes images that
+    look transformed -- mirrored anatomy, say -- or the classifier misreads them; not a leak), and
+    unidentifiable transforms."""
     tested = [r for r in rows if r["transform"] != "identity"]
-    leaks = [r["transform"] for r in tested if r["leak"]]
-    return {"leaking_transforms": leaks,
+    leaks = [r["transform"] for r in tested if r["leak"] and r["source"]]
+    excess = [r["transform"] for r in tested if r["leak"] and not r["source"]]
+    verdict = ("leak" if leaks else CONTROL_EXCESS if excess
+               else "at risk (ADA p)" if ada.get("flag") else "no leak detected")
+    return {"leaking_transforms": leaks, "control_excess": excess,
             "not_identifiable": [r["transform"] for r in tested if not r["identifiable"]],
-            "ada_p_flag": bool(ada.get("flag", False)),
-            "verdict": "leak" if leaks else ("at risk (ADA p)" if ada.get("flag") else "no leak detected")}
+            "ada_p_flag": bool(ada.get("flag", False)), "verdict": verdict}
 
 
 def _pct(x: float) -> str:
@@ -173,7 +181,11 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"classifier trained on {report.get('num_train')} real training images, held-out accuracy "
              f"{_pct(report.get('classifier_accuracy'))} %.", "",
              f"**Verdict: {s['verdict']}**" + (f" -- leaking: {', '.join(s['leaking_transforms'])}"
-                                               if s["leaking_transforms"] else ""), "",
+                                               if s["leaking_transforms"] else "")
+             + (f" -- more frequent in generated than in real images, though never applied in training: "
+                f"{', '.join(s['control_excess'])} (inspect the samples: a fidelity failure such as mirrored "
+                "anatomy, or the transform classifier misreading off-distribution images)"
+                if s.get("control_excess") else ""), "",
              f"ADA p: {ada['note']}.", "",
              "Rates in %, 95 % Wilson intervals; difference = generated - real with Newcombe's interval; "
              "J = Youden's J of the transform classifier on held-out reals (below "
@@ -187,7 +199,7 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{_ci(r['rate_fake_ci'])} | {_pct(r['rate_real'])} {_ci(r['rate_real_ci'])} | "
                      f"{_pct(r['difference'])} {_ci(r['difference_ci'])} | {r['p_value']:.2g} | "
                      f"{r['youden_j']:.2f}{'' if r['identifiable'] else ' (n/i)'} | "
-                     f"{'**LEAK**' if r['leak'] else 'no'} |")
+                     f"{('**LEAK**' if r['source'] else '**EXCESS** (never applied)') if r['leak'] else 'no'} |")
     if s["not_identifiable"]:
         lines += ["", "Not identifiable on these data (the real images carry no canonical orientation/appearance "
                   f"for them, so no rate can be read): {', '.join(s['not_identifiable'])}."]

@@ -96,13 +96,28 @@ def test_ada_p_assessment_uses_the_papers_range(p_final, p_max, level, flag):
 
 def test_summary_and_markdown_name_the_leak():
     names, fake, held = _case()
-    rows = leak.leak_table(names, fake, held)
+    rows = leak.leak_table(names, fake, held, sources={"invert": "ADA xflip"})
     ada = leak.ada_p_assessment(None, None)
     summary = leak.summarize(rows, ada)
-    assert summary == {"leaking_transforms": ["invert"], "not_identifiable": ["hflip"], "ada_p_flag": False,
-                       "verdict": "leak"}
+    assert summary == {"leaking_transforms": ["invert"], "control_excess": [], "not_identifiable": ["hflip"],
+                       "ada_p_flag": False, "verdict": "leak"}
     assert leak.summarize(rows[:2], leak.ada_p_assessment(0.9, None))["verdict"] == "at risk (ADA p)"
     text = leak.markdown({"workdir": "W", "step": 5, "num_fake": 200, "num_heldout": 100, "num_train": 10,
                           "classifier_accuracy": 0.7, "transforms": rows, "ada": ada, "summary": summary})
     assert "**Verdict: leak** -- leaking: invert" in text
-    assert "| invert | control | 60.0 [" in text and "**LEAK**" in text and "hflip" in text.split("identifiable")[-1]
+    assert "| invert | ADA xflip | 60.0 [" in text and "**LEAK**" in text and "hflip" in text.split("identifiable")[-1]
+
+
+def test_an_excess_of_a_transform_never_applied_is_not_called_a_leak():
+    """The same excess on a control (training never inverted anything): flagged as an excess to
+    inspect (mirrored anatomy, a misreading classifier), not as an augmentation leak."""
+    names, fake, held = _case()
+    rows = leak.leak_table(names, fake, held)
+    summary = leak.summarize(rows, leak.ada_p_assessment(None, None))
+    assert summary["leaking_transforms"] == [] and summary["control_excess"] == ["invert"]
+    assert summary["verdict"] == leak.CONTROL_EXCESS
+    text = leak.markdown({"workdir": "W", "step": 5, "num_fake": 200, "num_heldout": 100, "num_train": 10,
+                          "classifier_accuracy": 0.7, "transforms": rows, "ada": leak.ada_p_assessment(None, None),
+                          "summary": summary})
+    assert "| invert | control | 60.0 [" in text and "**EXCESS** (never applied)" in text and "**LEAK**" not in text
+    assert "never applied in training: invert" in text

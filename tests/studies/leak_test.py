@@ -85,7 +85,8 @@ def test_cli_writes_json_and_markdown_on_a_tiny_workdir(tmp_path, capsys):
     inv = report["transforms"][2]
     assert inv["num_fake"] == 12 and inv["num_real"] == report["num_heldout"] == 90  # the liver 'test' split
     assert report["num_train"] == 182 and report["step"] == 2 and report["ada"]["level"] == "none"
-    assert set(report["summary"]) == {"leaking_transforms", "not_identifiable", "ada_p_flag", "verdict"}
+    assert set(report["summary"]) == {"leaking_transforms", "control_excess", "not_identifiable", "ada_p_flag",
+                                      "verdict"}
     assert "| invert | control |" in open(out / "leak.md").read()
     assert "Verdict:" in capsys.readouterr().out
     assert cli.main(["jaxmedgan", "evaluate", "leak", "--workdir", str(wd), "--num", "2", "--out", str(out),
