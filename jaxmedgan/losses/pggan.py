@@ -59,9 +59,11 @@ def gradient_penalty(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array
     return penalty_at(d_fn, interpolate(real, fake, eps), weight, target)
 
 
-def _check_gp_on(gp_on: str) -> None:
+def check_gp_on(gp_on: str) -> str:
+    """`gp_on` itself if it is one of GP_ON; else a ValueError naming config.loss.gp_on."""
     if gp_on not in GP_ON:
         raise ValueError(f"config.loss.gp_on={gp_on!r} must be one of {GP_ON}.")
+    return gp_on
 
 
 def d_wgan_gp_real(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array, *,
@@ -70,7 +72,7 @@ def d_wgan_gp_real(d_fn: DFn, real: jax.Array, fake: jax.Array, eps: jax.Array, 
     """The terms of D's loss that touch real x_i, f32 [N]: -D(x_i) + gp(x^_i) + drift * D(x_i)^2
     (no gp with gp_on='fake': it is then a term on generated images, `d_wgan_gp_fake`), and their
     parts {real_score, gp, grad_norm, drift} [N]. DP-SGD clips this per example."""
-    _check_gp_on(gp_on)
+    check_gp_on(gp_on)
     real_score = d_fn(real).astype(jnp.float32)
     if gp_weight and gp_on == "interpolates":
         gp, norms = gradient_penalty(d_fn, real, fake, eps, gp_weight)
@@ -85,7 +87,7 @@ def d_wgan_gp_fake(d_fn: DFn, fake: jax.Array, *, gp_weight: float = GP_WEIGHT,
                    gp_on: str = "interpolates") -> tuple[jax.Array, dict]:
     """The terms of D's loss on generated x~_i only, f32 [N]: D(x~_i), + the penalty at x~_i when
     gp_on='fake'; parts {fake_score, gp, grad_norm} [N] (gp, grad_norm 0 with 'interpolates')."""
-    _check_gp_on(gp_on)
+    check_gp_on(gp_on)
     fake_score = d_fn(fake).astype(jnp.float32)
     if gp_weight and gp_on == "fake":
         gp, norms = penalty_at(d_fn, fake, gp_weight)

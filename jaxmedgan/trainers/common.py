@@ -56,8 +56,6 @@ def ema_update(ema_params: Any, params: Any, beta: jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda e, p: p + beta * (e - p), ema_params, params)
 
 
-
-
 compute_dtype = layers.compute_dtype  # the families' name for it (models/ builds with it too)
 
 

@@ -203,10 +203,7 @@ def _reset_if(flag: jax.Array, fresh: Any, old: Any) -> Any:
 def gp_on(config: ml_collections.ConfigDict) -> str:
     """Where the gradient penalty is taken: config.loss.gp_on, 'interpolates' (WGAN-GP, the default)
     or 'fake' (at the generated images: a public term under DP; `losses.pggan`)."""
-    value = config.loss.get("gp_on", "interpolates")
-    if value not in pg_losses.GP_ON:
-        raise ValueError(f"config.loss.gp_on={value!r} must be one of {pg_losses.GP_ON}.")
-    return value
+    return pg_losses.check_gp_on(config.loss.get("gp_on", "interpolates"))
 
 
 def private_config(config: ml_collections.ConfigDict, *, with_gp: bool = True) -> DPConfig:
@@ -269,6 +266,7 @@ def d_private_grads(config: ml_collections.ConfigDict, d_params: Any, real: jax.
 
     # The expected batch's worth of fakes: independent of the padded row count n (padding buckets).
     m = min(n, config.train.batch_size)
+
     def fake_penalty(params):  # the penalty at G's images (gp_on='fake'): public, never clipped
         gp, norms = pg_losses.penalty_at(lambda x: d.apply({"params": params}, x, level, alpha), fake[:m], w_gp)
         return jnp.mean(gp), {"gp": jnp.mean(gp), "grad_norm": jnp.mean(norms)}
